@@ -1,0 +1,3 @@
+from shiftvdm.cli import main
+
+raise SystemExit(main())

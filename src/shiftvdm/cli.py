@@ -1,0 +1,75 @@
+"""`shiftvdm` command line: one sub-command per stage, each implemented by a recipe module.
+
+Recipes are imported lazily so that `shiftvdm --help` is instant and a broken optional stage never
+stops the others. A recipe entry point has the signature ``main(argv: list[str], prog: str) -> int``.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import sys
+
+from shiftvdm import __version__
+from shiftvdm.errors import ShiftvdmError
+
+# command -> (module, function, one-line help)
+COMMANDS: dict[str, tuple[str, str, str]] = {
+    "demo": ("shiftvdm.recipes.demo", "main", "run the whole method end to end on CPU and write a report"),
+    "data": ("shiftvdm.recipes.data", "main", "make a synthetic sprite dataset (synth) or check a dataset (check)"),
+    "pretrain": ("shiftvdm.recipes.train", "main_pretrain", "train a base model's full weights from scratch"),
+    "sft": ("shiftvdm.recipes.train", "main_sft", "supervised fine-tuning (LoRA or full)"),
+    "shift": ("shiftvdm.recipes.train", "main_shift", "SHIFT fine-tuning (Algorithm 1) and its baselines"),
+    "generate": ("shiftvdm.recipes.generate", "main", "generate K clips per real clip (discriminator fakes)"),
+    "train-reward": ("shiftvdm.recipes.train_reward", "main", "pre-train the IC and LC motion discriminators (Eq. 7)"),
+    "sample": ("shiftvdm.recipes.sample", "main", "sample a clip from an image"),
+    "export": ("shiftvdm.recipes.export", "main", "fuse a LoRA and write a diffusers-format model folder"),
+    "eval": ("shiftvdm.recipes.evaluate", "main", "motion and appearance metrics on a folder of videos"),
+    "report": ("shiftvdm.recipes.demo", "main_report", "rebuild report.html from a demo run folder"),
+    "config": ("shiftvdm.recipes.config_cmd", "main", "show a shipped or resolved config"),
+}
+
+
+def _usage() -> str:
+    width = max(len(c) for c in COMMANDS)
+    lines = [f"usage: shiftvdm <command> [options]   (shiftvdm {__version__})", "", "commands:"]
+    lines += [f"  {name:<{width}}  {help_}" for name, (_, _, help_) in COMMANDS.items()]
+    lines += ["", "Run `shiftvdm <command> --help` for the options of a command."]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in {"-h", "--help", "help"}:
+        print(_usage())
+        return 0
+    if argv[0] in {"-V", "--version"}:
+        print(__version__)
+        return 0
+    command, rest = argv[0], argv[1:]
+    if command not in COMMANDS:
+        import difflib
+
+        close = difflib.get_close_matches(command, COMMANDS, n=1)
+        hint = f" (did you mean `{close[0]}`?)" if close else ""
+        print(f"shiftvdm: unknown command `{command}`{hint}\n\n{_usage()}", file=sys.stderr)
+        return 2
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+                        datefmt="%H:%M:%S")
+    module_name, func_name, _ = COMMANDS[command]
+    entry = getattr(importlib.import_module(module_name), func_name)
+    try:
+        return int(entry(rest, prog=f"shiftvdm {command}") or 0)
+    except ShiftvdmError as exc:
+        print(f"shiftvdm {command}: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except FileNotFoundError as exc:
+        print(f"shiftvdm {command}: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"shiftvdm {command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
