@@ -1,0 +1,303 @@
+"""Typed configs: dataclass schemas, YAML files, dotted command-line overrides.
+
+Merge order: dataclass defaults, then the YAML file (which may name one ``base:`` file), then
+overrides such as ``optim.lr=1e-4``. Loading is strict: an unknown key is an error naming the key
+and the closest valid one, a wrong type names the field, the expected type and the value. All
+problems are gathered and reported together.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal, TypeVar, Union, get_args, get_origin, get_type_hints
+
+import yaml
+
+from shiftvdm.errors import ConfigError
+
+T = TypeVar("T")
+_MISSING = object()
+
+
+def preset_dir() -> Path:
+    """The folder of the YAML presets shipped with the package."""
+    return Path(str(resources.files("shiftvdm") / "configs"))
+
+
+def list_presets() -> list[str]:
+    root = preset_dir()
+    return sorted(str(p.relative_to(root).with_suffix("")) for p in root.rglob("*.yaml"))
+
+
+def resolve_config_path(config: str | Path) -> Path:
+    """A path to a YAML file, or the name of a shipped preset (``svd_shift_davis``, ``baselines/sft``)."""
+    path = Path(config)
+    if path.suffix in {".yaml", ".yml"} and path.is_file():
+        return path
+    candidate = preset_dir() / f"{config}.yaml"
+    if candidate.is_file():
+        return candidate
+    if path.suffix in {".yaml", ".yml"}:
+        raise ConfigError(f"{path}: config file not found")
+    close = difflib.get_close_matches(str(config), list_presets(), n=1)
+    hint = f" Did you mean `{close[0]}`?" if close else ""
+    raise ConfigError(f"config `{config}` is neither a YAML file nor a shipped preset.{hint} "
+                      f"Presets: {', '.join(list_presets())}")
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: invalid YAML ({exc})") from exc
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping of config sections, got {type(data).__name__}")
+    return data
+
+
+def load_yaml_with_base(path: Path) -> dict[str, Any]:
+    """Read a YAML config; a ``base:`` key names one other file (path relative to this one, or a preset)."""
+    data = _read_yaml(path)
+    base = data.pop("base", None)
+    if base is None:
+        return data
+    base_path = (path.parent / base) if (path.parent / str(base)).is_file() else resolve_config_path(base)
+    base_data = _read_yaml(base_path)
+    if "base" in base_data:
+        raise ConfigError(f"{base_path}: a base config may not name another base (only one level is allowed)")
+    return deep_merge(base_data, data)
+
+
+def deep_merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in update.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = deep_merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def parse_overrides(overrides: list[str]) -> dict[str, Any]:
+    """``["optim.lr=1e-4", "loss.match_noise=false"]`` -> nested dict (values parsed as YAML scalars)."""
+    result: dict[str, Any] = {}
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"override `{item}` must look like section.field=value")
+        dotted, raw = item.split("=", 1)
+        keys = [k for k in dotted.strip().split(".") if k]
+        if not keys:
+            raise ConfigError(f"override `{item}` has an empty field name")
+        try:
+            value = yaml.safe_load(raw) if raw.strip() != "" else ""
+        except yaml.YAMLError:
+            value = raw
+        node = result
+        for key in keys[:-1]:
+            node = node.setdefault(key, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"override `{item}` conflicts with another override of `{key}`")
+        node[keys[-1]] = value
+    return result
+
+
+def _type_name(tp: Any) -> str:
+    origin = get_origin(tp)
+    if origin is Literal:
+        return " | ".join(repr(a) for a in get_args(tp))
+    if origin in (Union, types.UnionType):
+        return " | ".join(_type_name(a) for a in get_args(tp))
+    if origin is not None:
+        args = ", ".join("..." if a is Ellipsis else _type_name(a) for a in get_args(tp))
+        return f"{getattr(origin, '__name__', str(origin))}[{args}]"
+    if tp is type(None):
+        return "null"
+    return getattr(tp, "__name__", str(tp))
+
+
+def _convert(value: Any, tp: Any, where: str, errors: list[str]) -> Any:
+    """Check/convert ``value`` against type ``tp``; append a message to ``errors`` on mismatch."""
+    origin = get_origin(tp)
+    if tp is Any:
+        return value
+    if origin in (Union, types.UnionType):
+        args = get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        for arg in args:
+            if arg is type(None):
+                continue
+            trial: list[str] = []
+            out = _convert(value, arg, where, trial)
+            if not trial:
+                return out
+        errors.append(f"{where}: expected {_type_name(tp)}, got {value!r}")
+        return value
+    if origin is Literal:
+        if value not in get_args(tp):
+            close = difflib.get_close_matches(str(value), [str(a) for a in get_args(tp)], n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            errors.append(f"{where}: expected one of {_type_name(tp)}, got {value!r}{hint}")
+        return value
+    if dataclasses.is_dataclass(tp):
+        if isinstance(value, tp):
+            return value
+        if not isinstance(value, dict):
+            errors.append(f"{where}: expected a mapping of {tp.__name__} fields, got {value!r}")
+            return _MISSING
+        return _build(tp, value, where, errors)
+    if origin in (list, tuple):
+        if not isinstance(value, (list, tuple)):
+            errors.append(f"{where}: expected {_type_name(tp)}, got {value!r}")
+            return value
+        args = get_args(tp)
+        if origin is tuple and args and args[-1] is not Ellipsis:
+            if len(args) != len(value):
+                errors.append(f"{where}: expected {len(args)} items ({_type_name(tp)}), got {value!r}")
+                return value
+            return tuple(_convert(v, a, f"{where}[{i}]", errors) for i, (v, a) in enumerate(zip(value, args)))
+        item_tp = args[0] if args else Any
+        items = [_convert(v, item_tp, f"{where}[{i}]", errors) for i, v in enumerate(value)]
+        return tuple(items) if origin is tuple else items
+    if origin is dict:
+        if not isinstance(value, dict):
+            errors.append(f"{where}: expected {_type_name(tp)}, got {value!r}")
+            return value
+        val_tp = get_args(tp)[1] if get_args(tp) else Any
+        return {str(k): _convert(v, val_tp, f"{where}.{k}", errors) for k, v in value.items()}
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        errors.append(f"{where}: expected bool (true/false), got {value!r}")
+        return value
+    if tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        errors.append(f"{where}: expected int, got {value!r}")
+        return value
+    if tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str):
+            try:
+                return float(value)  # YAML 1.1 reads "1e-4" as a string
+            except ValueError:
+                pass
+        errors.append(f"{where}: expected float, got {value!r}")
+        return value
+    if tp is str:
+        if isinstance(value, str):
+            return value
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return str(value)
+        errors.append(f"{where}: expected str, got {value!r}")
+        return value
+    if tp is Path:
+        if isinstance(value, (str, Path)):
+            return Path(value)
+        errors.append(f"{where}: expected a path, got {value!r}")
+        return value
+    return value
+
+
+def _build(cls: type[T], data: dict[str, Any], where: str, errors: list[str]) -> T:
+    hints = get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
+    kwargs: dict[str, Any] = {}
+    for key, value in data.items():
+        path = f"{where}.{key}" if where else str(key)
+        if key not in fields:
+            close = difflib.get_close_matches(str(key), list(fields), n=1, cutoff=0.5)
+            hint = f"; did you mean `{(where + '.') if where else ''}{close[0]}`?" if close else ""
+            errors.append(f"{path}: unknown key{hint} (valid keys: {', '.join(fields)})")
+            continue
+        converted = _convert(value, hints[key], path, errors)
+        if converted is not _MISSING:
+            kwargs[key] = converted
+    # nested dataclasses given partially must start from their defaults
+    for name, f in fields.items():
+        if name not in kwargs and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+            errors.append(f"{(where + '.') if where else ''}{name}: required field is missing")
+    try:
+        return cls(**kwargs)
+    except (ValueError, TypeError) as exc:
+        errors.append(f"{where or cls.__name__}: {exc}")
+        return _MISSING  # type: ignore[return-value]
+
+
+def config_from_dict(cls: type[T], data: dict[str, Any], source: str = "") -> T:
+    """Build ``cls`` from a nested dict, strictly; raise ConfigError listing every problem."""
+    errors: list[str] = []
+    cfg = _build(cls, data, "", errors)
+    if errors:
+        prefix = f"{source}: " if source else ""
+        raise ConfigError(f"{prefix}invalid config:\n  " + "\n  ".join(errors))
+    return cfg
+
+
+def load_config(cls: type[T], config: str | Path | None = None, overrides: list[str] | None = None) -> T:
+    """Defaults of ``cls``, then the YAML ``config`` (path or preset name), then dotted ``overrides``."""
+    data: dict[str, Any] = {}
+    source = "defaults"
+    if config is not None:
+        path = resolve_config_path(config)
+        data = load_yaml_with_base(path)
+        source = str(path)
+    if overrides:
+        data = deep_merge(data, parse_overrides(overrides))
+        source += " + overrides"
+    return config_from_dict(cls, data, source)
+
+
+def config_to_dict(cfg: Any) -> Any:
+    """A dataclass config as plain YAML-ready data (paths as strings, tuples as lists)."""
+    if dataclasses.is_dataclass(cfg) and not isinstance(cfg, type):
+        return {f.name: config_to_dict(getattr(cfg, f.name)) for f in dataclasses.fields(cfg)}
+    if isinstance(cfg, (list, tuple)):
+        return [config_to_dict(v) for v in cfg]
+    if isinstance(cfg, dict):
+        return {str(k): config_to_dict(v) for k, v in cfg.items()}
+    if isinstance(cfg, Path):
+        return str(cfg)
+    return cfg
+
+
+def dump_config(cfg: Any, path: str | Path) -> Path:
+    """Write the resolved config as YAML (atomically)."""
+    from shiftvdm.utils.checkpoint import atomic_write
+
+    text = yaml.safe_dump(config_to_dict(cfg), sort_keys=False)
+    return atomic_write(path, lambda p: p.write_text(text))
+
+
+def config_differences(a: Any, b: Any, prefix: str = "") -> list[str]:
+    """Dotted names of the fields whose values differ between two configs of the same schema."""
+    da, db = config_to_dict(a), config_to_dict(b)
+    out: list[str] = []
+
+    def walk(x: Any, y: Any, name: str) -> None:
+        if isinstance(x, dict) and isinstance(y, dict):
+            for k in sorted(set(x) | set(y)):
+                walk(x.get(k), y.get(k), f"{name}.{k}" if name else k)
+        elif x != y:
+            out.append(f"{name}: {x!r} -> {y!r}")
+
+    walk(da, db, prefix)
+    return out
+
+
+__all__ = [
+    "config_differences", "config_from_dict", "config_to_dict", "deep_merge", "dump_config", "list_presets",
+    "load_config", "parse_overrides", "preset_dir", "resolve_config_path",
+]
+
+_ = typing  # typing imported for get_type_hints on string annotations in user modules
