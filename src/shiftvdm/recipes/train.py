@@ -1,0 +1,127 @@
+"""`shiftvdm pretrain | sft | shift`: one trainer (train/shift.py), three stages.
+
+Merge order: dataclass defaults < the stage's defaults below < --config YAML < command-line overrides.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from shiftvdm.config import config_from_dict, deep_merge, load_yaml_with_base, parse_overrides, resolve_config_path
+from shiftvdm.errors import CheckpointError, ConfigError
+from shiftvdm.train.config import TrainConfig
+
+logger = logging.getLogger(__name__)
+
+# What each command means, before any config file: SFT is SHIFT with λ_aw = 0 (no rollouts, no rewards).
+STAGE_DEFAULTS: dict[str, dict[str, Any]] = {
+    "pretrain": {"mode": "pretrain", "lora": {"enabled": False}, "loss": {"lambda_aw": 0.0},
+                 "rollout": {"passes_per_buffer": 1}, "discriminator": {"refresh": False}},
+    "sft": {"mode": "sft", "loss": {"lambda_aw": 0.0}, "rollout": {"passes_per_buffer": 1},
+            "discriminator": {"refresh": False}},
+    "shift": {"mode": "shift"},
+}
+
+
+def resolve_train_config(mode: str, config: str | None, overrides: list[str]) -> TrainConfig:
+    data = dict(STAGE_DEFAULTS[mode])
+    source = f"`shiftvdm {mode}` defaults"
+    if config:
+        path = resolve_config_path(config)
+        data = deep_merge(data, load_yaml_with_base(path))
+        source = str(path)
+    data = deep_merge(data, parse_overrides(overrides))
+    data["mode"] = mode
+    cfg = config_from_dict(TrainConfig, data, source)
+    from shiftvdm.train.losses import needs_rollouts
+
+    if mode in ("pretrain", "sft") and needs_rollouts(cfg.loss):
+        raise ConfigError(f"{source}: `shiftvdm {mode}` trains without rollouts, but loss.lambda_aw="
+                          f"{cfg.loss.lambda_aw} / loss.asymmetric={cfg.loss.asymmetric}; use `shiftvdm shift` instead")
+    if mode == "shift" and needs_rollouts(cfg.loss) and not cfg.discriminator.critic:
+        raise ConfigError(f"{source}: discriminator.critic is required for SHIFT (a folder written by "
+                          "`shiftvdm train-reward`)")
+    return cfg
+
+
+def build_training(cfg: TrainConfig, clips: Any = None, accelerator: Any = None):
+    """Assemble backbone, critic, clips and runtime for a config. Returns (backbone, critic, clips, runtime)."""
+    from shiftvdm.backbone import load_backbone
+    from shiftvdm.train.clips import open_training_clips
+    from shiftvdm.train.losses import needs_rollouts
+    from shiftvdm.train.runtime import Runtime
+
+    clips = clips if clips is not None else open_training_clips(cfg.data)
+    backbone = load_backbone(cfg.backbone)
+    if accelerator is not None:
+        backbone.to(accelerator.device) if hasattr(backbone, "to") else None
+    if cfg.lora.init_from:
+        backbone.load_lora(cfg.lora.init_from)
+        backbone.fuse_lora()  # start SHIFT on top of the SFT model (the reference's pretrained_sft_lora_path)
+    if cfg.lora.enabled:
+        backbone.add_lora(cfg.lora.rank, cfg.lora.alpha, cfg.lora.targets)
+    if cfg.run.gradient_checkpointing and hasattr(backbone.denoiser, "enable_gradient_checkpointing"):
+        backbone.denoiser.enable_gradient_checkpointing()
+    critic = None
+    features_from_state = None
+    if needs_rollouts(cfg.loss):
+        from shiftvdm.rewards.critic import MotionCritic, MotionFeatures
+
+        critic = MotionCritic.load(cfg.discriminator.critic)
+        features_from_state = MotionFeatures.from_state_dict
+    first = clips.load(list(range(min(cfg.run.num_samples, len(clips)))))
+    rt = Runtime(cfg, backbone, critic, Path(cfg.run.out_dir), accelerator=accelerator,
+                 features_from_state=features_from_state, sample_frames=first[0][:, 0], sample_prompts=first[1])
+    return backbone, critic, clips, rt
+
+
+def run_training(cfg: TrainConfig, *, resume: bool = False, clips: Any = None,
+                 evaluate: Callable | None = None, accelerator: Any = None):
+    """Train (or resume) one run; returns the TrainResult. Used by the CLI, the demo and tests."""
+    from shiftvdm.train.shift import train
+
+    if accelerator is None:
+        from accelerate import Accelerator
+
+        accelerator = Accelerator(cpu=not torch.cuda.is_available())
+    backbone, critic, clips, rt = build_training(cfg, clips, accelerator)
+    if resume and not rt.resume():
+        raise CheckpointError(f"--resume: no checkpoint under {Path(cfg.run.out_dir) / 'checkpoints'}")
+    return train(cfg, backbone, critic, clips, rt, evaluate)
+
+
+def _main(argv: list[str], prog: str, mode: str) -> int:
+    parser = argparse.ArgumentParser(prog=prog, description=__doc__.splitlines()[0])
+    parser.add_argument("--config", help="YAML file or shipped preset name (see `shiftvdm config list`)")
+    parser.add_argument("--resume", action="store_true", help="continue the run in run.out_dir from its last checkpoint")
+    parser.add_argument("--out", help="run folder (same as run.out_dir=...)")
+    parser.add_argument("--skip-bad", action="store_true", help="drop bad data entries instead of stopping")
+    parser.add_argument("overrides", nargs="*", help="dotted overrides, e.g. optim.lr=1e-4 run.max_steps=100")
+    args = parser.parse_args(argv)
+    overrides = list(args.overrides)
+    if args.out:
+        overrides.append(f"run.out_dir={args.out}")
+    if args.skip_bad:
+        overrides.append("data.skip_bad=true")
+    cfg = resolve_train_config(mode, args.config, overrides)
+    result = run_training(cfg, resume=args.resume)
+    print(f"{mode}: {result.steps} steps ({result.stopped_by}); outputs in {cfg.run.out_dir}")
+    return 0
+
+
+def main_pretrain(argv: list[str], prog: str = "shiftvdm pretrain") -> int:
+    return _main(argv, prog, "pretrain")
+
+
+def main_sft(argv: list[str], prog: str = "shiftvdm sft") -> int:
+    return _main(argv, prog, "sft")
+
+
+def main_shift(argv: list[str], prog: str = "shiftvdm shift") -> int:
+    return _main(argv, prog, "shift")

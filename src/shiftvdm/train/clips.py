@@ -1,0 +1,68 @@
+"""Real training clips as a ClipSource (what train/shift.py reads), with the pre-flight data check."""
+
+from __future__ import annotations
+
+import logging
+
+import torch
+from torch import Tensor
+
+from shiftvdm.errors import DataError
+
+logger = logging.getLogger(__name__)
+
+
+class TensorClips:
+    """Clips held in memory as uint8 (N, F, H, W, 3); used by the demo and by tests."""
+
+    def __init__(self, videos_uint8: Tensor, prompts: list[str] | None = None) -> None:
+        if videos_uint8.ndim != 5 or videos_uint8.shape[-1] != 3:
+            raise DataError(f"expected clips of shape (N, F, H, W, 3), got {tuple(videos_uint8.shape)}")
+        self.videos = videos_uint8
+        self.prompts = prompts
+
+    def __len__(self) -> int:
+        return int(self.videos.shape[0])
+
+    def load(self, indices: list[int]) -> tuple[Tensor, list[str] | None]:
+        v = self.videos[torch.as_tensor(indices, dtype=torch.long)]
+        video = v.permute(0, 1, 4, 2, 3).float() / 127.5 - 1.0  # (B, F, 3, H, W) in [-1, 1]
+        prompts = [self.prompts[i] for i in indices] if self.prompts is not None else None
+        return video, prompts
+
+
+class DatasetClips:
+    """Clips decoded from a manifest or folder through VideoClipDataset."""
+
+    def __init__(self, dataset, default_prompt: str | None = None) -> None:
+        self.dataset = dataset
+        self.default_prompt = default_prompt
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def load(self, indices: list[int]) -> tuple[Tensor, list[str] | None]:
+        items = [self.dataset[i] for i in indices]
+        video = torch.stack([it["video"] for it in items])
+        prompts = [it.get("prompt") or self.default_prompt for it in items]
+        return video, (None if all(p is None for p in prompts) else [p or "" for p in prompts])
+
+
+def open_training_clips(data_cfg) -> DatasetClips:
+    """Check every entry first (as `shiftvdm data check`), then stop with the list or drop bad ones."""
+    from shiftvdm.data.check import check_dataset, format_report
+    from shiftvdm.data.dataset import VideoClipDataset
+
+    if not data_cfg.train:
+        raise DataError("data.train is empty: give a manifest (jsonl/json/csv) or a folder of videos")
+    report = check_dataset(data_cfg.train, num_frames=data_cfg.num_frames, fps=data_cfg.fps)
+    if report.bad:
+        if not data_cfg.skip_bad:
+            raise DataError(f"{data_cfg.train}: {len(report.bad)} bad entries (fix them or set data.skip_bad=true "
+                            f"/ pass --skip-bad):\n{format_report(report)}")
+        logger.warning("dropping %d bad entries of %s (data.skip_bad)", len(report.bad), data_cfg.train)
+    if not report.good:
+        raise DataError(f"{data_cfg.train}: no usable clip")
+    dataset = VideoClipDataset(report.good, num_frames=data_cfg.num_frames, height=data_cfg.height,
+                               width=data_cfg.width, fps=data_cfg.fps, cache_dir=data_cfg.cache_dir)
+    return DatasetClips(dataset, data_cfg.prompt)

@@ -1,0 +1,367 @@
+"""Everything around Algorithm 1 that is not the algorithm: processes, optimizers, schedules, weight EMA,
+named random streams, logging, sample clips, checkpoints and exact resume.
+
+Kept out of train/shift.py so that file reads like the paper.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import math
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from shiftvdm.backbone.base import Backbone
+from shiftvdm.config import config_differences, config_from_dict, config_to_dict, dump_config
+from shiftvdm.errors import CheckpointError, TrainingError
+from shiftvdm.train.buffer import RolloutBuffer
+from shiftvdm.train.config import TrainConfig
+from shiftvdm.train.state import Counters, latest_checkpoint, read_checkpoint, write_checkpoint
+from shiftvdm.utils.seeding import generator_for
+
+logger = logging.getLogger(__name__)
+
+# Fields that may differ when resuming (they do not change what the run computes).
+RESUMABLE_CHANGES = ("run.max_steps", "run.time_limit_s", "run.progress", "run.checkpoint_every",
+                     "run.keep_checkpoints", "run.log_every", "run.sample_every", "run.eval_every", "run.out_dir")
+
+
+def lr_lambda(cfg: TrainConfig) -> Callable[[int], float]:
+    """Linear warm-up then constant or cosine. Warm-up starts at 1/warmup (the reference starts at 0,
+    which wastes its first update)."""
+    o, total = cfg.optim, max(1, cfg.run.max_steps)
+
+    def factor(step: int) -> float:
+        if o.warmup_steps > 0 and step < o.warmup_steps:
+            return (step + 1) / o.warmup_steps
+        if o.schedule == "constant":
+            return 1.0
+        progress = min(1.0, (step - o.warmup_steps) / max(1, total - o.warmup_steps))
+        return o.min_lr_ratio + (1 - o.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+    return factor
+
+
+class Runtime:
+    """Process-level services for one training run."""
+
+    def __init__(self, cfg: TrainConfig, backbone: Backbone, critic: Any, run_dir: Path, *,
+                 accelerator: Any = None, features_from_state: Callable[[dict], Any] | None = None,
+                 sample_frames: Tensor | None = None, sample_prompts: list[str] | None = None) -> None:
+        self.cfg, self.backbone, self.critic, self.run_dir = cfg, backbone, critic, Path(run_dir)
+        self.accelerator = accelerator
+        self.rank = accelerator.process_index if accelerator is not None else 0
+        self.world = accelerator.num_processes if accelerator is not None else 1
+        self.device = accelerator.device if accelerator is not None else torch.device("cpu")
+        self.is_main = self.rank == 0
+        self.state = Counters()
+        self.buffer: RolloutBuffer | None = None
+        self.features_from_state = features_from_state
+        self.sample_frames, self.sample_prompts = sample_frames, sample_prompts
+        self.params: list[nn.Parameter] = [p for p in backbone.trainable_parameters() if p.requires_grad]
+        if not self.params:
+            raise TrainingError("the backbone has no trainable parameters (LoRA not added and full training off?)")
+        o = cfg.optim
+        self.optimizer = torch.optim.AdamW(self.params, lr=o.lr, betas=o.betas, weight_decay=o.weight_decay, eps=o.eps)
+        self.lr_scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lr_lambda(cfg))
+        self.d_optimizer = None
+        if critic is not None and cfg.discriminator.refresh:
+            d = cfg.discriminator.train
+            self.d_optimizer = torch.optim.AdamW(critic.discriminator_parameters(), lr=d.lr, betas=d.betas,
+                                                 weight_decay=d.weight_decay)
+        self.ema: list[Tensor] | None = [p.detach().clone() for p in self.params] if o.ema_decay > 0 else None
+        self.last_metrics: dict[str, float] = {}
+        self._evaluate: Callable[[Backbone, int], dict[str, float]] | None = None
+        self._writer = None
+        self._bar = None
+        self._t_start = 0.0
+        self._t_offset = 0.0
+        self._metrics_file = self.run_dir / "logs" / "metrics.jsonl"
+
+    # ----- random streams ---------------------------------------------------------------------------------
+    def generator(self, stream: str, *counters: int) -> torch.Generator:
+        """The generator for one named stream at given counters, distinct per process."""
+        return generator_for(self.cfg.run.seed, stream, self.rank, *counters)
+
+    # ----- numerics -------------------------------------------------------------------------------------
+    def autocast(self) -> contextlib.AbstractContextManager:
+        if self.cfg.run.mixed_precision == "bf16":
+            return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    def average_gradients(self, params: list[nn.Parameter]) -> None:
+        """Average gradients over processes with one all-reduce (DDP's result, without its wrapper)."""
+        if self.world == 1:
+            return
+        import torch.distributed as dist
+
+        grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
+        flat = torch.cat([g.reshape(-1) for g in grads])
+        dist.all_reduce(flat)
+        flat /= self.world
+        offset = 0
+        for p, g in zip(params, grads):
+            n = g.numel()
+            p.grad = flat[offset:offset + n].view_as(g).clone()
+            offset += n
+
+    def skip_step(self, reason: str) -> None:
+        """Drop this step's gradients, count it, stop after too many (the last checkpoint stays intact)."""
+        self.optimizer.zero_grad(set_to_none=True)
+        self.state.nonfinite_steps += 1
+        logger.warning("step %d skipped: %s (%d so far)", self.state.step, reason, self.state.nonfinite_steps)
+        if self.state.nonfinite_steps > self.cfg.run.max_nonfinite_steps:
+            raise TrainingError(
+                f"{self.state.nonfinite_steps} steps had a non-finite loss or gradient (limit "
+                f"run.max_nonfinite_steps={self.cfg.run.max_nonfinite_steps}); last cause: {reason}. "
+                f"The last good checkpoint in {self.run_dir / 'checkpoints'} is intact; lower optim.lr or loss.lambda_aw.")
+        return None
+
+    def update_weight_ema(self) -> None:
+        if self.ema is None:
+            return
+        decay = self.cfg.optim.ema_decay
+        step = self.state.step + 1
+        decay = min(decay, (1 + step) / (10 + step))  # warm-up: early weights are not worth keeping
+        with torch.no_grad():
+            for e, p in zip(self.ema, self.params):
+                e.lerp_(p.detach(), 1 - decay)
+
+    @contextlib.contextmanager
+    def ema_weights(self) -> Iterator[None]:
+        """Temporarily swap the EMA weights in (for sampling, evaluation and saving)."""
+        if self.ema is None:
+            yield
+            return
+        backup = [p.detach().clone() for p in self.params]
+        with torch.no_grad():
+            for p, e in zip(self.params, self.ema):
+                p.copy_(e)
+        try:
+            yield
+        finally:
+            with torch.no_grad():
+                for p, b in zip(self.params, backup):
+                    p.copy_(b)
+
+    # ----- gradient diagnostics -------------------------------------------------------------------------
+    def log_grad_norms_now(self) -> bool:
+        every = self.cfg.run.log_grad_norm_every
+        return every > 0 and self.state.step % every == 0
+
+    def grad_snapshot(self) -> list[Tensor]:
+        return [p.grad.detach().clone() if p.grad is not None else torch.zeros_like(p) for p in self.params]
+
+    def grad_split_norms(self, g_sft: list[Tensor]) -> dict[str, float]:
+        total = [p.grad if p.grad is not None else torch.zeros_like(p) for p in self.params]
+        sft = torch.sqrt(sum((g.float() ** 2).sum() for g in g_sft)).item()
+        aw = torch.sqrt(sum(((t - g).float() ** 2).sum() for t, g in zip(total, g_sft))).item()
+        return {"grad_norm/sft": sft, "grad_norm/aw": aw, "grad_norm/aw_over_sft": aw / max(sft, 1e-12)}
+
+    # ----- timing ---------------------------------------------------------------------------------------
+    def timed(self, phase: str, fn: Callable[[], Any]) -> Any:
+        t0 = time.perf_counter()
+        out = fn()
+        self.state.add_time(phase, time.perf_counter() - t0)
+        return out
+
+    def elapsed(self) -> float:
+        return self._t_offset + (time.perf_counter() - self._t_start)
+
+    def out_of_time(self) -> bool:
+        limit = self.cfg.run.time_limit_s
+        return limit > 0 and self.elapsed() >= limit
+
+    # ----- run lifecycle --------------------------------------------------------------------------------
+    def begin(self, evaluate: Callable[[Backbone, int], dict[str, float]] | None) -> None:
+        self._evaluate = evaluate
+        self._t_offset = self.state.timers.get("wall", 0.0)
+        self._t_start = time.perf_counter()
+        if self.is_main:
+            (self.run_dir / "logs").mkdir(parents=True, exist_ok=True)
+            dump_config(self.cfg, self.run_dir / "config.yaml")
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+
+                self._writer = SummaryWriter(str(self.run_dir / "logs"))
+            except Exception as exc:  # tensorboard is optional at run time
+                logger.warning("TensorBoard logging off: %s", exc)
+            if self.cfg.run.progress:
+                from tqdm.auto import tqdm
+
+                self._bar = tqdm(total=self.cfg.run.max_steps, initial=self.state.step, desc=f"{self.cfg.mode}",
+                                 unit="step", dynamic_ncols=True)
+            c = self.cfg
+            logger.info("***** Running %s ***** processes=%d P=%d buffer=%d passes/buffer=%d batch/process=%d "
+                        "lambda_aw=%g max_steps=%d run_dir=%s", c.mode, self.world, c.rollout.group_size,
+                        c.rollout.buffer_size, c.rollout.passes_per_buffer, c.rollout.batch_size, c.loss.lambda_aw,
+                        c.run.max_steps, self.run_dir)
+
+    def log(self, metrics: dict[str, float], step: int) -> None:
+        if not metrics or not self.is_main:
+            return
+        record = {"step": step, "time": round(self.elapsed(), 4), **{k: float(v) for k, v in metrics.items()}}
+        self._metrics_file.parent.mkdir(parents=True, exist_ok=True)
+        with open(self._metrics_file, "a") as fh:
+            fh.write(json.dumps(record) + "\n")
+        if self._writer is not None:
+            for k, v in metrics.items():
+                if math.isfinite(float(v)):
+                    self._writer.add_scalar(k, float(v), step)
+
+    def log_histograms(self, buffer: RolloutBuffer, step: int) -> None:
+        if self._writer is None or buffer.adv_fake is None:
+            return
+        self._writer.add_histogram("hist/adv_fake", buffer.adv_fake.flatten(), step)
+        self._writer.add_histogram("hist/reward_fake", buffer.rewards["r_fake"].flatten(), step)
+        self._writer.add_histogram("hist/reward_real", buffer.rewards["r_real"].flatten(), step)
+
+    def after_step(self, metrics: dict[str, float]) -> None:
+        s, run = self.state.step, self.cfg.run
+        self.state.timers["wall"] = self.elapsed()
+        self.last_metrics = metrics
+        if s % max(1, run.log_every) == 0:
+            self.log({**metrics, "nonfinite_steps": self.state.nonfinite_steps}, step=s)
+        if self._bar is not None:
+            self._bar.update(1)
+            if "loss/real" in metrics:
+                self._bar.set_postfix(loss=f"{metrics['loss/real']:.4f}", refresh=False)
+        if run.sample_every and s % run.sample_every == 0:
+            self.write_samples(s)
+        if self._evaluate is not None and run.eval_every and s % run.eval_every == 0:
+            self.run_evaluation(s)
+        if run.checkpoint_every and s % run.checkpoint_every == 0 and s < run.max_steps:
+            self.save_checkpoint()
+
+    def run_evaluation(self, step: int) -> None:
+        t0 = time.perf_counter()
+        with self.ema_weights():
+            result = self._evaluate(self.backbone, step) if self._evaluate else {}
+        self.log({f"eval/{k}": v for k, v in result.items()}, step=step)
+        self._t_offset -= time.perf_counter() - t0  # evaluation time is not training time
+
+    def write_samples(self, step: int) -> None:
+        if not self.is_main or self.sample_frames is None:
+            return
+        t0 = time.perf_counter()
+        from shiftvdm.data.video_io import to_uint8, write_video
+
+        with self.ema_weights(), torch.no_grad():
+            cond = self.backbone.encode_condition(self.sample_frames.to(self.device), self.sample_prompts)
+            lat = self.backbone.sample(cond, 1, generator_for(self.cfg.run.seed, "samples"), stochastic=False)
+            video = self.backbone.decode(lat[:, 0]).cpu()  # (n, F, 3, H, W)
+        grid = torch.cat(list(video), dim=-1)  # clips side by side: (F, 3, H, n*W)
+        write_video(self.run_dir / "samples" / f"step-{step:07d}.gif", to_uint8(grid), fps=8)
+        self._t_offset -= time.perf_counter() - t0
+
+    def finish(self, metrics: dict[str, float]) -> None:
+        self.state.timers["wall"] = self.elapsed()
+        self.save_checkpoint()
+        if self.is_main:
+            self.save_final()
+            if self._bar is not None:
+                self._bar.close()
+            if self._writer is not None:
+                self._writer.close()
+
+    # ----- saving and resuming --------------------------------------------------------------------------
+    def trainable_state(self) -> dict[str, Tensor]:
+        return {str(i): p.detach().cpu().clone() for i, p in enumerate(self.params)}
+
+    def save_checkpoint(self) -> Path | None:
+        if self.world > 1:
+            import torch.distributed as dist
+
+            dist.barrier()
+        state = {
+            "counters": self._counters_dict(),
+            "config": config_to_dict(self.cfg),
+            "params": self.trainable_state(),
+            "optimizer": self.optimizer.state_dict(),
+            "lr_scheduler": self.lr_scheduler.state_dict(),
+            "ema": self.ema,
+            "d_optimizer": self.d_optimizer.state_dict() if self.d_optimizer is not None else None,
+            "critic": self.critic.state_dict() if self.critic is not None else None,
+            "buffer": self.buffer.state_dict() if self.buffer is not None else None,
+            "torch_rng": torch.get_rng_state(),
+        }
+        # every process keeps its own buffer share; process 0 also writes the weights for use
+        root = self.run_dir / "checkpoints" / (f"rank{self.rank}" if self.world > 1 else "")
+        extra = {}
+        if self.is_main and self.cfg.lora.enabled:
+            extra["lora.safetensors"] = lambda p: self._save_lora(p)
+        path = write_checkpoint(root, self.state.step, state, extra, keep=self.cfg.run.keep_checkpoints)
+        if self.world > 1:
+            import torch.distributed as dist
+
+            dist.barrier()
+        return path
+
+    def _save_lora(self, path: Path) -> None:
+        with self.ema_weights():
+            self.backbone.save_lora(path)
+
+    def _counters_dict(self) -> dict[str, Any]:
+        from dataclasses import asdict
+
+        return asdict(self.state)
+
+    def save_final(self) -> None:
+        """Weights for use: the LoRA (safetensors) or the full model folder, plus the refreshed critic."""
+        with self.ema_weights():
+            if self.cfg.lora.enabled:
+                self.backbone.save_lora(self.run_dir / "lora.safetensors")
+            else:
+                self.backbone.save_pretrained(self.run_dir / "model")
+        if self.critic is not None and self.cfg.discriminator.refresh and needs_critic(self.cfg):
+            self.critic.save(self.run_dir / "critic")
+        summary = {"steps": self.state.step, "d_steps": self.state.d_steps, "timers": self.state.timers,
+                   "nonfinite_steps": self.state.nonfinite_steps, "last_metrics": self.last_metrics}
+        from shiftvdm.utils.checkpoint import save_json
+
+        save_json(summary, self.run_dir / "summary.json")
+
+    def resume(self, path: Path | None = None) -> bool:
+        """Restore the latest (or given) checkpoint of this run. Returns False when there is none."""
+        root = self.run_dir / "checkpoints" / (f"rank{self.rank}" if self.world > 1 else "")
+        path = path or latest_checkpoint(root)
+        if path is None:
+            return False
+        state = read_checkpoint(path)
+        saved_cfg = config_from_dict(TrainConfig, state["config"], str(path))
+        diffs = [d for d in config_differences(saved_cfg, self.cfg) if not d.startswith(RESUMABLE_CHANGES)]
+        if diffs:
+            raise CheckpointError(f"{path}: cannot resume, the config differs from the checkpoint's in fields that "
+                                  "change the run:\n  " + "\n  ".join(diffs))
+        if len(state["params"]) != len(self.params):
+            raise CheckpointError(f"{path}: checkpoint has {len(state['params'])} trainable tensors, this run "
+                                  f"{len(self.params)} (different LoRA settings or backbone?)")
+        with torch.no_grad():
+            for i, p in enumerate(self.params):
+                p.copy_(state["params"][str(i)])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.lr_scheduler.load_state_dict(state["lr_scheduler"])
+        if state["ema"] is not None and self.ema is not None:
+            self.ema = [t.clone() for t in state["ema"]]
+        if self.d_optimizer is not None and state["d_optimizer"] is not None:
+            self.d_optimizer.load_state_dict(state["d_optimizer"])
+        if self.critic is not None and state["critic"] is not None:
+            self.critic.load_state_dict(state["critic"])
+        self.state = Counters(**state["counters"])
+        self.buffer = (RolloutBuffer.from_state_dict(state["buffer"], self.features_from_state)
+                       if state["buffer"] is not None else None)
+        torch.set_rng_state(state["torch_rng"])
+        logger.info("resumed from %s at step %d", path, self.state.step)
+        return True
+
+
+def needs_critic(cfg: TrainConfig) -> bool:
+    from shiftvdm.train.losses import needs_rollouts
+
+    return needs_rollouts(cfg.loss)
