@@ -32,7 +32,7 @@ class RolloutBatch:
         return 0 if self.x_fake is None else int(self.x_fake.shape[1])
 
 
-@dataclass
+@dataclass(eq=False)  # identity semantics: two buffers are never "equal"
 class RolloutBuffer:
     x: Tensor  # (N, ...) real latents of this rank's share of the chunk
     cond: Condition

@@ -260,8 +260,31 @@ class Runtime:
         write_video(self.run_dir / "samples" / f"step-{step:07d}.gif", to_uint8(grid), fps=8)
         self._t_offset -= time.perf_counter() - t0
 
+    def record_buffer(self, buffer: RolloutBuffer) -> None:
+        """Which clips this process rolled out in this buffer (every process writes its own file)."""
+        path = self.run_dir / "logs" / f"buffers-rank{self.rank}.jsonl"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "a") as fh:
+            fh.write(json.dumps({"buffer": self.state.chunks_done, "epoch": self.state.epoch, "step": self.state.step,
+                                 "clip_ids": buffer.clip_ids.tolist()}) + "\n")
+        if self.is_main:
+            self.log_histograms(buffer, self.state.step)
+
+    def weights_digest(self) -> str:
+        """SHA-256 of the trainable weights: equal on every process when gradients are averaged."""
+        import hashlib
+
+        h = hashlib.sha256()
+        for p in self.params:
+            h.update(p.detach().cpu().contiguous().numpy().tobytes())
+        return h.hexdigest()
+
     def finish(self, metrics: dict[str, float]) -> None:
         self.state.timers["wall"] = self.elapsed()
+        from shiftvdm.utils.checkpoint import save_json
+
+        save_json({"rank": self.rank, "steps": self.state.step, "weights_sha256": self.weights_digest()},
+                  self.run_dir / "logs" / f"final-rank{self.rank}.json")
         self.save_checkpoint()
         if self.is_main:
             self.save_final()

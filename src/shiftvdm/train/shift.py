@@ -222,6 +222,7 @@ def train(cfg: TrainConfig, backbone: Backbone, critic: Any, clips: ClipSource, 
             t0 = time.perf_counter()
             rt.buffer = collect_buffer(backbone, critic, clips, indices, cfg, rt)
             state.add_time("buffer", time.perf_counter() - t0)
+            rt.record_buffer(rt.buffer)
             rt.log(buffer_metrics(rt.buffer), step=state.step)
         order = rt.buffer.pass_order(c.batch_size, rt.generator("pass", state.chunks_done, state.pass_index))
         while state.batch_index < len(order):

@@ -1,0 +1,190 @@
+"""Dataset manifests: which clips make a dataset, with optional prompt, source clip and metadata.
+
+A manifest is a ``.jsonl`` file (one JSON object per line), a ``.json`` file (a list of objects, or an object
+whose ``"clips"`` key holds that list), a ``.csv`` file with a header row, or a plain folder of videos. Each
+entry needs ``path`` (relative to the manifest's folder, or absolute); ``source`` and ``prompt`` are optional;
+every other key goes to ``meta``. A folder holding a ``manifest.jsonl`` (what ``shiftvdm data synth`` writes)
+is read through that manifest; any other folder lists its videos (sorted, not recursive).
+
+Entries whose path resolves outside the dataset root are kept but flagged (``outside_root``) so that
+``check_dataset`` reports them instead of silently reading files elsewhere on disk.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from shiftvdm.data.video_io import CLIP_EXTENSIONS
+from shiftvdm.errors import DataError
+from shiftvdm.utils.checkpoint import atomic_write
+
+logger = logging.getLogger(__name__)
+
+MANIFEST_EXTENSIONS = (".jsonl", ".json", ".csv")
+# Names looked up, in order, inside a folder before falling back to listing its videos.
+FOLDER_MANIFEST_NAMES = ("manifest.jsonl", "manifest.json", "manifest.csv")
+
+
+@dataclass
+class ClipEntry:
+    """One clip of a dataset.
+
+    Attributes:
+        path: absolute, resolved path of the clip.
+        relpath: the path as written in the manifest (for messages).
+        source: e.g. the real clip a generated clip came from.
+        prompt: optional text prompt.
+        meta: every other manifest key.
+        outside_root: the path resolves outside the dataset root (a bad entry for ``check_dataset``).
+    """
+
+    path: Path
+    relpath: str
+    source: str | None = None
+    prompt: str | None = None
+    meta: dict = field(default_factory=dict)
+    outside_root: bool = False
+
+
+@dataclass
+class Manifest:
+    """A dataset: its root folder (the manifest's folder) and its entries in manifest order."""
+
+    root: Path
+    entries: list[ClipEntry]
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+
+def _entry_from_record(record: Any, root: Path, where: str) -> ClipEntry:
+    if not isinstance(record, dict):
+        raise DataError(f"{where}: expected an object with a \"path\" key, got {type(record).__name__}")
+    if "path" not in record:
+        raise DataError(f"{where}: missing required key \"path\" (keys: {', '.join(map(str, record)) or 'none'})")
+    relpath = record["path"]
+    if not isinstance(relpath, str) or not relpath.strip():
+        raise DataError(f"{where}: \"path\" must be a non-empty string, got {relpath!r}")
+    for key in ("source", "prompt"):
+        value = record.get(key)
+        if value is not None and not isinstance(value, str):
+            raise DataError(f"{where}: \"{key}\" must be a string or null, got {value!r}")
+    path = (root / relpath).resolve()
+    return ClipEntry(
+        path=path,
+        relpath=relpath,
+        source=record.get("source") or None,
+        prompt=record.get("prompt") or None,
+        meta={k: v for k, v in record.items() if k not in ("path", "source", "prompt")},
+        outside_root=not path.is_relative_to(root),
+    )
+
+
+def _read_jsonl(path: Path, root: Path) -> list[ClipEntry]:
+    entries = []
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise DataError(f"{path} line {number}: invalid JSON ({exc.msg} at column {exc.colno})") from exc
+        entries.append(_entry_from_record(record, root, f"{path} line {number}"))
+    return entries
+
+
+def _read_json(path: Path, root: Path) -> list[ClipEntry]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise DataError(f"{path}: invalid JSON ({exc.msg} at line {exc.lineno}, column {exc.colno})") from exc
+    if isinstance(data, dict):
+        if "clips" not in data:
+            raise DataError(f"{path}: expected a list of clip objects or an object with a \"clips\" list, "
+                            f"got an object with keys {', '.join(data) or 'none'}")
+        data = data["clips"]
+    if not isinstance(data, list):
+        raise DataError(f"{path}: expected a list of clip objects, got {type(data).__name__}")
+    return [_entry_from_record(r, root, f"{path} entry {i}") for i, r in enumerate(data)]
+
+
+def _read_csv(path: Path, root: Path) -> list[ClipEntry]:
+    with open(path, newline="", encoding="utf-8") as fh:
+        reader = csv.DictReader(fh)
+        if reader.fieldnames is None or "path" not in [f.strip() for f in reader.fieldnames]:
+            raise DataError(f"{path} line 1: the header row must have a \"path\" column, got "
+                            f"{', '.join(reader.fieldnames or []) or 'an empty file'}")
+        entries = []
+        for row in reader:
+            if None in row:
+                raise DataError(f"{path} line {reader.line_num}: more values than header columns")
+            record = {k.strip(): (v if v != "" else None) for k, v in row.items()}
+            if record.get("path") is None:
+                raise DataError(f"{path} line {reader.line_num}: empty \"path\"")
+            entries.append(_entry_from_record(record, root, f"{path} line {reader.line_num}"))
+    return entries
+
+
+def _list_folder(folder: Path) -> list[ClipEntry]:
+    files = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in CLIP_EXTENSIONS)
+    if not files:
+        raise DataError(f"{folder}: no videos found (looked for {', '.join(CLIP_EXTENSIONS)}, not recursively)")
+    return [_entry_from_record({"path": p.name}, folder, str(p)) for p in files]
+
+
+def load_manifest(path: str | Path) -> Manifest:
+    """Load a manifest file (.jsonl/.json/.csv) or a folder of videos.
+
+    Raises:
+        DataError: naming the file and line/entry/field when it is missing, malformed or has no entries.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise DataError(f"{path}: manifest or video folder not found")
+    if path.is_dir():
+        root = path.resolve()
+        for name in FOLDER_MANIFEST_NAMES:
+            if (root / name).is_file():
+                logger.info("%s: reading the dataset through %s", path, name)
+                return load_manifest(root / name)
+        return Manifest(root=root, entries=_list_folder(root))
+    suffix = path.suffix.lower()
+    root = path.resolve().parent
+    if suffix == ".jsonl":
+        entries = _read_jsonl(path, root)
+    elif suffix == ".json":
+        entries = _read_json(path, root)
+    elif suffix == ".csv":
+        entries = _read_csv(path, root)
+    else:
+        raise DataError(f"{path}: unknown manifest type {suffix or '(no extension)'!r}: expected "
+                        f"{', '.join(MANIFEST_EXTENSIONS)} or a folder of videos")
+    if not entries:
+        raise DataError(f"{path}: the manifest has no entries")
+    return Manifest(root=root, entries=entries)
+
+
+def write_manifest(path: str | Path, entries: list[dict]) -> Path:
+    """Atomically write a JSONL manifest, one object per entry (each needs ``"path"``).
+
+    ``Path`` values are written relative to the manifest's folder when they lie inside it.
+    """
+    path = Path(path)
+    root = path.resolve().parent
+    lines = []
+    for i, entry in enumerate(entries):
+        if "path" not in entry:
+            raise DataError(f"{path}: entry {i} has no \"path\" key")
+        record = dict(entry)
+        for key, value in record.items():
+            if isinstance(value, Path):
+                resolved = value.resolve()
+                record[key] = resolved.relative_to(root).as_posix() if resolved.is_relative_to(root) else str(value)
+        lines.append(json.dumps(record, ensure_ascii=False, allow_nan=False))
+    text = "\n".join(lines) + ("\n" if lines else "")
+    return atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))

@@ -1,0 +1,293 @@
+"""The SHIFT trainer (Algorithm 1) on the tiny CPU backbone and the real motion critic.
+
+What a user relies on: the hybrid loss is Eq. 12, draws are shared under match_noise, each rollout is
+reused exactly passes_per_buffer times, the generator and discriminator never update each other,
+a killed run resumes bit for bit, and non-finite steps are skipped then stop the run cleanly.
+"""
+
+from __future__ import annotations
+
+import copy
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+from shiftvdm.backbone.toy import ToyBackbone, ToyConfig
+from shiftvdm.config import config_from_dict
+from shiftvdm.data.synthetic import make_sprite_clips
+from shiftvdm.errors import CheckpointError, TrainingError
+from shiftvdm.rewards.critic import CriticConfig, MotionCritic, MotionFeatures
+from shiftvdm.rewards.ic import ICConfig
+from shiftvdm.rewards.lc import LCConfig
+from shiftvdm.train import shift as shift_mod
+from shiftvdm.train.buffer import RolloutBuffer
+from shiftvdm.train.clips import TensorClips
+from shiftvdm.train.config import TrainConfig
+from shiftvdm.train.runtime import Runtime
+from shiftvdm.train.shift import chunk_indices, shift_step, train
+
+TOY = ToyConfig(num_frames=4, size=16, block_out_channels=(16, 16), layers_per_block=1, num_mid_blocks=1,
+                norm_num_groups=8, num_inference_steps=3)
+
+
+def critic_config() -> CriticConfig:
+    return CriticConfig(num_queries=16, ic=ICConfig(encoder="cnn", image_size=(16, 16), cnn_channels=(8, 16)),
+                        lc=LCConfig(dim=16, depth=1, heads=2))
+
+
+@pytest.fixture(scope="module")
+def clips() -> TensorClips:
+    data = make_sprite_clips(12, 4, 16, seed=3, num_sprites=1, sprite_size=(3.0, 4.0), speed=(1.5, 2.5),
+                             background="flat")
+    return TensorClips(torch.from_numpy(data.videos))
+
+
+def make_cfg(out: Path, **sections) -> TrainConfig:
+    data = {
+        "mode": "shift",
+        "lora": {"enabled": True, "rank": 2, "alpha": 2},
+        "optim": {"lr": 1e-3, "warmup_steps": 0},
+        "loss": {"lambda_aw": 0.5},
+        "rollout": {"group_size": 2, "buffer_size": 4, "passes_per_buffer": 2, "batch_size": 2,
+                    "rollout_batch_size": 2, "num_inference_steps": 2},
+        "discriminator": {"critic": "in-memory", "refresh": True, "d_to_g": 0.5, "train": {"lr": 1e-3}},
+        "run": {"out_dir": str(out), "seed": 7, "max_steps": 6, "checkpoint_every": 1, "keep_checkpoints": 3,
+                "progress": False, "log_grad_norm_every": 1},
+    }
+    for section, values in sections.items():
+        data[section] = {**data.get(section, {}), **values} if isinstance(values, dict) else values
+    return config_from_dict(TrainConfig, data)
+
+
+def pretrained_like_toy() -> ToyBackbone:
+    """A toy backbone whose zero-initialised layers (output convs) are filled, as after pre-training;
+    otherwise every LoRA gradient is exactly zero and gradient checks would pass trivially."""
+    backbone = ToyBackbone(TOY)
+    gen = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for p in backbone.denoiser.parameters():
+            if not p.any():
+                p.copy_(0.05 * torch.randn(p.shape, generator=gen))
+    return backbone
+
+
+def make_parts(cfg: TrainConfig, clips: TensorClips):
+    backbone = pretrained_like_toy()
+    if cfg.lora.enabled:
+        backbone.add_lora(cfg.lora.rank, cfg.lora.alpha)
+    critic = MotionCritic(critic_config())
+    rt = Runtime(cfg, backbone, critic, Path(cfg.run.out_dir), features_from_state=MotionFeatures.from_state_dict)
+    return backbone, critic, rt
+
+
+def weights(rt: Runtime) -> list[torch.Tensor]:
+    return [p.detach().clone() for p in rt.params]
+
+
+def test_chunks_are_disjoint_across_processes_and_cover_the_data():
+    cfg = make_cfg(Path("unused"), rollout={"buffer_size": 8, "batch_size": 2})
+    seen = []
+    for chunk in range(2):
+        shares = [chunk_indices(16, cfg, epoch=0, chunk=chunk, rank=r, world=2) for r in range(2)]
+        assert not set(shares[0]) & set(shares[1])
+        assert len(shares[0]) == len(shares[1]) == 4
+        seen += shares[0] + shares[1]
+    assert sorted(seen) == list(range(16))  # one epoch = every clip exactly once
+
+
+def test_hybrid_loss_and_gradient_match_a_hand_computation(tmp_path, clips):
+    cfg = make_cfg(tmp_path, optim={"lr": 1.0, "weight_decay": 0.0, "max_grad_norm": 1e9}, loss={"lambda_aw": 0.3})
+    backbone, critic, rt = make_parts(cfg, clips)
+    rt.optimizer = torch.optim.SGD(rt.params, lr=1.0)  # θ' = θ − ∇J exposes the gradient
+    rt.lr_scheduler = torch.optim.lr_scheduler.LambdaLR(rt.optimizer, lambda s: 1.0)
+    buffer = shift_mod.collect_buffer(backbone, critic, clips, [0, 1], cfg, rt)
+    buffer.adv_fake = torch.tensor([[1.5, -1.5], [-0.5, 0.5]])  # a fresh critic's rewards are ~1e-4: set Ã
+    batch = buffer.batch(torch.tensor([0, 1]))
+    before = weights(rt)
+
+    # J by hand, with the same draw the step will use (the "noise" stream at step 0)
+    draw = backbone.draw_noise(batch.x, rt.generator("noise", 0))
+    L_real = backbone.denoising_loss(batch.x, batch.cond, draw)
+    L_fake = torch.stack([backbone.denoising_loss(batch.x_fake[:, p], batch.cond, draw) for p in range(2)], 1)
+    J = L_real.mean() + 0.3 * (batch.adv_fake * L_fake).mean()
+    grads = torch.autograd.grad(J, rt.params)
+
+    assert all(g.abs().sum() > 0 for g in grads[1::2])  # every lora_B tensor gets a gradient
+    metrics = shift_step(backbone, batch, cfg, rt)
+    assert metrics["loss/real"] == pytest.approx(L_real.mean().item(), rel=1e-6)
+    assert metrics["loss/total"] == pytest.approx(J.item(), rel=1e-5)
+    for b, a, g in zip(before, weights(rt), grads):
+        torch.testing.assert_close(b - a, g, rtol=1e-4, atol=1e-7)
+    assert metrics["grad_norm/aw"] > 0 and metrics["grad_norm/sft"] > 0
+
+
+def test_match_noise_shares_one_draw(tmp_path, clips, monkeypatch):
+    for match in (True, False):
+        cfg = make_cfg(tmp_path / str(match), loss={"match_noise": match})
+        backbone, critic, rt = make_parts(cfg, clips)
+        buffer = shift_mod.collect_buffer(backbone, critic, clips, [0, 1], cfg, rt)
+        buffer.adv_fake = torch.ones_like(buffer.adv_fake)  # every fake term runs
+        used = []
+        real_loss = backbone.denoising_loss
+        monkeypatch.setattr(backbone, "denoising_loss", lambda x, c, d: used.append(d) or real_loss(x, c, d))
+        shift_step(backbone, buffer.batch(torch.tensor([0, 1])), cfg, rt)
+        assert len(used) == 3  # real + P = 2 fakes
+        same = [u is used[0] for u in used[1:]]
+        assert all(same) if match else not any(same)
+
+
+def test_zero_advantages_make_shift_equal_sft(tmp_path, clips):
+    """With every reward clipped to one value, Ã = 0: the fake terms add nothing and SHIFT is SFT."""
+    sft_cfg = make_cfg(tmp_path / "sft", loss={"lambda_aw": 0.0}, discriminator={"refresh": False},
+                       run={"max_steps": 4})
+    shift_cfg = make_cfg(tmp_path / "shift", discriminator={"refresh": False}, run={"max_steps": 4},
+                         rollout={"passes_per_buffer": 2})
+    sft_cfg.rollout.passes_per_buffer = 2
+    _, _, rt_sft = make_parts(sft_cfg, clips)
+    train(sft_cfg, rt_sft.backbone, None, clips, rt_sft)
+    backbone, critic, rt = make_parts(shift_cfg, clips)
+    critic.config.r_min = critic.config.r_max = 0.0
+    train(shift_cfg, backbone, critic, clips, rt)
+    for a, b in zip(weights(rt_sft), weights(rt)):
+        assert torch.equal(a, b)
+
+
+def test_rollouts_are_reused_exactly_passes_per_buffer_times(tmp_path, clips, monkeypatch):
+    cfg = make_cfg(tmp_path, rollout={"passes_per_buffer": 3}, run={"max_steps": 12})
+    backbone, critic, rt = make_parts(cfg, clips)
+    uses: dict[int, dict[int, int]] = {}
+    buffers = []
+    original = RolloutBuffer.batch
+
+    def counting_batch(self, index):
+        if self not in buffers:
+            buffers.append(self)
+        counts = uses.setdefault(buffers.index(self), {})
+        for i in index.tolist():
+            counts[i] = counts.get(i, 0) + 1
+        return original(self, index)
+
+    monkeypatch.setattr(RolloutBuffer, "batch", counting_batch)
+    calls = []
+    real_sample = backbone.sample
+    monkeypatch.setattr(backbone, "sample", lambda *a, **k: calls.append(1) or real_sample(*a, **k))
+    train(cfg, backbone, critic, clips, rt)
+    assert len(buffers) == 2  # 12 steps = 2 buffers × 3 passes × 2 minibatches
+    for counts in uses.values():
+        assert counts == {0: 3, 1: 3, 2: 3, 3: 3}
+    assert len(calls) == 2 * 2  # rollouts only when a buffer is made (2 sampler calls of 2 conditionings)
+
+
+def test_generator_and_discriminator_never_update_each_other(tmp_path, clips, monkeypatch):
+    cfg = make_cfg(tmp_path, run={"max_steps": 4})
+    backbone, critic, rt = make_parts(cfg, clips)
+    d_before = [p.detach().clone() for p in critic.parameters()]
+    frozen_before = {k: v.clone() for k, v in critic.state_dict().items() if "ema" not in k}
+    real_refresh = shift_mod.refresh_discriminators
+    seen = {}
+
+    def watched_refresh(critic_, buffer, n, cfg_, rt_):
+        seen["d_after_g"] = [p.detach().clone() for p in critic_.parameters()]
+        g = weights(rt_)
+        out = real_refresh(critic_, buffer, n, cfg_, rt_)
+        seen["g_changed_by_d"] = any(not torch.equal(a, b) for a, b in zip(g, weights(rt_)))
+        return out
+
+    monkeypatch.setattr(shift_mod, "refresh_discriminators", watched_refresh)
+    g_before = weights(rt)
+    train(cfg, backbone, critic, clips, rt)
+    assert all(torch.equal(a, b) for a, b in zip(d_before, seen["d_after_g"]))  # G steps left D untouched
+    assert not seen["g_changed_by_d"]  # D steps left G untouched
+    assert any(not torch.equal(a, b) for a, b in zip(g_before, weights(rt)))
+    changed = [k for k, v in critic.state_dict().items() if k in frozen_before and not torch.equal(v, frozen_before[k])]
+    assert changed and all(k.startswith(("ic.", "lc.")) for k in changed)  # only the discriminator heads train
+    base = [p for n, p in backbone.denoiser.named_parameters() if "lora_" not in n]
+    assert not any(p.requires_grad for p in base)
+
+
+def run_to(cfg: TrainConfig, clips, stop_at: int | None = None, resume: bool = False):
+    backbone, critic, rt = make_parts(cfg, clips)
+    if resume:
+        assert rt.resume()
+
+    def killer(_b, step):
+        if stop_at is not None and step == stop_at:
+            raise KeyboardInterrupt  # dies before this step's checkpoint is written
+        return {}
+
+    cfg.run.eval_every = 1
+    try:
+        train(cfg, backbone, critic, clips, rt, evaluate=killer)
+    except KeyboardInterrupt:
+        pass
+    return rt
+
+
+def test_kill_and_resume_is_bit_exact(tmp_path, clips):
+    straight = run_to(make_cfg(tmp_path / "a"), clips)
+    cfg_b = make_cfg(tmp_path / "b")
+    run_to(cfg_b, clips, stop_at=3)  # killed mid-buffer, after the checkpoint of step 2
+    assert (tmp_path / "b" / "checkpoints" / "step-0000002").is_dir()
+    assert not (tmp_path / "b" / "checkpoints" / "step-0000003").exists()
+    resumed = run_to(make_cfg(tmp_path / "b"), clips, resume=True)
+    assert resumed.state.step == straight.state.step == 6
+    for a, b in zip(weights(straight), weights(resumed)):
+        assert torch.equal(a, b)
+    for (ka, va), (kb, vb) in zip(straight.critic.state_dict().items(), resumed.critic.state_dict().items()):
+        assert ka == kb and torch.equal(va, vb), ka  # discriminator and its EMA
+    assert straight.state.d_steps == resumed.state.d_steps > 0
+    sa, sb = straight.optimizer.state_dict()["state"], resumed.optimizer.state_dict()["state"]
+    assert all(torch.equal(sa[k]["exp_avg"], sb[k]["exp_avg"]) for k in sa)
+
+
+def test_resume_refuses_a_changed_run(tmp_path, clips):
+    run_to(make_cfg(tmp_path, run={"max_steps": 2}), clips)
+    backbone, critic, rt = make_parts(make_cfg(tmp_path, loss={"lambda_aw": 0.9}), clips)
+    with pytest.raises(CheckpointError, match="loss.lambda_aw"):
+        rt.resume()
+
+
+def test_interrupted_checkpoint_write_keeps_the_previous_one(tmp_path, clips, monkeypatch):
+    rt = run_to(make_cfg(tmp_path, run={"max_steps": 2}), clips)
+    good = sorted((tmp_path / "checkpoints").iterdir())
+    monkeypatch.setattr(torch, "save", lambda *a, **k: (_ for _ in ()).throw(OSError("disk full")))
+    rt.state.step = 3
+    with pytest.raises(OSError, match="disk full"):
+        rt.save_checkpoint()
+    assert sorted((tmp_path / "checkpoints").iterdir()) == good  # no partial folder, old ones intact
+    monkeypatch.undo()
+    assert Runtime(rt.cfg, *make_parts(rt.cfg, clips)[:2], tmp_path,
+                   features_from_state=MotionFeatures.from_state_dict).resume()
+
+
+def test_nonfinite_steps_are_skipped_then_stop_the_run(tmp_path, clips, monkeypatch):
+    cfg = make_cfg(tmp_path, loss={"lambda_aw": 0.0}, discriminator={"refresh": False},
+                   run={"max_steps": 8, "max_nonfinite_steps": 2})
+    backbone, critic, rt = make_parts(cfg, clips)
+    real_loss = backbone.denoising_loss
+    monkeypatch.setattr(backbone, "denoising_loss",
+                        lambda x, c, d: real_loss(x, c, d) * (float("nan") if rt.state.step >= 3 else 1.0))
+    with pytest.raises(TrainingError, match="non-finite"):
+        train(cfg, backbone, None, clips, rt)
+    assert rt.state.nonfinite_steps == 3
+    last = sorted((tmp_path / "checkpoints").iterdir())[-1]
+    assert last.name == "step-0000005"  # checkpoints of skipped steps hold the last good weights
+    state = torch.load(last / "trainer_state.pt", weights_only=True)
+    assert all(torch.isfinite(t).all() for t in state["params"].values())
+
+
+def test_outputs_of_a_finished_run(tmp_path, clips):
+    rt = run_to(make_cfg(tmp_path, run={"max_steps": 4}), clips)
+    for name in ("config.yaml", "lora.safetensors", "summary.json", "logs/metrics.jsonl", "critic",
+                 "logs/buffers-rank0.jsonl", "logs/final-rank0.json"):
+        assert (tmp_path / name).exists(), name
+    lines = (tmp_path / "logs" / "metrics.jsonl").read_text().splitlines()
+    keys = set().union(*[set(__import__("json").loads(l)) for l in lines])
+    for k in ("loss/real", "loss/aw", "reward/fake", "reward/real", "adv/abs_mean", "disc/loss", "lambda_aw",
+              "grad_norm/sft", "grad_norm/aw", "lr"):
+        assert k in keys, k
+    assert rt.state.timers["generator"] > 0 and rt.state.timers["rollout"] > 0
+    shutil.rmtree(tmp_path / "checkpoints")
+    copy.deepcopy(rt.state)
