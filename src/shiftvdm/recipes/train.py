@@ -59,8 +59,13 @@ def build_training(cfg: TrainConfig, clips: Any = None, accelerator: Any = None)
 
     clips = clips if clips is not None else open_training_clips(cfg.data)
     backbone = load_backbone(cfg.backbone)
-    if accelerator is not None:
-        backbone.to(accelerator.device) if hasattr(backbone, "to") else None
+    f, h, w = backbone.video_shape
+    if (f, h, w) != (cfg.data.num_frames, cfg.data.height, cfg.data.width):
+        raise ConfigError(f"the backbone makes clips of {f} frames × {h}×{w}, but data.num_frames/height/width are "
+                          f"{cfg.data.num_frames}/{cfg.data.height}/{cfg.data.width}; make them agree "
+                          "(backbone.options or data.*)")
+    if accelerator is not None and accelerator.device.type != "cpu" and hasattr(backbone, "to"):
+        backbone.to(accelerator.device)
     if cfg.lora.init_from:
         backbone.load_lora(cfg.lora.init_from)
         backbone.fuse_lora()  # start SHIFT on top of the SFT model (the reference's pretrained_sft_lora_path)
