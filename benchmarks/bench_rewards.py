@@ -1,0 +1,74 @@
+"""Reward throughput of the weight-free MotionCritic, split into flow (IC maps), tracks (LC features)
+and discriminators (IC + LC forward of the EMA copies).
+
+    python benchmarks/bench_rewards.py [--clips 8] [--threads 1] [--sizes 8x16x16 8x32x32 24x320x576]
+
+Clips are synthetic moving sprites. Demo sizes use the default CriticConfig (256 queries, IC ViT on
+4-px patches of the full-size maps); 24×320×576 computes the IC maps at 160×288 with 16-px patches
+(the reference's WISA "ds2" working size) because 4-px patches of 320×576 maps would make 11 520
+tokens per pair. Numbers are wall-clock on whatever else the machine is running: rerun on a quiet
+machine before quoting them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import time
+
+import torch
+
+from shiftvdm.data.synthetic import make_sprite_clips
+from shiftvdm.data.video_io import to_tensor
+from shiftvdm.rewards import CriticConfig, ICConfig, MotionCritic
+
+
+def critic_for(frames: int, height: int, width: int) -> MotionCritic:
+    cfg = CriticConfig()
+    if max(height, width) > 128:
+        cfg = dataclasses.replace(cfg, ic_size=(height // 2, width // 2),
+                                  ic=dataclasses.replace(ICConfig(), patch_size=16, image_size=(height // 2, width // 2)))
+    else:
+        cfg = dataclasses.replace(cfg, ic=dataclasses.replace(ICConfig(), image_size=(height, width)))
+    return MotionCritic(cfg).eval()
+
+
+def bench(frames: int, height: int, width: int, num_clips: int) -> dict[str, float]:
+    size = max(height, width)
+    clips = make_sprite_clips(num_clips, frames, size, seed=0, sprite_size=(size / 8, size / 4),
+                              speed=(size / 32, size / 12)).videos[:, :, :height, :width]
+    videos = to_tensor(clips)
+    critic = critic_for(frames, height, width)
+    critic.reward(videos[:1])  # warm-up (lazy extractor construction, allocator)
+    flow = tracks = disc = 0.0
+    for i in range(num_clips):
+        feats = critic.features(videos[i:i + 1])
+        flow += critic.last_timings["flow"]
+        tracks += critic.last_timings["tracks"]
+        start = time.perf_counter()
+        critic.reward(feats)
+        disc += time.perf_counter() - start
+    total = flow + tracks + disc
+    return {"flow_s": flow / num_clips, "tracks_s": tracks / num_clips, "disc_s": disc / num_clips,
+            "clips_per_s": num_clips / total}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--clips", type=int, default=8, help="clips per size")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (OpenCV uses its own pool)")
+    parser.add_argument("--sizes", nargs="+", default=["8x16x16", "8x32x32", "24x320x576"], help="FxHxW")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    print(f"torch threads {args.threads}; per clip seconds (flow = DIS fwd+bwd + IC maps; "
+          "tracks = LK + LC features; disc = IC+LC EMA forward)")
+    print(f"{'clip F×H×W':>14} {'flow s':>9} {'tracks s':>9} {'disc s':>9} {'clips/s':>9}")
+    for spec in args.sizes:
+        frames, height, width = (int(v) for v in spec.lower().split("x"))
+        n = args.clips if height * width <= 64 * 64 else max(2, args.clips // 4)
+        r = bench(frames, height, width, n)
+        print(f"{spec:>14} {r['flow_s']:9.4f} {r['tracks_s']:9.4f} {r['disc_s']:9.4f} {r['clips_per_s']:9.2f}")
+
+
+if __name__ == "__main__":
+    main()

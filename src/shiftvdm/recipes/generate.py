@@ -1,0 +1,158 @@
+"""`shiftvdm generate`: K generated clips per real clip, conditioned on its first frame (discriminator fakes).
+
+    shiftvdm generate --model PATH [--lora PATH] --data REAL --out DIR --per-clip K
+                      [--steps N --seed S --frames T --height H --width W --fps F --format mp4|npy|gif]
+
+Writes ``DIR/clips/<real clip>_<k>.<ext>`` and ``DIR/manifest.jsonl``, one line per fake with
+``source`` = the real clip's manifest path (what `shiftvdm train-reward` pairs and splits by), the
+sample index ``k`` and the seed. Each real clip's K samples come from their own generator,
+``generator_for(seed, "generate", clip index)``, so a rerun skips finished clips and gives the same
+result as an uninterrupted run. Real and fake clips should be stored in the same format: the
+discriminators see raw intensity gradients, and a codec difference is a shortcut for them
+(shift-reference-rewards.md §8.14); use ``--format npy`` for exact frames.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+
+import torch
+
+from shiftvdm.backbone import detect_backbone, load_backbone_from_path
+from shiftvdm.data.dataset import VideoClipDataset, entry_fps_hint
+from shiftvdm.data.manifest import ClipEntry, load_manifest, write_manifest
+from shiftvdm.data.video_io import read_video, to_tensor, to_uint8, write_video
+from shiftvdm.errors import ConfigError, DataError
+from shiftvdm.utils.seeding import generator_for
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_FPS = 8.0
+
+
+def fake_name(entry: ClipEntry, k: int) -> str:
+    """File stem of the k-th fake of a real clip: its manifest path without extension, '/' -> '__'."""
+    stem = Path(entry.relpath.replace("\\", "/")).with_suffix("").as_posix().lstrip("./")
+    return f"{stem.replace('/', '__')}_{k}"
+
+
+def _backbone_options(model: Path, frames: int | None, height: int | None, width: int | None) -> dict:
+    options: dict = {}
+    if frames is not None:
+        options["num_frames"] = frames
+    if height is None and width is None:
+        return options
+    if detect_backbone(model) == "toy":  # the toy model is square: one `size`
+        if height is not None and width is not None and height != width:
+            raise ConfigError(f"the toy backbone makes square clips; got --height {height} --width {width}")
+        options["size"] = height if height is not None else width
+    else:
+        if height is not None:
+            options["height"] = height
+        if width is not None:
+            options["width"] = width
+    return options
+
+
+def _clip_fps(entry: ClipEntry, fps: float | None) -> float:
+    if fps is not None:
+        return fps
+    hint = entry_fps_hint(entry)
+    if hint is not None:
+        return hint
+    try:
+        return float(read_video(entry.path, max_frames=1).fps)
+    except DataError:
+        return DEFAULT_FPS
+
+
+def generate(model: str | Path, data: str | Path, out: str | Path, per_clip: int, *, lora: str | Path | None = None,
+             steps: int | None = None, seed: int = 0, frames: int | None = None, height: int | None = None,
+             width: int | None = None, fps: float | None = None, fmt: str = "mp4", deterministic: bool = False,
+             device: str | None = None, max_clips: int = 0, progress: bool = True) -> Path:
+    """Generate ``per_clip`` fakes for every real clip of ``data``; returns the manifest path."""
+    if per_clip < 1:
+        raise ConfigError(f"--per-clip must be >= 1, got {per_clip}")
+    if fmt not in ("mp4", "npy", "gif"):
+        raise ConfigError(f"--format must be mp4, npy or gif, got {fmt!r}")
+    model = Path(model)
+    backbone = load_backbone_from_path(model, **_backbone_options(model, frames, height, width))
+    if lora is not None:
+        backbone.load_lora(lora)
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    if hasattr(backbone, "to"):
+        backbone = backbone.to(device) or backbone
+    num_frames, clip_h, clip_w = backbone.video_shape
+    entries = load_manifest(data).entries
+    if max_clips:
+        entries = entries[:max_clips]
+    dataset = VideoClipDataset(entries, num_frames, clip_h, clip_w)
+    out = Path(out)
+    (out / "clips").mkdir(parents=True, exist_ok=True)
+    records = []
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=len(entries), desc="generate", dynamic_ncols=True)
+    skipped = 0
+    for index, entry in enumerate(entries):
+        paths = [out / "clips" / f"{fake_name(entry, k)}.{fmt}" for k in range(per_clip)]
+        clip_fps = _clip_fps(entry, fps)
+        if all(p.is_file() for p in paths):
+            skipped += 1
+        else:
+            video = to_tensor(dataset.frames(index))  # (F, 3, H, W) in [-1, 1]
+            prompts = [entry.prompt] if entry.prompt is not None else None
+            with torch.no_grad():
+                cond = backbone.encode_condition(video[None, 0].to(device), prompts)
+                latents = backbone.sample(cond, per_clip, generator_for(seed, "generate", index),
+                                          stochastic=not deterministic, num_inference_steps=steps)
+                fakes = backbone.decode(latents.flatten(0, 1))  # (K, F, 3, H, W)
+            for k, path in enumerate(paths):
+                write_video(path, to_uint8(fakes[k]), clip_fps)
+        for k, path in enumerate(paths):
+            record = {"path": f"clips/{path.name}", "source": entry.relpath, "sample": k, "seed": seed,
+                      "fps": clip_fps}
+            if entry.prompt is not None:
+                record["prompt"] = entry.prompt
+            records.append(record)
+        if bar is not None:
+            bar.update(1)
+    if bar is not None:
+        bar.close()
+    if skipped:
+        logger.info("%d real clips already had all %d fakes in %s (kept)", skipped, per_clip, out / "clips")
+    return write_manifest(out / "manifest.jsonl", records)
+
+
+def main(argv: list[str], prog: str = "shiftvdm generate") -> int:
+    parser = argparse.ArgumentParser(prog=prog, description="Generate K clips per real clip from its first frame.")
+    parser.add_argument("--model", required=True, help="model folder (diffusers layout, or a shiftvdm toy model)")
+    parser.add_argument("--lora", default=None, help="LoRA weights (.safetensors) to load on the model")
+    parser.add_argument("--data", required=True, help="manifest or folder of real clips")
+    parser.add_argument("--out", required=True, help="output folder (clips/ and manifest.jsonl)")
+    parser.add_argument("--per-clip", type=int, required=True, help="K, generated clips per real clip")
+    parser.add_argument("--steps", type=int, default=None, help="sampler steps (default: the model's)")
+    parser.add_argument("--seed", type=int, default=0, help="seed (each real clip gets its own stream)")
+    parser.add_argument("--frames", type=int, default=None, help="frames per clip (default: the model's)")
+    parser.add_argument("--height", type=int, default=None, help="clip height (default: the model's)")
+    parser.add_argument("--width", type=int, default=None, help="clip width (default: the model's)")
+    parser.add_argument("--fps", type=float, default=None, help="frame rate written (default: the real clip's)")
+    parser.add_argument("--format", default="mp4", choices=["mp4", "npy", "gif"], help="output file format")
+    parser.add_argument("--deterministic", action="store_true", help="deterministic sampler instead of the rollout one")
+    parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
+    parser.add_argument("--max-clips", type=int, default=0, help="only the first N real clips (0 = all)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    args = parser.parse_args(argv)
+    manifest = generate(args.model, args.data, args.out, args.per_clip, lora=args.lora, steps=args.steps,
+                        seed=args.seed, frames=args.frames, height=args.height, width=args.width, fps=args.fps,
+                        fmt=args.format, deterministic=args.deterministic, device=args.device,
+                        max_clips=args.max_clips, progress=not args.no_progress)
+    print(f"wrote {manifest} ({sum(1 for _ in open(manifest))} generated clips)")
+    return 0
+
+
+__all__ = ["fake_name", "generate", "main"]
