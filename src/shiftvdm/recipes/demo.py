@@ -1,0 +1,447 @@
+"""`shiftvdm demo [--quick] [--out DIR]`: the whole method end to end on CPU, on data it makes itself.
+
+Stages (each reused when the demo runs again in the same folder):
+  data       synthetic sprite clips: generic pre-training set (60 % static), all-moving target set,
+             held-out all-moving set (conditioning frames for evaluation)
+  pretrain   a tiny base image-to-video model from scratch on the generic set
+  sft        supervised fine-tuning on the target set, as a user would
+  critic     fakes from the SFT model, then IC and LC discriminator pre-training (Eq. 7)
+  arms       SHIFT and the baselines from the SFT model, equal generator steps; continued SFT also runs
+             for SHIFT's wall time
+  eval       every model on the same held-out conditioning frames, `shiftvdm eval` metrics + sprite tracks
+  report     report.html + metrics.json (`shiftvdm report DIR` rebuilds it)
+
+The motion gap has a known cause: the generic data is mostly static, the target data always moves.
+Every number in the report is measured by this run; the summary lines are computed from them by the
+fixed rules in :func:`verdicts`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from shiftvdm.config import config_from_dict, config_to_dict, deep_merge, load_config
+from shiftvdm.utils.checkpoint import save_json
+from shiftvdm.utils.seeding import generator_for
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class DemoData:
+    size: int = 16  # clip side in pixels
+    num_frames: int = 8  # frames per clip
+    generic_clips: int = 8000  # pre-training clips
+    generic_static_prob: float = 0.6  # share of static clips in the pre-training data: the known cause of the gap
+    target_clips: int = 4000  # the user's fine-tuning clips (all moving)
+    heldout_clips: int = 256  # held-out moving clips: evaluation conditioning frames and real reference
+    critic_clips: int = 512  # target clips used (with their fakes) to pre-train the discriminators
+    fakes_per_clip: int = 2  # generated clips per real clip for discriminator pre-training
+    sprite_size: float = 3.0  # sprite side in pixels (crisp squares)
+    speed: tuple[float, float] = (1.5, 2.5)  # px/frame, uniform, random direction
+    seeds: tuple[int, int, int] = (0, 1, 123)  # generic, target, held-out
+
+
+@dataclass
+class DemoEval:
+    curve_clips: int = 64  # held-out frames used for the training curves (every eval_every steps)
+    eval_every: int = 25  # generator steps between curve points
+    grid_clips: int = 8  # rows of the side-by-side clip grid in the report
+    appearance_margin: float = 0.25  # SHIFT's image-statistics distance may exceed SFT's by this fraction
+    seed: int = 7  # sampler seed of every evaluation (same noise for every model)
+
+
+@dataclass
+class DemoConfig:
+    seed: int = 0  # run seed of every training stage
+    data: DemoData = field(default_factory=DemoData)
+    backbone: dict[str, Any] = field(default_factory=dict)  # backbone section shared by all stages (TrainConfig.backbone)
+    pretrain: dict[str, Any] = field(default_factory=dict)  # TrainConfig fields of the pre-training stage
+    sft: dict[str, Any] = field(default_factory=dict)  # TrainConfig fields of the SFT stage
+    arms_common: dict[str, Any] = field(default_factory=dict)  # TrainConfig fields shared by every arm
+    arms: dict[str, dict[str, Any]] = field(default_factory=dict)  # arm name -> its own TrainConfig fields
+    critic: dict[str, Any] = field(default_factory=dict)  # TrainRewardConfig fields of discriminator pre-training
+    eval: DemoEval = field(default_factory=DemoEval)
+    quick: dict[str, Any] = field(default_factory=dict)  # overrides of this config applied by --quick
+
+
+SHIFT_ARM = "shift"  # the arm whose wall time sets continued SFT's time budget
+TIME_MATCHED_ARM = "continued_sft"  # the arm that also runs for SHIFT's wall time
+
+
+# ----------------------------------------------------------------------------------------- stage bookkeeping
+class Stages:
+    """Which stages finished (``stages.json``), how long they took; a finished stage is reused."""
+
+    def __init__(self, out: Path) -> None:
+        self.out = out
+        self.path = out / "stages.json"
+        self.state: dict[str, dict[str, Any]] = json.loads(self.path.read_text()) if self.path.is_file() else {}
+
+    def run(self, name: str, fn: Callable[[], dict[str, Any] | None]) -> dict[str, Any]:
+        done = self.state.get(name, {})
+        if done.get("status") == "done":
+            logger.info("stage %s: reused (finished earlier in %.1f s)", name, done.get("seconds", 0.0))
+            return done.get("result", {})
+        print(f"[demo] stage {name} ...", flush=True)
+        t0 = time.perf_counter()
+        result = fn() or {}
+        seconds = time.perf_counter() - t0
+        self.state[name] = {"status": "done", "seconds": round(seconds, 2), "result": result}
+        save_json(self.state, self.path)
+        print(f"[demo] stage {name} done in {seconds:.1f} s", flush=True)
+        return result
+
+
+# ----------------------------------------------------------------------------------------- data
+def sprite_clips(cfg: DemoConfig, n: int, seed: int, static_prob: float) -> np.ndarray:
+    from shiftvdm.data.synthetic import make_sprite_clips
+
+    d = cfg.data
+    return make_sprite_clips(n, d.num_frames, d.size, seed, num_sprites=1, sprite_size=d.sprite_size, speed=d.speed,
+                             static_prob=static_prob, background="flat", shapes=("square",), antialias=False).videos
+
+
+def make_data(cfg: DemoConfig, out: Path) -> dict[str, Any]:
+    d, data_dir = cfg.data, out / "data"
+    data_dir.mkdir(parents=True, exist_ok=True)
+    generic = sprite_clips(cfg, d.generic_clips, d.seeds[0], d.generic_static_prob)
+    target = sprite_clips(cfg, d.target_clips, d.seeds[1], 0.0)
+    heldout = sprite_clips(cfg, d.heldout_clips, d.seeds[2], 0.0)
+    np.savez_compressed(data_dir / "sets.npz", generic=generic, target=target, heldout=heldout)
+    write_clip_folder(data_dir / "heldout", heldout)  # the real reference `shiftvdm eval` reads
+    return {"generic": len(generic), "target": len(target), "heldout": len(heldout)}
+
+
+def load_sets(out: Path) -> dict[str, np.ndarray]:
+    with np.load(out / "data" / "sets.npz") as f:
+        return {k: f[k] for k in f.files}
+
+
+def write_clip_folder(folder: Path, clips_uint8: np.ndarray) -> None:
+    """Clips as .npy files (float (T, H, W, 3) in [0, 1]) named clip_00000.npy, ..., read by `shiftvdm eval`."""
+    from shiftvdm.data.video_io import write_video
+
+    if folder.exists():
+        shutil.rmtree(folder)
+    folder.mkdir(parents=True)
+    for i, clip in enumerate(clips_uint8):
+        write_video(folder / f"clip_{i:05d}.npy", clip, fps=8)
+
+
+# ----------------------------------------------------------------------------------------- training stages
+def train_config(cfg: DemoConfig, out_dir: Path, *sections: dict[str, Any], mode: str):
+    from shiftvdm.recipes.train import STAGE_DEFAULTS
+    from shiftvdm.train.config import TrainConfig
+
+    d = cfg.data
+    data: dict[str, Any] = deep_merge(STAGE_DEFAULTS[mode], {
+        "backbone": cfg.backbone,
+        "data": {"train": "(in memory)", "num_frames": d.num_frames, "height": d.size, "width": d.size},
+        "run": {"out_dir": str(out_dir), "seed": cfg.seed},
+    })
+    for s in sections:
+        data = deep_merge(data, s)
+    data["mode"] = mode
+    return config_from_dict(TrainConfig, data, f"demo {mode} stage")
+
+
+def train_stage(cfg, clips_uint8: np.ndarray, evaluate=None):
+    from shiftvdm.recipes.train import run_training
+    from shiftvdm.train.clips import TensorClips
+
+    run_dir = Path(cfg.run.out_dir)
+    resume = (run_dir / "checkpoints").is_dir() and any((run_dir / "checkpoints").iterdir())
+    if not resume and run_dir.exists():
+        shutil.rmtree(run_dir)  # a half-made folder without checkpoints: start clean
+    return run_training(cfg, resume=resume, clips=TensorClips(torch.from_numpy(clips_uint8)), evaluate=evaluate)
+
+
+def sample_clips(backbone, first_frames_uint8: np.ndarray, seed: int, batch: int = 64) -> np.ndarray:
+    """One clip per conditioning frame with the stochastic sampler and a fixed seed: uint8 (N, T, H, W, 3)."""
+    from shiftvdm.data.video_io import to_uint8
+
+    out = []
+    gen = generator_for(seed, "demo-eval")
+    with torch.no_grad():
+        for i in range(0, len(first_frames_uint8), batch):
+            frames = torch.from_numpy(first_frames_uint8[i:i + batch]).permute(0, 3, 1, 2).float() / 127.5 - 1
+            cond = backbone.encode_condition(frames)
+            video = backbone.decode(backbone.sample(cond, 1, gen, stochastic=True)[:, 0])
+            out.append(to_uint8(video.cpu()))
+    return np.concatenate(out)
+
+
+def curve_hook(cfg: DemoConfig, heldout: np.ndarray, snapshot: tuple[int, Path] | None = None):
+    """Training-curve evaluation: sprite metrics of held-out samples, incl. the hacking monitor (speed W1
+    to held-out real clips, which the reward never sees); optionally saves the model at one step."""
+    from shiftvdm.eval import sprite_motion_metrics
+
+    frames = heldout[: cfg.eval.curve_clips, 0]
+    reference = heldout[: cfg.eval.curve_clips]
+
+    def hook(backbone, step: int) -> dict[str, float]:
+        if snapshot is not None and step == snapshot[0]:
+            backbone.save_pretrained(snapshot[1])
+        m = sprite_motion_metrics(sample_clips(backbone, frames, cfg.eval.seed), reference=reference).aggregate
+        return {"static_fraction": m["static_fraction"], "speed_w1": m["speed_w1"],
+                "lost_fraction": m["lost_fraction"], "area": m["area"], "speed": m["speed"]}
+    return hook
+
+
+def pretrain_stage(cfg: DemoConfig, out: Path) -> dict[str, Any]:
+    sets = load_sets(out)
+    tc = train_config(cfg, out / "runs" / "pretrain", cfg.pretrain, mode="pretrain")
+    result = train_stage(tc, sets["generic"])
+    return {"steps": result.steps, "seconds": round(result.timers.get("wall", 0.0), 1),
+            "loss_end": result.last_metrics.get("loss/real")}
+
+
+def sft_stage(cfg: DemoConfig, out: Path) -> dict[str, Any]:
+    sets = load_sets(out)
+    tc = train_config(cfg, out / "runs" / "sft", {"backbone": {"pretrained": str(out / "runs" / "pretrain" / "model")}},
+                      cfg.sft, mode="sft")
+    result = train_stage(tc, sets["target"], evaluate=curve_hook(cfg, sets["heldout"]))
+    return {"steps": result.steps, "seconds": round(result.timers.get("wall", 0.0), 1)}
+
+
+def critic_stage(cfg: DemoConfig, out: Path) -> dict[str, Any]:
+    """Fakes from the SFT model on target first frames, then Eq. 7 pre-training of IC and LC."""
+    from shiftvdm.backbone import load_backbone_from_path
+    from shiftvdm.data.manifest import write_manifest
+    from shiftvdm.recipes.train_reward import TrainRewardConfig, train_reward
+
+    sets = load_sets(out)
+    n, k = cfg.data.critic_clips, cfg.data.fakes_per_clip
+    real = sets["target"][:n]
+    folder = out / "critic_data"
+    write_clip_folder(folder / "real", real)
+    backbone = load_backbone_from_path(out / "runs" / "sft" / "model")
+    fake_dir = folder / "fake"
+    fake_dir.mkdir(parents=True, exist_ok=True)
+    rows = []
+    from shiftvdm.data.video_io import write_video
+
+    for j in range(k):
+        clips = sample_clips(backbone, real[:, 0], seed=cfg.seed + 1000 + j)
+        for i, clip in enumerate(clips):
+            name = f"clip_{i:05d}_fake{j}.npy"
+            write_video(fake_dir / name, clip, fps=8)
+            rows.append({"path": name, "source": f"clip_{i:05d}", "fps": 8})
+    write_manifest(fake_dir / "manifest.jsonl", rows)
+    rc = config_from_dict(TrainRewardConfig, deep_merge({"seed": cfg.seed}, cfg.critic), "demo critic stage")
+    if (out / "critic").exists():
+        shutil.rmtree(out / "critic")
+    metrics = train_reward(rc, folder / "real", fake_dir, out / "critic")
+    return {k: v for k, v in metrics.items() if isinstance(v, (int, float))}
+
+
+def arm_stage(cfg: DemoConfig, out: Path, name: str, equal_steps: int, time_limit: float = 0.0) -> dict[str, Any]:
+    sets = load_sets(out)
+    run_dir = out / "runs" / name
+    snapshot = None
+    extra: dict[str, Any] = {}
+    if time_limit > 0:  # continued SFT for SHIFT's wall time; keep its equal-steps model too
+        snapshot = (equal_steps, run_dir / f"model-step-{equal_steps}")
+        extra = {"run": {"max_steps": 100 * equal_steps, "time_limit_s": time_limit}}
+    tc = train_config(cfg, run_dir, {"backbone": {"pretrained": str(out / "runs" / "sft" / "model")},
+                                     "discriminator": {"critic": str(out / "critic" / "critic")}},
+                      cfg.arms_common, cfg.arms[name], extra, mode=cfg.arms[name].get("mode", "shift"))
+    result = train_stage(tc, sets["target"], evaluate=curve_hook(cfg, sets["heldout"], snapshot))
+    return {"steps": result.steps, "seconds": round(result.timers.get("wall", 0.0), 2), "stopped_by": result.stopped_by,
+            "timers": {k: round(v, 2) for k, v in result.timers.items()}}
+
+
+# ----------------------------------------------------------------------------------------- evaluation
+def models_to_evaluate(cfg: DemoConfig, out: Path, steps: int) -> dict[str, Path]:
+    runs = out / "runs"
+    models = {"base": runs / "pretrain" / "model", "sft": runs / "sft" / "model"}
+    for name in cfg.arms:
+        if name == TIME_MATCHED_ARM:
+            models[f"{name}@{steps}steps"] = runs / name / f"model-step-{steps}"
+            models[f"{name}@equal-time"] = runs / name / "model"
+        else:
+            models[name] = runs / name / "model"
+    return {k: v for k, v in models.items() if (v / "config.json").is_file()}
+
+
+def eval_stage(cfg: DemoConfig, out: Path, steps: int) -> dict[str, Any]:
+    from shiftvdm.backbone import load_backbone_from_path
+    from shiftvdm.eval import evaluate_videos
+
+    sets = load_sets(out)
+    heldout = sets["heldout"]
+    logging.getLogger("shiftvdm.eval").setLevel(logging.WARNING)  # one line per model instead of per clip
+    results: dict[str, dict[str, float]] = {}
+    real = evaluate_videos(heldout, reference=heldout, sprites=True)
+    results["real (held-out)"] = real.aggregate
+    write_clip_folder(out / "samples" / "real (held-out)", heldout[: cfg.eval.grid_clips])
+    for name, path in models_to_evaluate(cfg, out, steps).items():
+        backbone = load_backbone_from_path(path)
+        clips = sample_clips(backbone, heldout[:, 0], cfg.eval.seed)
+        folder = out / "samples" / name
+        write_clip_folder(folder, clips)
+        result = evaluate_videos(folder, reference=out / "data" / "heldout", sprites=True, fps=8)
+        result.save_json(out / "eval" / f"{name}.json")
+        results[name] = result.aggregate
+        print(f"[demo] eval {name}: static {result.aggregate.get('sprite_static_fraction', float('nan')):.3f} "
+              f"speed W1 {result.aggregate.get('sprite_speed_w1', float('nan')):.3f}", flush=True)
+    return results
+
+
+COLUMNS = ["sprite_static_fraction", "sprite_speed", "sprite_speed_w1", "sprite_lost_fraction", "sprite_mass_ratio",
+           "sprite_area", "dynamic_degree", "motion_score", "frechet_motion_combined", "temporal_flicker",
+           "motion_smoothness", "image_stats_frechet"]
+COLUMN_HELP = {
+    "sprite_static_fraction": "share of clips whose sprite moves < 2 px (target data: ~0.02)",
+    "sprite_speed": "mean sprite speed px/frame over clips never lost",
+    "sprite_speed_w1": "W1 distance of per-frame sprite speeds to held-out real clips (hacking monitor)",
+    "sprite_lost_fraction": "share of clips where the sprite fades below threshold in some frame",
+    "sprite_mass_ratio": "sprite brightness mass in later frames / frame 0 (1 = real)",
+    "sprite_area": "sprite pixels per frame (real: 9)",
+    "frechet_motion_combined": "FVMD-style distance of point-track motion to held-out real clips",
+    "image_stats_frechet": "Fréchet distance of per-frame image statistics to held-out real clips (appearance)",
+}
+
+
+def verdicts(models: dict[str, dict[str, float]], cfg: DemoConfig, steps: int, arm_info: dict[str, Any]) -> list[str]:
+    """Summary sentences computed from the measured numbers by fixed rules (never written by hand)."""
+    out: list[str] = []
+    real, sft = models.get("real (held-out)"), models.get("sft")
+    shift = models.get(SHIFT_ARM)
+    key = "sprite_static_fraction"
+    if real and sft and "base" in models:
+        out.append(f"Motion gap: held-out real clips are static {real[key]:.1%} of the time; the base model "
+                   f"{models['base'][key]:.1%}, the SFT model {sft[key]:.1%}.")
+    if not (real and sft and shift):
+        return out + ["The run has not reached the comparison yet."]
+    gap0 = sft[key] - real[key]
+
+    def closed(m: dict[str, float]) -> float:
+        return (sft[key] - m[key]) / gap0 if abs(gap0) > 1e-9 else float("nan")
+
+    for label, other in ((f"equal generator steps ({steps})", f"{TIME_MATCHED_ARM}@{steps}steps"),
+                         ("equal training wall time", f"{TIME_MATCHED_ARM}@equal-time")):
+        if other in models:
+            o = models[other]
+            better = shift[key] < o[key]
+            out.append(f"At {label}: SHIFT static fraction {shift[key]:.3f} (closes {closed(shift):.0%} of the SFT gap) vs "
+                       f"continued SFT {o[key]:.3f} ({closed(o):.0%}) — SHIFT is {'ahead' if better else 'not ahead'}.")
+    for name in cfg.arms:
+        if name not in (SHIFT_ARM, TIME_MATCHED_ARM) and name in models:
+            out.append(f"Baseline {name} at {steps} steps: static fraction {models[name][key]:.3f} ({closed(models[name]):.0%} of the gap).")
+    w1, w1_sft = shift.get("sprite_speed_w1", float("nan")), sft.get("sprite_speed_w1", float("nan"))
+    area, area_real = shift.get("sprite_area", float("nan")), real.get("sprite_area", float("nan"))
+    hacked = not (w1 <= w1_sft * 1.05 and abs(area - area_real) <= 0.2 * area_real)
+    out.append(f"Hacking monitor (never seen by the reward): SHIFT speed-W1 to held-out clips {w1:.3f} vs SFT {w1_sft:.3f}; "
+               f"sprite area {area:.1f} px vs real {area_real:.1f} — "
+               + ("possible reward hacking or drift." if hacked else "no sign of reward hacking."))
+    fd, fd_sft = shift.get("image_stats_frechet", float("nan")), sft.get("image_stats_frechet", float("nan"))
+    ok = fd <= fd_sft * (1 + cfg.eval.appearance_margin) + 1e-4
+    out.append(f"Appearance: image-statistics distance {fd:.4f} vs SFT {fd_sft:.4f} (allowed margin "
+               f"+{cfg.eval.appearance_margin:.0%}) — {'within' if ok else 'outside'} the margin.")
+    shift_t = arm_info.get(SHIFT_ARM, {}).get("seconds")
+    sft_t = arm_info.get(TIME_MATCHED_ARM, {})
+    if shift_t and sft_t:
+        out.append(f"Cost: SHIFT took {shift_t:.0f} s for {steps} steps; continued SFT took {sft_t.get('steps')} steps "
+                   f"in the same time. Discriminator pre-training is a one-off cost not counted in either.")
+    return out
+
+
+def write_metrics(cfg: DemoConfig, out: Path, models: dict[str, dict[str, float]], steps: int, stages: Stages) -> None:
+    arm_info = {k.split(":", 1)[1]: v.get("result", {}) for k, v in stages.state.items() if k.startswith("arm:")}
+    order = ["real (held-out)", "base", "sft", f"{TIME_MATCHED_ARM}@{steps}steps", f"{TIME_MATCHED_ARM}@equal-time"]
+    order += [a for a in cfg.arms if a not in (TIME_MATCHED_ARM,)]
+    metrics = {
+        "title": "shiftvdm demo — SHIFT vs SFT on a motion gap with a known cause (CPU)",
+        "summary": verdicts(models, cfg, steps, arm_info),
+        "models": {k: {c: models[k].get(c) for c in COLUMNS} for k in order if k in models},
+        "all_metrics": models,
+        "columns": COLUMNS,
+        "column_help": COLUMN_HELP,
+        "clip_columns": [k for k in order if (out / "samples" / k).is_dir()],
+        "notes": [f"{cfg.data.heldout_clips} held-out conditioning frames; one sample per frame per model, same sampler "
+                  f"seed for every model. Generic pre-training data is {cfg.data.generic_static_prob:.0%} static; the "
+                  "target data always moves."],
+        "stages": {k: {"seconds": v.get("seconds"), "status": v.get("status")} for k, v in stages.state.items()},
+        "arms": arm_info,
+        "config": config_to_dict(cfg),
+    }
+    save_json(metrics, out / "metrics.json")
+
+
+def run_demo(cfg: DemoConfig, out: Path) -> Path:
+    from shiftvdm.eval.report import build_report
+
+    out.mkdir(parents=True, exist_ok=True)
+    stages = Stages(out)
+    t0 = time.perf_counter()
+    stages.run("data", lambda: make_data(cfg, out))
+    stages.run("pretrain", lambda: pretrain_stage(cfg, out))
+    stages.run("sft", lambda: sft_stage(cfg, out))
+    stages.run("critic", lambda: critic_stage(cfg, out))
+    steps = int(deep_merge(cfg.arms_common, cfg.arms.get(SHIFT_ARM, {})).get("run", {}).get("max_steps", 100))
+    shift_info = stages.run(f"arm:{SHIFT_ARM}", lambda: arm_stage(cfg, out, SHIFT_ARM, steps))
+    for name in cfg.arms:
+        if name == SHIFT_ARM:
+            continue
+        limit = float(shift_info.get("seconds", 0.0)) if name == TIME_MATCHED_ARM else 0.0
+        stages.run(f"arm:{name}", lambda name=name, limit=limit: arm_stage(cfg, out, name, steps, limit))
+    models = stages.run("eval", lambda: eval_stage(cfg, out, steps))
+    write_metrics(cfg, out, models, steps, stages)
+    report = build_report(out, grid_clips=cfg.eval.grid_clips)
+    print(f"[demo] finished in {time.perf_counter() - t0:.0f} s; report: {report}")
+    for line in json.loads((out / "metrics.json").read_text())["summary"]:
+        print("  " + line)
+    return report
+
+
+def load_demo_config(config: str | None, quick: bool, overrides: list[str]) -> DemoConfig:
+    cfg = load_config(DemoConfig, config or "demo_cpu", overrides)
+    if quick and cfg.quick:
+        data = deep_merge(config_to_dict(cfg), cfg.quick)
+        data["quick"] = {}
+        cfg = config_from_dict(DemoConfig, data, "demo --quick")
+    return cfg
+
+
+def main(argv: list[str], prog: str = "shiftvdm demo") -> int:
+    parser = argparse.ArgumentParser(prog=prog, description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="a small run of every stage (~3 min; shows no effect)")
+    parser.add_argument("--out", default=None, help="run folder (default: shiftvdm-demo, or shiftvdm-demo-quick)")
+    parser.add_argument("--config", default=None, help="demo config (default: the shipped demo_cpu preset)")
+    parser.add_argument("overrides", nargs="*", help="dotted overrides of the demo config, e.g. data.heldout_clips=512")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
+    cfg = load_demo_config(args.config, args.quick, args.overrides)
+    out = Path(args.out or ("shiftvdm-demo-quick" if args.quick else "shiftvdm-demo"))
+    run_demo(cfg, out)
+    return 0
+
+
+def main_report(argv: list[str], prog: str = "shiftvdm report") -> int:
+    parser = argparse.ArgumentParser(prog=prog, description="rebuild report.html of a demo run folder")
+    parser.add_argument("run_dir")
+    args = parser.parse_args(argv)
+    from shiftvdm.errors import DataError
+    from shiftvdm.eval.report import build_report
+
+    run_dir = Path(args.run_dir)
+    if not run_dir.is_dir():
+        raise DataError(f"{run_dir}: run folder not found")
+    cfg_path = run_dir / "metrics.json"
+    if not cfg_path.is_file() and (run_dir / "stages.json").is_file():
+        logger.info("no metrics.json yet (the run stopped before evaluation): the report shows what exists")
+    print(build_report(run_dir))
+    return 0
