@@ -39,7 +39,10 @@ def resolve_train_config(mode: str, config: str | None, overrides: list[str]) ->
     data = deep_merge(data, parse_overrides(overrides))
     data["mode"] = mode
     cfg = config_from_dict(TrainConfig, data, source)
+    from shiftvdm.backbone import backbone_config
     from shiftvdm.train.losses import needs_rollouts
+
+    backbone_config(cfg.backbone.name, dict(cfg.backbone.options), f"{source}: backbone.options")
 
     if mode in ("pretrain", "sft") and needs_rollouts(cfg.loss):
         raise ConfigError(f"{source}: `shiftvdm {mode}` trains without rollouts, but loss.lambda_aw="
