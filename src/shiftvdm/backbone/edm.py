@@ -51,8 +51,8 @@ def edm_scalings(sigma: Tensor, sigma_data: float = 1.0,
 
     Args:
         sigma: noise level(s) σ > 0, any shape.
-        sigma_data: standard deviation of the data; used by ``prediction="edm"`` (``"v"`` and ``"x0"`` fix it
-            to the SVD convention below).
+        sigma_data: standard deviation of the data σd; used by ``"edm"`` and ``"x0"`` (``"v"`` is SVD's
+            convention, σd = 1).
         prediction: what the network F outputs:
             ``"v"``  — SVD's v-parameterisation (σ_data = 1): c_skip = 1/(σ²+1), c_out = −σ/√(σ²+1),
                        c_in = 1/√(σ²+1), c_noise = ¼·ln σ.

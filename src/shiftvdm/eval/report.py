@@ -156,6 +156,12 @@ code{background:#f0f0f0;padding:1px 4px}
 """
 
 
+# Records on <body> how many images decoded, so a headless browser can check the page renders whole.
+LOAD_CHECK = ("addEventListener('load',()=>{const i=[...document.images];"
+              "document.body.dataset.imagesTotal=i.length;"
+              "document.body.dataset.imagesLoaded=i.filter(x=>x.complete&&x.naturalWidth>0).length;});")
+
+
 def build_report(run_dir: str | Path, *, grid_clips: int = 8) -> Path:
     """Write RUN_DIR/report.html from the files of a finished or interrupted run; returns its path."""
     run_dir = Path(run_dir)
@@ -181,7 +187,7 @@ def build_report(run_dir: str | Path, *, grid_clips: int = 8) -> Path:
                        for k, v in stages.items())
         parts.append(f"<h2>Stages</h2><table><tr><th>stage</th><th>seconds</th><th>status</th></tr>{rows}</table>")
     page = (f"<!doctype html><html lang=en><head><meta charset=utf-8><title>{html.escape(metrics.get('title', 'report'))}"
-            f"</title><style>{CSS}</style></head><body>{''.join(parts)}</body></html>")
+            f"</title><style>{CSS}</style></head><body>{''.join(parts)}<script>{LOAD_CHECK}</script></body></html>")
     from shiftvdm.utils.checkpoint import atomic_write
 
     out = run_dir / "report.html"

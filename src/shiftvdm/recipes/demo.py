@@ -92,7 +92,7 @@ class Stages:
     def run(self, name: str, fn: Callable[[], dict[str, Any] | None]) -> dict[str, Any]:
         done = self.state.get(name, {})
         if done.get("status") == "done":
-            logger.info("stage %s: reused (finished earlier in %.1f s)", name, done.get("seconds", 0.0))
+            print(f"[demo] stage {name}: reused (finished earlier in {done.get('seconds', 0.0):.1f} s)", flush=True)
             return done.get("result", {})
         print(f"[demo] stage {name} ...", flush=True)
         t0 = time.perf_counter()
@@ -153,6 +153,9 @@ def train_config(cfg: DemoConfig, out_dir: Path, *sections: dict[str, Any], mode
     })
     for s in sections:
         data = deep_merge(data, s)
+    if mode in ("pretrain", "sft"):  # what the stage means wins over shared arm settings (SFT = no rollouts)
+        data = deep_merge(data, {"loss": {"lambda_aw": 0.0, "asymmetric": False}, "discriminator": {"refresh": False},
+                                 "rollout": {"passes_per_buffer": 1}})
     data["mode"] = mode
     return config_from_dict(TrainConfig, data, f"demo {mode} stage")
 

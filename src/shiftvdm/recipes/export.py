@@ -1,0 +1,69 @@
+"""`shiftvdm export`: fuse a LoRA into its base model and write a self-contained model folder.
+
+For a latent SVD model the folder is what ``StableVideoDiffusionPipeline.save_pretrained`` writes, so plain
+``StableVideoDiffusionPipeline.from_pretrained(OUT)`` loads and samples it. This is the supported way to take
+an SVD LoRA to diffusers: in diffusers 0.42.1 the SVD pipeline has no ``load_lora_weights``. A pixel-space
+model is written in shiftvdm's layout (no diffusers pipeline runs it).
+
+The folder is written next to OUT under a temporary name and renamed into place when complete, so an
+interrupted export never leaves a half-written OUT, and an existing OUT is kept unless ``--overwrite``.
+
+Example:
+    shiftvdm export --model models/svd --lora runs/shift/lora/step_1000.safetensors --out models/svd_shift
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import shutil
+from pathlib import Path
+
+from shiftvdm.errors import ConfigError, DataError
+
+logger = logging.getLogger(__name__)
+
+
+def build_parser(prog: str) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=prog, description="Fuse a LoRA and write a diffusers-format model folder.")
+    parser.add_argument("--model", required=True, help="base model folder")
+    parser.add_argument("--lora", required=True, help="LoRA .safetensors written by shiftvdm")
+    parser.add_argument("--out", required=True, help="output folder (must not exist or be empty, unless --overwrite)")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing OUT folder")
+    parser.add_argument("--dtype", choices=("float32", "bfloat16", "float16"), default="float32",
+                        help="dtype of the written weights (default float32)")
+    return parser
+
+
+def main(argv: list[str], prog: str = "shiftvdm export") -> int:
+    args = build_parser(prog).parse_args(argv)
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {out}: exists and is not a folder")
+    if out.is_dir() and any(out.iterdir()) and not args.overwrite:
+        raise ConfigError(f"--out {out}: folder exists and is not empty (choose another folder or pass --overwrite)")
+    if not Path(args.lora).is_file():
+        raise DataError(f"{args.lora}: missing (no such LoRA file)")
+
+    from shiftvdm.backbone.svd import SVDBackbone, SVDConfig
+
+    backbone = SVDBackbone.from_pretrained(args.model, SVDConfig(dtype=args.dtype))
+    backbone.load_lora(args.lora)
+    backbone.fuse_lora()
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = out.parent / f".{out.name}.export-{os.getpid()}"
+    backup = out.parent / f".{out.name}.old-{os.getpid()}"
+    shutil.rmtree(staging, ignore_errors=True)
+    try:
+        backbone.save_pretrained(staging)
+        if out.exists():
+            os.replace(out, backup)
+        os.replace(staging, out)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    shutil.rmtree(backup, ignore_errors=True)
+    kind = "shiftvdm pixel-space folder" if backbone.pixel_space else "StableVideoDiffusionPipeline folder"
+    print(f"wrote {out} ({kind}) = {args.model} + LoRA {args.lora} (fused)")
+    return 0

@@ -1,0 +1,93 @@
+"""`shiftvdm demo --quick` end to end: every stage's outputs, the report's contents, and the page rendering
+with its images in headless Chromium (skipped when Chromium is not installed)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from shiftvdm.cli import main as cli
+from shiftvdm.recipes.demo import load_demo_config, train_config
+
+
+@pytest.fixture(scope="module")
+def quick_run(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("demo") / "run"
+    assert cli(["demo", "--quick", "--out", str(out)]) == 0
+    return out
+
+
+def test_every_stage_leaves_its_outputs(quick_run):
+    stages = json.loads((quick_run / "stages.json").read_text())
+    expected = ["data", "pretrain", "sft", "critic", "arm:shift", "arm:shift_static", "arm:rwr_sft",
+                "arm:continued_sft", "eval"]
+    assert all(stages[s]["status"] == "done" for s in expected), stages.keys()
+    runs = quick_run / "runs"
+    for name in ("pretrain", "sft", "shift", "shift_static", "rwr_sft", "continued_sft"):
+        assert (runs / name / "model" / "config.json").is_file(), name
+        assert (runs / name / "logs" / "metrics.jsonl").is_file(), name
+    assert (quick_run / "critic" / "critic" / "critic_config.json").is_file()
+    assert len(list((quick_run / "data" / "heldout").glob("*.npy"))) == 64
+    shift_log = [json.loads(l) for l in (runs / "shift" / "logs" / "metrics.jsonl").read_text().splitlines()]
+    assert any("reward/fake" in r for r in shift_log) and any("disc/loss" in r for r in shift_log)
+    sft_log = [json.loads(l) for l in (runs / "continued_sft" / "logs" / "metrics.jsonl").read_text().splitlines()]
+    assert not any("reward/fake" in r or "loss/aw" in r for r in sft_log)  # continued SFT never rolls out
+    assert any("eval/static_fraction" in r for r in shift_log)  # training curves of held-out motion
+
+
+def test_metrics_and_report(quick_run):
+    metrics = json.loads((quick_run / "metrics.json").read_text())
+    for model in ("real (held-out)", "base", "sft", "shift", "shift_static", "rwr_sft", "continued_sft@6steps",
+                  "continued_sft@equal-time"):
+        row = metrics["models"][model]
+        assert 0.0 <= row["sprite_static_fraction"] <= 1.0
+        assert row["frechet_motion_combined"] is not None
+    assert metrics["models"]["real (held-out)"]["sprite_static_fraction"] < 0.2  # the target data moves
+    assert any(line.startswith("Motion gap") for line in metrics["summary"])
+    assert any("Hacking monitor" in line for line in metrics["summary"])
+    page = (quick_run / "report.html").read_text()
+    for text in ("Metrics on held-out conditioning frames", "Clips side by side", "Training curves",
+                 "data:image/gif;base64,", "data:image/png;base64,", "continued_sft@equal-time"):
+        assert text in page
+    assert "http://" not in page and "https://" not in page  # self-contained, readable offline
+
+
+def test_report_rebuilds_and_stages_are_reused(quick_run, capsys):
+    (quick_run / "report.html").unlink()
+    capsys.readouterr()
+    assert cli(["report", str(quick_run)]) == 0
+    assert (quick_run / "report.html").is_file()
+    capsys.readouterr()
+    stamp = (quick_run / "stages.json").stat().st_mtime
+    assert cli(["demo", "--quick", "--out", str(quick_run)]) == 0  # every stage reused: only eval output rewritten
+    assert capsys.readouterr().out.count(": reused") == 9
+    assert json.loads((quick_run / "stages.json").read_text())["pretrain"]["status"] == "done"
+    assert (quick_run / "stages.json").stat().st_mtime == stamp
+
+
+def test_report_renders_in_headless_chromium(quick_run, tmp_path):
+    browser = shutil.which("chromium") or shutil.which("chromium-browser")
+    if browser is None:
+        pytest.skip("chromium is not installed (the README's test command installs Debian's chromium)")
+    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+             "--disable-component-update", "--disable-sync", "--no-first-run", f"--user-data-dir={tmp_path / 'profile'}",
+             "--virtual-time-budget=10000"]
+    url = (quick_run / "report.html").resolve().as_uri()
+    dom = subprocess.run([browser, *flags, "--dump-dom", url], capture_output=True, text=True, timeout=120).stdout
+    total = int(dom.split('data-images-total="')[1].split('"')[0])
+    loaded = int(dom.split('data-images-loaded="')[1].split('"')[0])
+    assert total >= 20 and loaded == total  # every GIF and plot decoded
+    shot = tmp_path / "report.png"
+    subprocess.run([browser, *flags, "--window-size=1300,1800", f"--screenshot={shot}", url], capture_output=True,
+                   timeout=120)
+    assert shot.is_file() and shot.stat().st_size > 20_000
+
+
+def test_sft_arm_never_inherits_rollout_settings():
+    cfg = load_demo_config(None, True, [])
+    tc = train_config(cfg, Path("x"), cfg.arms_common, cfg.arms["continued_sft"], mode="sft")
+    assert tc.loss.lambda_aw == 0.0 and not tc.discriminator.refresh and tc.rollout.passes_per_buffer == 1
