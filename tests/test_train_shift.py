@@ -225,14 +225,21 @@ def run_to(cfg: TrainConfig, clips, stop_at: int | None = None, resume: bool = F
     return rt
 
 
+REGULARISED = {"train": {"lr": 1e-3, "r1_gamma": 1.0, "label_smoothing": 0.1, "replay_size": 6}}
+
+
 def test_kill_and_resume_is_bit_exact(tmp_path, clips):
-    straight = run_to(make_cfg(tmp_path / "a"), clips)
-    cfg_b = make_cfg(tmp_path / "b")
-    run_to(cfg_b, clips, stop_at=3)  # killed mid-buffer, after the checkpoint of step 2
-    assert (tmp_path / "b" / "checkpoints" / "step-0000002").is_dir()
-    assert not (tmp_path / "b" / "checkpoints" / "step-0000003").exists()
-    resumed = run_to(make_cfg(tmp_path / "b"), clips, resume=True)
-    assert resumed.state.step == straight.state.step == 6
+    # with the demo's discriminator regularisers, including the replay of older fakes
+    run = {"max_steps": 8}
+    straight = run_to(make_cfg(tmp_path / "a", discriminator=REGULARISED, run=run), clips)
+    cfg_b = make_cfg(tmp_path / "b", discriminator=REGULARISED, run=run)
+    run_to(cfg_b, clips, stop_at=7)  # killed mid-buffer; step 6's checkpoint holds a refreshed D and its replay
+    assert (tmp_path / "b" / "checkpoints" / "step-0000006").is_dir()
+    assert not (tmp_path / "b" / "checkpoints" / "step-0000007").exists()
+    saved = torch.load(tmp_path / "b" / "checkpoints" / "step-0000006" / "trainer_state.pt", weights_only=True)
+    assert saved["critic_replay"] is not None and saved["buffer"] is not None
+    resumed = run_to(make_cfg(tmp_path / "b", discriminator=REGULARISED, run=run), clips, resume=True)
+    assert resumed.state.step == straight.state.step == 8
     for a, b in zip(weights(straight), weights(resumed)):
         assert torch.equal(a, b)
     for (ka, va), (kb, vb) in zip(straight.critic.state_dict().items(), resumed.critic.state_dict().items()):

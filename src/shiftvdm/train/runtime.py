@@ -312,6 +312,7 @@ class Runtime:
             "d_optimizer": self.d_optimizer.state_dict() if self.d_optimizer is not None else None,
             "critic": self.critic.state_dict() if self.critic is not None else None,
             "buffer": self.buffer.state_dict() if self.buffer is not None else None,
+            "critic_replay": self._replay_state(),
             "torch_rng": torch.get_rng_state(),
         }
         # every process keeps its own buffer share; process 0 also writes the weights for use
@@ -325,6 +326,22 @@ class Runtime:
 
             dist.barrier()
         return path
+
+    def _replay_state(self) -> dict[str, Any] | None:
+        """The discriminator's store of older fakes (regulariser ``replay_size``), so resume stays exact."""
+        replay = getattr(self.critic, "_fake_replay", None)
+        if replay is None or replay.items is None:
+            return None
+        return {"capacity": replay.capacity, "items": replay.items.state_dict()}
+
+    def _restore_replay(self, state: dict[str, Any] | None) -> None:
+        if state is None or self.critic is None or self.features_from_state is None:
+            return
+        from shiftvdm.rewards.discriminator_training import FakeReplay
+
+        replay = FakeReplay(int(state["capacity"]))
+        replay.items = self.features_from_state(state["items"])
+        self.critic._fake_replay = replay
 
     def _save_lora(self, path: Path) -> None:
         with self.ema_weights():
@@ -376,6 +393,7 @@ class Runtime:
             self.d_optimizer.load_state_dict(state["d_optimizer"])
         if self.critic is not None and state["critic"] is not None:
             self.critic.load_state_dict(state["critic"])
+        self._restore_replay(state.get("critic_replay"))
         self.state = Counters(**state["counters"])
         self.buffer = (RolloutBuffer.from_state_dict(state["buffer"], self.features_from_state)
                        if state["buffer"] is not None else None)
