@@ -14,6 +14,9 @@ from shiftvdm.cli import main as cli
 from shiftvdm.recipes.demo import load_demo_config, train_config
 
 
+pytestmark = pytest.mark.timeout(1800)  # ~2-3 min on an idle 2-core machine; far longer when it is shared
+
+
 @pytest.fixture(scope="module")
 def quick_run(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("demo") / "run"

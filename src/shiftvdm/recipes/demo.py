@@ -65,6 +65,7 @@ class DemoEval:
 @dataclass
 class DemoConfig:
     seed: int = 0  # run seed of every training stage
+    threads: int = 0  # torch threads (0 = 2 on an idle machine, 1 when other work keeps the cores busy)
     data: DemoData = field(default_factory=DemoData)
     backbone: dict[str, Any] = field(default_factory=dict)  # backbone section shared by all stages (TrainConfig.backbone)
     pretrain: dict[str, Any] = field(default_factory=dict)  # TrainConfig fields of the pre-training stage
@@ -379,6 +380,7 @@ def write_metrics(cfg: DemoConfig, out: Path, models: dict[str, dict[str, float]
                   "target data always moves."],
         "stages": {k: {"seconds": v.get("seconds"), "status": v.get("status")} for k, v in stages.state.items()},
         "arms": arm_info,
+        "torch_threads": torch.get_num_threads(),
         "config": config_to_dict(cfg),
     }
     save_json(metrics, out / "metrics.json")
@@ -410,6 +412,18 @@ def run_demo(cfg: DemoConfig, out: Path) -> Path:
     return report
 
 
+def choose_threads(requested: int) -> int:
+    """``requested``, or 2 threads on an idle machine and 1 on a busy one: these models are so small that a
+    second OpenMP thread competing with other processes makes every step 2-3x slower (measured)."""
+    import os
+
+    if requested > 0:
+        return requested
+    cores = os.cpu_count() or 1
+    busy = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
+    return 1 if cores < 2 or busy > 0.5 * cores else 2
+
+
 def load_demo_config(config: str | None, quick: bool, overrides: list[str]) -> DemoConfig:
     cfg = load_config(DemoConfig, config or "demo_cpu", overrides)
     if quick and cfg.quick:
@@ -426,8 +440,9 @@ def main(argv: list[str], prog: str = "shiftvdm demo") -> int:
     parser.add_argument("--config", default=None, help="demo config (default: the shipped demo_cpu preset)")
     parser.add_argument("overrides", nargs="*", help="dotted overrides of the demo config, e.g. data.heldout_clips=512")
     args = parser.parse_args(argv)
-    torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
     cfg = load_demo_config(args.config, args.quick, args.overrides)
+    torch.set_num_threads(choose_threads(cfg.threads))
+    print(f"[demo] torch threads: {torch.get_num_threads()}", flush=True)
     out = Path(args.out or ("shiftvdm-demo-quick" if args.quick else "shiftvdm-demo"))
     run_demo(cfg, out)
     return 0
