@@ -87,36 +87,33 @@ def collect_buffer(backbone: Backbone, critic: Any, clips: ClipSource, indices: 
     if not needs_rollouts(cfg.loss):  # SFT / pre-training: the buffer is just real data
         return buffer
     P, n = cfg.rollout.group_size, len(indices)
-    x_fake, r_fake, r_real, feats_real, feats_fake = [], [], [], [], []
-    extra: dict[str, list[Tensor]] = {"r_ic_fake": [], "r_lc_fake": [], "r_ic_real": [], "r_lc_real": []}
+    x_fake, scores = [], []
     for start in range(0, n, cfg.rollout.rollout_batch_size):
         ids = list(range(start, min(n, start + cfg.rollout.rollout_batch_size)))
         gen = rt.generator("rollout", rt.state.chunks_done, start)  # (seed, rank, buffer, slot): never repeats
-        lat = rt.timed("rollout", lambda: backbone.sample(cond.index(ids).to(rt.device), P, gen,
+        lat = rt.timed("rollout", lambda: backbone.sample(cond.index(ids).to(rt.device), P, gen,  # x̃ ~ p_θ(·|c)
                                                          stochastic=cfg.rollout.stochastic,
                                                          num_inference_steps=cfg.rollout.num_inference_steps))
-        videos = rt.timed("decode", lambda: backbone.decode(lat.flatten(0, 1)))  # (b*P, F, 3, H, W)
+        videos = rt.timed("decode", lambda: backbone.decode(lat.flatten(0, 1))).cpu()  # (b*P, F, 3, H, W)
         x_fake.append(lat.cpu())
         for j, i in enumerate(ids):  # one query set per conditioning, shared by its real clip and its P fakes
             queries = critic.sample_queries(video.shape[-2], video.shape[-1], rt.generator("queries", rt.state.chunks_done, i))
-            fr = rt.timed("reward", lambda: critic.features(video[i:i + 1], queries))
-            ff = rt.timed("reward", lambda: critic.features(videos[j * P:(j + 1) * P].cpu(), queries))
-            out_r, out_f = critic.reward(fr), critic.reward(ff)
-            feats_real.append(fr)
-            feats_fake.append(ff)
-            r_real.append(out_r.r)
-            r_fake.append(out_f.r)
-            extra["r_ic_real"].append(out_r.r_ic)
-            extra["r_lc_real"].append(out_r.r_lc)
-            extra["r_ic_fake"].append(out_f.r_ic)
-            extra["r_lc_fake"].append(out_f.r_lc)
+            scores.append(rt.timed("reward", lambda: score_group(critic, video[i:i + 1], videos[j * P:(j + 1) * P], queries)))
     buffer.x_fake = torch.cat(x_fake)  # (N, P, ...)
-    buffer.rewards = {"r_fake": torch.stack(r_fake), "r_real": torch.cat(r_real)}  # (N, P), (N,)
-    buffer.rewards.update({k: (torch.stack(v) if "fake" in k else torch.cat(v)) for k, v in extra.items()})
+    buffer.rewards = {key: torch.stack([s[key] for s in scores]) for key in scores[0] if key.startswith("r_")}
     buffer.adv_fake, buffer.adv_real = group_advantages(buffer.rewards["r_fake"], buffer.rewards["r_real"], cfg.advantage)
-    buffer.features_real = type(feats_real[0]).cat(feats_real)
-    buffer.features_fake = type(feats_fake[0]).cat(feats_fake)
+    buffer.features_real = type(scores[0]["features_real"]).cat([s["features_real"] for s in scores])
+    buffer.features_fake = type(scores[0]["features_fake"]).cat([s["features_fake"] for s in scores])
     return buffer
+
+
+def score_group(critic: Any, real: Tensor, fakes: Tensor, queries: Any) -> dict[str, Any]:
+    """Motion features and detached rewards of one real clip (1, ...) and its P rollouts (P, ...)."""
+    features_real, features_fake = critic.features(real, queries), critic.features(fakes, queries)
+    r_real, r_fake = critic.reward(features_real), critic.reward(features_fake)
+    return {"features_real": features_real, "features_fake": features_fake,
+            "r_real": r_real.r[0], "r_ic_real": r_real.r_ic[0], "r_lc_real": r_real.r_lc[0],  # scalars
+            "r_fake": r_fake.r, "r_ic_fake": r_fake.r_ic, "r_lc_fake": r_fake.r_lc}  # (P,)
 
 
 def shift_step(backbone: Backbone, batch: RolloutBatch, cfg: TrainConfig, rt: Runtime) -> dict[str, float] | None:
