@@ -50,6 +50,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=None, help="folder for the per-seed runs (default: BASE-seeds)")
     parser.add_argument("--quick", action="store_true", help="use the --quick demo settings")
     parser.add_argument("--full", action="store_true", help="re-run every stage (data, pre-training, ...) per seed")
+    parser.add_argument("--arms", default="", help="comma-separated arms to run (default: all of the config's)")
     parser.add_argument("overrides", nargs="*", help="demo config overrides, as for `shiftvdm demo`")
     args = parser.parse_args()
     out_root = args.out or args.base_run.with_name(args.base_run.name + "-seeds")
@@ -61,6 +62,8 @@ def main() -> None:
                 raise SystemExit(f"{args.base_run}: not a finished demo run (no stages.json); run `shiftvdm demo` first")
             prepare_seed_run(args.base_run, out)
         cfg = load_demo_config(None, args.quick, [*args.overrides, f"seed={seed}"])
+        if args.arms:
+            cfg.arms = {name: cfg.arms[name] for name in args.arms.split(",")}
         run_demo(cfg, out)
         results[seed] = json.loads((out / "metrics.json").read_text())["models"]
     models = list(next(iter(results.values())))

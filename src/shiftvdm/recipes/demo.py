@@ -206,7 +206,14 @@ def curve_hook(cfg: DemoConfig, heldout: np.ndarray, snapshot: tuple[int, Path] 
 
 def pretrain_stage(cfg: DemoConfig, out: Path) -> dict[str, Any]:
     sets = load_sets(out)
-    tc = train_config(cfg, out / "runs" / "pretrain", cfg.pretrain, mode="pretrain")
+    sections = [cfg.pretrain]
+    if cfg.backbone.get("name") == "toy" and "sigma_data" not in cfg.backbone.get("options", {}):
+        from shiftvdm.backbone.toy import residual_std
+
+        # EDM's σ_data is the std of what is diffused: the residuals x_t − x_0 of this data, in [-1, 1] units
+        videos = torch.from_numpy(sets["generic"][:2000]).permute(0, 1, 4, 2, 3).float() / 127.5 - 1
+        sections.append({"backbone": {"options": {"sigma_data": round(residual_std(videos), 4)}}})
+    tc = train_config(cfg, out / "runs" / "pretrain", *sections, mode="pretrain")
     result = train_stage(tc, sets["generic"])
     return {"steps": result.steps, "seconds": round(result.timers.get("wall", 0.0), 1),
             "loss_end": result.last_metrics.get("loss/real")}
