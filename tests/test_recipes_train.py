@@ -22,7 +22,7 @@ from shiftvdm.rewards.ic import ICConfig
 from shiftvdm.rewards.lc import LCConfig
 
 TOY_OPTIONS = {"num_frames": 4, "size": 16, "block_out_channels": [16, 16], "layers_per_block": 1,
-               "num_mid_blocks": 1, "num_inference_steps": 2}
+               "num_mid_blocks": 1, "num_inference_steps": 2, "mid_attention": False}
 
 
 @pytest.fixture(scope="module")

@@ -29,7 +29,7 @@ from shiftvdm.train.runtime import Runtime
 from shiftvdm.train.shift import chunk_indices, shift_step, train
 
 TOY = ToyConfig(num_frames=4, size=16, block_out_channels=(16, 16), layers_per_block=1, num_mid_blocks=1,
-                norm_num_groups=8, num_inference_steps=3)
+                norm_num_groups=8, num_inference_steps=3, mid_attention=False)
 
 
 def critic_config() -> CriticConfig:

@@ -38,7 +38,6 @@ from diffusers.configuration_utils import ConfigMixin, register_to_config
 from diffusers.loaders.peft import PeftAdapterMixin
 from diffusers.models.modeling_utils import ModelMixin
 from peft import LoraConfig
-from peft.tuners.tuners_utils import BaseTunerLayer
 from peft.utils import get_peft_model_state_dict, set_peft_model_state_dict
 from safetensors import safe_open
 from torch import Tensor, nn
@@ -61,7 +60,8 @@ logger = logging.getLogger(__name__)
 BACKBONE_CONFIG_NAME = "toy_backbone.json"  # the ToyConfig, next to the diffusers config.json
 # Fields that describe the trained model itself: a saved folder's values always win over a passed config.
 MODEL_FIELDS = ("num_frames", "size", "block_out_channels", "layers_per_block", "num_mid_blocks", "norm_num_groups",
-                "num_fourier_freqs", "fourier_scale", "sigma_data")
+                "num_fourier_freqs", "fourier_scale", "attention_levels", "mid_attention", "attention_head_dim",
+                "sigma_data")
 LORA_ADAPTER_METADATA_KEY = "lora_adapter_metadata"  # the key diffusers' save_lora_adapter uses
 
 
@@ -74,11 +74,14 @@ class ToyConfig:
     block_out_channels: tuple[int, ...] = (32, 64, 64)  # UNet width per resolution level (demo prototypes: 32/64/64)
     layers_per_block: int = 2  # ResBlocks per level on the way down (and up)
     num_mid_blocks: int = 2  # ResBlocks at the coarsest level
+    attention_levels: tuple[int, ...] = ()  # levels (0 = full size) whose ResBlocks are followed by self-attention
+    mid_attention: bool = True  # self-attention between the mid ResBlocks (global mixing at the coarsest grid)
+    attention_head_dim: int = 32  # channels per attention head
     norm_num_groups: int = 8  # GroupNorm groups (must divide every width)
     num_fourier_freqs: int = 16  # random Fourier frequencies of the noise embedding (stored as a buffer)
     fourier_scale: float = 1.0  # std of those frequencies (c_noise = ln σ / 4 spans about [-1.6, 1.1])
     init_seed: int = 0  # seed of the weight initialisation and of the Fourier frequencies
-    sigma_data: float = 0.115  # σ_d: std of the residual x_t - x_0 of the pre-training data (see residual_std)
+    sigma_data: float = 0.228  # σ_d: std of x_t - x_0 in [-1, 1] units of the pre-training clips (residual_std; demo data: 0.227)
     p_mean: float = -1.2  # mean of ln σ during training (EDM P_mean; demo prototypes)
     p_std: float = 1.2  # std of ln σ during training (EDM P_std)
     sigma_min: float = 0.002  # smallest σ of the sampler's Karras schedule (EDM)
@@ -91,6 +94,7 @@ class ToyConfig:
 
     def __post_init__(self) -> None:
         self.block_out_channels = tuple(int(c) for c in self.block_out_channels)
+        self.attention_levels = tuple(int(level) for level in self.attention_levels)
         problems = []
         if self.num_frames < 2:
             problems.append(f"num_frames={self.num_frames}: need at least 2 (frame 0 plus one generated frame)")
@@ -99,6 +103,14 @@ class ToyConfig:
             problems.append("block_out_channels is empty: need at least one level")
         elif self.size % (2 ** (levels - 1)) != 0:
             problems.append(f"size={self.size}: must be divisible by 2**(levels-1)={2 ** (levels - 1)}")
+        for level in self.attention_levels:
+            if not 0 <= level < levels:
+                problems.append(f"attention_levels entry {level}: must be a level index in [0, {levels - 1}]")
+        attended = set(self.attention_levels) | ({levels - 1} if self.mid_attention and levels else set())
+        for level in sorted(attended):
+            if 0 <= level < levels and self.block_out_channels[level] % self.attention_head_dim != 0:
+                problems.append(f"block_out_channels[{level}]={self.block_out_channels[level]} (a level with attention) "
+                                f"is not divisible by attention_head_dim={self.attention_head_dim}")
         for c in self.block_out_channels:
             if c % self.norm_num_groups != 0:
                 problems.append(f"block_out_channels entry {c} is not divisible by norm_num_groups={self.norm_num_groups}")
@@ -163,18 +175,37 @@ class ResBlock(nn.Module):
         return self.skip(x) + self.conv2(h)
 
 
+class SelfAttention(nn.Module):
+    """Multi-head self-attention over the H·W positions (pre-GroupNorm, residual)."""
+
+    def __init__(self, channels: int, head_dim: int, groups: int) -> None:
+        super().__init__()
+        self.heads = channels // head_dim
+        self.norm = nn.GroupNorm(groups, channels)
+        self.to_qkv = nn.Conv2d(channels, 3 * channels, 1)
+        self.to_out = nn.Conv2d(channels, channels, 1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        b, c, h, w = x.shape
+        q, k, v = self.to_qkv(self.norm(x)).reshape(b, 3, self.heads, c // self.heads, h * w).unbind(1)
+        out = F.scaled_dot_product_attention(q.transpose(-1, -2), k.transpose(-1, -2), v.transpose(-1, -2))
+        return x + self.to_out(out.transpose(-1, -2).reshape(b, c, h, w))
+
+
 class ToyVideoUNet(ModelMixin, ConfigMixin, PeftAdapterMixin):
     """F_θ of EDM: a 2-D UNet over (residual frames + conditioning frame) stacked on channels.
 
     Input ``(B, 3F, H, W)``: the c_in-scaled noisy residuals of frames 1..F-1 followed by frame 0.
-    Output ``(B, 3(F-1), H, W)``. No attention and no 3-D convolutions: time lives in channels, which
-    is what makes a batch-64 step cost ~0.1 s on 2 CPU cores.
+    Output ``(B, 3(F-1), H, W)``. No 3-D convolutions and no temporal attention: time lives in
+    channels, which is what makes a batch-64 step cost ~0.1 s on 2 CPU cores. Optional spatial
+    self-attention (at the coarsest grid by default) moves a sprite's colour across the frame.
     """
 
     @register_to_config
     def __init__(self, num_frames: int = 8, block_out_channels: tuple[int, ...] = (32, 64, 64),
                  layers_per_block: int = 2, num_mid_blocks: int = 2, norm_num_groups: int = 8,
-                 num_fourier_freqs: int = 16, fourier_scale: float = 1.0) -> None:
+                 num_fourier_freqs: int = 16, fourier_scale: float = 1.0, attention_levels: tuple[int, ...] = (),
+                 mid_attention: bool = True, attention_head_dim: int = 32) -> None:
         super().__init__()
         widths = list(block_out_channels)
         groups = norm_num_groups
@@ -185,7 +216,9 @@ class ToyVideoUNet(ModelMixin, ConfigMixin, PeftAdapterMixin):
         # The first conv is wider than its 3F input channels (toy prototype 2: a narrow stem lost detail).
         self.conv_in = nn.Conv2d(3 * num_frames, widths[0], 3, padding=1)
 
+        attention_levels = set(attention_levels)
         self.down_blocks = nn.ModuleList()
+        self.down_attentions = nn.ModuleList()
         self.downsamplers = nn.ModuleList()
         ch = widths[0]
         for level, width in enumerate(widths):
@@ -194,11 +227,15 @@ class ToyVideoUNet(ModelMixin, ConfigMixin, PeftAdapterMixin):
                 blocks.append(ResBlock(ch, width, emb_dim, groups))
                 ch = width
             self.down_blocks.append(blocks)
+            self.down_attentions.append(
+                SelfAttention(width, attention_head_dim, groups) if level in attention_levels else nn.Identity())
             if level < len(widths) - 1:
                 self.downsamplers.append(nn.Conv2d(ch, ch, 3, stride=2, padding=1))
         self.mid_blocks = nn.ModuleList([ResBlock(ch, ch, emb_dim, groups) for _ in range(num_mid_blocks)])
+        self.mid_attn = SelfAttention(ch, attention_head_dim, groups) if mid_attention else nn.Identity()
 
         self.up_blocks = nn.ModuleList()
+        self.up_attentions = nn.ModuleList()
         self.upsamplers = nn.ModuleList()
         for level in reversed(range(len(widths))):
             width = widths[level]
@@ -208,6 +245,8 @@ class ToyVideoUNet(ModelMixin, ConfigMixin, PeftAdapterMixin):
                 blocks.append(ResBlock(ch + (width if i == 0 else 0), width, emb_dim, groups))
                 ch = width
             self.up_blocks.append(blocks)
+            self.up_attentions.append(
+                SelfAttention(width, attention_head_dim, groups) if level in attention_levels else nn.Identity())
             if level > 0:
                 self.upsamplers.append(nn.Conv2d(ch, widths[level - 1], 3, padding=1))
                 ch = widths[level - 1]
@@ -239,15 +278,21 @@ class ToyVideoUNet(ModelMixin, ConfigMixin, PeftAdapterMixin):
         for level, blocks in enumerate(self.down_blocks):
             for block in blocks:
                 h = block(h, emb)
+            h = self.down_attentions[level](h)
             skips.append(h)
             if level < len(self.downsamplers):
                 h = self.downsamplers[level](h)
-        for block in self.mid_blocks:
+        for i, block in enumerate(self.mid_blocks):
             h = block(h, emb)
+            if i == 0:  # attention after the first mid block
+                h = self.mid_attn(h)
+        if not self.mid_blocks:
+            h = self.mid_attn(h)
         for i, blocks in enumerate(self.up_blocks):
             h = torch.cat([h, skips.pop()], dim=1)
             for block in blocks:
                 h = block(h, emb)
+            h = self.up_attentions[i](h)
             if i < len(self.upsamplers):
                 h = self.upsamplers[i](F.interpolate(h, scale_factor=2.0, mode="nearest"))
         return self.conv_out(F.silu(self.norm_out(h)))
@@ -282,7 +327,8 @@ class ToyBackbone:
         return dict(num_frames=config.num_frames, block_out_channels=tuple(config.block_out_channels),
                     layers_per_block=config.layers_per_block, num_mid_blocks=config.num_mid_blocks,
                     norm_num_groups=config.norm_num_groups, num_fourier_freqs=config.num_fourier_freqs,
-                    fourier_scale=config.fourier_scale)
+                    fourier_scale=config.fourier_scale, attention_levels=tuple(config.attention_levels),
+                    mid_attention=config.mid_attention, attention_head_dim=config.attention_head_dim)
 
     # --- shapes and encodings --------------------------------------------------------------
 
@@ -497,8 +543,9 @@ class ToyBackbone:
         except json.JSONDecodeError as exc:
             raise CheckpointError(f"{config_file}: invalid JSON ({exc})") from exc
         unknown = sorted(set(raw) - {f.name for f in fields(ToyConfig)})
-        if unknown:
-            raise CheckpointError(f"{config_file}: unknown ToyConfig fields {unknown}")
+        missing = [name for name in MODEL_FIELDS if name not in raw]
+        if unknown or missing:
+            raise CheckpointError(f"{config_file}: unknown ToyConfig fields {unknown}, missing model fields {missing}")
         stored = ToyConfig(**raw)
         if config is not None:
             default = ToyConfig()
@@ -512,12 +559,18 @@ class ToyBackbone:
             merged.update({name: getattr(stored, name) for name in MODEL_FIELDS})
             stored = ToyConfig(**merged)
         try:
-            denoiser = ToyVideoUNet.from_pretrained(str(path), torch_dtype=torch_dtype, low_cpu_mem_usage=False)
+            denoiser, info = ToyVideoUNet.from_pretrained(str(path), torch_dtype=torch_dtype, low_cpu_mem_usage=False,
+                                                          output_loading_info=True)
         except (OSError, ValueError, RuntimeError, KeyError) as exc:
             raise CheckpointError(f"{path}: cannot load the ToyVideoUNet weights ({exc})") from exc
+        # diffusers only warns about missing weights and initialises them randomly: refuse instead
+        bad = {k: v for k, v in info.items() if k in ("missing_keys", "unexpected_keys", "mismatched_keys") and v}
+        if bad:
+            raise CheckpointError(f"{path}: weights do not match config.json ({bad})")
         expected = cls._network_kwargs(stored)
         network = {k: denoiser.config[k] for k in expected}
         network["block_out_channels"] = tuple(network["block_out_channels"])
+        network["attention_levels"] = tuple(network["attention_levels"])
         if network != expected:
             raise CheckpointError(f"{path}: config.json {network} disagrees with {BACKBONE_CONFIG_NAME} {expected}")
         logger.info("loaded toy backbone from %s (%.2f M params)", path,
