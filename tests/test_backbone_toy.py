@@ -37,14 +37,6 @@ def perturbed(backbone: ToyBackbone, seed: int = 1) -> ToyBackbone:
     return backbone
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models run fastest on one thread, and do not oversubscribe a shared CPU."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
 
 @pytest.fixture
 def backbone() -> ToyBackbone:

@@ -32,14 +32,6 @@ GUIDANCE = 5.0
 PROMPT = "a red ball rolls left"
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models gain nothing from intra-op threads, and on a busy 2-core machine they lose 10× or more."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 @pytest.fixture(scope="module")
 def tiny_dirs(tmp_path_factory):

@@ -33,16 +33,6 @@ from shiftvdm.motion.features import (
 )
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    """The neural options' tiny forward passes run faster on one thread on a shared machine."""
-    import torch
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 def _real_videos_dir() -> Path:
     env = os.environ.get("SHIFTVDM_REAL_VIDEOS")

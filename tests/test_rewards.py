@@ -31,13 +31,6 @@ def small_config(**changes) -> CriticConfig:
     return dataclasses.replace(cfg, **changes)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 @pytest.fixture(scope="module")
 def videos() -> torch.Tensor:

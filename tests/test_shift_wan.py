@@ -19,7 +19,6 @@ from shiftvdm.rewards.lc import LCConfig
 
 
 def test_shift_on_tiny_wan_ti2v(tmp_path):
-    torch.set_num_threads(1)
     frames, h, w = tiny_video_shape("ti2v")
     model = save_tiny_wan(tmp_path / "wan", "ti2v", seed=0)
     data = tmp_path / "data"
