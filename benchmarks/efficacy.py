@@ -18,7 +18,9 @@ from pathlib import Path
 
 import numpy as np
 
-from shiftvdm.recipes.demo import load_demo_config, run_demo
+import torch
+
+from shiftvdm.recipes.demo import choose_threads, load_demo_config, run_demo
 from shiftvdm.utils.checkpoint import save_json
 
 SHARED_STAGES = ("data", "pretrain", "sft", "critic")
@@ -62,6 +64,7 @@ def main() -> None:
                 raise SystemExit(f"{args.base_run}: not a finished demo run (no stages.json); run `shiftvdm demo` first")
             prepare_seed_run(args.base_run, out)
         cfg = load_demo_config(None, args.quick, [*args.overrides, f"seed={seed}"])
+        torch.set_num_threads(choose_threads(cfg.threads))  # as `shiftvdm demo` does
         if args.arms:
             cfg.arms = {name: cfg.arms[name] for name in args.arms.split(",")}
         run_demo(cfg, out)
