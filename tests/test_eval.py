@@ -19,6 +19,7 @@ from shiftvdm.eval import (
     frechet_distance,
     motion_score,
     motion_smoothness,
+    prepare_reference,
     psnr,
     sprite_motion_metrics,
     ssim,
@@ -340,6 +341,26 @@ def test_sprite_metrics_on_known_trajectories():
     assert with_ref.aggregate["speed_w1"] == 0.0
     by_colour = sprite_motion_metrics(clips[:1], sprite_colors=np.array([220, 200, 180]))
     assert by_colour.per_clip["speed"][0] == pytest.approx(math.sqrt(2))
+
+
+def test_prepared_reference_gives_the_same_result_and_rejects_mismatches(lk, tmp_path):
+    clips = np.stack([sprite_clip((3, 3), (1, 1)), sprite_clip((8, 8), (0, 0))])
+    reference = np.stack([sprite_clip((4, 4), (1, 0)), sprite_clip((5, 9), (0.5, 0.5)), sprite_clip((9, 9), (-1, 0))])
+    direct = evaluate_videos(clips, reference=reference, tracker=lk, sprites=True)
+    prepared = prepare_reference(reference, tracker=lk, sprites=True)
+    again = evaluate_videos(clips, reference=prepared, tracker=lk, sprites=True)
+    assert again.aggregate == direct.aggregate
+    assert again.settings["num_reference"] == 3
+    assert direct.aggregate["sprite_speed_w1"] > 0 and "image_stats_frechet" in direct.aggregate
+
+    with pytest.raises(DataError, match="lacks point tracks"):
+        evaluate_videos(clips, reference=prepare_reference(reference, metrics=["appearance"]), tracker=lk)
+    with pytest.raises(DataError, match="lacks frames for the sprite metrics"):
+        evaluate_videos(clips, reference=prepare_reference(reference, tracker=lk), tracker=lk, sprites=True)
+    with pytest.raises(DataError, match="max_frames=None but this evaluation uses 6"):
+        evaluate_videos(clips, reference=prepared, tracker=lk, sprites=True, max_frames=6)
+    with pytest.raises(DataError, match="no usable reference video among the 1 given"):
+        prepare_reference([reference[0, :2]])
 
 
 def test_sprite_metrics_reject_bad_input():

@@ -25,7 +25,7 @@ from shiftvdm.eval.frechet_motion import (
 from shiftvdm.eval.motion_score import flow_pair_statistics, motion_score
 from shiftvdm.eval.smoothness import motion_smoothness
 from shiftvdm.eval.sprites import SpriteMetrics, sprite_motion_metrics
-from shiftvdm.eval.suite import METRIC_GROUPS, EvalResult, evaluate_videos
+from shiftvdm.eval.suite import METRIC_GROUPS, EvalResult, ReferenceFeatures, evaluate_videos, prepare_reference
 
 __all__ = [
     "METRIC_GROUPS",
@@ -33,6 +33,7 @@ __all__ = [
     "EvalResult",
     "FrechetMotionResult",
     "GaussianFit",
+    "ReferenceFeatures",
     "SpriteMetrics",
     "clip_fidelity",
     "dynamic_degree",
@@ -47,6 +48,7 @@ __all__ = [
     "image_statistics_frechet",
     "motion_score",
     "motion_smoothness",
+    "prepare_reference",
     "psnr",
     "sprite_motion_metrics",
     "ssim",

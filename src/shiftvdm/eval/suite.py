@@ -442,7 +442,88 @@ def _mismatch_notes(ours: _SetFeatures, ref: _SetFeatures) -> list[str]:
     return notes
 
 
-def evaluate_videos(videos: ClipsInput, *, reference: ClipsInput | None = None,
+def _reference_set(sources: list[ClipSource], *, need_tracks: bool, need_stats: bool, need_sprites: bool,
+                   tracker: PointTracker, max_frames: int | None, min_frames: int,
+                   skipped: list[dict[str, str]], strict: bool) -> _SetFeatures:
+    """The reference clips' features: point-track chunks, image statistics and/or the frames themselves."""
+    ref = _SetFeatures()
+    for _, _source, frames, _ in _load_set(sources, "reference", max_frames=max_frames, min_frames=min_frames,
+                                          fps=None, skipped=skipped, strict=strict):
+        if need_tracks:
+            ref.chunks.append(track_chunks(frames, tracker))
+        if need_stats:
+            ref.image_stats.append(video_image_statistics(frames))
+        if need_sprites:
+            ref.sprite_clips.append(frames)
+        ref.lengths.append(int(frames.shape[0]))
+        ref.sizes.append((int(frames.shape[1]), int(frames.shape[2])))
+    return ref
+
+
+@dataclass
+class ReferenceFeatures:
+    """A reference set read and tracked once, for scoring several sets of clips against it.
+
+    ``evaluate_videos(reference=...)`` accepts it in place of the clips; it must have been prepared with
+    the same tracker, ``max_frames`` and ``min_frames`` and with every metric group that call needs.
+    """
+
+    features: _SetFeatures
+    num_clips: int
+    skipped: list[dict[str, str]]
+    tracker: str
+    max_frames: int | None
+    min_frames: int
+    has_tracks: bool
+    has_stats: bool
+    has_sprites: bool
+
+    def check_covers(self, *, need_tracks: bool, need_stats: bool, need_sprites: bool, tracker: str,
+                     max_frames: int | None, min_frames: int) -> None:
+        problems = []
+        if need_tracks and not self.has_tracks:
+            problems.append("point tracks (metric group 'frechet_motion')")
+        if need_stats and not self.has_stats:
+            problems.append("image statistics (metric group 'appearance')")
+        if need_sprites and not self.has_sprites:
+            problems.append("frames for the sprite metrics (sprites=True)")
+        if problems:
+            raise DataError("prepared reference lacks " + ", ".join(problems) + ": prepare it with those metrics")
+        for name, ours, theirs in (("tracker", self.tracker, tracker), ("max_frames", self.max_frames, max_frames),
+                                   ("min_frames", self.min_frames, min_frames)):
+            if need_tracks or name != "tracker":
+                if ours != theirs:
+                    raise DataError(f"prepared reference has {name}={ours!r} but this evaluation uses {theirs!r}")
+
+
+def prepare_reference(reference: ClipsInput, *, tracker: str | PointTracker = "lk",
+                      metrics: Iterable[str] | None = None, sprites: bool = False, strict: bool = False,
+                      max_frames: int | None = None, min_frames: int = MIN_FRAMES) -> ReferenceFeatures:
+    """Read, track and summarise ``reference`` once (arguments as in ``evaluate_videos``).
+
+    Raises:
+        DataError: no usable reference clip, or ``strict`` and a clip is unusable.
+    """
+    chosen = _resolve_metrics(metrics, sprites)
+    point_tracker = get_tracker(tracker) if isinstance(tracker, str) else tracker
+    sources = collect_clips(reference, "reference")
+    skipped: list[dict[str, str]] = []
+    features = _reference_set(sources, need_tracks="frechet_motion" in chosen, need_stats="appearance" in chosen,
+                              need_sprites="sprites" in chosen, tracker=point_tracker, max_frames=max_frames,
+                              min_frames=min_frames, skipped=skipped, strict=strict)
+    if strict and skipped:
+        listing = "".join(f"\n  {s['name']}: {s['reason']}" for s in skipped)
+        raise DataError(f"{len(skipped)} reference clip{'s' if len(skipped) != 1 else ''} cannot be used "
+                        f"(--strict):{listing}")
+    if not features.lengths:
+        listing = "".join(f"\n  {s['name']}: {s['reason']}" for s in skipped)
+        raise DataError(f"no usable reference video among the {len(sources)} given:{listing}")
+    return ReferenceFeatures(features=features, num_clips=len(sources), skipped=skipped, tracker=point_tracker.name,
+                             max_frames=max_frames, min_frames=min_frames, has_tracks="frechet_motion" in chosen,
+                             has_stats="appearance" in chosen, has_sprites="sprites" in chosen)
+
+
+def evaluate_videos(videos: ClipsInput, *, reference: ClipsInput | ReferenceFeatures | None = None,
                     ground_truth: ClipsInput | None = None, conditioning: ClipsInput | None = None,
                     flow: str | FlowEstimator = "dis", tracker: str | PointTracker = "lk",
                     fps: float | None = None, strict: bool = False, metrics: Iterable[str] | None = None,
@@ -453,7 +534,8 @@ def evaluate_videos(videos: ClipsInput, *, reference: ClipsInput | None = None,
     Args:
         videos: a folder or manifest of clips, a (N, T, H, W, 3) array, or a list of (T, H, W, 3) arrays
             (uint8, or float in [0, 1]) or of file paths.
-        reference: clips to compare the set with (Fréchet motion and image-statistics distances).
+        reference: clips to compare the set with (Fréchet motion and image-statistics distances), or
+            a ``prepare_reference`` result when several sets are scored against the same clips.
         ground_truth: clips to compare each clip with frame by frame (PSNR/SSIM); matched by position
             for arrays, else by the manifest's ``source`` or the file name (stem).
         conditioning: the conditioning images (image files, .npy, or videos whose first frame is used),
@@ -527,20 +609,19 @@ def evaluate_videos(videos: ClipsInput, *, reference: ClipsInput | None = None,
                     frames.shape[2], time.perf_counter() - tick)
         del frames
 
-    ref = _SetFeatures()
-    ref_sources: list[ClipSource] = []
-    if reference is not None and (need_tracks or need_stats or "sprites" in chosen):
+    if isinstance(reference, ReferenceFeatures):
+        reference.check_covers(need_tracks=need_tracks, need_stats=need_stats, need_sprites="sprites" in chosen,
+                               tracker=point_tracker.name, max_frames=max_frames, min_frames=min_frames)
+        ref, num_reference = reference.features, reference.num_clips
+        skipped.extend(reference.skipped)
+    elif reference is not None and (need_tracks or need_stats or "sprites" in chosen):
         ref_sources = collect_clips(reference, "reference")
-        for _, source, frames, _ in _load_set(ref_sources, "reference", max_frames=max_frames,
-                                              min_frames=min_frames, fps=fps, skipped=skipped, strict=strict):
-            if need_tracks:
-                ref.chunks.append(track_chunks(frames, point_tracker))
-            if need_stats:
-                ref.image_stats.append(video_image_statistics(frames))
-            if "sprites" in chosen:
-                ref.sprite_clips.append(frames)
-            ref.lengths.append(int(frames.shape[0]))
-            ref.sizes.append((int(frames.shape[1]), int(frames.shape[2])))
+        num_reference = len(ref_sources)
+        ref = _reference_set(ref_sources, need_tracks=need_tracks, need_stats=need_stats,
+                             need_sprites="sprites" in chosen, tracker=point_tracker, max_frames=max_frames,
+                             min_frames=min_frames, skipped=skipped, strict=strict)
+    else:
+        ref, num_reference = _SetFeatures(), 0
 
     if strict and skipped:
         listing = "".join(f"\n  [{s['set']}] {s['name']}: {s['reason']}" for s in skipped)
@@ -548,9 +629,9 @@ def evaluate_videos(videos: ClipsInput, *, reference: ClipsInput | None = None,
     if not per_video:
         listing = "".join(f"\n  {s['name']}: {s['reason']}" for s in skipped if s["set"] == "videos")
         raise DataError(f"no usable video among the {len(sources)} given:{listing}")
-    if ref_sources and not ref.lengths:
+    if num_reference and not ref.lengths:
         listing = "".join(f"\n  {s['name']}: {s['reason']}" for s in skipped if s["set"] == "reference")
-        raise DataError(f"no usable reference video among the {len(ref_sources)} given:{listing}")
+        raise DataError(f"no usable reference video among the {num_reference} given:{listing}")
 
     aggregate: dict[str, float] = {}
     counts: dict[str, str] = {}
@@ -618,6 +699,6 @@ def evaluate_videos(videos: ClipsInput, *, reference: ClipsInput | None = None,
 
     settings = {"flow": estimator.name, "tracker": point_tracker.name, "fps": fps, "max_frames": max_frames,
                 "min_frames": min_frames, "metrics": sorted(chosen), "num_videos": len(sources),
-                "num_reference": len(ref_sources), "seconds": round(time.perf_counter() - started, 2)}
+                "num_reference": num_reference, "seconds": round(time.perf_counter() - started, 2)}
     return EvalResult(aggregate=aggregate, per_video=[_json_value(r) for r in per_video], skipped=skipped,
                       notes=notes, counts=counts, settings=settings)

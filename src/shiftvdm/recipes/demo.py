@@ -289,13 +289,14 @@ def models_to_evaluate(cfg: DemoConfig, out: Path, steps: int) -> dict[str, Path
 
 def eval_stage(cfg: DemoConfig, out: Path, steps: int) -> dict[str, Any]:
     from shiftvdm.backbone import load_backbone_from_path
-    from shiftvdm.eval import evaluate_videos
+    from shiftvdm.eval import evaluate_videos, prepare_reference
 
     sets = load_sets(out)
     heldout = sets["heldout"]
     logging.getLogger("shiftvdm.eval").setLevel(logging.WARNING)  # one line per model instead of per clip
     results: dict[str, dict[str, float]] = {}
-    real = evaluate_videos(heldout, reference=heldout, sprites=True)
+    reference = prepare_reference(out / "data" / "heldout", sprites=True)  # tracked once for every model
+    real = evaluate_videos(heldout, reference=reference, sprites=True)
     results["real (held-out)"] = real.aggregate
     write_clip_folder(out / "samples" / "real (held-out)", heldout[: cfg.eval.grid_clips])
     for name, path in models_to_evaluate(cfg, out, steps).items():
@@ -303,7 +304,7 @@ def eval_stage(cfg: DemoConfig, out: Path, steps: int) -> dict[str, Any]:
         clips = sample_clips(backbone, heldout[:, 0], cfg.eval.seed)
         folder = out / "samples" / name
         write_clip_folder(folder, clips)
-        result = evaluate_videos(folder, reference=out / "data" / "heldout", sprites=True, fps=8)
+        result = evaluate_videos(folder, reference=reference, sprites=True, fps=8)
         result.save_json(out / "eval" / f"{name}.json")
         results[name] = result.aggregate
         print(f"[demo] eval {name}: static {result.aggregate.get('sprite_static_fraction', float('nan')):.3f} "
