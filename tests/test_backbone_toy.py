@@ -291,3 +291,23 @@ def test_config_validation_and_residual_std():
     assert residual_std(clips) == pytest.approx(0.0)
     clips[1, 1:] = -0.5
     assert residual_std(clips) == pytest.approx(0.5, rel=0.01)
+
+
+def test_lora_file_that_does_not_fit_is_refused_with_its_name(backbone, tmp_path):
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    backbone.add_lora(rank=2, alpha=2)
+    good = tmp_path / "lora.safetensors"
+    backbone.save_lora(good)
+    with safe_open(str(good), framework="pt") as fh:
+        metadata, state = fh.metadata(), {k: fh.get_tensor(k) for k in fh.keys()}
+    renamed = {(k.replace("conv1", "conv9", 1) if i == 0 else k): v for i, (k, v) in enumerate(sorted(state.items()))}
+    save_file(renamed, tmp_path / "renamed.safetensors", metadata=metadata)
+    with pytest.raises(CheckpointError, match=r"renamed\.safetensors: LoRA keys do not match the model"):
+        ToyBackbone(tiny_config()).load_lora(tmp_path / "renamed.safetensors")
+    key = sorted(state)[0]
+    reshaped = dict(state, **{key: torch.zeros(state[key].shape[0] + 1, *state[key].shape[1:])})
+    save_file(reshaped, tmp_path / "reshaped.safetensors", metadata=metadata)
+    with pytest.raises(CheckpointError, match=r"reshaped\.safetensors: LoRA weights do not fit this model"):
+        ToyBackbone(tiny_config()).load_lora(tmp_path / "reshaped.safetensors")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import pytest
@@ -12,6 +11,7 @@ from shiftvdm.cli import main as cli_main
 from shiftvdm.data.check import check_dataset, format_report
 from shiftvdm.data.synthetic import make_sprite_clips
 from shiftvdm.data.video_io import write_video
+from conftest import real_videos_dir
 
 EXPECTED_REASONS = {
     "clips/good.mp4": None,
@@ -90,8 +90,7 @@ def test_cli_unreadable_manifest_is_an_error(tmp_path, capsys):
     assert "m.jsonl line 1: invalid JSON" in capsys.readouterr().err
 
 
-REAL_VIDEOS = Path(os.environ.get("SHIFTVDM_REAL_VIDEOS",
-                                  Path(__file__).resolve().parents[2] / "shared" / "data" / "real-videos"))
+REAL_VIDEOS = real_videos_dir()
 
 
 @pytest.mark.skipif(not (REAL_VIDEOS / "vtest.avi").is_file(), reason=f"real clips not found in {REAL_VIDEOS}")

@@ -24,9 +24,9 @@ from shiftvdm.data.video_io import (
     write_video,
 )
 from shiftvdm.errors import DataError
+from conftest import real_videos_dir
 
-REAL_VIDEOS = Path(os.environ.get("SHIFTVDM_REAL_VIDEOS",
-                                  Path(__file__).resolve().parents[2] / "shared" / "data" / "real-videos"))
+REAL_VIDEOS = real_videos_dir()
 needs_real_videos = pytest.mark.skipif(not (REAL_VIDEOS / "tree.avi").is_file(),
                                        reason=f"real clips not found in {REAL_VIDEOS} (set SHIFTVDM_REAL_VIDEOS)")
 

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
-from pathlib import Path
 
 import cv2
 import numpy as np
@@ -36,9 +34,9 @@ from shiftvdm.eval.frechet_motion import (
     window_starts,
 )
 from shiftvdm.motion import get_flow_estimator, get_tracker
+from conftest import real_videos_dir
 
-REAL_VIDEOS = Path(os.environ.get("SHIFTVDM_REAL_VIDEOS",
-                                  Path(__file__).resolve().parents[2] / "shared" / "data" / "real-videos"))
+REAL_VIDEOS = real_videos_dir()
 
 
 # ---------------------------------------------------------------------------------------------

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
 
 import cv2
 import numpy as np
@@ -31,18 +29,14 @@ from shiftvdm.motion.features import (
     track_feature_dim,
     track_features,
 )
+from conftest import real_videos_dir
 
-
-
-def _real_videos_dir() -> Path:
-    env = os.environ.get("SHIFTVDM_REAL_VIDEOS")
-    return Path(env) if env else Path(__file__).resolve().parents[2] / "shared" / "data" / "real-videos"
 
 
 @pytest.fixture(scope="module")
 def texture() -> np.ndarray:
     """A 96×128 RGB crop of a real video frame, or a smooth random texture when the videos are absent."""
-    path = _real_videos_dir() / "tree.avi"
+    path = real_videos_dir() / "tree.avi"
     if path.is_file():
         cap = cv2.VideoCapture(str(path))
         ok, frame = cap.read()

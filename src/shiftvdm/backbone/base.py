@@ -19,6 +19,24 @@ def _map_tensors(d: dict[str, Tensor], fn) -> dict[str, Tensor]:
     return {k: fn(v) for k, v in d.items()}
 
 
+def load_lora_state(module: nn.Module, state: dict[str, Tensor], source: str | Path, **kwargs) -> None:
+    """Load peft LoRA weights into ``module`` (which already carries the adapter); a shape or key mismatch is
+    a CheckpointError naming ``source``."""
+    from peft import set_peft_model_state_dict
+
+    from shiftvdm.errors import CheckpointError
+
+    try:
+        result = set_peft_model_state_dict(module, state, **kwargs)
+    except RuntimeError as exc:  # shape mismatches from load_state_dict
+        raise CheckpointError(f"{source}: LoRA weights do not fit this model ({exc})") from exc
+    missing = [k for k in getattr(result, "missing_keys", []) if "lora_" in k]
+    unexpected = list(getattr(result, "unexpected_keys", []))
+    if missing or unexpected:
+        raise CheckpointError(f"{source}: LoRA keys do not match the model (missing {missing[:3]}, "
+                              f"unexpected {unexpected[:3]})")
+
+
 @dataclass
 class Condition:
     """What a batch of B conditionings gives the denoiser besides the noisy latents.

@@ -43,7 +43,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from shiftvdm.backbone.base import Condition, NoiseDraw
+from shiftvdm.backbone.base import Condition, NoiseDraw, load_lora_state
 from shiftvdm.backbone.edm import (
     append_dims,
     edm_denoise,
@@ -659,8 +659,6 @@ class SVDBackbone:
         Raises:
             CheckpointError: the file is missing, malformed, or does not fit this UNet (names the file).
         """
-        from peft import set_peft_model_state_dict
-
         path = Path(path)
         tensors = load_safetensors(path)
         state = {k[len("unet."):]: v for k, v in tensors.items() if k.startswith("unet.") and "lora_" in k}
@@ -674,15 +672,7 @@ class SVDBackbone:
                 raise CheckpointError(f"{path}: its LoRA targets do not fit this UNet ({exc})") from exc
         elif self._lora_config.r != rank:
             raise CheckpointError(f"{path}: LoRA rank {rank} differs from the attached adapter's {self._lora_config.r}")
-        try:
-            result = set_peft_model_state_dict(self.unet, state, adapter_name="default")
-        except RuntimeError as exc:  # shape mismatches from load_state_dict
-            raise CheckpointError(f"{path}: LoRA weights do not fit this UNet ({exc})") from exc
-        unexpected = list(getattr(result, "unexpected_keys", []))
-        missing = [k for k in getattr(result, "missing_keys", []) if "lora_" in k]
-        if unexpected or missing:
-            raise CheckpointError(f"{path}: LoRA keys do not match the UNet "
-                                  f"(unexpected: {unexpected[:3]}, missing: {missing[:3]})")
+        load_lora_state(self.unet, state, path, adapter_name="default")
         logger.info("loaded LoRA (r=%d, alpha=%g, %d tensors) from %s", rank, alpha, len(state), path)
 
 

@@ -38,11 +38,11 @@ from diffusers.configuration_utils import ConfigMixin, register_to_config
 from diffusers.loaders.peft import PeftAdapterMixin
 from diffusers.models.modeling_utils import ModelMixin
 from peft import LoraConfig
-from peft.utils import get_peft_model_state_dict, set_peft_model_state_dict
+from peft.utils import get_peft_model_state_dict
 from safetensors import safe_open
 from torch import Tensor, nn
 
-from shiftvdm.backbone.base import Condition, NoiseDraw
+from shiftvdm.backbone.base import Condition, NoiseDraw, load_lora_state
 from shiftvdm.backbone.edm import (
     edm_loss_weight,
     edm_scalings,
@@ -498,12 +498,7 @@ class ToyBackbone:
         spec = json.loads(metadata[LORA_ADAPTER_METADATA_KEY])
         targets = spec["target_modules"]
         self.add_lora(int(spec["r"]), float(spec["lora_alpha"]), targets)
-        result = set_peft_model_state_dict(self.denoiser, state)
-        missing = [k for k in getattr(result, "missing_keys", []) if "lora_" in k]
-        unexpected = list(getattr(result, "unexpected_keys", []))
-        if missing or unexpected:
-            raise CheckpointError(f"{path}: LoRA keys do not match the model (missing {missing[:3]}, "
-                                  f"unexpected {unexpected[:3]})")
+        load_lora_state(self.denoiser, state, path)
 
     # --- full checkpoints ------------------------------------------------------------------
 

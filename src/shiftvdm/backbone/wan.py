@@ -37,10 +37,10 @@ from typing import Any, Literal
 
 import torch
 from peft import LoraConfig
-from peft.utils import get_peft_model_state_dict, set_peft_model_state_dict
+from peft.utils import get_peft_model_state_dict
 from torch import Tensor, nn
 
-from shiftvdm.backbone.base import Condition, NoiseDraw
+from shiftvdm.backbone.base import Condition, NoiseDraw, load_lora_state
 from shiftvdm.errors import CheckpointError, ConfigError, DataError
 from shiftvdm.utils.checkpoint import atomic_write, save_safetensors
 from shiftvdm.utils.seeding import generator_for
@@ -830,15 +830,7 @@ class WanBackbone:
             raise CheckpointError(f"{file}: LoRA rank {rank} differs from the attached adapter's "
                                   f"{self.transformer.peft_config['default'].r}")
         for expert, (file, state, _) in zip(self.denoiser.experts, states):
-            try:
-                result = set_peft_model_state_dict(expert, state)
-            except RuntimeError as exc:  # shape mismatches from load_state_dict
-                raise CheckpointError(f"{file}: LoRA weights do not fit this model ({exc})") from exc
-            missing = [k for k in getattr(result, "missing_keys", []) if "lora_" in k]
-            unexpected = list(getattr(result, "unexpected_keys", []))
-            if missing or unexpected:
-                raise CheckpointError(f"{file}: LoRA keys do not match the model (missing {missing[:3]}, "
-                                      f"unexpected {unexpected[:3]})")
+            load_lora_state(expert, state, file)
 
     # --- full checkpoints ------------------------------------------------------------------
 
