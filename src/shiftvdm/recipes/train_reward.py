@@ -55,6 +55,11 @@ class RewardDataConfig:
     fps: float | None = None  # resample clips to this rate (None = each clip's own rate)
     val_fraction: float = 0.1  # share of REAL clips (with all their fakes) held out (reference 90/10)
     max_real_clips: int = 0  # use only the first N real clips (0 = all)
+    # Negative augmentation: each real clip also serves as a fake with Gaussian pixel noise of this std
+    # (0-255 units, cycling over the list) on frames 1..F-1. Flow features read noise as motion; without
+    # these negatives the demo's IC discriminator scored noisier fakes higher and SHIFT learned speckle.
+    # [] = off (the paper). Training only: validation keeps the genuine fakes.
+    noise_negatives: list[float] = field(default_factory=list)
 
 
 @dataclass
@@ -75,6 +80,8 @@ class TrainRewardConfig:
             raise ValueError("max_steps >= 0, batch_size >= 1, val_every >= 1 and checkpoint_every >= 1 are required")
         if not 0.0 < self.data.val_fraction < 1.0:
             raise ValueError(f"data.val_fraction must be in (0, 1), got {self.data.val_fraction}")
+        if any(not (0.0 < float(std) <= 255.0) for std in self.data.noise_negatives):
+            raise ValueError(f"data.noise_negatives must hold stds in (0, 255] (pixel units), got {self.data.noise_negatives}")
 
 
 # ----- data: pairing and split -------------------------------------------------------------------
@@ -143,28 +150,46 @@ def _features_key(cfg: TrainRewardConfig, reals: list[ClipEntry], fakes: list[Cl
         st = e.path.stat()
         return [str(e.path), st.st_size, st.st_mtime_ns]
 
-    key = json.dumps([FEATURES_VERSION, feature_fields, list(size), cfg.data.fps, cfg.seed,
+    key = json.dumps([FEATURES_VERSION, feature_fields, list(size), cfg.data.fps, cfg.seed, cfg.data.noise_negatives,
                       [stamp(e) for e in reals], [stamp(e) for e in fakes]], sort_keys=True)
     return hashlib.sha256(key.encode()).hexdigest()
 
 
+def noisy_copy(frames: np.ndarray, std: float, rng: np.random.Generator) -> np.ndarray:
+    """uint8 frames with Gaussian pixel noise of ``std`` (0-255 units) on every frame but the first
+    (the conditioning frame of a generated clip is the clean input image)."""
+    out = frames.astype(np.float32)
+    out[1:] += rng.normal(0.0, std, out[1:].shape).astype(np.float32)
+    return np.clip(np.rint(out), 0, 255).astype(np.uint8)
+
+
 def compute_features(critic: MotionCritic, reals: list[ClipEntry], fakes: list[ClipEntry], fake_source: list[int],
-                     size: tuple[int, int, int], fps: float | None, seed: int,
-                     progress: bool) -> tuple[MotionFeatures, MotionFeatures]:
-    """Features of every real clip and every fake; a fake uses its real clip's query points."""
+                     size: tuple[int, int, int], fps: float | None, seed: int, progress: bool,
+                     noise_negatives: list[float] | None = None) -> tuple[MotionFeatures, MotionFeatures]:
+    """Features of every real clip and every fake; a fake uses its real clip's query points.
+
+    With ``noise_negatives``, the fakes are followed by one noisy copy of each real clip (real clip i ->
+    fake ``len(fakes) + i``), with the real clip's query points.
+    """
     num_frames, height, width = size
     real_data = VideoClipDataset(reals, num_frames, height, width, fps=fps)
     fake_data = VideoClipDataset(fakes, num_frames, height, width, fps=fps)
     fakes_of: dict[int, list[int]] = {}
     for j, r in enumerate(fake_source):
         fakes_of.setdefault(r, []).append(j)
+    stds = list(noise_negatives or [])
     real_feats: list[MotionFeatures | None] = [None] * len(reals)
-    fake_feats: list[MotionFeatures | None] = [None] * len(fakes)
-    bar = _progress(len(reals) + len(fakes), "features", progress)
+    fake_feats: list[MotionFeatures | None] = [None] * (len(fakes) + (len(reals) if stds else 0))
+    bar = _progress(len(reals) * (2 if stds else 1) + len(fakes), "features", progress)
     for r in range(len(reals)):
         queries = critic.sample_queries(height, width, generator_for(seed, "queries", r))
-        real_feats[r] = critic.features(to_tensor(real_data.frames(r))[None], queries)
+        frames = real_data.frames(r)
+        real_feats[r] = critic.features(to_tensor(frames)[None], queries)
         bar.update(1)
+        if stds:
+            noisy = noisy_copy(frames, float(stds[r % len(stds)]), numpy_rng_for(seed, "noise-negative", r))
+            fake_feats[len(fakes) + r] = critic.features(to_tensor(noisy)[None], queries)
+            bar.update(1)
         for j in fakes_of.get(r, []):
             fake_feats[j] = critic.features(to_tensor(fake_data.frames(j))[None], queries)
             bar.update(1)
@@ -296,14 +321,18 @@ def train_reward(cfg: TrainRewardConfig, real: str | Path, fake: str | Path, out
     dump_config(cfg, out / "config.yaml")
     size = _clip_size(cfg.data, reals[0])
     train_real, val_real = split_by_source(len(reals), cfg.data.val_fraction, cfg.seed)
+    num_fakes = len(fake_source)
+    if cfg.data.noise_negatives:  # noisy real copies follow the fakes (compute_features); training only
+        fake_source = fake_source + list(range(len(reals)))
     source_arr = np.asarray(fake_source)
     train_fake = np.flatnonzero(np.isin(source_arr, train_real))
-    val_fake = np.flatnonzero(np.isin(source_arr, val_real))
+    val_fake = np.flatnonzero(np.isin(source_arr[:num_fakes], val_real))
     if len(train_fake) == 0 or len(val_fake) == 0:
         raise DataError(f"after the split by source clip, {len(train_fake)} fakes are in train and {len(val_fake)} "
                         "in validation; both need some (generate fakes for more real clips)")
-    logger.info("clips %dx%dx%d; real: %d train / %d val; fake: %d train / %d val", *size, len(train_real),
-                len(val_real), len(train_fake), len(val_fake))
+    logger.info("clips %dx%dx%d; real: %d train / %d val; fake: %d train / %d val%s", *size, len(train_real),
+                len(val_real), len(train_fake), len(val_fake),
+                f" (train includes {len(reals) - len(val_real)} noisy real copies)" if cfg.data.noise_negatives else "")
 
     critic = MotionCritic(cfg.critic)
     key = _features_key(cfg, reals, fake_entries, size)
@@ -311,8 +340,8 @@ def train_reward(cfg: TrainRewardConfig, real: str | Path, fake: str | Path, out
     loaded = _load_features(cache, key)
     t0 = time.perf_counter()
     if loaded is None:
-        real_feats, fake_feats = compute_features(critic, reals, fake_entries, fake_source, size, cfg.data.fps,
-                                                  cfg.seed, cfg.progress)
+        real_feats, fake_feats = compute_features(critic, reals, fake_entries, fake_source[:num_fakes], size,
+                                                  cfg.data.fps, cfg.seed, cfg.progress, cfg.data.noise_negatives)
         _save_features(cache, key, real_feats, fake_feats)
     else:
         real_feats, fake_feats = loaded
@@ -377,6 +406,7 @@ def train_reward(cfg: TrainRewardConfig, real: str | Path, fake: str | Path, out
         "final": val_metrics,
         "history": history,
         "split": {"train_real": len(train_real), "val_real": len(val_real), "train_fake": len(train_fake),
+                  "noise_negatives": len(train_real) if cfg.data.noise_negatives else 0,
                   "val_fake": len(val_fake), "val_real_clips": [reals[i].relpath for i in val_real]},
         "clip_size": list(size),
         "seconds": {"features": feature_seconds, "training": time.perf_counter() - t_train},
