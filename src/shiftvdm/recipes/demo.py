@@ -428,8 +428,29 @@ def choose_threads(requested: int) -> int:
     if requested > 0:
         return requested
     cores = os.cpu_count() or 1
-    busy = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
-    return 1 if cores < 2 or busy > 0.5 * cores else 2
+    busy = busy_cores()
+    if busy is None:  # no /proc/stat: the 1-minute load average (it lags: a job that just ended still counts)
+        busy = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
+    return 2 if cores - busy >= 1.5 else 1  # two threads only when about two cores are free
+
+
+def busy_cores(seconds: float = 0.5) -> float | None:
+    """How many cores other processes keep busy right now (from /proc/stat over ``seconds``), or None."""
+    import os
+
+    def sample() -> tuple[int, int]:
+        with open("/proc/stat") as fh:
+            values = [int(v) for v in fh.readline().split()[1:]]
+        return sum(values), values[3] + (values[4] if len(values) > 4 else 0)  # total, idle + iowait
+
+    try:
+        total0, idle0 = sample()
+        time.sleep(seconds)
+        total1, idle1 = sample()
+    except (OSError, ValueError, IndexError):
+        return None
+    elapsed = total1 - total0
+    return (os.cpu_count() or 1) * (1.0 - (idle1 - idle0) / elapsed) if elapsed > 0 else None
 
 
 def load_demo_config(config: str | None, quick: bool, overrides: list[str]) -> DemoConfig:
