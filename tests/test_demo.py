@@ -94,3 +94,19 @@ def test_sft_arm_never_inherits_rollout_settings():
     cfg = load_demo_config(None, True, [])
     tc = train_config(cfg, Path("x"), cfg.arms_common, cfg.arms["continued_sft"], mode="sft")
     assert tc.loss.lambda_aw == 0.0 and not tc.discriminator.refresh and tc.rollout.passes_per_buffer == 1
+
+
+def test_thread_choice_follows_the_request_or_the_free_cores(monkeypatch):
+    import os
+
+    import shiftvdm.recipes.demo as demo
+
+    assert demo.choose_threads(3) == 3  # an explicit request wins
+    busy = demo.busy_cores(0.05)
+    if busy is not None:  # Linux: a share of the machine's cores
+        assert 0.0 <= busy <= (os.cpu_count() or 1) + 1e-6
+    monkeypatch.setattr(os, "cpu_count", lambda: 2)
+    monkeypatch.setattr(demo, "busy_cores", lambda seconds=0.5: 1.0)  # another job holds one of two cores
+    assert demo.choose_threads(0) == 1
+    monkeypatch.setattr(demo, "busy_cores", lambda seconds=0.5: 0.1)
+    assert demo.choose_threads(0) == 2
