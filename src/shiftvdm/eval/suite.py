@@ -489,11 +489,12 @@ class ReferenceFeatures:
             problems.append("frames for the sprite metrics (sprites=True)")
         if problems:
             raise DataError("prepared reference lacks " + ", ".join(problems) + ": prepare it with those metrics")
-        for name, ours, theirs in (("tracker", self.tracker, tracker), ("max_frames", self.max_frames, max_frames),
-                                   ("min_frames", self.min_frames, min_frames)):
-            if need_tracks or name != "tracker":
-                if ours != theirs:
-                    raise DataError(f"prepared reference has {name}={ours!r} but this evaluation uses {theirs!r}")
+        settings = [("max_frames", self.max_frames, max_frames), ("min_frames", self.min_frames, min_frames)]
+        if need_tracks:  # the tracker only matters for the tracks
+            settings.append(("tracker", self.tracker, tracker))
+        for name, ours, theirs in settings:
+            if ours != theirs:
+                raise DataError(f"prepared reference has {name}={ours!r} but this evaluation uses {theirs!r}")
 
 
 def prepare_reference(reference: ClipsInput, *, tracker: str | PointTracker = "lk",

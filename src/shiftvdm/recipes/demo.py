@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import shutil
 import time
 from collections.abc import Callable
@@ -295,7 +296,7 @@ def eval_stage(cfg: DemoConfig, out: Path, steps: int) -> dict[str, Any]:
     heldout = sets["heldout"]
     logging.getLogger("shiftvdm.eval").setLevel(logging.WARNING)  # one line per model instead of per clip
     results: dict[str, dict[str, float]] = {}
-    reference = prepare_reference(out / "data" / "heldout", sprites=True)  # tracked once for every model
+    reference = prepare_reference(heldout, sprites=True)  # tracked once for every model
     real = evaluate_videos(heldout, reference=reference, sprites=True)
     results["real (held-out)"] = real.aggregate
     write_clip_folder(out / "samples" / "real (held-out)", heldout[: cfg.eval.grid_clips])
@@ -423,8 +424,6 @@ def run_demo(cfg: DemoConfig, out: Path) -> Path:
 def choose_threads(requested: int) -> int:
     """``requested``, or 2 threads on an idle machine and 1 on a busy one: these models are so small that a
     second OpenMP thread competing with other processes makes every step 2-3x slower (measured)."""
-    import os
-
     if requested > 0:
         return requested
     cores = os.cpu_count() or 1
@@ -436,7 +435,6 @@ def choose_threads(requested: int) -> int:
 
 def busy_cores(seconds: float = 0.5) -> float | None:
     """How many cores other processes keep busy right now (from /proc/stat over ``seconds``), or None."""
-    import os
 
     def sample() -> tuple[int, int]:
         with open("/proc/stat") as fh:
