@@ -18,7 +18,7 @@ from typing import Any, Literal, TypeVar, Union, get_args, get_origin, get_type_
 
 import yaml
 
-from shiftvdm.errors import ConfigError
+from shiftvdm.errors import ConfigError, quote
 
 T = TypeVar("T")
 _MISSING = object()
@@ -50,11 +50,85 @@ def resolve_config_path(config: str | Path) -> Path:
                       f"Presets: {', '.join(list_presets())}")
 
 
+# A config is a few hundred values; more than this many after expanding YAML aliases is an alias bomb
+# ("billion laughs": 9 levels of 9 aliases in 400 bytes expand to 9^9 values).
+MAX_YAML_NODES = 100_000
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, refusing duplicate keys (PyYAML keeps the last one silently)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue
+            key = self.construct_object(key_node, deep=True)
+            line = key_node.start_mark.line + 1
+            try:
+                if key in seen:
+                    raise ConfigError(f"{self.name}: line {line}: duplicate key {quote(key)} (first given on line "
+                                      f"{seen[key]}); give each key once")
+                seen[key] = line
+            except TypeError:  # an unhashable key: let PyYAML report it
+                pass
+        return super().construct_mapping(node, deep=deep)
+
+
+def _expanded_size(node: yaml.Node, name: str) -> int:
+    """Number of nodes after expanding aliases (shared nodes counted at every use), with a limit."""
+    sizes: dict[int, int] = {}
+    active: set[int] = set()
+
+    def size(n: yaml.Node) -> int:
+        key = id(n)
+        if key in sizes:
+            return sizes[key]
+        if key in active:
+            raise ConfigError(f"{name}: a YAML alias refers to itself (recursive structure)")
+        active.add(key)
+        total = 1
+        if isinstance(n, yaml.SequenceNode):
+            total += sum(size(c) for c in n.value)
+        elif isinstance(n, yaml.MappingNode):
+            total += sum(size(k) + size(v) for k, v in n.value)
+        active.discard(key)
+        if total > MAX_YAML_NODES:
+            raise ConfigError(f"{name}: YAML aliases expand to more than {MAX_YAML_NODES:,} values (an alias "
+                              "bomb?); write the values out or use fewer aliases")
+        sizes[key] = total
+        return total
+
+    return size(node)
+
+
+def safe_load_yaml(text: str, name: str = "<string>") -> Any:
+    """``yaml.safe_load`` refusing duplicate keys and alias bombs (ConfigError naming ``name``)."""
+    loader = _StrictLoader(text)
+    loader.name = name
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        _expanded_size(node, name)
+        return loader.construct_document(node)
+    finally:
+        loader.dispose()
+
+
 def _read_yaml(path: Path) -> dict[str, Any]:
     try:
-        data = yaml.safe_load(path.read_text())
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not UTF-8 text (byte {exc.start}: {exc.reason})") from exc
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read the config ({exc.strerror or exc})") from exc
+    try:
+        data = safe_load_yaml(text, str(path))
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: invalid YAML ({exc})") from exc
+    except RecursionError as exc:
+        raise ConfigError(f"{path}: the YAML nests too deeply") from exc
     if data is None:
         return {}
     if not isinstance(data, dict):
@@ -68,6 +142,8 @@ def load_yaml_with_base(path: Path) -> dict[str, Any]:
     base = data.pop("base", None)
     if base is None:
         return data
+    if not isinstance(base, str) or not base.strip():
+        raise ConfigError(f"{path}: `base:` must name one YAML file or preset, got {quote(base)}")
     base_path = (path.parent / base) if (path.parent / str(base)).is_file() else resolve_config_path(base)
     base_data = _read_yaml(base_path)
     if "base" in base_data:
@@ -96,8 +172,8 @@ def parse_overrides(overrides: list[str]) -> dict[str, Any]:
         if not keys:
             raise ConfigError(f"override `{item}` has an empty field name")
         try:
-            value = yaml.safe_load(raw) if raw.strip() != "" else ""
-        except yaml.YAMLError:
+            value = safe_load_yaml(raw, f"override `{dotted}`") if raw.strip() != "" else ""
+        except (yaml.YAMLError, RecursionError):
             value = raw
         node = result
         for key in keys[:-1]:
@@ -138,29 +214,29 @@ def _convert(value: Any, tp: Any, where: str, errors: list[str]) -> Any:
             out = _convert(value, arg, where, trial)
             if not trial:
                 return out
-        errors.append(f"{where}: expected {_type_name(tp)}, got {value!r}")
+        errors.append(f"{where}: expected {_type_name(tp)}, got {quote(value)}")
         return value
     if origin is Literal:
         if value not in get_args(tp):
-            close = difflib.get_close_matches(str(value), [str(a) for a in get_args(tp)], n=1)
+            close = difflib.get_close_matches(quote(value), [str(a) for a in get_args(tp)], n=1)
             hint = f" (did you mean {close[0]!r}?)" if close else ""
-            errors.append(f"{where}: expected one of {_type_name(tp)}, got {value!r}{hint}")
+            errors.append(f"{where}: expected one of {_type_name(tp)}, got {quote(value)}{hint}")
         return value
     if dataclasses.is_dataclass(tp):
         if isinstance(value, tp):
             return value
         if not isinstance(value, dict):
-            errors.append(f"{where}: expected a mapping of {tp.__name__} fields, got {value!r}")
+            errors.append(f"{where}: expected a mapping of {tp.__name__} fields, got {quote(value)}")
             return _MISSING
         return _build(tp, value, where, errors)
     if origin in (list, tuple):
         if not isinstance(value, (list, tuple)):
-            errors.append(f"{where}: expected {_type_name(tp)}, got {value!r}")
+            errors.append(f"{where}: expected {_type_name(tp)}, got {quote(value)}")
             return value
         args = get_args(tp)
         if origin is tuple and args and args[-1] is not Ellipsis:
             if len(args) != len(value):
-                errors.append(f"{where}: expected {len(args)} items ({_type_name(tp)}), got {value!r}")
+                errors.append(f"{where}: expected {len(args)} items ({_type_name(tp)}), got {quote(value)}")
                 return value
             return tuple(_convert(v, a, f"{where}[{i}]", errors) for i, (v, a) in enumerate(zip(value, args)))
         item_tp = args[0] if args else Any
@@ -168,21 +244,21 @@ def _convert(value: Any, tp: Any, where: str, errors: list[str]) -> Any:
         return tuple(items) if origin is tuple else items
     if origin is dict:
         if not isinstance(value, dict):
-            errors.append(f"{where}: expected {_type_name(tp)}, got {value!r}")
+            errors.append(f"{where}: expected {_type_name(tp)}, got {quote(value)}")
             return value
         val_tp = get_args(tp)[1] if get_args(tp) else Any
         return {str(k): _convert(v, val_tp, f"{where}.{k}", errors) for k, v in value.items()}
     if tp is bool:
         if isinstance(value, bool):
             return value
-        errors.append(f"{where}: expected bool (true/false), got {value!r}")
+        errors.append(f"{where}: expected bool (true/false), got {quote(value)}")
         return value
     if tp is int:
         if isinstance(value, int) and not isinstance(value, bool):
             return value
         if isinstance(value, float) and value.is_integer():
             return int(value)
-        errors.append(f"{where}: expected int, got {value!r}")
+        errors.append(f"{where}: expected int, got {quote(value)}")
         return value
     if tp is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
@@ -192,19 +268,19 @@ def _convert(value: Any, tp: Any, where: str, errors: list[str]) -> Any:
                 return float(value)  # YAML 1.1 reads "1e-4" as a string
             except ValueError:
                 pass
-        errors.append(f"{where}: expected float, got {value!r}")
+        errors.append(f"{where}: expected float, got {quote(value)}")
         return value
     if tp is str:
         if isinstance(value, str):
             return value
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             return str(value)
-        errors.append(f"{where}: expected str, got {value!r}")
+        errors.append(f"{where}: expected str, got {quote(value)}")
         return value
     if tp is Path:
         if isinstance(value, (str, Path)):
             return Path(value)
-        errors.append(f"{where}: expected a path, got {value!r}")
+        errors.append(f"{where}: expected a path, got {quote(value)}")
         return value
     return value
 
@@ -213,6 +289,7 @@ def _build(cls: type[T], data: dict[str, Any], where: str, errors: list[str]) ->
     hints = get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
     kwargs: dict[str, Any] = {}
+    errors_before = len(errors)
     for key, value in data.items():
         path = f"{where}.{key}" if where else str(key)
         if key not in fields:
@@ -227,10 +304,14 @@ def _build(cls: type[T], data: dict[str, Any], where: str, errors: list[str]) ->
     for name, f in fields.items():
         if name not in kwargs and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
             errors.append(f"{(where + '.') if where else ''}{name}: required field is missing")
+    if len(errors) > errors_before:  # range checks in __post_init__ would only repeat a type error
+        return _MISSING  # type: ignore[return-value]
     try:
         return cls(**kwargs)
-    except (ValueError, TypeError) as exc:
-        errors.append(f"{where or cls.__name__}: {exc}")
+    except (ValueError, TypeError) as exc:  # __post_init__ range and cross-field checks
+        message = str(exc)
+        named = where and message.startswith(f"{where}.")
+        errors.append(message if named else f"{where or cls.__name__}: {message}")
         return _MISSING  # type: ignore[return-value]
 
 
@@ -289,7 +370,7 @@ def config_differences(a: Any, b: Any, prefix: str = "") -> list[str]:
             for k in sorted(set(x) | set(y)):
                 walk(x.get(k), y.get(k), f"{name}.{k}" if name else k)
         elif x != y:
-            out.append(f"{name}: {x!r} -> {y!r}")
+            out.append(f"{name}: {quote(x)} -> {quote(y)}")
 
     walk(da, db, prefix)
     return out

@@ -5,6 +5,7 @@ SFT, pre-training and every baseline are settings of this one schema (presets in
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -12,6 +13,24 @@ from shiftvdm.backbone import BackboneConfig
 from shiftvdm.rewards.discriminator_training import DiscriminatorTrainConfig
 from shiftvdm.train.advantages import AdvantageConfig
 from shiftvdm.train.losses import LossConfig
+
+
+def _finite(name: str, value: float, *, low: float | None = None, high: float | None = None,
+            low_open: bool = False, high_open: bool = False, what: str = "") -> None:
+    """Range check of a config number; the message names the dotted field, the value and the range."""
+    ok = math.isfinite(value)
+    ok = ok and (low is None or (value > low if low_open else value >= low))
+    ok = ok and (high is None or (value < high if high_open else value <= high))
+    if not ok:
+        lo = "" if low is None else f"{'>' if low_open else '>='} {low:g}"
+        hi = "" if high is None else f"{'<' if high_open else '<='} {high:g}"
+        bounds = " and ".join(b for b in (lo, hi) if b)
+        raise ValueError(f"{name} must be a finite number{' ' + bounds if bounds else ''}{what}, got {value!r}")
+
+
+def _at_least(name: str, value: int, low: int, what: str = "") -> None:
+    if value < low:
+        raise ValueError(f"{name} must be >= {low}{what}, got {value!r}")
 
 
 @dataclass
@@ -24,6 +43,12 @@ class DataConfig:
     skip_bad: bool = False  # drop entries that fail the data check instead of stopping
     cache_dir: str | None = None  # cache of decoded clips (None = no cache)
     prompt: str | None = None  # prompt for clips whose manifest entry has none (text-conditioned backbones)
+
+    def __post_init__(self) -> None:
+        for name in ("num_frames", "height", "width"):
+            _at_least(f"data.{name}", getattr(self, name), 1)
+        if self.fps is not None:
+            _finite("data.fps", self.fps, low=0, low_open=True, what=" (or null to keep each file's frames)")
 
 
 @dataclass
@@ -38,6 +63,18 @@ class OptimConfig:
     max_grad_norm: float = 1.0  # gradient clipping (1.0)
     ema_decay: float = 0.0  # EMA of the trained weights saved as the final model (0 = off; pre-training uses it)
 
+    def __post_init__(self) -> None:
+        _finite("optim.lr", self.lr, low=0, low_open=True)
+        for i, beta in enumerate(self.betas):
+            _finite(f"optim.betas[{i}]", beta, low=0, high=1, high_open=True)
+        _finite("optim.weight_decay", self.weight_decay, low=0)
+        _finite("optim.eps", self.eps, low=0, low_open=True)
+        _at_least("optim.warmup_steps", self.warmup_steps, 0)
+        _finite("optim.min_lr_ratio", self.min_lr_ratio, low=0, high=1)
+        if math.isnan(self.max_grad_norm) or self.max_grad_norm <= 0:  # inf is allowed: no clipping
+            raise ValueError(f"optim.max_grad_norm must be > 0 (inf = no clipping), got {self.max_grad_norm!r}")
+        _finite("optim.ema_decay", self.ema_decay, low=0, high=1, high_open=True, what=" (0 = off)")
+
 
 @dataclass
 class LoraSettings:
@@ -46,6 +83,14 @@ class LoraSettings:
     alpha: float = 32.0  # LoRA alpha (32)
     targets: str | list[str] | None = None  # module names or a regex; None = the backbone's default
     init_from: str | None = None  # a LoRA (e.g. the SFT result) fused into the base before training starts
+
+    def __post_init__(self) -> None:
+        _at_least("lora.rank", self.rank, 1)
+        _finite("lora.alpha", self.alpha, low=0, low_open=True)
+        targets = [self.targets] if isinstance(self.targets, str) else self.targets
+        if targets is not None and (not targets or not all(isinstance(t, str) and t.strip() for t in targets)):
+            raise ValueError("lora.targets must be null (the backbone's default), a regex, or a non-empty list of "
+                             "module names")
 
 
 @dataclass
@@ -90,6 +135,17 @@ class RunConfig:
     gradient_checkpointing: bool = False  # recompute activations in the backward pass
     log_grad_norm_every: int = 10  # split gradient norms into SFT and advantage-weighted parts every N steps
     progress: bool = True  # progress bar on the main process
+
+    def __post_init__(self) -> None:
+        if not str(self.out_dir).strip():
+            raise ValueError("run.out_dir must name a folder, got ''")
+        _at_least("run.max_steps", self.max_steps, 1)
+        _finite("run.time_limit_s", self.time_limit_s, low=0, what=" (0 = no limit)")
+        _at_least("run.log_every", self.log_every, 1)
+        for name in ("checkpoint_every", "sample_every", "eval_every", "log_grad_norm_every", "max_nonfinite_steps"):
+            _at_least(f"run.{name}", getattr(self, name), 0, " (0 = off)" if name != "max_nonfinite_steps" else "")
+        _at_least("run.keep_checkpoints", self.keep_checkpoints, 1)
+        _at_least("run.num_samples", self.num_samples, 1)
 
 
 @dataclass
