@@ -110,10 +110,9 @@ def test_motion_score_recovers_translation_speed(dis, speed):
 
 
 def test_vbench_rule_constants():
-    assert dynamic_threshold(64, 64, 8.0) == pytest.approx(1.5)
-    assert dynamic_threshold(320, 576, 8.0) == pytest.approx(7.5)
-    assert dynamic_threshold(256, 256, 4.0) == pytest.approx(12.0)  # max(1, 8/fps) doubles it at 4 fps
-    assert dynamic_threshold(256, 256, 30.0) == pytest.approx(6.0)
+    assert dynamic_threshold(64, 64) == pytest.approx(1.5)
+    assert dynamic_threshold(320, 576) == pytest.approx(7.5)
+    assert dynamic_threshold(256, 256) == pytest.approx(6.0)  # VBench HEAD: no max(1, 8/fps) factor
     assert [sampling_interval(f) for f in (8, 10, 15, 24, 30, 60)] == [1, 1, 2, 3, 4, 8]
     assert [required_pairs(n) for n in (16, 8, 10, 3, 2)] == [4, 2, 2, 1, 0]  # round half to even, as VBench
     assert judge_dynamic([2.0, 2.0, 0.5], threshold=1.9, num_required=2)
@@ -122,7 +121,7 @@ def test_vbench_rule_constants():
 
 def test_dynamic_exactly_when_flow_crosses_threshold():
     clip = static_clip(frames=16, size=64)
-    threshold = dynamic_threshold(64, 64, 8.0)
+    threshold = dynamic_threshold(64, 64)
     below = video_dynamic_degree(clip, 8.0, ConstantFlow(threshold - 0.01))
     above = video_dynamic_degree(clip, 8.0, ConstantFlow(threshold + 0.01))
     assert not below.is_dynamic and above.is_dynamic

@@ -1,23 +1,27 @@
 """Dynamic degree by VBench's rule: is a clip dynamic, and the fraction of dynamic clips.
 
-Reference: Vchitect/VBench ``vbench/dynamic_degree.py`` (@ 11abda97). Per clip:
+Reference: Vchitect/VBench ``vbench/dynamic_degree.py`` @ 45e79ec1 (HEAD). Per clip:
 
-1. frames at native resolution, sub-sampled to about 8 fps: keep every ``interval = max(1, round(fps/8))``-th
-   frame starting with frame 0;
-2. optical flow of each consecutive pair of kept frames; the pair's score is the mean of the top 5 % of
-   the per-pixel flow magnitudes (``int(H·W·0.05)`` pixels);
-3. threshold = max(1, 8/fps) · 6 · min(H, W)/256 pixels; the clip is dynamic when at least
-   ``round(4·N/16)`` pairs score strictly above it, N being the number of kept frames (Python's
-   ``round``, i.e. half to even, like the reference);
+1. frames RGB at native resolution, sub-sampled to about 8 fps: every ``interval = max(1, round(fps/8))``-th
+   frame starting with frame 0 (Python's ``round``, half to even);
+2. optical flow of each consecutive pair of kept frames by RAFT (``raft-things.pth``, 20 iterations,
+   ``test_mode``) on the frames replicate-padded (centred) to a multiple of 8; the pair's score is the
+   mean of the ``int(h·w·0.05)`` largest per-pixel magnitudes of that padded flow;
+3. threshold = 6 · min(H, W)/256 pixels (H, W of the frames before padding); the clip is dynamic once
+   ``round(4·N/16)`` pairs score strictly above it, N being the number of KEPT frames (checked after each
+   pair, so ``round(...) == 0`` is met by the first pair, and a clip without pairs is static);
 4. the dimension score is the fraction of dynamic clips.
 
-Differs from the reference: VBench measures flow with RAFT (things weights, 20 iterations); we use the
-estimator we are given (weight-free DIS by default), so our verdicts are VBench's rule applied to another
-flow. Results name the estimator. On frames so small that 5 % is under one pixel we average the single
-largest magnitude (the reference would average an empty set).
+"VBench-exact": with ``get_flow_estimator("raft", checkpoint=raft-things.pth, iters=20)`` this module
+is that procedure (our RAFT equals the official one; the pair score is computed on the padded flow in
+float32 as VBench does). Frames are decoded by PyAV, VBench decodes with OpenCV: both use FFmpeg, but a
+clip whose decoders disagree can differ. With any other estimator (DIS by default) it is VBench's rule
+applied to another flow, and results say so. On clips whose padded short side is under 128 px, RAFT runs
+on upsampled frames (VBench's RAFT cannot run there), so those verdicts are not exact either.
 
-Not what we do: CIntellifusion/VideoDPO's copy (``OmniScore/vbench/dynamic_degree.py``) returns a continuous
-rate and drops the max(1, 8/fps) factor, so its numbers are not comparable with VBench's or ours.
+Not VBench's rule: its commit 11abda97 (2024-07) multiplied the threshold by max(1, 8/fps); the
+multi-GPU rewrite a week later (fc4620b) dropped that factor and HEAD has none, so neither do we.
+CIntellifusion/VideoDPO's copy (``OmniScore/vbench/dynamic_degree.py``) returns a continuous rate.
 """
 
 from __future__ import annotations
@@ -30,7 +34,7 @@ from shiftvdm.eval.motion_score import FlowPairStatistics, flow_pair_statistics
 from shiftvdm.motion.base import FlowEstimator, check_video
 
 VBENCH_TARGET_FPS = 8.0  # VBench sub-samples to about this rate
-BASE_THRESHOLD_PX = 6.0  # threshold at a 256-px short side and 8 fps
+BASE_THRESHOLD_PX = 6.0  # threshold at a 256-px short side
 BASE_SIDE_PX = 256.0
 
 
@@ -39,9 +43,9 @@ def sampling_interval(fps: float) -> int:
     return max(1, round(fps / VBENCH_TARGET_FPS))
 
 
-def dynamic_threshold(height: int, width: int, fps: float) -> float:
-    """Top-5 % flow magnitude, in pixels, a pair must exceed: max(1, 8/fps) · 6 · min(H, W)/256."""
-    return max(1.0, VBENCH_TARGET_FPS / fps) * BASE_THRESHOLD_PX * min(height, width) / BASE_SIDE_PX
+def dynamic_threshold(height: int, width: int) -> float:
+    """Top-5 % flow magnitude, in pixels, a pair must exceed: 6 · min(H, W)/256 (VBench ``set_params``)."""
+    return BASE_THRESHOLD_PX * min(height, width) / BASE_SIDE_PX
 
 
 def required_pairs(num_sampled_frames: int) -> int:
@@ -56,10 +60,11 @@ class DynamicVerdict:
     Attributes:
         is_dynamic: the verdict.
         pair_scores: top-5 % mean flow magnitude of each sampled pair, in pixels.
-        threshold: the pixel threshold for this clip's size and fps.
+        threshold: the pixel threshold for this clip's size.
         required_pairs: pairs that had to exceed it.
         interval: frame sub-sampling interval used.
         num_sampled_frames: frames kept after sub-sampling.
+        vbench_exact: True when the flow was VBench's (RAFT large, 20 iterations, padded, native size).
     """
 
     is_dynamic: bool
@@ -68,6 +73,7 @@ class DynamicVerdict:
     required_pairs: int
     interval: int
     num_sampled_frames: int
+    vbench_exact: bool = False
 
     @property
     def pairs_above(self) -> int:
@@ -96,7 +102,7 @@ def video_dynamic_degree(video: np.ndarray, fps: float, estimator: FlowEstimator
     Args:
         video: uint8 (T, H, W, 3) at native resolution, T >= 2.
         fps: the clip's frame rate (8 for clips that record none, as VBench assumes for image folders).
-        estimator: the flow estimator.
+        estimator: the flow estimator (VBench-exact with RAFT large from raft-things.pth at 20 iterations).
         consecutive: optional ``flow_pair_statistics`` of the clip's consecutive frames, reused when the
             sub-sampling interval is 1 (saves recomputing the flow).
     """
@@ -106,17 +112,18 @@ def video_dynamic_degree(video: np.ndarray, fps: float, estimator: FlowEstimator
     height, width = video.shape[1:3]
     interval = sampling_interval(fps)
     sampled = video[::interval]
+    stats = None
     if interval == 1 and consecutive is not None:
-        scores = consecutive.top_magnitude.tolist()
+        stats = consecutive
     elif len(sampled) >= 2:
-        scores = flow_pair_statistics(sampled, estimator).top_magnitude.tolist()
-    else:
-        scores = []
-    threshold = dynamic_threshold(height, width, fps)
+        stats = flow_pair_statistics(sampled, estimator)
+    scores = [] if stats is None else stats.top_magnitude.tolist()
+    threshold = dynamic_threshold(height, width)
     needed = required_pairs(len(sampled))
+    exact = bool(getattr(estimator, "vbench_exact", False)) and (stats is None or stats.native)
     return DynamicVerdict(is_dynamic=judge_dynamic(scores, threshold, needed), pair_scores=scores,
                           threshold=threshold, required_pairs=needed, interval=interval,
-                          num_sampled_frames=len(sampled))
+                          num_sampled_frames=len(sampled), vbench_exact=exact)
 
 
 def dynamic_degree(verdicts: list[bool] | list[DynamicVerdict]) -> float:
@@ -125,3 +132,28 @@ def dynamic_degree(verdicts: list[bool] | list[DynamicVerdict]) -> float:
         raise ValueError("dynamic_degree: no clips")
     flags = [v.is_dynamic if isinstance(v, DynamicVerdict) else bool(v) for v in verdicts]
     return float(np.mean(flags))
+
+
+def vbench_status(estimator: FlowEstimator, exact_flags: list[bool]) -> tuple[bool, str]:
+    """Whether a set's dynamic degree is VBench-exact, and the note that says so (or why not).
+
+    Args:
+        estimator: the flow estimator the clips were scored with.
+        exact_flags: ``DynamicVerdict.vbench_exact`` of every scored clip.
+    """
+    describe = getattr(estimator, "describe", None)
+    flow = describe() if callable(describe) else estimator.name.upper()
+    if exact_flags and all(exact_flags):
+        return True, (f"dynamic degree: VBench-exact ({flow}; frames every max(1, round(fps/8)); centred "
+                      "replicate padding; top-5 % magnitude of the padded flow; threshold 6·min(H,W)/256; "
+                      "dynamic once round(4·N/16) pairs exceed it)")
+    if hasattr(estimator, "vbench_exact"):
+        why = []
+        if not getattr(estimator, "vbench_exact"):
+            why.append(f"VBench uses RAFT large at {20} iterations, this run used {flow}")
+        if exact_flags and not all(exact_flags) and getattr(estimator, "vbench_exact"):
+            why.append(f"{exact_flags.count(False)} clip(s) under 128 px padded ran on upsampled frames")
+        return False, "dynamic degree: VBench's rule, not VBench-exact: " + "; ".join(why or ["no clip scored"])
+    return False, (f"dynamic degree: VBench's rule on a stand-in flow: VBench uses RAFT (raft-things, 20 "
+                   f"iterations), this run used {flow} optical flow, so verdicts near the threshold can "
+                   "differ from VBench's (use --flow raft --flow-checkpoint raft-things.pth for VBench-exact)")

@@ -10,6 +10,9 @@ native resolution; it does not recompute flow on resized frames.
 
 Flow is computed a few pairs at a time and reduced at once to per-pair statistics
 (``flow_pair_statistics``), so a long HD clip never holds its whole (T-1, H, W, 2) flow in memory.
+The same pass also gives VBench's dynamic-degree pair score (``vbench_pair_score``): with an estimator
+that pads its input (RAFT) it is read on the padded flow, as VBench does; the motion score always uses
+the flow of the original frames.
 """
 
 from __future__ import annotations
@@ -40,35 +43,62 @@ def top_magnitude_mean(flow: np.ndarray, fraction: float = TOP_FRACTION) -> floa
     return float(np.partition(magnitude, magnitude.size - count)[magnitude.size - count:].mean())
 
 
+def vbench_pair_score(flow: np.ndarray) -> float:
+    """VBench's ``get_score`` of one (H, W, 2) flow: mean of the ``int(H·W·0.05)`` largest magnitudes.
+
+    Computed as VBench does, in float32 on the descending sort (so ties and rounding match); on frames
+    so small that the count is 0 (VBench would average an empty set) the single largest is used.
+    """
+    magnitude = flow_magnitude(flow.astype(np.float32, copy=False)).ravel()
+    count = int(magnitude.size * TOP_FRACTION)
+    if count == 0:
+        return float(magnitude.max())
+    return float(np.mean(np.abs(np.sort(-magnitude))[:count]))
+
+
 @dataclass
 class FlowPairStatistics:
     """Per consecutive pair statistics of a clip's flow.
 
     Attributes:
-        mean_magnitude: float64 (P,) mean flow magnitude of each pair, in pixels.
-        top_magnitude: float64 (P,) mean of the top 5 % magnitudes of each pair (VBench's pair score).
+        mean_magnitude: float64 (P,) mean flow magnitude of each pair, in pixels (original frames).
+        top_magnitude: float64 (P,) VBench's pair score (``vbench_pair_score``), on the padded flow when
+            the estimator pads (``padded_flow``), else on the flow of the original frames.
         height, width: frame size the flow was measured at.
+        native: False when a padding estimator had to upsample the frames (too small for it), so the
+            pair scores are not read at the resolution VBench would use.
     """
 
     mean_magnitude: np.ndarray
     top_magnitude: np.ndarray
     height: int
     width: int
+    native: bool = True
 
 
 def flow_pair_statistics(video: np.ndarray, estimator: FlowEstimator,
                          batch_size: int = PAIRS_PER_BATCH) -> FlowPairStatistics:
-    """Flow of every consecutive pair of a uint8 (T, H, W, 3) clip (T >= 2), reduced pair by pair."""
+    """Flow of every consecutive pair of a uint8 (T, H, W, 3) clip (T >= 2), reduced pair by pair.
+
+    An estimator with a ``padded_flow`` method (RAFT) is asked for the flow at its padded resolution:
+    the pair scores are read on it (VBench's ``get_score`` sees the padded flow) and the mean magnitude
+    on its un-padded crop, from one flow computation.
+    """
     check_video(video, min_frames=2)
-    means, tops = [], []
+    padded = getattr(estimator, "padded_flow", None)
+    means, tops, native = [], [], True
     for start in range(0, len(video) - 1, batch_size):
         stop = min(start + batch_size, len(video) - 1)
-        flow = estimator(video[start:stop], video[start + 1:stop + 1])
-        for pair in flow:
+        if padded is not None:
+            result = padded(video[start:stop], video[start + 1:stop + 1])
+            scored, flow, native = result.flow, result.cropped(), native and result.native
+        else:
+            scored = flow = estimator(video[start:stop], video[start + 1:stop + 1])
+        for pair, pair_scored in zip(flow, scored):
             means.append(flow_magnitude(pair).mean(dtype=np.float64))
-            tops.append(top_magnitude_mean(pair))
+            tops.append(vbench_pair_score(pair_scored))
     return FlowPairStatistics(mean_magnitude=np.asarray(means), top_magnitude=np.asarray(tops),
-                              height=int(video.shape[1]), width=int(video.shape[2]))
+                              height=int(video.shape[1]), width=int(video.shape[2]), native=native)
 
 
 def motion_score_from_statistics(stats: FlowPairStatistics) -> dict[str, float]:

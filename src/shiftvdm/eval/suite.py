@@ -34,7 +34,7 @@ from shiftvdm.eval.appearance import (
     image_statistics_frechet,
     video_image_statistics,
 )
-from shiftvdm.eval.dynamic_degree import dynamic_degree, video_dynamic_degree
+from shiftvdm.eval.dynamic_degree import dynamic_degree, vbench_status, video_dynamic_degree
 from shiftvdm.eval.flicker import temporal_flicker
 from shiftvdm.eval.frechet_motion import FrechetMotionResult, frechet_motion_from_chunks, track_chunks
 from shiftvdm.eval.motion_score import flow_pair_statistics, motion_score_from_statistics
@@ -303,8 +303,10 @@ class EvalResult:
         rows = [("metric", "value", "n", "what")]
         for key, (label, what) in METRIC_ROWS.items():
             if key in self.aggregate:
-                if key == "dynamic_degree":
-                    what = f"{what} (VBench uses RAFT; this run used {str(self.settings.get('flow', '?')).upper()})"
+                if key == "dynamic_degree" and self.settings.get("dynamic_vbench_exact"):
+                    what = "fraction of dynamic clips, VBench-exact (RAFT, 20 iterations)"
+                elif key == "dynamic_degree":
+                    what = f"{what} (stand-in: VBench uses RAFT; this run used {str(self.settings.get('flow', '?')).upper()})"
                 rows.append((label, _format_value(self.aggregate[key]), self.counts.get(key, ""), what))
         for key, what in SPRITE_ROWS.items():
             full = f"sprite_{key}"
@@ -389,7 +391,8 @@ def _score_clip(frames: np.ndarray, fps: float, chosen: set[str], estimator: Flo
             row.update(dynamic=verdict.is_dynamic, dynamic_pairs_above=verdict.pairs_above,
                        dynamic_pairs=len(verdict.pair_scores), dynamic_required_pairs=verdict.required_pairs,
                        dynamic_threshold_px=verdict.threshold, dynamic_interval=verdict.interval,
-                       dynamic_top5_mean_px=float(np.mean(verdict.pair_scores)) if verdict.pair_scores else None)
+                       dynamic_top5_mean_px=float(np.mean(verdict.pair_scores)) if verdict.pair_scores else None,
+                       dynamic_vbench_exact=verdict.vbench_exact)
     if "smoothness" in chosen:
         # a middle frame needs two neighbours (only reachable with min_frames=2)
         row["motion_smoothness"] = motion_smoothness(frames, estimator) if len(frames) >= 3 else None
@@ -643,11 +646,12 @@ def evaluate_videos(videos: ClipsInput, *, reference: ClipsInput | ReferenceFeat
             aggregate[key] = float(np.mean(values))
             counts[key] = str(len(values))
 
+    vbench_exact = False
     if "dynamic_degree" in chosen:
         aggregate["dynamic_degree"] = dynamic_degree([r["dynamic"] for r in per_video])
         counts["dynamic_degree"] = str(len(per_video))
-        notes.append(f"dynamic degree: VBench's rule; VBench uses RAFT, this run used {estimator.name.upper()} "
-                     "optical flow, so verdicts near the threshold can differ from VBench's")
+        vbench_exact, note = vbench_status(estimator, [bool(r.get("dynamic_vbench_exact")) for r in per_video])
+        notes.append(note)
     for key in ("motion_score", "motion_score_256", "motion_smoothness", "temporal_flicker",
                 "first_frame_psnr", "first_frame_ssim", "gt_psnr", "gt_ssim"):
         mean_of(key)
@@ -698,7 +702,8 @@ def evaluate_videos(videos: ClipsInput, *, reference: ClipsInput | ReferenceFeat
                 row.update(values)
             notes.extend(sprite.notes)
 
-    settings = {"flow": estimator.name, "tracker": point_tracker.name, "fps": fps, "max_frames": max_frames,
+    settings = {"flow": estimator.name, "dynamic_vbench_exact": "dynamic_degree" in chosen and vbench_exact,
+                "tracker": point_tracker.name, "fps": fps, "max_frames": max_frames,
                 "min_frames": min_frames, "metrics": sorted(chosen), "num_videos": len(sources),
                 "num_reference": num_reference, "seconds": round(time.perf_counter() - started, 2)}
     return EvalResult(aggregate=aggregate, per_video=[_json_value(r) for r in per_video], skipped=skipped,

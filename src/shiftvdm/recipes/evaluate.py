@@ -23,9 +23,16 @@ examples:
   shiftvdm eval samples/manifest.jsonl --flow farneback --metrics dynamic_degree,motion_score
   shiftvdm eval demo_run/clips/ --reference demo_run/real/ --sprites
 
-VBench's dynamic degree and smoothness use RAFT and AMT weights; by default this command uses no
-downloaded weights (DIS flow, Lucas-Kanade tracks) and says so next to the numbers.
+  shiftvdm eval samples/ --flow raft --flow-checkpoint raft-things.pth --metrics dynamic_degree,motion_score
+
+VBench's dynamic degree uses RAFT (raft-things.pth, 20 iterations): with --flow raft and that file the
+dynamic degree is VBench-exact and the output says so. By default this command uses no downloaded
+weights (DIS flow, Lucas-Kanade tracks) and says next to the numbers that they are stand-ins. Motion
+score and smoothness use whichever --flow is chosen (dis, farneback, raft, sea-raft when installed).
 """
+
+# VBench's dynamic degree runs RAFT with 20 refinement iterations
+RAFT_EVAL_ITERS = 20
 
 
 def build_parser(prog: str) -> argparse.ArgumentParser:
@@ -42,6 +49,13 @@ def build_parser(prog: str) -> argparse.ArgumentParser:
                         help="optical flow estimator (default: dis; raft needs --flow-checkpoint)")
     parser.add_argument("--flow-checkpoint", dest="flow_checkpoint",
                         help="local weights file of a neural flow estimator (e.g. --flow raft)")
+    parser.add_argument("--flow-iters", dest="flow_iters", type=int, default=None,
+                        help=f"refinement iterations of a neural flow estimator (default: {RAFT_EVAL_ITERS} for "
+                             "raft, as VBench; the estimator's own default otherwise)")
+    parser.add_argument("--flow-chunk-size", dest="flow_chunk_size", type=int, default=None,
+                        help="frame pairs per forward pass of a neural flow estimator (memory vs speed)")
+    parser.add_argument("--device", default=None,
+                        help="device of a neural flow estimator, e.g. cuda, cuda:1, cpu (default: cuda if present)")
     parser.add_argument("--tracker", default="lk", choices=sorted(TRACKERS), help="point tracker (default: lk)")
     parser.add_argument("--tracker-checkpoint", dest="tracker_checkpoint",
                         help="local weights file of a neural point tracker (e.g. --tracker cotracker)")
@@ -64,6 +78,29 @@ def build_parser(prog: str) -> argparse.ArgumentParser:
     return parser
 
 
+def _flow_options(args: argparse.Namespace) -> dict:
+    """Keyword options of the chosen flow estimator; the weight-free ones take none of the neural options."""
+    neural = args.flow_checkpoint is not None or args.flow not in {"dis", "farneback"}
+    given = [name for name in ("flow_iters", "flow_chunk_size") if getattr(args, name) is not None]
+    if not neural:
+        if given:
+            raise ConfigError(f"--{given[0].replace('_', '-')} applies to a neural flow estimator "
+                              f"(--flow raft/sea-raft with --flow-checkpoint), not to --flow {args.flow}")
+        return {}
+    for name in given:
+        if getattr(args, name) < 1:
+            raise ConfigError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}")
+    options: dict = {"checkpoint": args.flow_checkpoint} if args.flow_checkpoint else {}
+    iters = args.flow_iters if args.flow_iters is not None else (RAFT_EVAL_ITERS if args.flow == "raft" else None)
+    if iters is not None:
+        options["iters"] = iters
+    if args.flow_chunk_size is not None:
+        options["chunk_size"] = args.flow_chunk_size
+    if args.device:
+        options["device"] = args.device
+    return options
+
+
 def main(argv: list[str], prog: str = "shiftvdm eval") -> int:
     args = build_parser(prog).parse_args(argv)
     metrics = [m.strip() for m in args.metrics.split(",") if m.strip()]
@@ -79,7 +116,7 @@ def main(argv: list[str], prog: str = "shiftvdm eval") -> int:
         raise ConfigError(f"--min-frames must be at least 2, got {args.min_frames}")
     # built here so that a neural estimator gets its local checkpoint; the defaults need none
     try:
-        flow = get_flow_estimator(args.flow, **({"checkpoint": args.flow_checkpoint} if args.flow_checkpoint else {}))
+        flow = get_flow_estimator(args.flow, **_flow_options(args))
         tracker = get_tracker(args.tracker,
                               **({"checkpoint": args.tracker_checkpoint} if args.tracker_checkpoint else {}))
     except ImportError as exc:  # an optional estimator whose module or dependency is not installed
