@@ -126,7 +126,7 @@ def test_flow_bad_inputs():
         get_flow_estimator("dis", colour=True)
     with pytest.raises(ConfigError, match="preset"):
         get_flow_estimator("dis", preset="slow")
-    assert set(FLOW_ESTIMATORS) == {"dis", "farneback", "raft"} and set(TRACKERS) == {"lk", "cotracker"}
+    assert set(FLOW_ESTIMATORS) == {"dis", "farneback", "raft", "sea-raft"} and set(TRACKERS) == {"lk", "cotracker3"}
 
 
 # ----- tracks ----------------------------------------------------------------------------------
@@ -318,29 +318,3 @@ def test_raft_loads_local_checkpoint_and_reports_bad_ones(tmp_path):
     save_file({k: v.contiguous() for k, v in broken.items()}, str(tmp_path / "broken.safetensors"))
     with pytest.raises(CheckpointError, match=r"missing 1 keys.*fnet.conv2.bias.*wrong shapes: fnet.conv2.weight"):
         get_flow_estimator("raft", checkpoint=str(tmp_path / "broken.safetensors"))
-
-
-def test_cotracker_style_tracker_loads_local_checkpoint(tmp_path):
-    import torch
-    from safetensors.torch import save_file
-
-    from shiftvdm.errors import CheckpointError
-    from shiftvdm.motion.cotracker_tracks import TrackRefiner
-
-    torch.manual_seed(0)
-    state = TrackRefiner(feature_dim=16, hidden_dim=32, depth=1, heads=2).state_dict()
-    assert state["embed.weight"].shape == (32, 104)
-    save_file({k: v.contiguous() for k, v in state.items()}, str(tmp_path / "track.safetensors"))
-    tracker = get_tracker("cotracker", checkpoint=str(tmp_path / "track.safetensors"), feature_dim=16,
-                          hidden_dim=32, depth=1, heads=2, iters=2, device="cpu")
-    video = make_sprite_clips(1, 4, 24, seed=0).videos[0]
-    queries = grid_queries(3, 24, 24, margin=2.0)
-    tracks = tracker(video, queries)
-    assert tracks.points.shape == (4, 9, 2) and tracks.visible.shape == (4, 9)
-    np.testing.assert_allclose(tracks.points[0], queries)
-    assert np.all((tracks.confidence >= 0) & (tracks.confidence <= 1)) and tracks.points.max() <= 23
-    with pytest.raises(CheckpointError, match="missing 24 keys.*time_blocks.1"):
-        get_tracker("cotracker", checkpoint=str(tmp_path / "track.safetensors"), feature_dim=16, hidden_dim=32,
-                    depth=2, heads=2)
-    with pytest.raises(ConfigError, match="checkpoint"):
-        get_tracker("cotracker")

@@ -1,7 +1,7 @@
 """Motion estimators (optical flow, point tracks) behind one interface, and the features built on them.
 
 Weight-free defaults: OpenCV DIS flow ("dis") and pyramidal Lucas–Kanade tracks ("lk"). Neural
-options ("raft", "cotracker") load only from a local checkpoint path.
+options ("raft", "cotracker3") load only from a local checkpoint path.
 """
 
 from shiftvdm.motion.base import (

@@ -255,6 +255,7 @@ FLOW_ESTIMATORS: dict[str, str] = {
     "dis": "shiftvdm.motion.opencv_flow:DISFlow",
     "farneback": "shiftvdm.motion.opencv_flow:FarnebackFlow",
     "raft": "shiftvdm.motion.raft_flow:RAFTFlow",
+    "sea-raft": "shiftvdm.motion.sea_raft:SEARAFTFlow",
 }
 TRACKERS: dict[str, str] = {
     "lk": "shiftvdm.motion.opencv_tracks:LucasKanadeTracker",
@@ -277,7 +278,7 @@ def _build(factory: Callable[..., Any], kind: str, name: str, kwargs: dict[str, 
 
 
 def get_flow_estimator(name: str = "dis", **kwargs: Any) -> FlowEstimator:
-    """A flow estimator by short name: "dis" (default), "farneback", or "raft" (``checkpoint=PATH``)."""
+    """A flow estimator by short name: "dis" (default), "farneback", "raft" or "sea-raft" (``checkpoint=PATH``)."""
     return _build(_resolve(FLOW_ESTIMATORS, "flow estimator", name), "flow estimator", name, kwargs)
 
 
