@@ -34,7 +34,7 @@ from shiftvdm.eval.appearance import (
     image_statistics_frechet,
     video_image_statistics,
 )
-from shiftvdm.eval.dynamic_degree import dynamic_degree, vbench_status, video_dynamic_degree
+from shiftvdm.eval.dynamic_degree import dynamic_degree, sampling_interval, vbench_status, video_dynamic_degree
 from shiftvdm.eval.flicker import temporal_flicker
 from shiftvdm.eval.frechet_motion import FrechetMotionResult, frechet_motion_from_chunks, track_chunks
 from shiftvdm.eval.motion_score import flow_pair_statistics, motion_score_from_statistics
@@ -383,7 +383,9 @@ def _score_clip(frames: np.ndarray, fps: float, chosen: set[str], estimator: Flo
     """Per-clip metric values of one loaded clip."""
     row: dict[str, Any] = {}
     if chosen & {"motion_score", "dynamic_degree"}:
-        stats = flow_pair_statistics(frames, estimator)
+        # consecutive pairs are needed by the motion score, or by dynamic degree when it keeps every frame
+        every_frame = "motion_score" in chosen or sampling_interval(fps) == 1
+        stats = flow_pair_statistics(frames, estimator) if every_frame else None
         if "motion_score" in chosen:
             row.update(motion_score_from_statistics(stats))
         if "dynamic_degree" in chosen:
