@@ -52,6 +52,7 @@ def test_metrics_and_report(quick_run):
     assert metrics["models"]["real (held-out)"]["sprite_static_fraction"] < 0.2  # the target data moves
     assert any(line.startswith("Motion gap") for line in metrics["summary"])
     assert any("Hacking monitor" in line for line in metrics["summary"])
+    assert all(name in metrics["model_help"] for name in metrics["models"])  # every row is explained
     page = (quick_run / "report.html").read_text()
     for text in ("Metrics on held-out conditioning frames", "Clips side by side", "Training curves",
                  "data:image/gif;base64,", "data:image/png;base64,", "continued_sft@equal-time"):
@@ -80,12 +81,16 @@ def test_report_renders_in_headless_chromium(quick_run, tmp_path):
              "--disable-component-update", "--disable-sync", "--no-first-run", f"--user-data-dir={tmp_path / 'profile'}",
              "--virtual-time-budget=10000"]
     url = (quick_run / "report.html").resolve().as_uri()
-    dom = subprocess.run([browser, *flags, "--dump-dom", url], capture_output=True, text=True, timeout=120).stdout
-    total = int(dom.split('data-images-total="')[1].split('"')[0])
-    loaded = int(dom.split('data-images-loaded="')[1].split('"')[0])
-    assert total >= 20 and loaded == total  # every GIF and plot decoded
+    dom = subprocess.run([browser, *flags, "--window-size=1280,1800", "--dump-dom", url], capture_output=True,
+                         text=True, timeout=120).stdout
+
+    def read(name: str) -> int:
+        return int(dom.split(f'data-{name}="')[1].split('"')[0])
+
+    assert read("images-total") >= 20 and read("images-loaded") == read("images-total")  # every GIF and plot decoded
+    assert read("scroll-width") <= read("client-width")  # at 1280 px nothing overflows sideways (no hidden columns)
     shot = tmp_path / "report.png"
-    subprocess.run([browser, *flags, "--window-size=1300,1800", f"--screenshot={shot}", url], capture_output=True,
+    subprocess.run([browser, *flags, "--window-size=1280,1800", f"--screenshot={shot}", url], capture_output=True,
                    timeout=120)
     assert shot.is_file() and shot.stat().st_size > 20_000
 

@@ -13,7 +13,7 @@ Stages (each reused when the demo runs again in the same folder):
 
 The motion gap has a known cause: the generic data is mostly static, the target data always moves.
 Every number in the report is measured by this run; the summary lines are computed from them by the
-fixed rules in :func:`verdicts`.
+fixed rules in :func:`shiftvdm.eval.report.comparison_verdicts`.
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ import numpy as np
 import torch
 
 from shiftvdm.config import config_from_dict, config_to_dict, deep_merge, load_config
+from shiftvdm.eval.report import DEMO_COLUMNS, REFERENCE, comparison_verdicts, demo_column_info, demo_model_help
 from shiftvdm.utils.checkpoint import save_json
 from shiftvdm.utils.seeding import generator_for
 
@@ -298,8 +299,8 @@ def eval_stage(cfg: DemoConfig, out: Path, steps: int) -> dict[str, Any]:
     results: dict[str, dict[str, float]] = {}
     reference = prepare_reference(heldout, sprites=True)  # tracked once for every model
     real = evaluate_videos(heldout, reference=reference, sprites=True)
-    results["real (held-out)"] = real.aggregate
-    write_clip_folder(out / "samples" / "real (held-out)", heldout[: cfg.eval.grid_clips])
+    results[REFERENCE] = real.aggregate
+    write_clip_folder(out / "samples" / REFERENCE, heldout[: cfg.eval.grid_clips])
     for name, path in models_to_evaluate(cfg, out, steps).items():
         backbone = load_backbone_from_path(path)
         clips = sample_clips(backbone, heldout[:, 0], cfg.eval.seed)
@@ -313,76 +314,21 @@ def eval_stage(cfg: DemoConfig, out: Path, steps: int) -> dict[str, Any]:
     return results
 
 
-COLUMNS = ["sprite_static_fraction", "sprite_speed", "sprite_speed_w1", "sprite_lost_fraction", "sprite_mass_ratio",
-           "sprite_area", "dynamic_degree", "motion_score", "frechet_motion_combined", "temporal_flicker",
-           "motion_smoothness", "image_stats_frechet"]
-COLUMN_HELP = {
-    "sprite_static_fraction": "share of clips whose sprite moves < 2 px (target data: ~0.02)",
-    "sprite_speed": "mean sprite speed px/frame over clips never lost",
-    "sprite_speed_w1": "W1 distance of per-frame sprite speeds to held-out real clips (hacking monitor)",
-    "sprite_lost_fraction": "share of clips where the sprite fades below threshold in some frame",
-    "sprite_mass_ratio": "sprite brightness mass in later frames / frame 0 (1 = real)",
-    "sprite_area": "sprite pixels per frame (real: 9)",
-    "frechet_motion_combined": "FVMD-style distance of point-track motion to held-out real clips",
-    "image_stats_frechet": "Fréchet distance of per-frame image statistics to held-out real clips (appearance)",
-}
-
-
-def verdicts(models: dict[str, dict[str, float]], cfg: DemoConfig, steps: int, arm_info: dict[str, Any]) -> list[str]:
-    """Summary sentences computed from the measured numbers by fixed rules (never written by hand)."""
-    out: list[str] = []
-    real, sft = models.get("real (held-out)"), models.get("sft")
-    shift = models.get(SHIFT_ARM)
-    key = "sprite_static_fraction"
-    if real and sft and "base" in models:
-        out.append(f"Motion gap: held-out real clips are static {real[key]:.1%} of the time; the base model "
-                   f"{models['base'][key]:.1%}, the SFT model {sft[key]:.1%}.")
-    if not (real and sft and shift):
-        return out + ["The run has not reached the comparison yet."]
-    gap0 = sft[key] - real[key]
-
-    def closed(m: dict[str, float]) -> float:
-        return (sft[key] - m[key]) / gap0 if abs(gap0) > 1e-9 else float("nan")
-
-    for label, other in ((f"equal generator steps ({steps})", f"{TIME_MATCHED_ARM}@{steps}steps"),
-                         ("equal training wall time", f"{TIME_MATCHED_ARM}@equal-time")):
-        if other in models:
-            o = models[other]
-            better = shift[key] < o[key]
-            out.append(f"At {label}: SHIFT static fraction {shift[key]:.3f} (closes {closed(shift):.0%} of the SFT gap) vs "
-                       f"continued SFT {o[key]:.3f} ({closed(o):.0%}) — SHIFT is {'ahead' if better else 'not ahead'}.")
-    for name in cfg.arms:
-        if name not in (SHIFT_ARM, TIME_MATCHED_ARM) and name in models:
-            out.append(f"Baseline {name} at {steps} steps: static fraction {models[name][key]:.3f} ({closed(models[name]):.0%} of the gap).")
-    w1, w1_sft = shift.get("sprite_speed_w1", float("nan")), sft.get("sprite_speed_w1", float("nan"))
-    area, area_real = shift.get("sprite_area", float("nan")), real.get("sprite_area", float("nan"))
-    hacked = not (w1 <= w1_sft * 1.05 and abs(area - area_real) <= 0.2 * area_real)
-    out.append(f"Hacking monitor (never seen by the reward): SHIFT speed-W1 to held-out clips {w1:.3f} vs SFT {w1_sft:.3f}; "
-               f"sprite area {area:.1f} px vs real {area_real:.1f} — "
-               + ("possible reward hacking or drift." if hacked else "no sign of reward hacking."))
-    fd, fd_sft = shift.get("image_stats_frechet", float("nan")), sft.get("image_stats_frechet", float("nan"))
-    ok = fd <= fd_sft * (1 + cfg.eval.appearance_margin) + 1e-4
-    out.append(f"Appearance: image-statistics distance {fd:.4f} vs SFT {fd_sft:.4f} (allowed margin "
-               f"+{cfg.eval.appearance_margin:.0%}) — {'within' if ok else 'outside'} the margin.")
-    shift_t = arm_info.get(SHIFT_ARM, {}).get("seconds")
-    sft_t = arm_info.get(TIME_MATCHED_ARM, {})
-    if shift_t and sft_t:
-        out.append(f"Cost: SHIFT took {shift_t:.0f} s for {steps} steps; continued SFT took {sft_t.get('steps')} steps "
-                   f"in the same time. Discriminator pre-training is a one-off cost not counted in either.")
-    return out
-
-
 def write_metrics(cfg: DemoConfig, out: Path, models: dict[str, dict[str, float]], steps: int, stages: Stages) -> None:
     arm_info = {k.split(":", 1)[1]: v.get("result", {}) for k, v in stages.state.items() if k.startswith("arm:")}
-    order = ["real (held-out)", "base", "sft", f"{TIME_MATCHED_ARM}@{steps}steps", f"{TIME_MATCHED_ARM}@equal-time"]
+    order = [REFERENCE, "base", "sft", f"{TIME_MATCHED_ARM}@{steps}steps", f"{TIME_MATCHED_ARM}@equal-time"]
     order += [a for a in cfg.arms if a not in (TIME_MATCHED_ARM,)]
     metrics = {
         "title": "shiftvdm demo — SHIFT vs SFT on a motion gap with a known cause (CPU)",
-        "summary": verdicts(models, cfg, steps, arm_info),
-        "models": {k: {c: models[k].get(c) for c in COLUMNS} for k in order if k in models},
+        "summary": comparison_verdicts(models, shift=SHIFT_ARM, time_matched=TIME_MATCHED_ARM, steps=steps,
+                                       baselines=[a for a in cfg.arms if a not in (SHIFT_ARM, TIME_MATCHED_ARM)],
+                                       appearance_margin=cfg.eval.appearance_margin, arm_info=arm_info),
+        "models": {k: {c: models[k].get(c) for c in DEMO_COLUMNS} for k in order if k in models},
         "all_metrics": models,
-        "columns": COLUMNS,
-        "column_help": COLUMN_HELP,
+        "columns": DEMO_COLUMNS,
+        "reference_model": REFERENCE,
+        "model_help": demo_model_help(steps),
+        **demo_column_info(),
         "clip_columns": [k for k in order if (out / "samples" / k).is_dir()],
         "notes": [f"{cfg.data.heldout_clips} held-out conditioning frames; one sample per frame per model, same sampler "
                   f"seed for every model. Generic pre-training data is {cfg.data.generic_static_prob:.0%} static; the "
