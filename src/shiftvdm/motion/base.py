@@ -259,7 +259,7 @@ FLOW_ESTIMATORS: dict[str, str] = {
 }
 TRACKERS: dict[str, str] = {
     "lk": "shiftvdm.motion.opencv_tracks:LucasKanadeTracker",
-    "cotracker": "shiftvdm.motion.cotracker_tracks:CoTrackerTracker",
+    "cotracker3": "shiftvdm.motion.cotracker3:CoTracker3Tracker",
 }
 
 
@@ -283,5 +283,5 @@ def get_flow_estimator(name: str = "dis", **kwargs: Any) -> FlowEstimator:
 
 
 def get_tracker(name: str = "lk", **kwargs: Any) -> PointTracker:
-    """A point tracker by short name: "lk" (default) or "cotracker" (``checkpoint=PATH``)."""
+    """A point tracker by short name: "lk" (default) or "cotracker3" (``checkpoint=PATH``)."""
     return _build(_resolve(TRACKERS, "point tracker", name), "point tracker", name, kwargs)
