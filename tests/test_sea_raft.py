@@ -213,6 +213,29 @@ def test_hub_folder_without_config_json_infers_the_variant(golden, model, tmp_pa
     assert load_sea_raft(folder).config == golden["config"]
 
 
+def test_hub_folder_with_official_style_config_json(golden, model, tmp_path):
+    # Fields as in config/eval/spring-*.json, among training ones, optionally nested under "args".
+    folder = save_hub_folder(model, tmp_path / "hub")
+    c = golden["config"]
+    fields = {"name": "spring-tiny", "gpus": [0, 1], "lr": 4e-4, "use_var": True, "var_min": 0, "var_max": 10,
+              "pretrain": c.pretrain, "initial_dim": c.initial_dim, "block_dims": list(c.block_dims),
+              "radius": c.radius, "dim": c.dim, "num_blocks": c.num_blocks, "iters": 3}
+    (folder / "config.json").write_text(json.dumps({"args": fields}))
+    loaded = load_sea_raft(folder)
+    assert loaded.config.architecture() == c.architecture() and loaded.config.iters == 3
+    (folder / "config.json").write_text(json.dumps({**fields, "dim": "32"}))
+    with pytest.raises(CheckpointError, match=r"config\.json: field 'dim' must be an integer, got '32'"):
+        load_sea_raft(folder)
+
+
+def test_cast_network_is_refused(golden):
+    net = SEARAFT(golden["config"])
+    estimator = SEARAFTFlow(model=net, device="cpu")
+    net.to(torch.bfloat16)
+    with pytest.raises(ConfigError, match="autocast_dtype"):
+        estimator.flow_torch(torch.zeros(1, 3, 128, 128), torch.zeros(1, 3, 128, 128))
+
+
 def test_renamed_key_is_refused_naming_both_keys(golden, tmp_path):
     state = dict(golden["state"])
     state["flow_head.2.weight_renamed"] = state.pop("flow_head.2.weight")
@@ -223,6 +246,7 @@ def test_renamed_key_is_refused_naming_both_keys(golden, tmp_path):
     message = str(err.value)
     assert str(path) in message and "missing 1 keys (first: flow_head.2.weight)" in message
     assert "unexpected 1 keys (first: flow_head.2.weight_renamed)" in message
+    assert "looks like" not in message and "key shapes are" not in message
 
 
 def test_wrong_shape_is_refused_naming_the_key(golden, tmp_path):

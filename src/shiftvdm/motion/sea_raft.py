@@ -556,11 +556,12 @@ def load_sea_raft(checkpoint: str | Path, variant: str | None = None) -> SEARAFT
         inferred = infer_config(state)
         if inferred is None:
             raise
-        # Another SEA-RAFT variant: say which one instead of "looks like a SEA-RAFT checkpoint".
+        # A SEA-RAFT file after all: drop "looks like a SEA-RAFT checkpoint" and say which variant it is.
         message = str(exc).replace(f"; the file looks like a {NETWORK} checkpoint", "")
-        raise CheckpointError(f"{message}; its key shapes are SEA-RAFT-{variant_name(inferred)}'s "
-                              f"({inferred.architecture()})"
-                              + (f", not variant {variant!r} as requested" if variant is not None else "")) from exc
+        if inferred.architecture() != config.architecture():
+            message += (f"; its key shapes are SEA-RAFT-{variant_name(inferred)}'s ({inferred.architecture()})"
+                        + (f", not variant {variant!r} as requested" if variant is not None else ""))
+        raise CheckpointError(message) from exc
     return model
 
 
@@ -631,10 +632,14 @@ class SEARAFTFlow:
         variant: "S", "M" or "L"; None = from config.json or the key shapes (M for the authors' file).
         iters: refinement iterations; None = the variant's (4 for S/M, 12 for L). SHIFT uses 4.
         device: "cpu", "cuda", "cuda:1"... None = CUDA when available.
-        chunk_size: pairs per forward pass (bounds memory: about 40 MB of fp32 correlation per
-            320×576 pair, plus activations).
+        chunk_size: pairs per forward pass (bounds memory: the fp32 correlation pyramid is about 45 MB
+            per 320×576 pair and 210 MB per 480×832 pair, plus activations).
         autocast_dtype: None (fp32), "bfloat16" or "float16" for the convolutions; correlation,
-            lookup and upsampling stay fp32.
+            lookup and upsampling stay fp32. The weights themselves stay fp32: keep the network out of
+            any module that is cast with ``.to(bfloat16)`` (a cast network is refused, not run).
+
+    The network is frozen (eval mode, no parameter requires grad) and is not an ``nn.Module`` child
+    of anything trainable, so DDP/FSDP never wrap or shard it: each rank builds its own on its device.
         model: an already built :class:`SEARAFT` (then ``checkpoint`` may be None), for tests.
     """
 
@@ -707,6 +712,10 @@ class SEARAFTFlow:
                             f"{tuple(frames_a.shape)} and {tuple(frames_b.shape)}")
         if frames_a.shape[0] == 0:
             raise DataError("sea-raft: empty batch (N = 0)")
+        weight_dtype = self.model.init_conv.weight.dtype
+        if weight_dtype != torch.float32:
+            raise ConfigError(f"sea-raft: the network's weights were cast to {weight_dtype}; keep them fp32 and "
+                              "ask for reduced precision with autocast_dtype='bfloat16' or 'float16'")
         flows, infos = [], []
         with torch.no_grad():
             for start in range(0, frames_a.shape[0], self.chunk_size):
