@@ -33,6 +33,7 @@ def test_every_stage_leaves_its_outputs(quick_run):
     for name in ("pretrain", "sft", "shift", "shift_static", "rwr_sft", "continued_sft"):
         assert (runs / name / "model" / "config.json").is_file(), name
         assert (runs / name / "logs" / "metrics.jsonl").is_file(), name
+        assert not (runs / name / "checkpoints").exists(), name  # finished stages keep their model, not checkpoints
     assert (quick_run / "critic" / "critic" / "critic_config.json").is_file()
     assert len(list((quick_run / "data" / "heldout").glob("*.npy"))) == 64
     shift_log = [json.loads(l) for l in (runs / "shift" / "logs" / "metrics.jsonl").read_text().splitlines()]

@@ -68,6 +68,7 @@ class DemoEval:
 class DemoConfig:
     seed: int = 0  # run seed of every training stage
     threads: int = 0  # torch threads (0 = 2 on an idle machine, 1 when other work keeps the cores busy)
+    keep_checkpoints: bool = False  # keep every stage's training checkpoints (hundreds of MB) after it finished
     data: DemoData = field(default_factory=DemoData)
     backbone: dict[str, Any] = field(default_factory=dict)  # backbone section shared by all stages (TrainConfig.backbone)
     pretrain: dict[str, Any] = field(default_factory=dict)  # TrainConfig fields of the pre-training stage
@@ -174,18 +175,24 @@ def train_stage(cfg, clips_uint8: np.ndarray, evaluate=None):
     return run_training(cfg, resume=resume, clips=TensorClips(torch.from_numpy(clips_uint8)), evaluate=evaluate)
 
 
-def sample_clips(backbone, first_frames_uint8: np.ndarray, seed: int, batch: int = 64) -> np.ndarray:
-    """One clip per conditioning frame with the stochastic sampler and a fixed seed: uint8 (N, T, H, W, 3)."""
+def sample_clips(backbone, first_frames_uint8: np.ndarray, seed: int, batch: int = 64, desc: str | None = None) -> np.ndarray:
+    """One clip per conditioning frame with the stochastic sampler and a fixed seed: uint8 (N, T, H, W, 3).
+    With ``desc``, a progress bar (clips) is shown."""
+    from tqdm.auto import tqdm
+
     from shiftvdm.data.video_io import to_uint8
 
     out = []
     gen = generator_for(seed, "demo-eval")
+    bar = tqdm(total=len(first_frames_uint8), desc=desc, unit="clip", disable=desc is None, leave=False)
     with torch.no_grad():
         for i in range(0, len(first_frames_uint8), batch):
             frames = torch.from_numpy(first_frames_uint8[i:i + batch]).permute(0, 3, 1, 2).float() / 127.5 - 1
             cond = backbone.encode_condition(frames)
             video = backbone.decode(backbone.sample(cond, 1, gen, stochastic=True)[:, 0])
             out.append(to_uint8(video.cpu()))
+            bar.update(len(frames))
+    bar.close()
     return np.concatenate(out)
 
 
@@ -247,7 +254,7 @@ def critic_stage(cfg: DemoConfig, out: Path) -> dict[str, Any]:
     from shiftvdm.data.video_io import write_video
 
     for j in range(k):
-        clips = sample_clips(backbone, real[:, 0], seed=cfg.seed + 1000 + j)
+        clips = sample_clips(backbone, real[:, 0], seed=cfg.seed + 1000 + j, desc=f"fakes {j + 1}/{k}")
         for i, clip in enumerate(clips):
             name = f"clip_{i:05d}_fake{j}.npy"
             write_video(fake_dir / name, clip, fps=8)
@@ -301,15 +308,16 @@ def eval_stage(cfg: DemoConfig, out: Path, steps: int) -> dict[str, Any]:
     real = evaluate_videos(heldout, reference=reference, sprites=True)
     results[REFERENCE] = real.aggregate
     write_clip_folder(out / "samples" / REFERENCE, heldout[: cfg.eval.grid_clips])
-    for name, path in models_to_evaluate(cfg, out, steps).items():
+    to_evaluate = models_to_evaluate(cfg, out, steps)
+    for index, (name, path) in enumerate(to_evaluate.items(), 1):
         backbone = load_backbone_from_path(path)
-        clips = sample_clips(backbone, heldout[:, 0], cfg.eval.seed)
+        clips = sample_clips(backbone, heldout[:, 0], cfg.eval.seed, desc=f"eval {index}/{len(to_evaluate)} {name}: sampling")
         folder = out / "samples" / name
         write_clip_folder(folder, clips)
         result = evaluate_videos(folder, reference=reference, sprites=True, fps=8)
         result.save_json(out / "eval" / f"{name}.json")
         results[name] = result.aggregate
-        print(f"[demo] eval {name}: static {result.aggregate.get('sprite_static_fraction', float('nan')):.3f} "
+        print(f"[demo] eval {index}/{len(to_evaluate)} {name}: static {result.aggregate.get('sprite_static_fraction', float('nan')):.3f} "
               f"speed W1 {result.aggregate.get('sprite_speed_w1', float('nan')):.3f}", flush=True)
     return results
 
@@ -349,15 +357,20 @@ def run_demo(cfg: DemoConfig, out: Path) -> Path:
     t0 = time.perf_counter()
     stages.run("data", lambda: make_data(cfg, out))
     stages.run("pretrain", lambda: pretrain_stage(cfg, out))
+    prune = (lambda name: None) if cfg.keep_checkpoints else (lambda name: prune_checkpoints(out / "runs" / name))
+    prune("pretrain")
     stages.run("sft", lambda: sft_stage(cfg, out))
+    prune("sft")
     stages.run("critic", lambda: critic_stage(cfg, out))
     steps = int(deep_merge(cfg.arms_common, cfg.arms.get(SHIFT_ARM, {})).get("run", {}).get("max_steps", 100))
     shift_info = stages.run(f"arm:{SHIFT_ARM}", lambda: arm_stage(cfg, out, SHIFT_ARM, steps))
+    prune(SHIFT_ARM)
     for name in cfg.arms:
         if name == SHIFT_ARM:
             continue
         limit = float(shift_info.get("seconds", 0.0)) if name == TIME_MATCHED_ARM else 0.0
         stages.run(f"arm:{name}", lambda name=name, limit=limit: arm_stage(cfg, out, name, steps, limit))
+        prune(name)
     models = stages.run("eval", lambda: eval_stage(cfg, out, steps))
     write_metrics(cfg, out, models, steps, stages)
     report = build_report(out, grid_clips=cfg.eval.grid_clips)
@@ -365,6 +378,12 @@ def run_demo(cfg: DemoConfig, out: Path) -> Path:
     for line in json.loads((out / "metrics.json").read_text())["summary"]:
         print("  " + line)
     return report
+
+
+def prune_checkpoints(run_dir: Path) -> None:
+    """Drop a finished stage's training checkpoints: the stage is reused from its model folder, and the
+    checkpoints (optimizer state, buffers) are most of the demo's disk use."""
+    shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)
 
 
 def choose_threads(requested: int) -> int:
