@@ -163,6 +163,8 @@ def load_strict(module: nn.Module, state: Mapping[str, Tensor], source: str, net
             parts.append("wrong shapes: " + ", ".join(
                 f"{k} {tuple(state[k].shape)} (expected {expected[k]})" for k in wrong[:_SHOWN_KEYS]))
         looks_like = identify_network(set(state))
-        hint = f"; the file looks like a {looks_like} checkpoint" if looks_like and looks_like != network else ""
+        # a same-family file (e.g. SEA-RAFT-S loaded as SEA-RAFT-M) is a variant mismatch, not another network
+        hint = (f"; the file looks like a {looks_like} checkpoint"
+                if looks_like and not network.startswith(looks_like) else "")
         raise CheckpointError(f"{source}: not a {network} checkpoint: " + "; ".join(parts) + hint)
     module.load_state_dict(dict(state), strict=True)
