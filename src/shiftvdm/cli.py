@@ -38,6 +38,13 @@ def _usage() -> str:
     return "\n".join(lines)
 
 
+def _os_error_message(exc: OSError) -> str:
+    names = [str(n) for n in (exc.filename, exc.filename2) if n is not None]
+    where = " -> ".join(names) if names else "a file"
+    reason = exc.strerror or str(exc)
+    return f"{where}: {reason} (the path could not be read or written; check it exists, its kind and permissions)"
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in {"-h", "--help", "help"}:
@@ -63,8 +70,11 @@ def main(argv: list[str] | None = None) -> int:
     except ShiftvdmError as exc:
         print(f"shiftvdm {command}: error: {exc}", file=sys.stderr)
         return exc.exit_code
-    except FileNotFoundError as exc:
-        print(f"shiftvdm {command}: error: {exc}", file=sys.stderr)
+    except OSError as exc:
+        # The file system refused something (permissions, a read-only or full disk, a file where a folder
+        # is due): the user's environment, not a bug, so a message naming the path rather than a traceback.
+        # Programming errors (TypeError, KeyError, ...) still get their traceback.
+        print(f"shiftvdm {command}: error: {_os_error_message(exc)}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print(f"shiftvdm {command}: interrupted", file=sys.stderr)

@@ -29,6 +29,11 @@ class CheckpointError(ShiftvdmError):
     """A checkpoint or weights file is missing, malformed or incompatible with the run."""
 
 
+class DamagedCheckpointError(CheckpointError):
+    """A checkpoint file is empty or cut short (a crash mid-write on a file system without atomic rename):
+    resuming falls back to the previous checkpoint. A file that is intact but unsafe is not this."""
+
+
 class TrainingError(ShiftvdmError):
     """Training cannot continue (e.g. too many non-finite steps); the last good checkpoint is kept."""
 
@@ -52,4 +57,4 @@ def quote(value: Any) -> str:
     return text if len(text) <= 200 else text[:197] + "..."
 
 
-__all__ = ["CheckpointError", "ConfigError", "DataError", "OutputError", "ShiftvdmError", "TrainingError", "quote"]
+__all__ = ["CheckpointError", "ConfigError", "DamagedCheckpointError", "DataError", "OutputError", "ShiftvdmError", "TrainingError", "quote"]

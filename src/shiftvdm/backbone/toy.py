@@ -495,9 +495,13 @@ class ToyBackbone:
             raise CheckpointError(f"{path}: not a valid safetensors file ({exc})") from exc
         if LORA_ADAPTER_METADATA_KEY not in metadata:
             raise CheckpointError(f"{path}: no '{LORA_ADAPTER_METADATA_KEY}' metadata (not written by save_lora)")
-        spec = json.loads(metadata[LORA_ADAPTER_METADATA_KEY])
-        targets = spec["target_modules"]
-        self.add_lora(int(spec["r"]), float(spec["lora_alpha"]), targets)
+        try:
+            spec = json.loads(metadata[LORA_ADAPTER_METADATA_KEY])
+            targets, rank, alpha = spec["target_modules"], int(spec["r"]), float(spec["lora_alpha"])
+        except (ValueError, TypeError, KeyError) as exc:  # e.g. an SVD LoRA (its metadata is keyed by component)
+            raise CheckpointError(f"{path}: not a LoRA for this toy model ('{LORA_ADAPTER_METADATA_KEY}' lacks "
+                                  f"target_modules/r/lora_alpha: {exc!r}); was it saved from another backbone?") from exc
+        self.add_lora(rank, alpha, targets)
         load_lora_state(self.denoiser, state, path)
 
     # --- full checkpoints ------------------------------------------------------------------

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from shiftvdm.data.manifest import ClipEntry, Manifest, load_manifest
+from shiftvdm.data.manifest import ClipEntry, Manifest, load_manifest, require_inside_root
 from shiftvdm.data.video_io import read_video, resample_frames, resize_center_crop, to_tensor
 from shiftvdm.errors import DataError
 from shiftvdm.utils.checkpoint import atomic_write
@@ -61,8 +61,7 @@ def load_clip_frames(entry: ClipEntry, num_frames: int, height: int, width: int,
         DataError: naming the file: missing, empty, unreadable or truncated, too few frames, or a path outside
             the dataset root.
     """
-    if entry.outside_root:
-        raise DataError(f"{entry.path}: path outside the dataset root (listed as {entry.relpath!r})")
+    require_inside_root(entry)
     fps_hint = entry_fps_hint(entry)
     try:
         if fps is None:

@@ -13,8 +13,10 @@ Entries whose path resolves outside the dataset root are kept but flagged (``out
 from __future__ import annotations
 
 import csv
+import io
 import json
 import logging
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -74,35 +76,77 @@ def _entry_from_record(record: Any, root: Path, where: str) -> ClipEntry:
         value = record.get(key)
         if value is not None and not isinstance(value, str):
             raise DataError(f"{where}: \"{key}\" must be a string or null, got {value!r}")
-    path = (root / relpath).resolve()
+    try:
+        path = (root / relpath).resolve()
+    except (OSError, RuntimeError):  # a symlink loop: keep the name, the check reports the loop
+        path = Path(os.path.abspath(root / relpath))
     return ClipEntry(
         path=path,
         relpath=relpath,
         source=record.get("source") or None,
         prompt=record.get("prompt") or None,
         meta={k: v for k, v in record.items() if k not in ("path", "source", "prompt")},
-        outside_root=not path.is_relative_to(root),
+        outside_root=not path.is_relative_to(root),  # symlinks resolved: a link out of the root is outside
     )
+
+
+def _read_text(path: Path) -> str:
+    """The manifest's text: UTF-8, a leading byte-order mark dropped (spreadsheet exports write one)."""
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise DataError(f"{path}: cannot read the manifest ({exc.strerror or exc})") from exc
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = raw[:exc.start].count(b"\n") + 1
+        raise DataError(f"{path} line {line}: not UTF-8 text (byte 0x{raw[exc.start]:02x} at offset {exc.start}); "
+                        "save the manifest as UTF-8") from exc
+
+
+def require_inside_root(entry: ClipEntry) -> None:
+    """The one outside-root rule for every reader (check, training, eval, generate, train-reward)."""
+    if entry.outside_root:
+        raise DataError(f"{entry.path}: path outside the dataset root (listed as {entry.relpath!r}); "
+                        "manifests may only name files inside their own folder")
+
+
+def _refuse_duplicates(path: Path, entries: list[ClipEntry]) -> None:
+    first: dict[Path, int] = {}
+    repeats: list[str] = []
+    for i, entry in enumerate(entries):
+        if entry.path in first:
+            repeats.append(f"{entry.relpath!r} (entries {first[entry.path] + 1} and {i + 1})")
+        else:
+            first[entry.path] = i
+    if repeats:
+        shown = "; ".join(repeats[:5]) + (f"; and {len(repeats) - 5} more" if len(repeats) > 5 else "")
+        raise DataError(f"{path}: {len(repeats)} duplicate entries name a clip already listed: {shown}. "
+                        "List each clip once")
 
 
 def _read_jsonl(path: Path, root: Path) -> list[ClipEntry]:
     entries = []
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+    for number, line in enumerate(_read_text(path).splitlines(), start=1):
         if not line.strip():
             continue
         try:
             record = json.loads(line)
         except json.JSONDecodeError as exc:
             raise DataError(f"{path} line {number}: invalid JSON ({exc.msg} at column {exc.colno})") from exc
+        except RecursionError as exc:
+            raise DataError(f"{path} line {number}: JSON nested too deeply; a line is one flat object") from exc
         entries.append(_entry_from_record(record, root, f"{path} line {number}"))
     return entries
 
 
 def _read_json(path: Path, root: Path) -> list[ClipEntry]:
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = json.loads(_read_text(path))
     except json.JSONDecodeError as exc:
         raise DataError(f"{path}: invalid JSON ({exc.msg} at line {exc.lineno}, column {exc.colno})") from exc
+    except RecursionError as exc:
+        raise DataError(f"{path}: JSON nested too deeply; expected a list of flat clip objects") from exc
     if isinstance(data, dict):
         if "clips" not in data:
             raise DataError(f"{path}: expected a list of clip objects or an object with a \"clips\" list, "
@@ -114,7 +158,7 @@ def _read_json(path: Path, root: Path) -> list[ClipEntry]:
 
 
 def _read_csv(path: Path, root: Path) -> list[ClipEntry]:
-    with open(path, newline="", encoding="utf-8") as fh:
+    with io.StringIO(_read_text(path), newline="") as fh:
         reader = csv.DictReader(fh)
         if reader.fieldnames is None or "path" not in [f.strip() for f in reader.fieldnames]:
             raise DataError(f"{path} line 1: the header row must have a \"path\" column, got "
@@ -131,7 +175,12 @@ def _read_csv(path: Path, root: Path) -> list[ClipEntry]:
 
 
 def _list_folder(folder: Path) -> list[ClipEntry]:
-    files = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in CLIP_EXTENSIONS)
+    # every name with a clip extension, files or not: a folder, a dangling link or a link loop named
+    # x.mp4 is listed (and reported bad by the check) rather than dropped without a word
+    try:
+        files = sorted(p for p in folder.iterdir() if p.suffix.lower() in CLIP_EXTENSIONS)
+    except OSError as exc:
+        raise DataError(f"{folder}: cannot list the folder ({exc.strerror or exc})") from exc
     if not files:
         raise DataError(f"{folder}: no videos found (looked for {', '.join(CLIP_EXTENSIONS)}, not recursively)")
     return [_entry_from_record({"path": p.name}, folder, str(p)) for p in files]
@@ -166,6 +215,7 @@ def load_manifest(path: str | Path) -> Manifest:
                         f"{', '.join(MANIFEST_EXTENSIONS)} or a folder of videos")
     if not entries:
         raise DataError(f"{path}: the manifest has no entries")
+    _refuse_duplicates(path, entries)
     return Manifest(root=root, entries=entries)
 
 

@@ -410,6 +410,9 @@ def write_synthetic_dataset(
         raise DataError(f"fps must be a positive number, got {fps}")
     clips = make_sprite_clips(num_clips, num_frames, size, seed, **sprite_options)  # bad settings fail here, first
     manifest_path = out_dir / "manifest.jsonl"
+    from shiftvdm.utils.outputs import check_output_dir
+
+    check_output_dir(out_dir, "--out")  # a file, a read-only folder, a folder under a file: refused before work
     if out_dir.exists() and any(out_dir.iterdir()):
         if not (manifest_path.exists() or (out_dir / "dataset.json").exists()):
             raise DataError(f"{out_dir}: exists and is not empty; choose a new folder for the synthetic dataset")

@@ -8,8 +8,11 @@ message starts with the file name and one of the reasons the dataset checker rep
 
 from __future__ import annotations
 
+import errno
 import logging
 import math
+import os
+import stat
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -63,16 +66,67 @@ class VideoInfo:
     path: Path
 
 
+# Float clips hold [0, 1] intensities; this much outside is rounding, more is a clip in other units
+# (0..255 or [-1, 1]) that clipping would silently turn white or black.
+FLOAT_RANGE_TOLERANCE = 1.0 / 255.0
+NPY_MAGIC = b"\x93NUMPY"
+
+
 def _check_file(path: Path) -> None:
-    if not path.exists():
-        raise DataError(f"{path}: missing (no such file)")
-    if path.is_dir():
+    try:
+        info = os.stat(path)  # follows symlinks: a loop or a dangling link fails here, with its own errno
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise DataError(f"{path}: unreadable or truncated: symbolic link loop") from exc
+        if exc.errno == errno.EACCES:
+            raise DataError(f"{path}: unreadable or truncated: permission denied") from exc
+        if path.is_symlink():
+            raise DataError(f"{path}: missing (symbolic link to {os.readlink(path)}, which does not exist)") from exc
+        raise DataError(f"{path}: missing (no such file)") from exc
+    if stat.S_ISDIR(info.st_mode):
         raise DataError(f"{path}: unreadable or truncated: is a folder, expected a video file")
-    if path.stat().st_size == 0:
+    if info.st_size == 0:
         raise DataError(f"{path}: empty (0 bytes)")
 
 
+def _not_npy_reason(path: Path) -> str | None:
+    """Why a file named .npy is not a NumPy array file (None when its first bytes are the .npy magic)."""
+    with open(path, "rb") as fh:
+        head = fh.read(12)
+    if head.startswith(NPY_MAGIC):
+        return None
+    if head[4:8] == b"ftyp":
+        kind = "an MP4/MOV video"
+    elif head.startswith((b"GIF87a", b"GIF89a")):
+        kind = "a GIF"
+    elif head.startswith(b"\x1a\x45\xdf\xa3"):
+        kind = "a WebM/Matroska video"
+    elif head.startswith(b"RIFF"):
+        kind = "an AVI (RIFF) file"
+    elif head.startswith(b"\x89PNG"):
+        kind = "a PNG image"
+    else:
+        kind = "not a NumPy .npy file"
+        return f"{kind} (it does not start with the .npy header)"
+    return f"not a NumPy .npy file: it looks like {kind}; give it its real extension"
+
+
+def _check_float_range(array: np.ndarray, path: Path) -> None:
+    if not np.isfinite(array).all():
+        raise DataError(f"{path}: unreadable or truncated: the array holds NaN or infinite values")
+    low, high = float(array.min()), float(array.max())
+    if low < -FLOAT_RANGE_TOLERANCE or high > 1.0 + FLOAT_RANGE_TOLERANCE:
+        raise DataError(f"{path}: unreadable or truncated: float values must lie in [0, 1], found {low:g}..{high:g} "
+                        "(store uint8 0..255, or divide by 255 / map [-1, 1] to [0, 1] first)")
+
+
 def _load_npy(path: Path, max_frames: int | None, keep: bool) -> tuple[np.ndarray | None, tuple[int, ...]]:
+    try:
+        reason = _not_npy_reason(path)
+    except OSError as exc:
+        raise DataError(f"{path}: unreadable or truncated: {exc.strerror or exc}") from exc
+    if reason is not None:
+        raise DataError(f"{path}: unreadable or truncated: {reason}")
     try:
         array = np.load(path, allow_pickle=False, mmap_mode="r")
     except Exception as exc:  # numpy raises ValueError/EOFError/OSError for corrupt or cut files
@@ -94,8 +148,7 @@ def _load_npy(path: Path, max_frames: int | None, keep: bool) -> tuple[np.ndarra
         raise DataError(f"{path}: unreadable or truncated: {exc}") from exc
     if array.dtype == np.uint8:
         return array, shape
-    if not np.isfinite(array).all():
-        raise DataError(f"{path}: unreadable or truncated: the array holds NaN or infinite values")
+    _check_float_range(array, path)
     return np.rint(np.clip(array, 0.0, 1.0) * 255.0).astype(np.uint8), shape
 
 

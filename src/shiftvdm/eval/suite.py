@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from shiftvdm.data.manifest import FOLDER_MANIFEST_NAMES, ClipEntry, load_manifest
+from shiftvdm.data.manifest import FOLDER_MANIFEST_NAMES, ClipEntry, load_manifest, require_inside_root
 from shiftvdm.data.video_io import DEFAULT_FPS, VIDEO_EXTENSIONS, read_video
 from shiftvdm.errors import DataError
 from shiftvdm.eval.appearance import (
@@ -153,6 +153,7 @@ def load_clip(source: ClipSource, *, max_frames: int | None = None) -> tuple[np.
         frames = _check_array(source.frames, source.name)
         fps = source.fps or DEFAULT_FPS
     else:
+        require_inside_root(source.entry)  # the same rule as data check and training
         video = read_video(source.path, max_frames=max_frames)
         frames, fps = video.frames, video.fps
     if max_frames is not None:

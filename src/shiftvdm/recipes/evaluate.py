@@ -78,6 +78,24 @@ def build_parser(prog: str) -> argparse.ArgumentParser:
     return parser
 
 
+def check_inputs(args: argparse.Namespace) -> None:
+    """Every path given exists (even when the chosen metrics do not read it) and --json can be written."""
+    from pathlib import Path
+
+    from shiftvdm.errors import DataError
+    from shiftvdm.utils.outputs import check_output_file
+
+    if not 0.0 <= args.sprite_threshold <= 1.0:  # False for NaN too
+        raise ConfigError(f"--sprite-threshold must be a gray level in [0, 1], got {args.sprite_threshold}")
+    named = {"videos": args.videos, "--reference": args.reference, "--ground-truth": args.ground_truth,
+             "--conditioning": args.conditioning}
+    for flag, value in named.items():
+        if value is not None and not Path(value).exists():
+            raise DataError(f"{value}: {flag} not found (a folder of videos or a manifest)")
+    if args.json_path:
+        check_output_file(args.json_path, "--json", inputs=[(k, v) for k, v in named.items()])
+
+
 def _flow_options(args: argparse.Namespace) -> dict:
     """Keyword options of the chosen flow estimator; the weight-free ones take none of the neural options."""
     neural = args.flow_checkpoint is not None or args.flow not in {"dis", "farneback"}
@@ -114,6 +132,7 @@ def main(argv: list[str], prog: str = "shiftvdm eval") -> int:
         raise ConfigError(f"--max-frames must be at least 1, got {args.max_frames}")
     if args.min_frames < 2:
         raise ConfigError(f"--min-frames must be at least 2, got {args.min_frames}")
+    check_inputs(args)
     # built here so that a neural estimator gets its local checkpoint; the defaults need none
     try:
         flow = get_flow_estimator(args.flow, **_flow_options(args))

@@ -45,6 +45,10 @@ def main(argv: list[str], prog: str = "shiftvdm export") -> int:
         raise ConfigError(f"--out {out}: folder exists and is not empty (choose another folder or pass --overwrite)")
     if not Path(args.lora).is_file():
         raise DataError(f"{args.lora}: missing (no such LoRA file)")
+    from shiftvdm.utils.outputs import check_creatable, check_output_dir
+
+    check_output_dir(out, "--out", inputs=[("--model", args.model), ("--lora", args.lora)])
+    check_creatable(out.parent / f".{out.name}.export-{os.getpid()}", "--out")  # the staging folder beside OUT
 
     from shiftvdm.backbone.svd import SVDBackbone, SVDConfig
 

@@ -24,7 +24,9 @@ from shiftvdm.backbone import detect_backbone, load_backbone_from_path
 from shiftvdm.data.dataset import VideoClipDataset, entry_fps_hint
 from shiftvdm.data.manifest import ClipEntry, load_manifest, write_manifest
 from shiftvdm.data.video_io import read_video, to_tensor, to_uint8, write_video
-from shiftvdm.errors import ConfigError, DataError
+from shiftvdm.data.check import check_entry
+from shiftvdm.errors import ConfigError, DataError, OutputError
+from shiftvdm.utils.outputs import check_output_dir
 from shiftvdm.utils.seeding import generator_for
 
 logger = logging.getLogger(__name__)
@@ -68,6 +70,25 @@ def _clip_fps(entry: ClipEntry, fps: float | None) -> float:
         return DEFAULT_FPS
 
 
+def check_generate_out(out: Path, inputs: list) -> None:
+    """--out is new, empty, or an earlier `generate` output (clips/ and its manifest: a rerun resumes it)."""
+    check_output_dir(out, "--out", inputs=inputs)
+    if not out.is_dir():
+        return
+    foreign = sorted(p.name for p in out.iterdir() if p.name not in ("clips", "manifest.jsonl"))
+    manifest = out / "manifest.jsonl"
+    if not foreign and manifest.is_file():
+        try:  # generate's records name their real clip and sample index
+            ours = all(e.source is not None and "sample" in e.meta for e in load_manifest(manifest).entries)
+        except DataError:
+            ours = False
+        if not ours:
+            foreign = ["manifest.jsonl (not written by `shiftvdm generate`)"]
+    if foreign:
+        raise OutputError(f"--out {out}: holds files that are not an earlier `shiftvdm generate` output "
+                          f"({', '.join(foreign[:5])}); choose a new folder so that no dataset is overwritten")
+
+
 def generate(model: str | Path, data: str | Path, out: str | Path, per_clip: int, *, lora: str | Path | None = None,
              steps: int | None = None, seed: int = 0, frames: int | None = None, height: int | None = None,
              width: int | None = None, fps: float | None = None, fmt: str = "mp4", deterministic: bool = False,
@@ -77,6 +98,13 @@ def generate(model: str | Path, data: str | Path, out: str | Path, per_clip: int
         raise ConfigError(f"--per-clip must be >= 1, got {per_clip}")
     if fmt not in ("mp4", "npy", "gif"):
         raise ConfigError(f"--format must be mp4, npy or gif, got {fmt!r}")
+    if steps is not None and steps < 1:
+        raise ConfigError(f"--steps must be >= 1 (or omitted for the model's default), got {steps}")
+    if max_clips < 0:
+        raise ConfigError(f"--max-clips must be >= 0 (0 = all), got {max_clips}")
+    if fps is not None and not fps > 0:
+        raise ConfigError(f"--fps must be positive, got {fps}")
+    check_generate_out(Path(out), [("--data", data), ("--model", model), ("--lora", lora)])
     model = Path(model)
     backbone = load_backbone_from_path(model, **_backbone_options(model, frames, height, width))
     if lora is not None:
@@ -88,6 +116,12 @@ def generate(model: str | Path, data: str | Path, out: str | Path, per_clip: int
     entries = load_manifest(data).entries
     if max_clips:
         entries = entries[:max_clips]
+    bad = [(e, check_entry(e, num_frames)) for e in entries]  # decode all first: no clip is written for a bad set
+    bad = [(e, reason) for e, reason in bad if reason is not None]
+    if bad:
+        listed = "\n  ".join(f"{e.relpath}: {reason}" for e, reason in bad[:20])
+        raise DataError(f"{data}: {len(bad)} of {len(entries)} real clips cannot be used ({num_frames} frames "
+                        f"needed); nothing was written:\n  {listed}")
     dataset = VideoClipDataset(entries, num_frames, clip_h, clip_w)
     out = Path(out)
     (out / "clips").mkdir(parents=True, exist_ok=True)

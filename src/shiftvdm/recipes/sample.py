@@ -60,7 +60,7 @@ def parse_guidance(text: str) -> tuple[float, float]:
         values = []
     if len(values) == 1:
         values = values * 2
-    if len(values) != 2 or min(values) < 0:
+    if len(values) != 2 or not all(math.isfinite(v) for v in values) or min(values) < 0:
         raise ConfigError(f"--guidance: expected MIN,MAX (two non-negative numbers, e.g. 1.0,3.0), got {text!r}")
     return values[0], values[1]
 
@@ -75,6 +75,8 @@ def load_image(path: str | Path, height: int, width: int) -> torch.Tensor:
     import PIL.Image
 
     path = Path(path)
+    if path.is_dir():
+        raise DataError(f"{path}: is a folder, expected an image file")
     if not path.is_file():
         raise DataError(f"{path}: missing (no such image file)")
     try:
@@ -109,11 +111,16 @@ def main(argv: list[str], prog: str = "shiftvdm sample") -> int:
     if out.suffix.lower() not in OUT_EXTENSIONS:
         raise ConfigError(f"--out {out}: unsupported extension {out.suffix!r}, expected one of "
                           f"{', '.join(OUT_EXTENSIONS)}")
+    if Path(args.image).is_dir():
+        raise DataError(f"{args.image}: is a folder, expected an image file")
     if not Path(args.image).is_file():
         raise DataError(f"{args.image}: missing (no such image file)")
     if args.lora is not None and not Path(args.lora).is_file():
         raise DataError(f"{args.lora}: missing (no such LoRA file)")
     min_guidance, max_guidance = parse_guidance(args.guidance)
+    from shiftvdm.utils.outputs import check_output_file
+
+    check_output_file(out, "--out", inputs=[("--image", args.image), ("--lora", args.lora), ("--model", args.model)])
 
     from shiftvdm.backbone.svd import SVDBackbone, SVDConfig
     from shiftvdm.data.video_io import write_video
@@ -127,6 +134,9 @@ def main(argv: list[str], prog: str = "shiftvdm sample") -> int:
     if args.lora:
         backbone.load_lora(args.lora)
     num_frames, height, width = backbone.video_shape
+    factor = backbone.spatial_factor
+    if height % factor or width % factor:
+        raise ConfigError(f"--height {height} / --width {width}: this model needs both divisible by {factor}")
     image = load_image(args.image, height, width)
     cond = backbone.encode_condition(image.to(args.device))
     generator = torch.Generator("cpu").manual_seed(args.seed)

@@ -109,6 +109,8 @@ def _main(argv: list[str], prog: str, mode: str) -> int:
     parser.add_argument("--config", help="YAML file or shipped preset name (see `shiftvdm config list`)")
     parser.add_argument("--resume", action="store_true", help="continue the run in run.out_dir from its last checkpoint")
     parser.add_argument("--out", help="run folder (same as run.out_dir=...)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace the run already in run.out_dir (default: refuse; --resume continues it)")
     parser.add_argument("--skip-bad", action="store_true", help="drop bad data entries instead of stopping")
     parser.add_argument("overrides", nargs="*", help="dotted overrides, e.g. optim.lr=1e-4 run.max_steps=100")
     args = parser.parse_args(argv)
@@ -118,7 +120,17 @@ def _main(argv: list[str], prog: str, mode: str) -> int:
     if args.skip_bad:
         overrides.append("data.skip_bad=true")
     cfg = resolve_train_config(mode, args.config, overrides)
-    result = run_training(cfg, resume=args.resume)
+    from shiftvdm.utils.outputs import check_run_dir, clear_run, new_output_dir
+
+    if args.resume and args.overwrite:
+        raise ConfigError("--resume continues the run in run.out_dir and --overwrite replaces it; pass one")
+    inputs = [("data.train", cfg.data.train), ("lora.init_from", cfg.lora.init_from),
+              ("discriminator.critic", cfg.discriminator.critic), ("--config", args.config)]
+    check_run_dir(cfg.run.out_dir, resume=args.resume, overwrite=args.overwrite, inputs=inputs)
+    if args.overwrite:
+        clear_run(cfg.run.out_dir)
+    with new_output_dir(cfg.run.out_dir):  # a run refused before its first checkpoint leaves no folder
+        result = run_training(cfg, resume=args.resume)
     print(f"{mode}: {result.steps} steps ({result.stopped_by}); outputs in {cfg.run.out_dir}")
     return 0
 

@@ -32,12 +32,14 @@ import torch
 
 from shiftvdm.config import config_differences, config_to_dict, dump_config, load_config
 from shiftvdm.data.dataset import VideoClipDataset, entry_fps_hint
-from shiftvdm.data.manifest import ClipEntry, load_manifest
+from shiftvdm.data.manifest import ClipEntry, load_manifest, require_inside_root
 from shiftvdm.data.video_io import probe_video, to_tensor
 from shiftvdm.errors import CheckpointError, ConfigError, DataError
 from shiftvdm.rewards.critic import CriticConfig, MotionCritic, MotionFeatures
 from shiftvdm.rewards.discriminator_training import PretrainConfig, discriminator_step, evaluate_discriminators
-from shiftvdm.utils.checkpoint import load_safetensors, load_torch, save_json, save_safetensors, save_torch
+from shiftvdm.utils.checkpoint import (clean_stale_temps, load_safetensors, load_torch, read_newest_intact, save_json,
+                                      save_safetensors, save_torch)
+from shiftvdm.utils.outputs import check_output_dir, holds_run, new_output_dir
 from shiftvdm.utils.seeding import derive_seed, generator_for, numpy_rng_for
 
 logger = logging.getLogger(__name__)
@@ -267,7 +269,8 @@ def _checkpoints(out: Path) -> list[Path]:
     folder = out / "checkpoints"
     if not folder.is_dir():
         return []
-    return sorted((p for p in folder.iterdir() if p.is_dir() and p.name.startswith("step-")
+    # only complete ones: a kill can leave step-N.tmp/ (removed on resume by clean_stale_temps)
+    return sorted((p for p in folder.iterdir() if p.is_dir() and p.name.startswith("step-") and p.name[5:].isdigit()
                    and (p / "trainer_state.pt").is_file()), key=lambda p: int(p.name.split("-")[1]))
 
 
@@ -304,9 +307,13 @@ def train_reward(cfg: TrainRewardConfig, real: str | Path, fake: str | Path, out
                  resume: bool = False) -> dict:
     """Run discriminator pre-training; returns the final metrics (also written to ``out/metrics.json``)."""
     out = Path(out)
+    check_output_dir(out, "--out", inputs=[("--real", real), ("--fake", fake)])
     checkpoints = _checkpoints(out)
     if checkpoints and not resume:
         raise ConfigError(f"{out} already holds checkpoints; pass --resume to continue or choose a new --out")
+    if not resume and holds_run(out):
+        raise ConfigError(f"--out {out}: already holds outputs ({', '.join(holds_run(out))}); pass --resume to "
+                          "continue or choose a new --out")
     if resume and (out / "config.yaml").is_file():
         saved = load_config(TrainRewardConfig, out / "config.yaml")
         changed = [d for d in config_differences(saved, cfg) if d.split(":")[0] not in RESUMABLE_CHANGES]
@@ -316,9 +323,9 @@ def train_reward(cfg: TrainRewardConfig, real: str | Path, fake: str | Path, out
     if cfg.data.max_real_clips:
         reals = reals[:cfg.data.max_real_clips]
     fake_entries = load_manifest(fake).entries
+    for entry in reals + fake_entries:
+        require_inside_root(entry)
     fake_source = pair_fakes(reals, fake_entries)
-    out.mkdir(parents=True, exist_ok=True)
-    dump_config(cfg, out / "config.yaml")
     size = _clip_size(cfg.data, reals[0])
     train_real, val_real = split_by_source(len(reals), cfg.data.val_fraction, cfg.seed)
     num_fakes = len(fake_source)
@@ -335,6 +342,10 @@ def train_reward(cfg: TrainRewardConfig, real: str | Path, fake: str | Path, out
                 f" (train includes {len(reals) - len(val_real)} noisy real copies)" if cfg.data.noise_negatives else "")
 
     critic = MotionCritic(cfg.critic)
+    # every check above passed: from here on the folder is written
+    out.mkdir(parents=True, exist_ok=True)
+    clean_stale_temps(out / "checkpoints")
+    dump_config(cfg, out / "config.yaml")
     key = _features_key(cfg, reals, fake_entries, size)
     cache = out / "features" / "features.safetensors"
     loaded = _load_features(cache, key)
@@ -353,10 +364,10 @@ def train_reward(cfg: TrainRewardConfig, real: str | Path, fake: str | Path, out
                                   weight_decay=opt_cfg.weight_decay, eps=opt_cfg.eps)
     start, history = 0, []
     if resume and checkpoints:
-        last = checkpoints[-1]
+        # the newest intact checkpoint: an empty or cut trainer_state.pt falls back to the previous one
+        last, state = read_newest_intact(checkpoints, lambda p: load_torch(p / "trainer_state.pt"))
         restored = MotionCritic.load(last / "critic")
         critic.load_state_dict(restored.state_dict())
-        state = load_torch(last / "trainer_state.pt")
         try:
             optimizer.load_state_dict(state["optimizer"])
         except (ValueError, KeyError) as exc:
@@ -425,7 +436,8 @@ def main(argv: list[str], prog: str = "shiftvdm train-reward") -> int:
     parser.add_argument("overrides", nargs="*", help="dotted overrides, e.g. max_steps=200 critic.ic.dim=128")
     args = parser.parse_args(argv)
     cfg = load_config(TrainRewardConfig, args.config, args.overrides)
-    result = train_reward(cfg, args.real, args.fake, args.out, resume=args.resume)
+    with new_output_dir(args.out):  # refused before its first checkpoint: nothing left behind
+        result = train_reward(cfg, args.real, args.fake, args.out, resume=args.resume)
     final = result["final"]
     print(f"validation after {final.get('step', 0)} steps "
           f"({result['split']['val_real']} real / {result['split']['val_fake']} fake clips):")

@@ -23,7 +23,8 @@ from shiftvdm.config import config_differences, config_from_dict, config_to_dict
 from shiftvdm.errors import CheckpointError, TrainingError
 from shiftvdm.train.buffer import RolloutBuffer
 from shiftvdm.train.config import TrainConfig
-from shiftvdm.train.state import Counters, latest_checkpoint, read_checkpoint, write_checkpoint
+from shiftvdm.train.state import Counters, checkpoint_dirs, latest_checkpoint, read_checkpoint, write_checkpoint
+from shiftvdm.utils.checkpoint import clean_stale_temps, read_newest_intact
 from shiftvdm.utils.seeding import generator_for
 
 logger = logging.getLogger(__name__)
@@ -111,17 +112,40 @@ class Runtime:
             p.grad = flat[offset:offset + n].view_as(g).clone()
             offset += n
 
-    def skip_step(self, reason: str) -> None:
-        """Drop this step's gradients, count it, stop after too many (the last checkpoint stays intact)."""
+    def skip_step(self, reason: str, values: dict[str, float] | None = None) -> dict[str, float]:
+        """Drop this step's gradients, count it, stop after too many (the last checkpoint stays intact).
+
+        Returns this step's own metrics (``values`` so far, marked ``skipped``), never the previous step's;
+        the step number in the warning is the one metrics.jsonl records (counted after the step).
+        """
         self.optimizer.zero_grad(set_to_none=True)
         self.state.nonfinite_steps += 1
-        logger.warning("step %d skipped: %s (%d so far)", self.state.step, reason, self.state.nonfinite_steps)
+        logger.warning("step %d skipped: %s (%d so far)", self.state.step + 1, reason, self.state.nonfinite_steps)
         if self.state.nonfinite_steps > self.cfg.run.max_nonfinite_steps:
             raise TrainingError(
                 f"{self.state.nonfinite_steps} steps had a non-finite loss or gradient (limit "
                 f"run.max_nonfinite_steps={self.cfg.run.max_nonfinite_steps}); last cause: {reason}. "
-                f"The last good checkpoint in {self.run_dir / 'checkpoints'} is intact; lower optim.lr or loss.lambda_aw.")
-        return None
+                f"{self.last_checkpoint_note()}; lower optim.lr or loss.lambda_aw.")
+        return {**(values or {}), "skipped": 1.0}
+
+    def last_checkpoint_note(self) -> str:
+        """Which checkpoint a stopped run can resume from (every written one is finite: save_checkpoint checks)."""
+        root = self.run_dir / "checkpoints" / (f"rank{self.rank}" if self.world > 1 else "")
+        last = latest_checkpoint(root)
+        return (f"the last checkpoint, {last}, holds finite weights (resume from it with --resume)" if last else
+                f"no checkpoint was written yet in {root}")
+
+    def params_finite(self) -> bool:
+        """One fused reduction over the trainable set: the norm of a tensor holding NaN/inf is NaN/inf."""
+        norms = torch._foreach_norm([p.detach() for p in self.params])
+        return bool(torch.isfinite(torch.stack(norms).sum()))
+
+    def check_params_finite(self, when: str) -> None:
+        """Stop before a non-finite weight is used or saved (an update can write NaN with a finite gradient,
+        e.g. a huge learning rate)."""
+        if not self.params_finite():
+            raise TrainingError(f"step {self.state.step + 1}: the trainable weights became NaN/inf {when}; "
+                                f"{self.last_checkpoint_note()}; lower optim.lr or raise optim.eps.")
 
     def update_weight_ema(self) -> None:
         if self.ema is None:
@@ -298,6 +322,7 @@ class Runtime:
         return {str(i): p.detach().cpu().clone() for i, p in enumerate(self.params)}
 
     def save_checkpoint(self) -> Path | None:
+        self.check_params_finite("before a checkpoint")  # never write a non-finite checkpoint
         if self.world > 1:
             import torch.distributed as dist
 
@@ -370,10 +395,17 @@ class Runtime:
     def resume(self, path: Path | None = None) -> bool:
         """Restore the latest (or given) checkpoint of this run. Returns False when there is none."""
         root = self.run_dir / "checkpoints" / (f"rank{self.rank}" if self.world > 1 else "")
-        path = path or latest_checkpoint(root)
-        if path is None:
-            return False
-        state = read_checkpoint(path)
+        if path is None:  # the newest intact one: an empty or cut trainer_state.pt falls back to the previous
+            found = read_newest_intact(checkpoint_dirs(root), read_checkpoint)
+            if found is None:
+                return False
+            path, state = found
+        else:
+            state = read_checkpoint(path)
+        clean_stale_temps(root)  # what a kill mid-write left behind (each process its own folder)
+        if self.is_main:
+            clean_stale_temps(self.run_dir)
+            clean_stale_temps(self.run_dir / "logs")
         saved_cfg = config_from_dict(TrainConfig, state["config"], str(path))
         diffs = [d for d in config_differences(saved_cfg, self.cfg) if not d.startswith(RESUMABLE_CHANGES)]
         if diffs:

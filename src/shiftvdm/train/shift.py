@@ -119,7 +119,8 @@ def score_group(critic: Any, real: Tensor, fakes: Tensor, queries: Any) -> dict[
 def shift_step(backbone: Backbone, batch: RolloutBatch, cfg: TrainConfig, rt: Runtime) -> dict[str, float] | None:
     """One generator update (Eq. 12), back-propagated one rollout at a time so memory does not grow with P.
 
-    Returns the step's metrics, or None when the step was skipped for a non-finite loss or gradient.
+    Returns the step's metrics; a step skipped for a non-finite loss or gradient returns its own values
+    so far with ``skipped`` = 1.
     """
     params = rt.params
     x, cond = batch.x.to(rt.device), batch.cond.to(rt.device)
@@ -128,7 +129,7 @@ def shift_step(backbone: Backbone, batch: RolloutBatch, cfg: TrainConfig, rt: Ru
         loss_real = backbone.denoising_loss(x, cond, draw)  # L(x_b), (B,)
     w_real = real_weight(cfg.loss, batch.adv_real, len(x)).to(loss_real.device)
     if not torch.isfinite(loss_real).all():
-        return rt.skip_step("non-finite real loss")
+        return rt.skip_step("non-finite real loss", {"loss/real": loss_real.float().mean().item()})
     (w_real * loss_real.float()).mean().backward()
     metrics = {"loss/real": loss_real.mean().item(), "loss/real_weight": w_real.mean().item()}
 
@@ -145,7 +146,7 @@ def shift_step(backbone: Backbone, batch: RolloutBatch, cfg: TrainConfig, rt: Ru
         with rt.autocast():
             loss_fake = backbone.denoising_loss(x_p, cond, d)  # L(x̃_{p,b}), (B,)
         if not torch.isfinite(loss_fake).all():
-            return rt.skip_step("non-finite rollout loss")
+            return rt.skip_step("non-finite rollout loss", {**metrics, "loss/fake": loss_fake.float().mean().item()})
         term = (adv * loss_fake.float()).mean()
         (lam_aw * term / batch.group_size).backward()
         aw_terms.append(term.item())
@@ -158,8 +159,9 @@ def shift_step(backbone: Backbone, batch: RolloutBatch, cfg: TrainConfig, rt: Ru
     rt.average_gradients(params)  # all-reduce over processes (no-op on one)
     grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.optim.max_grad_norm)
     if not torch.isfinite(grad_norm):
-        return rt.skip_step("non-finite gradient")
+        return rt.skip_step("non-finite gradient", {**metrics, "grad_norm": grad_norm.item()})
     rt.optimizer.step()
+    rt.check_params_finite("after the optimizer step")  # the update itself can overflow (e.g. a huge lr)
     rt.lr_scheduler.step()
     rt.optimizer.zero_grad(set_to_none=True)
     rt.update_weight_ema()

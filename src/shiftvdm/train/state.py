@@ -19,7 +19,7 @@ from typing import Any
 import torch
 
 from shiftvdm.errors import CheckpointError
-from shiftvdm.utils.checkpoint import atomic_write, load_torch
+from shiftvdm.utils.checkpoint import atomic_write, fix_dir_permissions, load_torch
 
 logger = logging.getLogger(__name__)
 
@@ -46,7 +46,8 @@ def checkpoint_dirs(root: Path) -> list[Path]:
     """Complete checkpoint folders under ``root``, oldest first."""
     if not root.is_dir():
         return []
-    found = [p for p in root.iterdir() if p.is_dir() and p.name.startswith("step-") and (p / STATE_FILE).is_file()]
+    found = [p for p in root.iterdir() if p.is_dir() and p.name.startswith("step-") and p.name[5:].isdigit()
+             and (p / STATE_FILE).is_file()]
     return sorted(found, key=lambda p: int(p.name.split("-")[1]))
 
 
@@ -65,6 +66,7 @@ def write_checkpoint(root: Path, step: int, state: dict[str, Any], extra_files: 
     root.mkdir(parents=True, exist_ok=True)
     final = root / f"step-{step:07d}"
     tmp = Path(tempfile.mkdtemp(prefix=f".step-{step:07d}.", dir=root))
+    fix_dir_permissions(tmp)  # mkdtemp makes 0700 folders; the files inside get the usual permissions
     try:
         atomic_write(tmp / STATE_FILE, lambda p: torch.save(state, p))
         for name, write in (extra_files or {}).items():

@@ -7,16 +7,23 @@ crash mid-write leaves the previous file intact.
 from __future__ import annotations
 
 import json
+import logging
 import os
+import pickle
+import shutil
 import tempfile
+import zipfile
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 from safetensors.torch import load_file, save_file
 
-from shiftvdm.errors import CheckpointError
+from shiftvdm.errors import CheckpointError, DamagedCheckpointError
+
+logger = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 def atomic_write(path: str | Path, write: Callable[[Path], None]) -> Path:
@@ -69,14 +76,71 @@ def save_torch(obj: Any, path: str | Path) -> Path:
 
 
 def load_torch(path: str | Path) -> Any:
-    """torch.load with weights_only=True (no arbitrary unpickling)."""
+    """torch.load with weights_only=True (no arbitrary unpickling).
+
+    Raises:
+        DamagedCheckpointError: the file is empty or truncated (not a complete archive).
+        CheckpointError: missing, or holding something other than plain tensors and containers.
+    """
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: checkpoint file not found")
+    if path.stat().st_size == 0:
+        raise DamagedCheckpointError(f"{path}: empty checkpoint file (0 bytes; an interrupted write?)")
+    if not zipfile.is_zipfile(path):  # torch.save writes a zip archive; a cut one has no central directory
+        raise DamagedCheckpointError(f"{path}: truncated or damaged checkpoint file (not a complete torch archive)")
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
+    except pickle.UnpicklingError as exc:  # weights_only refused a global: the file is unsafe, not damaged
         raise CheckpointError(f"{path}: cannot load checkpoint safely ({exc})") from exc
+    except Exception as exc:
+        raise DamagedCheckpointError(f"{path}: damaged checkpoint file ({exc})") from exc
+
+
+def read_newest_intact(folders: list[Path], read: Callable[[Path], T]) -> tuple[Path, T] | None:
+    """``read`` the newest of ``folders`` (oldest first) that is intact; warn about each damaged one skipped.
+
+    Only damage falls back (an empty or truncated file from a crash); an unsafe or incompatible checkpoint
+    stops with its error, so a tampered file is never silently stepped over.
+    """
+    damaged: list[str] = []
+    for folder in reversed(folders):
+        try:
+            return folder, read(folder)
+        except DamagedCheckpointError as exc:
+            damaged.append(str(exc))
+            logger.warning("%s; falling back to the previous checkpoint", exc)
+    if damaged:
+        raise CheckpointError("no intact checkpoint to resume from:\n  " + "\n  ".join(damaged))
+    return None
+
+
+def clean_stale_temps(folder: str | Path) -> list[Path]:
+    """Remove what interrupted atomic writes left in ``folder`` (not recursive): ``.NAME.XXXX.tmp`` files of
+    ``atomic_write`` and ``.step-N.XXXX`` / ``step-N.tmp`` checkpoint folders. Returns what was removed."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    removed = []
+    for p in folder.iterdir():
+        stale_file = p.is_file() and p.name.startswith(".") and p.name.endswith(".tmp")
+        stale_dir = p.is_dir() and (p.name.startswith(".step-") or (p.name.startswith("step-") and p.name.endswith(".tmp")))
+        if stale_file:
+            p.unlink(missing_ok=True)
+        elif stale_dir:
+            shutil.rmtree(p, ignore_errors=True)
+        if stale_file or stale_dir:
+            removed.append(p)
+    if removed:
+        logger.info("removed %d leftover temporary files from %s", len(removed), folder)
+    return removed
+
+
+def fix_dir_permissions(path: str | Path) -> None:
+    """Give a folder made by ``tempfile.mkdtemp`` (0700) the usual 0777 & ~umask, as its files have."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(path, 0o777 & ~umask)
 
 
 def save_json(obj: Any, path: str | Path) -> Path:
