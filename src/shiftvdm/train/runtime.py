@@ -24,7 +24,7 @@ from shiftvdm.errors import CheckpointError, TrainingError
 from shiftvdm.train.buffer import RolloutBuffer
 from shiftvdm.train.config import TrainConfig
 from shiftvdm.train.state import Counters, checkpoint_dirs, latest_checkpoint, read_checkpoint, write_checkpoint
-from shiftvdm.utils.checkpoint import clean_stale_temps, read_newest_intact
+from shiftvdm.utils.checkpoint import clean_stale_temps, file_sizes, read_newest_intact, truncate_logs
 from shiftvdm.utils.seeding import generator_for
 
 logger = logging.getLogger(__name__)
@@ -339,6 +339,7 @@ class Runtime:
             "buffer": self.buffer.state_dict() if self.buffer is not None else None,
             "critic_replay": self._replay_state(),
             "torch_rng": torch.get_rng_state(),
+            "log_sizes": self._log_sizes(),
         }
         # every process keeps its own buffer share; process 0 also writes the weights for use
         root = self.run_dir / "checkpoints" / (f"rank{self.rank}" if self.world > 1 else "")
@@ -367,6 +368,11 @@ class Runtime:
         replay = FakeReplay(int(state["capacity"]))
         replay.items = self.features_from_state(state["items"])
         self.critic._fake_replay = replay
+
+    def _log_sizes(self) -> dict[str, int]:
+        """This process's append-only logs at checkpoint time (resume cuts them back to these sizes)."""
+        logs = [self.run_dir / "logs" / f"buffers-rank{self.rank}.jsonl"]
+        return file_sizes(logs + ([self._metrics_file] if self.is_main else []))
 
     def _save_lora(self, path: Path) -> None:
         with self.ema_weights():
@@ -406,6 +412,7 @@ class Runtime:
         if self.is_main:
             clean_stale_temps(self.run_dir)
             clean_stale_temps(self.run_dir / "logs")
+        truncate_logs(self.run_dir / "logs", state.get("log_sizes"))  # no duplicate records of recomputed steps
         saved_cfg = config_from_dict(TrainConfig, state["config"], str(path))
         diffs = [d for d in config_differences(saved_cfg, self.cfg) if not d.startswith(RESUMABLE_CHANGES)]
         if diffs:

@@ -147,3 +147,19 @@ def save_json(obj: Any, path: str | Path) -> Path:
     """Atomically write JSON (indented, keys in insertion order)."""
     text = json.dumps(obj, indent=2)
     return atomic_write(path, lambda p: p.write_text(text + "\n"))
+
+
+
+def file_sizes(paths: list[Path]) -> dict[str, int]:
+    """Byte sizes of append-only logs at checkpoint time (absent files: 0)."""
+    return {p.name: (p.stat().st_size if p.is_file() else 0) for p in paths}
+
+
+def truncate_logs(folder: Path, sizes: dict[str, int] | None) -> None:
+    """Cut append-only logs back to their size at the checkpoint a resume starts from: records of the steps
+    it recomputes are then written once, not twice (and a line cut by a kill goes too)."""
+    for name, size in (sizes or {}).items():
+        path = folder / name
+        if path.is_file() and path.stat().st_size > size:
+            with open(path, "r+b") as fh:
+                fh.truncate(size)

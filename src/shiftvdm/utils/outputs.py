@@ -74,10 +74,17 @@ def check_output_file(path: str | Path, what: str = "--out",
     path = Path(path)
     if path.is_dir():
         raise OutputError(f"{what} {path}: is a folder; give a file name")
+    from shiftvdm.data.manifest import FOLDER_MANIFEST_NAMES  # lazily: utils sits below data
+    from shiftvdm.data.video_io import CLIP_EXTENSIONS
+
     target = _resolved(path)
     for name, inp in _inputs_of(inputs):
         if target == inp or (path.exists() and inp.exists() and os.path.samefile(path, inp)):
             raise OutputError(f"{what} {path}: is also the input {name}; writing it would destroy that input")
+        if inp.is_dir() and target.parent == inp and (target.name in FOLDER_MANIFEST_NAMES
+                                                      or target.suffix.lower() in CLIP_EXTENSIONS):
+            raise OutputError(f"{what} {path}: would change the dataset read from the input {name} ({inp}); "
+                              "write it elsewhere")
     return check_creatable(path, what)
 
 
