@@ -300,7 +300,7 @@ class Runtime:
 
         h = hashlib.sha256()
         for p in self.params:
-            h.update(p.detach().cpu().contiguous().numpy().tobytes())
+            h.update(p.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())  # raw bytes: bf16 too
         return h.hexdigest()
 
     def finish(self, metrics: dict[str, float]) -> None:
