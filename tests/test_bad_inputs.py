@@ -44,10 +44,8 @@ def sft_args(data: Path, out: Path, *extra: str) -> list[str]:
             f"run.out_dir={out}", *extra]
 
 
-@pytest.fixture(scope="module")
-def world(tmp_path_factory) -> dict[str, Path]:
+def make_world(root: Path) -> dict[str, Path]:
     """A small dataset, a toy model and its LoRA, a tiny SVD folder, an image, a read-only folder."""
-    root = tmp_path_factory.mktemp("bad")
     ds = root / "ds"
     write_synthetic_dataset(ds, 4, 4, 16, seed=1, format="npy", num_sprites=1, sprite_size=(3.0, 4.0),
                             speed=(1.5, 2.5), background="flat", overwrite=True)
@@ -67,10 +65,21 @@ def world(tmp_path_factory) -> dict[str, Path]:
         else (os.chmod(ro, 0o555) or True)
     w = {"root": root, "ds": ds, "toy": root / "toy", "toy_lora": root / "toy_lora.safetensors", "svd": svd,
          "img": root / "img.png", "afile": root / "afile", "ro": ro if readonly else None}
-    yield w
+    return w
+
+
+def release_world(w: dict[str, Path]) -> None:
+    ro = w["root"] / "ro"
     if os.geteuid() == 0:
         subprocess.run(["chattr", "-i", str(ro)], capture_output=True)
     os.chmod(ro, 0o755)
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory) -> dict[str, Path]:
+    w = make_world(tmp_path_factory.mktemp("bad"))
+    yield w
+    release_world(w)
 
 
 def tree_digest(path: Path) -> dict[str, str]:
@@ -161,7 +170,7 @@ def build_case(cid: str, w: dict[str, Path], tmp: Path) -> Case:
             (d / "manifest.jsonl").write_text("".join(json.dumps({"path": names[0]}) + "\n" for _ in range(3)))
             argv = (["data", "check", str(d / "manifest.jsonl")] if cid == "M-check-duplicates"
                     else sft_args(d / "manifest.jsonl", tmp / "run"))
-            return Case(cid, argv, 1, ["duplicate", names[0]], absent=[str(tmp / "run")])
+            return Case(cid, argv, 1, [names[0], "duplicate"], absent=[str(tmp / "run")])
         if cid in ("M-eval-escape-root", "M-eval-abs-etc"):
             other = tmp / "other"
             other.mkdir()
@@ -258,7 +267,10 @@ def build_case(cid: str, w: dict[str, Path], tmp: Path) -> Case:
             return Case(cid, [*base, "--out", str(other)], 2, ["other", "not an earlier `shiftvdm generate` output"],
                         keep=[str(other)])
         if cid == "D-generate-out-is-data":
-            return Case(cid, [*base, "--out", ds], 2, ["holds the input --data"], keep=[ds])
+            copy = tmp / "dscopy"
+            shutil.copytree(w["ds"], copy)
+            return Case(cid, [*base[:4], str(copy), *base[5:], "--out", str(copy)], 2, ["holds the input --data"],
+                        keep=[str(copy)])
         if cid == "W-generate-lora-svd-on-toy":
             from shiftvdm.backbone.svd import SVDBackbone
 
@@ -273,8 +285,10 @@ def build_case(cid: str, w: dict[str, Path], tmp: Path) -> Case:
         if cid == "L-eval-json-is-dir":
             return Case(cid, ["eval", ds, "--json", str(tmp)], 2, [str(tmp), "is a folder"])
         if cid == "L-eval-json-over-input":
-            return Case(cid, ["eval", ds, "--json", str(w["ds"] / "manifest.jsonl")], 2, ["would change the dataset", "videos"],
-                        keep=[ds])
+            copy = tmp / "dscopy"
+            shutil.copytree(w["ds"], copy)
+            return Case(cid, ["eval", str(copy), "--json", str(copy / "manifest.jsonl")], 2,
+                        ["videos", "would change the dataset"], keep=[str(copy)])
         if cid == "L-eval-reference-missing":
             return Case(cid, ["eval", ds, "--reference", str(tmp / "nope"), "--metrics", "flicker"], 1,
                         ["nope", "--reference"])
@@ -287,9 +301,11 @@ def build_case(cid: str, w: dict[str, Path], tmp: Path) -> Case:
         return Case(cid, ["data", "synth", "--out", str(w["ro"] / "s"), "--clips", "1", "--frames", "2", "--size", "16", "--sprite-size", "3,4"],
                     2, ["cannot write"])
     if cid in ("L-trainreward-out-is-file", "D-trainreward-out-is-dataset"):
-        out = str(w["afile"]) if cid == "L-trainreward-out-is-file" else ds
-        return Case(cid, ["train-reward", "--real", ds, "--fake", ds, "--out", out], 2,
-                    ["--out"], keep=[out])
+        copy = tmp / "dscopy"
+        shutil.copytree(w["ds"], copy)
+        out = str(w["afile"]) if cid == "L-trainreward-out-is-file" else str(copy)
+        return Case(cid, ["train-reward", "--real", str(copy), "--fake", str(copy), "--out", out,
+                          "max_steps=2", "progress=false"], 2, ["--out"], keep=[out])
     raise KeyError(cid)
 
 
@@ -462,3 +478,29 @@ def test_kill_minus_9_mid_run_resumes_bit_identically(world, tmp_path):
     assert steps == sorted(set(steps)) and steps[-1] == 6
     leftovers = [p.name for p in (run / "checkpoints").iterdir() if p.name.startswith(".")]
     assert not leftovers
+
+
+def test_a_refused_command_leaves_no_new_folder_but_keeps_checkpoints(tmp_path):
+    from shiftvdm.errors import DataError, TrainingError
+    from shiftvdm.utils.outputs import new_output_dir
+
+    fresh = tmp_path / "fresh"
+    with pytest.raises(DataError), new_output_dir(fresh):
+        (fresh / "logs").mkdir(parents=True)
+        (fresh / "config.yaml").write_text("x: 1\n")
+        raise DataError("a later check failed")
+    assert not fresh.exists()  # W-shift-critic-config-raft-evil / W-trainreward-flow-evil: no config.yaml left
+    trained = tmp_path / "trained"
+    with pytest.raises(TrainingError), new_output_dir(trained):
+        (trained / "checkpoints" / "step-0000001").mkdir(parents=True)
+        raise TrainingError("stopped after a checkpoint")
+    assert (trained / "checkpoints" / "step-0000001").is_dir()  # worth resuming: kept
+    existing = tmp_path / "existing"
+    existing.mkdir()
+    with pytest.raises(DataError), new_output_dir(existing):
+        raise DataError("refused")
+    assert existing.is_dir()  # a folder the user had is never removed
+    with pytest.raises(KeyError), new_output_dir(tmp_path / "bug"):
+        (tmp_path / "bug").mkdir()
+        raise KeyError("a bug keeps its traceback and its files")
+    assert (tmp_path / "bug").is_dir()
