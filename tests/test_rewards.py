@@ -191,7 +191,7 @@ def test_discriminator_step_with_regularisers_and_bad_features(critic_and_featur
         metrics = discriminator_step(critic, feats, feats.index([3, 2, 1, 0]), optimizer,
                                      torch.Generator().manual_seed(1), cfg)
     assert metrics["disc/r1_ic"] >= 0 and metrics["disc/skipped"] == 0
-    assert len(critic._fake_replay) == 6
+    assert len(critic.replay) == 6
     bad = MotionFeatures(feats.ic.clone(), feats.lc)
     bad.ic[0, 0, 0, 0, 0] = float("inf")
     with pytest.raises(DataError, match="fake features"):

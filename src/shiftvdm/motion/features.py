@@ -45,9 +45,12 @@ from collections.abc import Sequence
 
 import cv2
 import numpy as np
+import torch
 
 from shiftvdm.errors import ConfigError, DataError
 from shiftvdm.motion.base import (
+    MIN_CONFIDENCE,
+    MIN_CONFIDENCE_SCALE_PX,
     FlowEstimator,
     Tracks,
     check_video,
@@ -177,7 +180,7 @@ def track_feature_dim(corr_scales: Sequence[int] = (1, 2), corr_radius: int = 1)
     return TRACK_BASE_DIM + len(corr_scales) * (2 * corr_radius + 1) ** 2
 
 
-def _sanitize_tracks(tracks: Tracks) -> Tracks:
+def sanitize_tracks(tracks: Tracks) -> Tracks:
     """Hold non-finite points at their last finite position (query if none) and mark them invisible."""
     points = tracks.points.astype(np.float32).copy()
     visible = tracks.visible.astype(bool).copy()
@@ -258,7 +261,7 @@ def track_features(video: np.ndarray, tracks: Tracks, corr_scales: Sequence[int]
     check_video(video, min_frames=2)
     if tracks.num_frames != video.shape[0]:
         raise DataError(f"tracks cover {tracks.num_frames} frames but the video has {video.shape[0]}")
-    tracks = _sanitize_tracks(tracks)
+    tracks = sanitize_tracks(tracks)
     height, width = video.shape[1:3]
     unit = min(height, width) / 32.0
     points = tracks.points  # (T, N, 2)
@@ -271,3 +274,231 @@ def track_features(video: np.ndarray, tracks: Tracks, corr_scales: Sequence[int]
     correlation = appearance_correlation(gray_float(video), points, corr_scales, corr_radius, patch_radius)
     features = np.concatenate([base.transpose(1, 0, 2), correlation], axis=-1)
     return np.ascontiguousarray(features, dtype=np.float32)
+
+
+# ---------------------------------------------------------------------------------------------
+# Batched torch stages (any device). The OpenCV estimators run per clip; everything after them
+# runs here on whole batches of clips. Sampling is cv2.remap's (bilinear, each neighbour index
+# clamped = replicated border; on multi-channel images OpenCV first rounds the coordinates to
+# 1/32 px, its fixed-point table, measured), so the numpy functions above and these agree to
+# float rounding (tests/test_reward_batching.py).
+# ---------------------------------------------------------------------------------------------
+
+
+def remap_bilinear(image: torch.Tensor, x: torch.Tensor, y: torch.Tensor, fixed_point: bool = False) -> torch.Tensor:
+    """Sample ``image`` (B, C, H, W) at (x, y) (B, M) like cv2.remap (linear, replicated border) -> (B, C, M).
+
+    ``fixed_point`` rounds the coordinates to 1/32 px first, as cv2.remap does on multi-channel images.
+    """
+    height, width = image.shape[-2:]
+    if fixed_point:
+        x, y = torch.round(x * 32) / 32, torch.round(y * 32) / 32
+    x0f, y0f = torch.floor(x), torch.floor(y)
+    fx, fy = (x - x0f).to(image.dtype)[:, None], (y - y0f).to(image.dtype)[:, None]
+    x0, y0 = x0f.to(torch.int64), y0f.to(torch.int64)
+    flat = image.flatten(2)  # (B, C, H*W)
+
+    def at(xi: torch.Tensor, yi: torch.Tensor) -> torch.Tensor:
+        idx = yi.clamp(0, height - 1) * width + xi.clamp(0, width - 1)
+        return torch.gather(flat, 2, idx[:, None].expand(-1, flat.shape[1], -1))
+
+    top = at(x0, y0) * (1 - fx) + at(x0 + 1, y0) * fx
+    bottom = at(x0, y0 + 1) * (1 - fx) + at(x0 + 1, y0 + 1) * fx
+    return top * (1 - fy) + bottom * fy
+
+
+def gray_float_torch(frames: torch.Tensor) -> torch.Tensor:
+    """uint8-valued (..., H, W, 3) RGB -> float32 grey in [0, 1] (the weights of ``gray_float``)."""
+    weights = torch.tensor([0.2989, 0.587, 0.114], dtype=torch.float32, device=frames.device)
+    return (frames.to(torch.float32) @ weights) / 255.0
+
+
+def forward_backward_error_torch(flow_fw: torch.Tensor, flow_bw: torch.Tensor) -> torch.Tensor:
+    """|f_fw(x) + f_bw(x + f_fw(x))|: flows (B, H, W, 2) -> (B, H, W) px (``forward_backward_error``, batched)."""
+    batch, height, width = flow_fw.shape[:3]
+    grid_y, grid_x = torch.meshgrid(torch.arange(height, dtype=flow_fw.dtype, device=flow_fw.device),
+                                    torch.arange(width, dtype=flow_fw.dtype, device=flow_fw.device), indexing="ij")
+    x = (grid_x + flow_fw[..., 0]).reshape(batch, -1)
+    y = (grid_y + flow_fw[..., 1]).reshape(batch, -1)
+    bw_at_target = remap_bilinear(flow_bw.permute(0, 3, 1, 2).contiguous(), x, y, fixed_point=True)  # (B, 2, H*W)
+    return torch.linalg.vector_norm(flow_fw.reshape(batch, -1, 2) + bw_at_target.transpose(1, 2), dim=-1).view(
+        batch, height, width)
+
+
+def _median_per_item(values: torch.Tensor) -> torch.Tensor:
+    """numpy-style median over all but the first axis (mean of the two middle values for even counts)."""
+    flat = values.reshape(values.shape[0], -1)
+    n = flat.shape[1]
+    ordered = torch.sort(flat, dim=1).values
+    return 0.5 * (ordered[:, (n - 1) // 2] + ordered[:, n // 2])
+
+
+def confidence_from_error_torch(errors: torch.Tensor, scale_px: float | None = None) -> torch.Tensor:
+    """exp(−e / s) in (0, 1] per pixel of (B, H, W) errors (``motion.base.confidence_from_error``, batched)."""
+    if scale_px is None:
+        scale = _median_per_item(errors).clamp_min(MIN_CONFIDENCE_SCALE_PX)[:, None, None]
+    else:
+        scale = float(scale_px)
+    return torch.exp(-errors / scale).clamp(MIN_CONFIDENCE, 1.0)
+
+
+def mixture_confidence(info: torch.Tensor, var_min: float = 0.0, var_max: float = 10.0) -> torch.Tensor:
+    """SHIFT's IC confidence from SEA-RAFT's 4 uncertainty channels: info (B, 4, H, W) -> (B, H, W) in (0, 1].
+
+    Channels 0-1: the two Laplace components' mixture logits; 2-3: their raw log-scales. The large
+    component's log b is clamped to [0, var_max] and the small one's to [var_min, 0] (SEA-RAFT-M:
+    var_min 0, var_max 10, so b_small = 1); the expected |ε| is unc = Σ π_k b_k, and the confidence
+    is exp(−unc / median(unc)) per pair, clamped to [1e-6, 1] (1/e at the median uncertainty).
+    """
+    if info.ndim != 4 or info.shape[1] != 4:
+        raise DataError(f"SEA-RAFT info must be (B, 4, H, W), got {tuple(info.shape)}")
+    weights = torch.softmax(info[:, :2].float(), dim=1)
+    log_b = torch.stack([info[:, 2].float().clamp(0.0, var_max), info[:, 3].float().clamp(var_min, 0.0)], dim=1)
+    unc = (weights * torch.exp(log_b)).sum(dim=1)
+    return torch.exp(-unc / _median_per_item(unc)[:, None, None]).clamp(MIN_CONFIDENCE, 1.0)
+
+
+def rms_normalize_flow(flow: torch.Tensor) -> torch.Tensor:
+    """flow (B, H, W, 2) divided by its per-pair RMS magnitude + 1e-6 (the authors' IC flow; unit RMS)."""
+    rms = torch.sqrt(flow.pow(2).sum(dim=-1).mean(dim=(1, 2)))[:, None, None, None]
+    return flow / (rms + _REFERENCE_RMS_EPS)
+
+
+def _central_differences_torch(gray: torch.Tensor, halved: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    grad_x = torch.zeros_like(gray)
+    grad_y = torch.zeros_like(gray)
+    grad_x[..., :, 1:-1] = gray[..., :, 2:] - gray[..., :, :-2]
+    grad_y[..., 1:-1, :] = gray[..., 2:, :] - gray[..., :-2, :]
+    if halved:
+        grad_x, grad_y = grad_x * 0.5, grad_y * 0.5
+    return grad_x, grad_y
+
+
+def brightness_constancy_residual_torch(gray_a: torch.Tensor, gray_b: torch.Tensor, flow: torch.Tensor,
+                                        mode: str = "physical", normalize_flow: bool | None = None) -> torch.Tensor:
+    """``brightness_constancy_residual`` on (B, H, W) greys and (B, H, W, 2) flow, batched, 1-px border 0.
+
+    ``normalize_flow`` (None = only in "reference" mode, as the authors) divides the flow by its
+    per-pair RMS magnitude first.
+    """
+    if mode not in RESIDUAL_MODES:
+        raise ConfigError(f"residual mode {mode!r} unknown; expected one of {RESIDUAL_MODES}")
+    if normalize_flow is None:
+        normalize_flow = mode == "reference"
+    if normalize_flow:
+        flow = rms_normalize_flow(flow)
+    if mode == "reference":
+        a, b = gray_a * 255.0, gray_b * 255.0
+        grad_x, grad_y = _central_differences_torch(a, halved=False)
+        residual = grad_x * flow[..., 0] + grad_y * flow[..., 1] + (b - a)
+    else:
+        gx_a, gy_a = _central_differences_torch(gray_a, halved=True)
+        gx_b, gy_b = _central_differences_torch(gray_b, halved=True)
+        residual = 0.5 * (gx_a + gx_b) * flow[..., 0] + 0.5 * (gy_a + gy_b) * flow[..., 1] + (gray_b - gray_a)
+    residual = residual.clone()
+    residual[..., 0, :] = 0
+    residual[..., -1, :] = 0
+    residual[..., :, 0] = 0
+    residual[..., :, -1] = 0
+    return residual
+
+
+def sanitize_flow_torch(flow: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Non-finite flow vectors -> 0; returns (flow, mask of bad pixels (B, H, W))."""
+    bad = ~torch.isfinite(flow).all(dim=-1)
+    return torch.where(bad[..., None], torch.zeros_like(flow), flow), bad
+
+
+def ic_maps_torch(gray: torch.Tensor, flow: torch.Tensor, confidence: torch.Tensor, residual_mode: str = "physical",
+                  include_flow: bool = False, normalize_flow: bool | None = None) -> torch.Tensor:
+    """IC maps of B clips from their flow and confidence: -> (B, T−1, C, h, w) float32.
+
+    Args:
+        gray: (B, T, h, w) grey in [0, 1] at the IC size.
+        flow: (B, T−1, h, w, 2) forward flow of every consecutive pair, px (non-finite vectors -> 0).
+        confidence: (B, T−1, h, w) in [0, 1] (0 where the flow was not finite).
+        residual_mode, include_flow: as ``ic_features``; normalize_flow: as
+            ``brightness_constancy_residual_torch``; it also applies to the optional flow channels.
+    """
+    batch, pairs, height, width = confidence.shape
+    flow, bad = sanitize_flow_torch(flow.reshape(batch * pairs, height, width, 2))
+    conf = torch.where(bad, torch.zeros_like(bad, dtype=confidence.dtype), confidence.reshape(batch * pairs, height, width))
+    residual = brightness_constancy_residual_torch(gray[:, :-1].reshape(-1, height, width),
+                                                   gray[:, 1:].reshape(-1, height, width), flow, residual_mode,
+                                                   normalize_flow)
+    channels = [residual, conf]
+    if include_flow:
+        shown = rms_normalize_flow(flow) if normalize_flow else flow
+        channels += [shown[..., 0], shown[..., 1]]
+    return torch.stack(channels, dim=1).view(batch, pairs, len(channels), height, width).float()
+
+
+def fb_confidence_torch(flow_fw: torch.Tensor, flow_bw: torch.Tensor, scale_px: float | None = None) -> torch.Tensor:
+    """Forward-backward confidence of (B, H, W, 2) flow pairs (non-finite vectors: confidence 0)."""
+    flow_fw, bad_fw = sanitize_flow_torch(flow_fw)
+    flow_bw, bad_bw = sanitize_flow_torch(flow_bw)
+    conf = confidence_from_error_torch(forward_backward_error_torch(flow_fw, flow_bw), scale_px)
+    return torch.where(bad_fw | bad_bw, torch.zeros_like(conf), conf)
+
+
+def _normalise_patches_torch(patches: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    centred = patches - patches.mean(dim=-1, keepdim=True)
+    energy = centred.pow(2).sum(dim=-1, keepdim=True)
+    textured = energy[..., 0] > _FLAT_VARIANCE * patches.shape[-1]
+    return centred / torch.sqrt(energy.clamp_min(1e-12)), textured
+
+
+def appearance_correlation_torch(blurred: Sequence[torch.Tensor], points: torch.Tensor, scales: Sequence[int] = (1, 2),
+                                 corr_radius: int = 1, patch_radius: int = 2) -> torch.Tensor:
+    """``appearance_correlation`` for B clips: blurred[k] (B, T, H, W) grey at scale k, points (B, T, N, 2)
+    -> (B, N, T, len(scales)·(2r+1)²)."""
+    batch, frames, num = points.shape[:3]
+    device, dtype = points.device, torch.float32
+    patch = torch.arange(-patch_radius, patch_radius + 1, dtype=dtype, device=device)
+    py, px = torch.meshgrid(patch, patch, indexing="ij")
+    patch_offsets = torch.stack([px.reshape(-1), py.reshape(-1)], dim=1)  # (P, 2), x fastest (np.meshgrid order)
+    shift = torch.arange(-corr_radius, corr_radius + 1, dtype=dtype, device=device)
+    sy, sx = torch.meshgrid(shift, shift, indexing="ij")
+    shift_offsets = torch.stack([sx.reshape(-1), sy.reshape(-1)], dim=1)  # (K, 2)
+    num_shifts, num_taps = shift_offsets.shape[0], patch_offsets.shape[0]
+    out = []
+    for scale, image in zip(scales, blurred):
+        if scale < 1:
+            raise ConfigError(f"correlation scales must be >= 1 px, got {scale}")
+        offsets = patch_offsets * scale
+        height, width = image.shape[-2:]
+        frames_flat = image.reshape(batch * frames, 1, height, width)
+        # reference patches on frame 0 at the queries
+        ref_xy = points[:, 0, :, None, :] + offsets  # (B, N, P, 2)
+        ref = remap_bilinear(image[:, 0:1], ref_xy[..., 0].reshape(batch, -1), ref_xy[..., 1].reshape(batch, -1))
+        ref, ref_ok = _normalise_patches_torch(ref.view(batch, num, num_taps))
+        centres = points[:, :, :, None, :] + shift_offsets * scale  # (B, T, N, K, 2)
+        taps = centres[..., None, :] + offsets  # (B, T, N, K, P, 2)
+        cur = remap_bilinear(frames_flat, taps[..., 0].reshape(batch * frames, -1), taps[..., 1].reshape(batch * frames, -1))
+        cur, cur_ok = _normalise_patches_torch(cur.view(batch, frames, num, num_shifts, num_taps))
+        corr = torch.einsum("bnp,btnkp->bntk", ref, cur)
+        valid = ref_ok[:, :, None, None] & cur_ok.permute(0, 2, 1, 3)
+        out.append(torch.where(valid, corr.clamp(-1.0, 1.0), torch.zeros_like(corr)))
+    return torch.cat(out, dim=-1)
+
+
+def track_features_torch(gray: torch.Tensor, blurred: Sequence[torch.Tensor], points: torch.Tensor,
+                         visible: torch.Tensor, confidence: torch.Tensor, corr_scales: Sequence[int] = (1, 2),
+                         corr_radius: int = 1, patch_radius: int = 2) -> torch.Tensor:
+    """``track_features`` for B clips of sanitised tracks: points (B, T, N, 2), visible/confidence (B, T, N),
+    gray (B, T, H, W), blurred[k] for each scale -> (B, N, T, D) float32."""
+    height, width = gray.shape[-2:]
+    unit = min(height, width) / 32.0
+    velocity = torch.zeros_like(points)
+    velocity[:, 1:] = points[:, 1:] - points[:, :-1]
+    displacement = points - points[:, :1]
+    speed = torch.linalg.vector_norm(velocity, dim=-1, keepdim=True)
+    base = torch.cat([velocity / unit, speed / unit, displacement / unit, visible[..., None].to(torch.float32),
+                      confidence[..., None].to(torch.float32)], dim=-1)
+    correlation = appearance_correlation_torch(blurred, points, corr_scales, corr_radius, patch_radius)
+    return torch.cat([base.transpose(1, 2), correlation], dim=-1).float()
+
+
+def blurred_grays(gray: np.ndarray, scales: Sequence[int]) -> list[np.ndarray]:
+    """Per correlation scale s, the grey frames (T, H, W) blurred with σ = s/2 (scale 1: unblurred)."""
+    return [gray if s == 1 else np.stack([cv2.GaussianBlur(g, (0, 0), 0.5 * s) for g in gray]) for s in scales]

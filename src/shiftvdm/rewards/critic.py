@@ -38,9 +38,21 @@ from torch import Tensor, nn
 from shiftvdm.config import config_from_dict, config_to_dict
 from shiftvdm.errors import CheckpointError, ConfigError, DataError, TrainingError
 from shiftvdm.motion.base import FlowEstimator, PointTracker, check_queries, get_flow_estimator, get_tracker
-from shiftvdm.motion.features import ic_features, ic_num_channels, track_feature_dim, track_features
+from shiftvdm.motion.features import (
+    blurred_grays,
+    fb_confidence_torch,
+    gray_float,
+    gray_float_torch,
+    ic_maps_torch,
+    ic_num_channels,
+    resize_video,
+    sanitize_tracks,
+    track_feature_dim,
+    track_features_torch,
+)
 from shiftvdm.rewards.ic import ICConfig, ICDiscriminator
 from shiftvdm.rewards.lc import LCConfig, LCDiscriminator
+from shiftvdm.rewards.protocol import GroupScores, ReplayStore
 from shiftvdm.utils.checkpoint import load_safetensors, save_json, save_safetensors
 from shiftvdm.utils.seeding import derive_seed, generator_for
 
@@ -61,6 +73,7 @@ class CriticConfig:
     ic_size: tuple[int, int] | None = None  # (h, w) the IC maps are computed at; None = the video size (reference 320×576)
     residual_mode: Literal["physical", "reference"] = "physical"  # brightness-constancy map; see motion/features.py
     include_flow: bool = False  # add the flow (u, v) as IC channels 2-3 (not in the reference)
+    normalize_flow: bool | None = None  # divide the flow by its per-pair RMS (authors: yes); None = only in reference mode
     confidence_scale_px: float | None = None  # forward-backward error scale; None = per-pair median (reference rule)
     num_queries: int = 256  # LC query points per clip (reference 1024)
     query_margin: float = 1.0  # queries stay this many px inside the frame
@@ -78,6 +91,7 @@ class CriticConfig:
     use_ema: bool = True  # score rewards with the EMA weights (reference use_ema_for_diffusion true)
     init_seed: int = 0  # seed of the discriminators' initial weights
     feature_dtype: Literal["float32", "float16"] = "float32"  # storage dtype of cached features (float16 halves buffers)
+    score_batch_size: int = 64  # clips per discriminator forward when scoring (memory knob; results do not depend on it)
 
     def __post_init__(self) -> None:
         if self.r_min >= self.r_max:
@@ -88,6 +102,8 @@ class CriticConfig:
             raise ValueError(f"w_ic and w_lc must be >= 0 and not both 0, got {self.w_ic}, {self.w_lc}")
         if self.num_queries < 1:
             raise ValueError(f"num_queries must be >= 1, got {self.num_queries}")
+        if self.score_batch_size < 1:
+            raise ValueError(f"score_batch_size must be >= 1, got {self.score_batch_size}")
 
 
 @dataclass
@@ -183,6 +199,8 @@ class MotionCritic(nn.Module):
         # Frozen extractors in a tuple so nn.Module does not register (and save) their weights.
         self._extractors: tuple[FlowEstimator | None, PointTracker | None] | None = None
         self.last_timings: dict[str, float] = {}
+        # Older fakes for the refresh's replay regulariser: state of its own (checkpointed by the trainer).
+        self.replay = ReplayStore(from_state=MotionFeatures.from_state_dict)
 
     @staticmethod
     def _frozen_copy(module: nn.Module) -> nn.Module:
@@ -238,36 +256,77 @@ class MotionCritic(nn.Module):
         pixels = ((videos.detach().float().cpu() + 1.0) * 127.5).round().clamp(0, 255).to(torch.uint8)
         return pixels.permute(0, 1, 3, 4, 2).contiguous().numpy()
 
+    @property
+    def device(self) -> torch.device:
+        """Where the discriminators (and neural extractors) run: moved with ``critic.to(device)``."""
+        return next(self.ic.parameters()).device
+
+    def _storage_dtype(self) -> torch.dtype:
+        return torch.float16 if self.config.feature_dtype == "float16" else torch.float32
+
     @torch.no_grad()
     def features(self, videos: Tensor, queries: np.ndarray | None = None) -> MotionFeatures:
-        """Frozen-extractor features of N clips.
+        """Frozen-extractor features of N clips, on CPU in ``feature_dtype`` (the form buffers store).
 
         Args:
             videos: (N, F, 3, H, W) in [-1, 1], F >= 2.
             queries: (Q, 2) shared by all clips, or (N, Q, 2) per clip, (x, y) in video pixels on
                 frame 0; None = ``sample_queries`` with the fixed ``query_seed`` (deterministic).
         """
+        return self.features_on_device(videos, queries).to("cpu", self._storage_dtype())
+
+    @torch.no_grad()
+    def features_on_device(self, videos: Tensor, queries: np.ndarray | None = None) -> MotionFeatures:
+        """As ``features``, float32 on ``self.device``: OpenCV estimators per clip, then one batched pass.
+
+        The weight-free estimators (DIS, LK) and the frame resizes run per clip in OpenCV on uint8
+        copies; the IC maps (forward-backward confidence, residual) and the LC features (appearance
+        correlation) are then computed for all N clips at once in torch, on the critic's device.
+        """
         cfg = self.config
         clips = self.videos_to_uint8(videos)
         num, _, height, width = clips.shape[:4]
         flow_estimator, tracker = self._get_extractors()
+        device = self.device
         timings = {"flow": 0.0, "tracks": 0.0}
         ic_maps = lc_feats = None
         if flow_estimator is not None:
             start = time.perf_counter()
-            ic_maps = np.stack([ic_features(c, flow_estimator, cfg.ic_size, cfg.residual_mode, cfg.include_flow,
-                                            cfg.confidence_scale_px) for c in clips])
+            ic_maps = self._ic_maps(clips, flow_estimator, device)
             timings["flow"] = time.perf_counter() - start
         if tracker is not None:
             start = time.perf_counter()
             per_clip = self._per_clip_queries(queries, num, height, width)
-            lc_feats = np.stack([track_features(c, tracker(c, q), cfg.corr_scales, cfg.corr_radius, cfg.patch_radius)
-                                 for c, q in zip(clips, per_clip)])
+            lc_feats = self._track_features(clips, per_clip, tracker, device)
             timings["tracks"] = time.perf_counter() - start
         self.last_timings = timings
-        dtype = torch.float16 if cfg.feature_dtype == "float16" else torch.float32
-        as_tensor = (lambda a: None if a is None else torch.from_numpy(a).to(dtype))
-        return MotionFeatures(as_tensor(ic_maps), as_tensor(lc_feats))
+        return MotionFeatures(ic_maps, lc_feats)
+
+    def _ic_maps(self, clips: np.ndarray, estimator: FlowEstimator, device: torch.device) -> Tensor:
+        cfg = self.config
+        resized = np.stack([resize_video(c, cfg.ic_size) for c in clips])  # (N, T, h, w, 3) uint8
+        num, frames, height, width = resized.shape[:4]
+        pairs_a = resized[:, :-1].reshape(-1, height, width, 3)
+        pairs_b = resized[:, 1:].reshape(-1, height, width, 3)
+        flow_fw = torch.from_numpy(estimator(pairs_a, pairs_b)).to(device)  # per pair in OpenCV
+        flow_bw = torch.from_numpy(estimator(pairs_b, pairs_a)).to(device)
+        confidence = fb_confidence_torch(flow_fw, flow_bw, cfg.confidence_scale_px)
+        gray = gray_float_torch(torch.from_numpy(resized).to(device))  # (N, T, h, w)
+        return ic_maps_torch(gray, flow_fw.view(num, frames - 1, height, width, 2),
+                             confidence.view(num, frames - 1, height, width), cfg.residual_mode, cfg.include_flow,
+                             cfg.normalize_flow)
+
+    def _track_features(self, clips: np.ndarray, queries: list[np.ndarray], tracker: PointTracker,
+                        device: torch.device) -> Tensor:
+        cfg = self.config
+        tracks = [sanitize_tracks(tracker(c, q)) for c, q in zip(clips, queries)]  # per clip in OpenCV
+        gray_np = [gray_float(c) for c in clips]
+        blurred = [torch.from_numpy(np.stack(b)).to(device)
+                   for b in zip(*(blurred_grays(g, cfg.corr_scales) for g in gray_np))]
+        stack = (lambda name: torch.from_numpy(np.stack([getattr(t, name) for t in tracks])).to(device))
+        return track_features_torch(torch.from_numpy(np.stack(gray_np)).to(device), blurred, stack("points"),
+                                    stack("visible"), stack("confidence"), cfg.corr_scales, cfg.corr_radius,
+                                    cfg.patch_radius)
 
     def _per_clip_queries(self, queries: np.ndarray | None, num: int, height: int, width: int) -> list[np.ndarray]:
         if queries is None:
@@ -331,9 +390,12 @@ class MotionCritic(nn.Module):
     def _branch_logits_eval(self, module: nn.Module, inputs: Tensor | None, num: int, name: str) -> Tensor:
         if inputs is None:
             return torch.zeros(num)
-        inputs = inputs.float()
-        finite = torch.isfinite(inputs).flatten(1).all(dim=1).cpu()
-        logits = module(torch.nan_to_num(inputs, nan=0.0, posinf=0.0, neginf=0.0).to(self._device())).float().cpu()
+        step = self.config.score_batch_size
+        finite = torch.cat([torch.isfinite(inputs[i:i + step]).flatten(1).all(dim=1).cpu()
+                            for i in range(0, num, step)])
+        logits = torch.cat([module(torch.nan_to_num(inputs[i:i + step].to(self._device(), torch.float32), nan=0.0,
+                                                    posinf=0.0, neginf=0.0)).float().cpu()
+                            for i in range(0, num, step)])
         if not torch.isfinite(logits[finite]).all():
             raise TrainingError(f"the {name} discriminator returned non-finite logits on finite features: "
                                 "its weights have diverged")
@@ -357,6 +419,58 @@ class MotionCritic(nn.Module):
         r_lc = self._clip_reward(logit_lc, feats.lc is not None)
         r = (cfg.w_ic * r_ic + cfg.w_lc * r_lc) / 2.0
         return RewardOutput(r_ic=r_ic, r_lc=r_lc, r=r)
+
+    @torch.no_grad()
+    def score_groups(self, real: Tensor, fakes: Tensor, queries: np.ndarray | None,
+                     keep_features: bool = True) -> GroupScores:
+        """Rewards of N real clips and their P rollouts each, in one batched feature pass and
+        ``score_batch_size``-clip discriminator forwards (equal to scoring each group on its own).
+
+        Args:
+            real: (N, F, 3, H, W) in [-1, 1]; fakes: (N, P, F, 3, H, W), on any device.
+            queries: (N, Q, 2), conditioning i's set shared by its real clip and its P fakes;
+                None = the fixed ``query_seed`` set for all.
+            keep_features: also return the features (CPU, ``feature_dtype``) for a later refresh.
+        """
+        num, group = fakes.shape[:2]
+        if real.shape[0] != num:
+            raise DataError(f"score_groups: {real.shape[0]} real clips but fakes for {num} conditionings")
+        videos = torch.cat([real.to(fakes.device), fakes.flatten(0, 1)])
+        per_clip = None
+        if queries is not None:
+            queries = np.asarray(queries, dtype=np.float32)
+            if queries.ndim != 3 or queries.shape[0] != num:
+                raise DataError(f"score_groups: queries must be ({num}, Q, 2), got shape {queries.shape}")
+            per_clip = np.concatenate([queries, np.repeat(queries, group, axis=0)])
+        # Rewards are scored from the stored form (feature_dtype), so a refresh sees what was scored.
+        feats = self.features_on_device(videos, per_clip).to(dtype=self._storage_dtype())
+        out = self.reward(feats)
+        rewards = {"r_real": out.r[:num], "r_ic_real": out.r_ic[:num], "r_lc_real": out.r_lc[:num],
+                   "r_fake": out.r[num:].view(num, group), "r_ic_fake": out.r_ic[num:].view(num, group),
+                   "r_lc_fake": out.r_lc[num:].view(num, group)}
+        if not keep_features:
+            return GroupScores(rewards)
+        feats = feats.to("cpu")
+        return GroupScores(rewards, feats.index(slice(0, num)), feats.index(slice(num, None)))
+
+    def refresh_step(self, real: MotionFeatures, fake: MotionFeatures, optimizer: torch.optim.Optimizer,
+                     generator: torch.Generator, config: Any = None, sync_grads: Any = None) -> dict[str, float]:
+        """One Eq. 7 step on cached features (rewards/discriminator_training.py), then the EMA update."""
+        from shiftvdm.rewards.discriminator_training import discriminator_step
+
+        return discriminator_step(self, real, fake, optimizer, generator, config, sync_grads=sync_grads)
+
+    @staticmethod
+    def features_from_state(state: dict[str, Any]) -> MotionFeatures:
+        """Features saved with ``MotionFeatures.state_dict`` (buffer and replay checkpoints)."""
+        return MotionFeatures.from_state_dict(state)
+
+    def replay_state(self) -> dict[str, Any] | None:
+        """The replay store's state (None when empty), for the training checkpoint."""
+        return self.replay.state_dict()
+
+    def load_replay_state(self, state: dict[str, Any] | None) -> None:
+        self.replay.load_state_dict(state)
 
     def _clip_reward(self, logits: Tensor, present: bool) -> Tensor:
         """Clip to [r_min, r_max]; NaN (non-finite features) -> r_min; an absent branch stays 0."""

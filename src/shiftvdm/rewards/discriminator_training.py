@@ -9,7 +9,7 @@ tiny CPU toys saturate a discriminator at once (toy-feasibility.md): R1 gradient
 inputs (``r1_gamma``), Gaussian instance noise on the features (``instance_noise``), one-sided label
 smoothing (``label_smoothing``: real target 1 − ε) and a FIFO replay of older fakes
 (``replay_size`` clips; half of each fake batch is drawn from it once it holds clips). The replay
-lives on the critic object and is not checkpointed: after a resume it refills from new fakes.
+is the critic's registered state (``critic.replay``, rewards/protocol.py); the trainer checkpoints it.
 
 Only the discriminator parameters move: the features are detached data from frozen extractors.
 """
@@ -26,6 +26,7 @@ from torch import Tensor, nn
 
 from shiftvdm.errors import DataError
 from shiftvdm.rewards.critic import MotionCritic, MotionFeatures
+from shiftvdm.rewards.protocol import ReplayStore
 
 logger = logging.getLogger(__name__)
 
@@ -67,33 +68,13 @@ def pretrain_config(**overrides: float) -> PretrainConfig:
     return PretrainConfig(**overrides)  # type: ignore[arg-type]
 
 
-class FakeReplay:
-    """FIFO store of older fake features (per branch), sampled to stabilise the discriminator."""
-
-    def __init__(self, capacity: int) -> None:
-        self.capacity = capacity
-        self.items: MotionFeatures | None = None
-
-    def __len__(self) -> int:
-        return 0 if self.items is None else len(self.items)
-
-    def add(self, fake: MotionFeatures) -> None:
-        fake = fake.to("cpu")
-        joined = fake if self.items is None else MotionFeatures.cat([self.items, fake])
-        start = max(0, len(joined) - self.capacity)
-        self.items = joined.index(slice(start, None))
-
-    def sample(self, num: int, generator: torch.Generator) -> MotionFeatures:
-        assert self.items is not None
-        idx = torch.randint(len(self.items), (num,), generator=generator)
-        return self.items.index(idx)
+FakeReplay = ReplayStore  # the reward model's registered replay state (rewards/protocol.py)
 
 
-def _replay_for(critic: MotionCritic, capacity: int) -> FakeReplay:
-    replay = getattr(critic, "_fake_replay", None)
-    if replay is None or replay.capacity != capacity:
-        replay = FakeReplay(capacity)
-        critic._fake_replay = replay  # not a module attribute: never saved
+def _replay_for(critic: MotionCritic, capacity: int) -> ReplayStore:
+    replay = critic.replay
+    if replay.capacity != capacity:  # a changed replay_size starts an empty store
+        replay.capacity, replay.items = capacity, None
     return replay
 
 

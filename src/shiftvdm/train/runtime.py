@@ -354,25 +354,12 @@ class Runtime:
         return path
 
     def _replay_state(self) -> dict[str, Any] | None:
-        """The discriminator's store of older fakes (regulariser ``replay_size``), so resume stays exact."""
-        replay = getattr(self.critic, "_fake_replay", None)
-        if replay is None or replay.items is None:
-            return None
-        return {"capacity": replay.capacity, "items": replay.items.state_dict()}
+        """The reward model's store of older fakes (regulariser ``replay_size``), so resume stays exact."""
+        return None if self.critic is None else self.critic.replay_state()
 
     def _restore_replay(self, state: dict[str, Any] | None) -> None:
-        if state is None or self.critic is None or self.features_from_state is None:
-            return
-        from shiftvdm.rewards.discriminator_training import FakeReplay
-
-        replay = FakeReplay(int(state["capacity"]))
-        replay.items = self.features_from_state(state["items"])
-        self.critic._fake_replay = replay
-
-    def _log_sizes(self) -> dict[str, int]:
-        """This process's append-only logs at checkpoint time (resume cuts them back to these sizes)."""
-        logs = [self.run_dir / "logs" / f"buffers-rank{self.rank}.jsonl"]
-        return file_sizes(logs + ([self._metrics_file] if self.is_main else []))
+        if self.critic is not None:
+            self.critic.load_replay_state(state)
 
     def _save_lora(self, path: Path) -> None:
         with self.ema_weights():

@@ -22,11 +22,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+import numpy as np
 import torch
 from torch import Tensor
 
 from shiftvdm.backbone.base import Backbone
-from shiftvdm.rewards.discriminator_training import discriminator_step
+from shiftvdm.rewards.protocol import GroupScores, RewardModel
 from shiftvdm.train.advantages import group_advantages
 from shiftvdm.train.buffer import RolloutBatch, RolloutBuffer
 from shiftvdm.train.config import TrainConfig
@@ -77,7 +78,7 @@ def num_chunks(num_clips: int, cfg: TrainConfig) -> int:
 
 
 @torch.no_grad()
-def collect_buffer(backbone: Backbone, critic: Any, clips: ClipSource, indices: list[int], cfg: TrainConfig,
+def collect_buffer(backbone: Backbone, critic: RewardModel, clips: ClipSource, indices: list[int], cfg: TrainConfig,
                    rt: Runtime) -> RolloutBuffer:
     """Alg. 1, rollout phase: encode real clips, sample P rollouts each, score them, compute advantages."""
     video, prompts = rt.timed("data", lambda: clips.load(indices))  # (N, F, 3, H, W) in [-1, 1]
@@ -94,26 +95,19 @@ def collect_buffer(backbone: Backbone, critic: Any, clips: ClipSource, indices: 
         lat = rt.timed("rollout", lambda: backbone.sample(cond.index(ids).to(rt.device), P, gen,  # x̃ ~ p_θ(·|c)
                                                          stochastic=cfg.rollout.stochastic,
                                                          num_inference_steps=cfg.rollout.num_inference_steps))
-        videos = rt.timed("decode", lambda: backbone.decode(lat.flatten(0, 1))).cpu()  # (b*P, F, 3, H, W)
+        videos = rt.timed("decode", lambda: backbone.decode(lat.flatten(0, 1)))  # (b*P, F, 3, H, W), on the device
         x_fake.append(lat.cpu())
-        for j, i in enumerate(ids):  # one query set per conditioning, shared by its real clip and its P fakes
-            queries = critic.sample_queries(video.shape[-2], video.shape[-1], rt.generator("queries", rt.state.chunks_done, i))
-            scores.append(rt.timed("reward", lambda: score_group(critic, video[i:i + 1], videos[j * P:(j + 1) * P], queries)))
+        # one query set per conditioning, shared by its real clip and its P fakes; the chunk scored in one call
+        queries = np.stack([critic.sample_queries(video.shape[-2], video.shape[-1],
+                                                  rt.generator("queries", rt.state.chunks_done, i)) for i in ids])
+        scores.append(rt.timed("reward", lambda: critic.score_groups(
+            video[ids], videos.unflatten(0, (len(ids), P)), queries, keep_features=cfg.discriminator.refresh)))
     buffer.x_fake = torch.cat(x_fake)  # (N, P, ...)
-    buffer.rewards = {key: torch.stack([s[key] for s in scores]) for key in scores[0] if key.startswith("r_")}
+    scored = GroupScores.cat(scores)
+    buffer.rewards = scored.rewards
     buffer.adv_fake, buffer.adv_real = group_advantages(buffer.rewards["r_fake"], buffer.rewards["r_real"], cfg.advantage)
-    buffer.features_real = type(scores[0]["features_real"]).cat([s["features_real"] for s in scores])
-    buffer.features_fake = type(scores[0]["features_fake"]).cat([s["features_fake"] for s in scores])
+    buffer.features_real, buffer.features_fake = scored.features_real, scored.features_fake  # None without refresh
     return buffer
-
-
-def score_group(critic: Any, real: Tensor, fakes: Tensor, queries: Any) -> dict[str, Any]:
-    """Motion features and detached rewards of one real clip (1, ...) and its P rollouts (P, ...)."""
-    features_real, features_fake = critic.features(real, queries), critic.features(fakes, queries)
-    r_real, r_fake = critic.reward(features_real), critic.reward(features_fake)
-    return {"features_real": features_real, "features_fake": features_fake,
-            "r_real": r_real.r[0], "r_ic_real": r_real.r_ic[0], "r_lc_real": r_real.r_lc[0],  # scalars
-            "r_fake": r_fake.r, "r_ic_fake": r_fake.r_ic, "r_lc_fake": r_fake.r_lc}  # (P,)
 
 
 def shift_step(backbone: Backbone, batch: RolloutBatch, cfg: TrainConfig, rt: Runtime) -> dict[str, float] | None:
@@ -170,7 +164,7 @@ def shift_step(backbone: Backbone, batch: RolloutBatch, cfg: TrainConfig, rt: Ru
     return metrics
 
 
-def refresh_discriminators(critic: Any, buffer: RolloutBuffer, n_steps: int, cfg: TrainConfig, rt: Runtime) -> dict[str, float]:
+def refresh_discriminators(critic: RewardModel, buffer: RolloutBuffer, n_steps: int, cfg: TrainConfig, rt: Runtime) -> dict[str, float]:
     """Alg. 1, adversarial refresh: Eq. 7 on this buffer's fakes (negatives) vs its real clips, EMA update.
 
     Uses the motion features stored at scoring time. The generator's parameters are not touched: the
@@ -185,8 +179,8 @@ def refresh_discriminators(critic: Any, buffer: RolloutBuffer, n_steps: int, cfg
         p = (rt.state.d_steps + s) % P  # cycle through the rollouts, as the reference does
         fake_idx = idx * P + p
         torch.manual_seed(derive_seed(cfg.run.seed, "disc-global", rt.rank, rt.state.d_steps + s))
-        m = discriminator_step(critic, buffer.features_real.index(idx), buffer.features_fake.index(fake_idx),
-                               rt.d_optimizer, gen, cfg.discriminator.train, sync_grads=rt.average_gradients)
+        m = critic.refresh_step(buffer.features_real.index(idx), buffer.features_fake.index(fake_idx),
+                                rt.d_optimizer, gen, cfg.discriminator.train, sync_grads=rt.average_gradients)
         for k, v in m.items():
             metrics[k] = metrics.get(k, 0.0) + v / n_steps
     rt.state.d_steps += n_steps
@@ -208,7 +202,7 @@ def buffer_metrics(buffer: RolloutBuffer) -> dict[str, float]:
     return out
 
 
-def train(cfg: TrainConfig, backbone: Backbone, critic: Any, clips: ClipSource, rt: Runtime,
+def train(cfg: TrainConfig, backbone: Backbone, critic: RewardModel | None, clips: ClipSource, rt: Runtime,
           evaluate: Callable[[Backbone, int], dict[str, float]] | None = None) -> TrainResult:
     """Run (or resume) training until ``run.max_steps`` generator steps or ``run.time_limit_s`` seconds."""
     state, c = rt.state, cfg.rollout
