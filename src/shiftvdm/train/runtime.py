@@ -361,6 +361,11 @@ class Runtime:
         if self.critic is not None:
             self.critic.load_replay_state(state)
 
+    def _log_sizes(self) -> dict[str, int]:
+        """This process's append-only logs at checkpoint time (resume cuts them back to these sizes)."""
+        logs = [self.run_dir / "logs" / f"buffers-rank{self.rank}.jsonl"]
+        return file_sizes(logs + ([self._metrics_file] if self.is_main else []))
+
     def _save_lora(self, path: Path) -> None:
         with self.ema_weights():
             self.backbone.save_lora(path)
