@@ -306,6 +306,13 @@ def build_case(cid: str, w: dict[str, Path], tmp: Path) -> Case:
         out = str(w["afile"]) if cid == "L-trainreward-out-is-file" else str(copy)
         return Case(cid, ["train-reward", "--real", str(copy), "--fake", str(copy), "--out", out,
                           "max_steps=2", "progress=false"], 2, ["--out"], keep=[out])
+    if cid in ("L-report-not-demo", "L-report-empty-dir"):
+        folder = tmp / "notdemo"
+        folder.mkdir()
+        if cid == "L-report-not-demo":
+            (folder / "summary.json").write_text('{"steps": 1}\n')  # what an sft run holds
+        return Case(cid, ["report", str(folder)], 1, [str(folder), "not a demo run folder"],
+                    absent=[str(folder / "report.html")])
     raise KeyError(cid)
 
 
@@ -329,6 +336,7 @@ CASES = [
     # 6. the hang / 7. unclear
     "C-yaml-billion-laughs-field", "V-check-mp4_as_npy", "V-check-loop_a_mp4", "V-check-folder-lists-dirs",
     "M-check-csv-bom", "C-frames-zero", "C-height-neg", "C-fps-zero", "L-sample-image-dir",
+    "L-report-not-demo", "L-report-empty-dir",
 ]
 
 

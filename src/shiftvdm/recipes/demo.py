@@ -451,6 +451,13 @@ def main_report(argv: list[str], prog: str = "shiftvdm report") -> int:
     if not run_dir.is_dir():
         raise DataError(f"{run_dir}: run folder not found")
     cfg_path = run_dir / "metrics.json"
+    try:  # a demo run folder: stages.json from its start, metrics.json with its "models" table at the end
+        demo_metrics = cfg_path.is_file() and "models" in json.loads(cfg_path.read_text())
+    except (ValueError, OSError):
+        demo_metrics = False
+    if not (run_dir / "stages.json").is_file() and not demo_metrics:
+        raise DataError(f"{run_dir}: not a demo run folder (no stages.json, no metrics.json of a demo); "
+                        "`shiftvdm report` rebuilds the report of a `shiftvdm demo --out` folder")
     if not cfg_path.is_file() and (run_dir / "stages.json").is_file():
         logger.info("no metrics.json yet (the run stopped before evaluation): the report shows what exists")
     print(build_report(run_dir))
