@@ -193,6 +193,10 @@ def test_torch_batched_path_equals_numpy_path():
             np.testing.assert_allclose(tracks.points, numpy_out["tracks"] * scale, atol=1e-4)
         assert batched.size == ((40, 56) if mode == "predictor" else (32, 48))
         assert (batched.tokens is None) == (mode == "predictor")
+        with torch.autocast("cpu", dtype=torch.bfloat16):  # a caller's autocast does not reach the tracker
+            under_autocast = tracker.track(torch.from_numpy(clips).permute(0, 1, 4, 2, 3), queries)
+        assert under_autocast.tracks.dtype == torch.float32
+        np.testing.assert_allclose(under_autocast.tracks.numpy(), batched.tracks.numpy(), atol=1e-5)
         assert not batched.tracks.requires_grad and not any(p.requires_grad for p in tracker.model.parameters())
 
 

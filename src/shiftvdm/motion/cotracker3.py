@@ -392,8 +392,10 @@ class CoTracker3Tracker:
         low, high = (float(v) for v in value_range)
         if not high > low:
             raise DataError(f"cotracker3: value_range must be (low, high) with high > low, got {value_range}")
-        outputs = [self._track_chunk(videos[i:i + self.chunk_size], queries[i:i + self.chunk_size], low, high)
-                   for i in range(0, len(videos), self.chunk_size)]
+        # float32 whatever the caller's autocast (a bf16 training step must not change the features)
+        with torch.autocast(self.device.type, enabled=False):
+            outputs = [self._track_chunk(videos[i:i + self.chunk_size], queries[i:i + self.chunk_size], low, high)
+                       for i in range(0, len(videos), self.chunk_size)]
         joined = [torch.cat(parts) if parts[0] is not None else None for parts in zip(*outputs)]
         size = tuple(videos.shape[-2:]) if self.options["rescale"] else self.model.model_resolution
         return CoTracker3Output(*joined, size=size)  # type: ignore[arg-type]
