@@ -207,6 +207,9 @@ def test_per_clip_queries_and_bad_inputs():
     per_clip = tracker.track(clips, np.stack([q, q[::-1].copy()]))
     # reversed query order: the same tracks in reverse (up to summation order in the attention)
     np.testing.assert_allclose(per_clip.tracks[1].flip(1).numpy(), per_clip.tracks[0].numpy(), atol=1e-3)
+    gray = np.full((3, 32, 48), 90, np.uint8)
+    gray[:, 10:20, 15:30] = 200
+    np.testing.assert_array_equal(tracker(gray, q).points, tracker(np.repeat(gray[..., None], 3, -1), q).points)
     with pytest.raises(DataError, match="outside the 32x48 frame"):
         tracker.track(clips, np.array([[48.0, 3.0]]))
     with pytest.raises(DataError, match=r"queries must be \(N, 2\) or \(2, N, 2\)"):
