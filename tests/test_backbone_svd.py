@@ -28,6 +28,7 @@ from shiftvdm.backbone.edm import (
     karras_sigmas,
     lognormal_sigma,
 )
+from shiftvdm.backbone.lora import lora_config
 from shiftvdm.backbone.svd import SVDBackbone, SVDConfig
 from shiftvdm.backbone.tiny import save_tiny_svd, svd_scheduler
 from shiftvdm.errors import CheckpointError, ConfigError
@@ -350,7 +351,7 @@ def test_save_load_lora_and_fuse_keep_outputs(latent_dir, tmp_path):
     fresh = SVDBackbone.from_pretrained(latent_dir, SVDConfig(num_inference_steps=2))
     base_loss = fresh.denoising_loss(latents, cond, draw)
     fresh.load_lora(path)
-    assert fresh._lora_config.r == 4 and fresh._lora_config.lora_alpha == 8
+    assert lora_config(fresh.unet).r == 4 and lora_config(fresh.unet).lora_alpha == 8
     assert torch.equal(fresh.denoising_loss(latents, cond, draw), loss)
     assert torch.equal(fresh.sample(cond.index(slice(0, 1)), 1, gen(10), stochastic=False), sample)
     assert not torch.allclose(base_loss, loss)  # the LoRA matters

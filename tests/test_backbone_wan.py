@@ -15,14 +15,14 @@ from diffusers import FlowMatchEulerDiscreteScheduler, WanImageToVideoPipeline
 from PIL import Image
 
 from shiftvdm.backbone.base import Backbone, NoiseDraw
-from shiftvdm.backbone.tiny_wan import LAYOUTS, save_tiny_wan, tiny_video_shape
+from shiftvdm.backbone.tiny import LAYOUTS, save_tiny_wan, tiny_video_shape
+from shiftvdm.backbone.tiny import tiny_wan_backbone as from_config
 from shiftvdm.backbone.wan import (
     WanBackbone,
     WanConfig,
     diffsynth_timestep_weights,
     flow_sde_step,
     flow_training_grid,
-    from_config,
     from_pretrained,
 )
 from shiftvdm.errors import CheckpointError, ConfigError, DataError

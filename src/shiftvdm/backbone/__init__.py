@@ -1,8 +1,9 @@
 """Backbones: one module per model family, all behind the Backbone protocol (backbone/base.py).
 
-A backbone module provides a config dataclass and two constructors:
-``from_pretrained(path, config)`` (a diffusers-format folder) and ``from_config(config)`` (random init,
-used to pre-train the tiny CPU models from scratch). The registry maps a short name to the module.
+Every backbone module provides a config dataclass and ``from_pretrained(path, config, given)`` (a
+diffusers-format folder; ``given`` names the options the user set). Random init (to pre-train the tiny CPU
+models from scratch) is the tiny preset of each family, built in backbone/tiny.py. The registry maps a short
+name to the module and builds every family the same way.
 """
 
 from __future__ import annotations
@@ -65,44 +66,26 @@ def backbone_config(name: str, options: dict[str, Any], source: str = "backbone.
     return config_from_dict(cls, options, source)
 
 
-TINY_PRESETS = ("tiny", "tiny-pixel")  # `backbone.pretrained` values that build a random-init tiny model
-
-
-def _random_init(name: str, config: Any, preset: str) -> Backbone:
-    """A random-init model to pre-train from scratch: the tiny preset of the real architecture."""
-    if name == "toy":
-        from shiftvdm.backbone.toy import ToyBackbone
-
-        return ToyBackbone(config)
-    if name == "wan":
-        return backbone_module("wan").from_config(config)
-    from shiftvdm.backbone.svd import SVDBackbone
-    from shiftvdm.backbone.tiny import tiny_svd_components
-
-    pixel = preset == "tiny-pixel"
-    kwargs = {"num_frames": config.num_frames} if config.num_frames else {}
-    parts = tiny_svd_components(seed=0, pixel_space=pixel, **kwargs)
-    patch = parts.pop("patch_size", 2 if pixel else 1)
-    return SVDBackbone(**parts, config=config, patch_size=patch)
+TINY_PRESETS = ("tiny", "tiny-pixel")  # `backbone.pretrained` values that build a random-init tiny SVD
 
 
 def load_backbone(cfg: BackboneConfig) -> Backbone:
     """Build the backbone a config describes: a model folder, or a random-init tiny preset
-    (``pretrained: null`` for the toy/Wan presets, ``tiny`` / ``tiny-pixel`` for SVD)."""
-    config = backbone_config(cfg.name, dict(cfg.options))
+    (``pretrained: null`` for the toy/Wan presets, ``tiny`` / ``tiny-pixel`` for SVD).
+
+    Every option in ``cfg.options`` is applied or refused: an unknown one is a ConfigError naming it, and a
+    folder's own settings (the toy model's sampler, say) give way to the options given.
+    """
+    options = dict(cfg.options)
+    config = backbone_config(cfg.name, options)
     if cfg.pretrained is None or cfg.pretrained in TINY_PRESETS:
-        if cfg.name == "svd" and cfg.pretrained is None:
-            raise ConfigError("backbone.pretrained: SVD needs a model folder, or `tiny` / `tiny-pixel` to pre-train "
-                              "the tiny random-init preset from scratch")
-        return _random_init(cfg.name, config, cfg.pretrained or "tiny")
+        from shiftvdm.backbone.tiny import random_init
+
+        return random_init(cfg.name, config, cfg.pretrained)
     path = Path(cfg.pretrained)
     if not path.is_dir():
         raise CheckpointError(f"backbone.pretrained: {path} is not a folder (expected a diffusers-format model folder)")
-    if cfg.name == "toy":
-        from shiftvdm.backbone.toy import ToyBackbone
-
-        return ToyBackbone.from_pretrained(path)
-    return backbone_module(cfg.name).from_pretrained(path, config)
+    return backbone_module(cfg.name).from_pretrained(path, config, given=set(options))
 
 
 def detect_backbone(path: str | Path) -> str:

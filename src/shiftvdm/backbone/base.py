@@ -19,22 +19,23 @@ def _map_tensors(d: dict[str, Tensor], fn) -> dict[str, Tensor]:
     return {k: fn(v) for k, v in d.items()}
 
 
-def load_lora_state(module: nn.Module, state: dict[str, Tensor], source: str | Path, **kwargs) -> None:
-    """Load peft LoRA weights into ``module`` (which already carries the adapter); a shape or key mismatch is
-    a CheckpointError naming ``source``."""
-    from peft import set_peft_model_state_dict
+# Weight dtypes a config may name (SVDConfig.dtype, WanConfig.dtype / vae_dtype, ToyConfig.dtype).
+DTYPES: dict[str, torch.dtype] = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
-    from shiftvdm.errors import CheckpointError
 
-    try:
-        result = set_peft_model_state_dict(module, state, **kwargs)
-    except RuntimeError as exc:  # shape mismatches from load_state_dict
-        raise CheckpointError(f"{source}: LoRA weights do not fit this model ({exc})") from exc
-    missing = [k for k in getattr(result, "missing_keys", []) if "lora_" in k]
-    unexpected = list(getattr(result, "unexpected_keys", []))
-    if missing or unexpected:
-        raise CheckpointError(f"{source}: LoRA keys do not match the model (missing {missing[:3]}, "
-                              f"unexpected {unexpected[:3]})")
+def cast_frozen(module: nn.Module, dtype: torch.dtype, keep: tuple[str, ...] = ()) -> nn.Module:
+    """Cast a base module's weights to ``dtype``, keeping its ``_keep_in_fp32_modules`` in float32.
+
+    diffusers' ``from_pretrained(torch_dtype=...)`` keeps those submodules (e.g. Wan's time embedder and
+    norms) in float32; a plain ``.to(dtype)`` would not, so random-init presets use this to match it. LoRA
+    weights are added afterwards and stay float32 (backbone/lora.py).
+    """
+    keep = (*keep, *(getattr(module, "_keep_in_fp32_modules", None) or ())) if dtype != torch.float32 else ()
+    module.to(dtype)
+    for name, sub in module.named_modules():
+        if keep and any(k in name.split(".") for k in keep):
+            sub.to(torch.float32)
+    return module
 
 
 @dataclass
@@ -181,4 +182,17 @@ class Backbone(Protocol):
 
     def save_pretrained(self, path: str | Path) -> None:
         """Write the full model in the diffusers folder layout (what ``from_pretrained`` reads)."""
+        ...
+
+    @property
+    def device(self) -> torch.device:
+        """Where the denoiser's weights live (inputs are moved there)."""
+        ...
+
+    def to(self, device: torch.device | str) -> "Backbone":
+        """Move every module to ``device`` (dtypes unchanged) and return ``self``."""
+        ...
+
+    def enable_gradient_checkpointing(self) -> None:
+        """Recompute the denoiser's blocks in the backward pass (memory for time; results unchanged)."""
         ...

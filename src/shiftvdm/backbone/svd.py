@@ -22,9 +22,7 @@ CFG/dropout "unconditional" embedding, so CFG then acts through the conditioning
 folder is written in our own layout — ``unet/``, ``scheduler/`` and ``shiftvdm_backbone.json`` — and has no
 ``model_index.json``, because no diffusers pipeline can run it.
 
-LoRA: peft's ``inject_adapter_in_model`` (the SVD UNet has no ``add_adapter`` in diffusers 0.42.1). Files are
-written in the diffusers/peft key format (``unet.<module>.lora_A.weight`` / ``lora_B.weight`` with the LoraConfig
-in the ``lora_adapter_metadata`` safetensors header, as ``save_lora_weights`` writes for other pipelines). In
+LoRA: backbone/lora.py (float32 adapters on the UNet, keys ``unet.<module>.lora_A.weight``). In
 diffusers 0.42.1 ``StableVideoDiffusionPipeline`` has no ``load_lora_weights`` and the UNet's ``load_attn_procs``
 only reads Custom-Diffusion processors, so no diffusers loader reads an SVD LoRA: :meth:`SVDBackbone.load_lora`
 (peft ``set_peft_model_state_dict``) reads it, and ``shiftvdm export`` (fuse + save) is the supported route to
@@ -43,7 +41,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from shiftvdm.backbone.base import Condition, NoiseDraw, load_lora_state
+from shiftvdm.backbone import lora
+from shiftvdm.backbone.base import DTYPES, Condition, NoiseDraw, cast_frozen
 from shiftvdm.backbone.edm import (
     append_dims,
     edm_denoise,
@@ -55,15 +54,15 @@ from shiftvdm.backbone.edm import (
     lognormal_sigma,
 )
 from shiftvdm.errors import CheckpointError, ConfigError
-from shiftvdm.utils.checkpoint import load_safetensors, save_json, save_safetensors
+from shiftvdm.utils.checkpoint import save_json
+from shiftvdm.utils.seeding import generator_for
 
 logger = logging.getLogger(__name__)
 
 # Temporal self- and cross-attention projections only (reference: `only_lora_on_temporal_module: true`).
 DEFAULT_LORA_TARGETS = r".*temporal_transformer_blocks\.\d+\.attn[12]\.(to_q|to_k|to_v|to_out\.0)"
 BACKBONE_CONFIG_NAME = "shiftvdm_backbone.json"
-LORA_METADATA_KEY = "lora_adapter_metadata"  # diffusers.loaders.lora_base.LORA_ADAPTER_METADATA_KEY
-_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+LORA_PREFIX = "unet"  # key prefix of the UNet's weights in a LoRA file (diffusers pipeline format)
 
 
 @dataclass
@@ -118,8 +117,8 @@ class SVDConfig:
 
     def __post_init__(self) -> None:
         problems = []
-        if self.dtype not in _DTYPES:
-            problems.append(f"dtype: expected one of {sorted(_DTYPES)}, got {self.dtype!r}")
+        if self.dtype not in DTYPES:
+            problems.append(f"dtype: expected one of {sorted(DTYPES)}, got {self.dtype!r}")
         for name in ("num_frames", "height", "width"):
             value = getattr(self, name)
             if value is not None and value < 1:
@@ -161,18 +160,17 @@ class SVDBackbone:
         self.image_encoder = image_encoder
         self.feature_extractor = feature_extractor
         self.patch_size = 1 if vae is not None else int(patch_size)
-        self._lora_config: Any = None
         self._check_components()
 
-        dtype = _DTYPES[self.config.dtype]
-        for module in (self.unet, self.vae, self.image_encoder):
+        dtype = DTYPES[self.config.dtype]
+        for module in (self.unet, self.vae, self.image_encoder):  # the frozen base; LoRA weights stay float32
             if module is not None and next(module.parameters()).dtype != dtype:
-                module.to(dtype=dtype)
+                cast_frozen(module, dtype)
         for frozen in (self.vae, self.image_encoder):
             if frozen is not None:
                 frozen.eval().requires_grad_(False)
         if self.config.gradient_checkpointing:
-            self.unet.enable_gradient_checkpointing()
+            self.enable_gradient_checkpointing()
         if image_encoder is not None:  # CLIP normalisation; OpenAI CLIP's statistics without a feature extractor
             mean = getattr(feature_extractor, "image_mean", None) or [0.48145466, 0.4578275, 0.40821073]
             std = getattr(feature_extractor, "image_std", None) or [0.26862954, 0.26130258, 0.27577711]
@@ -217,7 +215,7 @@ class SVDBackbone:
         if not path.is_dir():
             raise CheckpointError(f"{path}: model folder not found (expected a folder written by "
                                   "StableVideoDiffusionPipeline.save_pretrained or shiftvdm)")
-        dtype = _DTYPES[config.dtype]
+        dtype = DTYPES[config.dtype]
         if (path / BACKBONE_CONFIG_NAME).is_file():
             meta = _read_json(path / BACKBONE_CONFIG_NAME)
             if meta.get("_class_name") != "SVDBackbone":
@@ -268,7 +266,7 @@ class SVDBackbone:
         Raises:
             ValueError: a LoRA is still attached (``fuse_lora()`` it first, or ``save_lora`` the adapter alone).
         """
-        if self._lora_config is not None:
+        if self.has_lora:
             raise ValueError("save_pretrained: the UNet still carries a LoRA adapter; call fuse_lora() first "
                              "(or save_lora() to write the adapter alone)")
         path = Path(path)
@@ -290,6 +288,10 @@ class SVDBackbone:
                 getattr(self, name).save_pretrained(path / name)
         save_json({"_class_name": "SVDBackbone", "format_version": 1, "pixel_space": self.pixel_space,
                    "patch_size": self.patch_size, "components": components}, path / BACKBONE_CONFIG_NAME)
+
+    def enable_gradient_checkpointing(self) -> None:
+        """Recompute the UNet's blocks in backward (the reference enables it)."""
+        self.unet.enable_gradient_checkpointing()
 
     def to(self, device: torch.device | str) -> SVDBackbone:
         """Move every module (and the CLIP statistics) to ``device``."""
@@ -322,7 +324,7 @@ class SVDBackbone:
 
     @property
     def dtype(self) -> torch.dtype:
-        return next(self.unet.parameters()).dtype
+        return DTYPES[self.config.dtype]  # the base weights' (LoRA weights are float32)
 
     @property
     def video_shape(self) -> tuple[int, int, int]:
@@ -572,86 +574,42 @@ class SVDBackbone:
     # ------------------------------------------------------------------ parameters and LoRA
     @property
     def has_lora(self) -> bool:
-        return self._lora_config is not None
+        return lora.has_lora(self.unet)
 
     def trainable_parameters(self) -> list[nn.Parameter]:
         """The LoRA weights after :meth:`add_lora`, else every UNet parameter (pre-training / full SFT).
 
         The returned parameters are switched to ``requires_grad=True``.
         """
-        if self._lora_config is not None:
-            params = [p for n, p in self.unet.named_parameters() if "lora_" in n]
-        else:
-            params = list(self.unet.parameters())
+        params = lora.lora_parameters(self.unet) if self.has_lora else list(self.unet.parameters())
         for param in params:
             param.requires_grad_(True)
         return params
 
     def add_lora(self, rank: int, alpha: float, target_modules: str | list[str] | None = None, *,
                  seed: int = 0) -> None:
-        """Inject a fresh peft LoRA into the UNet and freeze every base weight.
+        """Add a fresh float32 LoRA to the UNet and freeze every base weight (backbone/lora.py).
 
         Args:
             rank: r (reference: 32).
             alpha: lora_alpha (reference: 32); the update is scaled by alpha / r.
             target_modules: a regex matched against full module names, or a list of module-name suffixes;
                 None = ``config.lora_target_modules`` (temporal to_q/to_k/to_v/to_out.0).
-            seed: seed of the Gaussian init of lora_A (lora_B starts at zero, so the model is unchanged);
-                drawn inside ``torch.random.fork_rng`` (the global RNG is left alone).
+            seed: seed of the Gaussian init of lora_A (lora_B starts at zero, so the model is unchanged).
         """
-        from peft import LoraConfig, inject_adapter_in_model
-        from peft.tuners.lora import LoraLayer
-
-        if self._lora_config is not None:
-            raise ValueError("add_lora: the UNet already has a LoRA; fuse_lora() it before adding another")
         targets = target_modules if target_modules is not None else self.config.lora_target_modules
-        lora_config = LoraConfig(r=int(rank), lora_alpha=alpha, init_lora_weights="gaussian",
-                                 target_modules=targets)
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
-            try:
-                inject_adapter_in_model(lora_config, self.unet, adapter_name="default")
-            except ValueError as exc:  # peft: "Target modules ... not found in the base model"
-                raise ConfigError(f"lora target_modules {targets!r} match no module of the UNet ({exc})") from exc
-        for name, param in self.unet.named_parameters():
-            param.requires_grad_("lora_" in name)
-        wrapped = sum(isinstance(m, LoraLayer) for m in self.unet.modules())
-        self._lora_config = lora_config
-        logger.info("LoRA r=%d alpha=%g on %d modules (%d trainable params)", rank, alpha, wrapped,
-                    sum(p.numel() for n, p in self.unet.named_parameters() if "lora_" in n))
+        lora.add_lora(self.unet, rank, alpha, targets, generator=generator_for(seed, "svd-lora-init"))
+        logger.info("LoRA r=%d alpha=%g (%d trainable params)", rank, alpha,
+                    sum(p.numel() for p in lora.lora_parameters(self.unet)))
 
     def fuse_lora(self) -> None:
         """Merge W ← W + (α/r)·B·A into every wrapped layer, put the plain layers back and drop the adapter."""
-        from peft.tuners.lora import LoraLayer
-
-        if self._lora_config is None:
-            raise ValueError("fuse_lora: the UNet has no LoRA")
-        for name, module in list(self.unet.named_modules()):
-            if isinstance(module, LoraLayer):
-                module.merge(safe_merge=True)
-                parent_name, _, child = name.rpartition(".")
-                parent = self.unet.get_submodule(parent_name) if parent_name else self.unet
-                parent._modules[child] = module.get_base_layer()
-        if hasattr(self.unet, "peft_config"):
-            del self.unet.peft_config
-        self._lora_config = None
+        lora.fuse_lora(self.unet)
 
     def save_lora(self, path: str | Path) -> None:
-        """Write the LoRA as ``.safetensors`` in the diffusers/peft format (keys ``unet.<module>.lora_A.weight``,
-        LoraConfig in the ``lora_adapter_metadata`` header). Read by :meth:`load_lora`; see the module docstring
-        for diffusers."""
-        from peft.utils import get_peft_model_state_dict
-
-        if self._lora_config is None:
-            raise ValueError("save_lora: the UNet has no LoRA (call add_lora or load_lora first)")
-        path = Path(path)
-        if path.suffix != ".safetensors":
-            raise ValueError(f"{path}: a LoRA file must end in .safetensors")
-        state = get_peft_model_state_dict(self.unet, adapter_name="default")
-        tensors = {f"unet.{key}": value for key, value in state.items()}
-        config = {f"unet.{key}": value for key, value in self._lora_config.to_dict().items()}
-        metadata = {"format": "pt", LORA_METADATA_KEY: json.dumps(config, indent=2, sort_keys=True, default=_jsonable)}
-        save_safetensors(tensors, path, metadata=metadata)
+        """Write the LoRA as ``.safetensors`` (keys ``unet.<module>.lora_A.weight``, LoraConfig in the header).
+        Read by :meth:`load_lora`; see the module docstring for diffusers."""
+        lora.save_lora(self.unet, path, LORA_PREFIX)
 
     def load_lora(self, path: str | Path) -> None:
         """Load a LoRA file written by :meth:`save_lora` (adding the adapter first when there is none).
@@ -659,25 +617,14 @@ class SVDBackbone:
         Raises:
             CheckpointError: the file is missing, malformed, or does not fit this UNet (names the file).
         """
-        path = Path(path)
-        tensors = load_safetensors(path)
-        state = {k[len("unet."):]: v for k, v in tensors.items() if k.startswith("unet.") and "lora_" in k}
-        if not state:
-            raise CheckpointError(f"{path}: no UNet LoRA weights (expected keys 'unet.<module>.lora_A.weight')")
-        rank, alpha, targets = _lora_settings(path, state)
-        if self._lora_config is None:
-            try:
-                self.add_lora(rank, alpha, targets)
-            except ConfigError as exc:
-                raise CheckpointError(f"{path}: its LoRA targets do not fit this UNet ({exc})") from exc
-        elif self._lora_config.r != rank:
-            raise CheckpointError(f"{path}: LoRA rank {rank} differs from the attached adapter's {self._lora_config.r}")
-        load_lora_state(self.unet, state, path, adapter_name="default")
-        logger.info("loaded LoRA (r=%d, alpha=%g, %d tensors) from %s", rank, alpha, len(state), path)
+        rank, alpha = lora.load_lora(self.unet, path, LORA_PREFIX)
+        logger.info("loaded LoRA (r=%d, alpha=%g) from %s", rank, alpha, path)
 
 
-def from_pretrained(path: str | Path | None = None, config: SVDConfig | None = None) -> SVDBackbone:
-    """Load an SVD model folder; see :meth:`SVDBackbone.from_pretrained`."""
+def from_pretrained(path: str | Path | None = None, config: SVDConfig | None = None,
+                    given: set[str] | None = None) -> SVDBackbone:
+    """Load an SVD model folder; see :meth:`SVDBackbone.from_pretrained`. (``given``, the option names a user
+    set, is part of the registry's call; an SVD folder holds no settings, so every field comes from ``config``.)"""
     return SVDBackbone.from_pretrained(path, config)
 
 
@@ -710,33 +657,3 @@ def _load_image_processor(folder: str) -> Any:
     except ImportError:  # pragma: no cover - other transformers versions
         from transformers import CLIPImageProcessor as ImageProcessor
     return ImageProcessor.from_pretrained(folder)
-
-
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, (set, frozenset)):
-        return sorted(value)
-    return str(value)
-
-
-def _lora_settings(path: Path, state: dict[str, Tensor]) -> tuple[int, float, str | list[str]]:
-    """(r, alpha, target_modules) from the file's metadata, else inferred from the tensors (alpha = r)."""
-    from safetensors import safe_open
-
-    with safe_open(str(path), framework="pt") as handle:
-        metadata = handle.metadata() or {}
-    config: dict[str, Any] = {}
-    if LORA_METADATA_KEY in metadata:
-        try:
-            raw = json.loads(metadata[LORA_METADATA_KEY])
-        except json.JSONDecodeError as exc:
-            raise CheckpointError(f"{path}: malformed {LORA_METADATA_KEY} header ({exc})") from exc
-        config = {k[len("unet."):]: v for k, v in raw.items() if k.startswith("unet.")}
-    ranks = {v.shape[0] for k, v in state.items() if k.endswith("lora_A.weight")}
-    if len(ranks) != 1:
-        raise CheckpointError(f"{path}: expected one LoRA rank, found {sorted(ranks)}")
-    rank = int(config.get("r") or ranks.pop())
-    alpha = float(config.get("lora_alpha") or rank)
-    targets = config.get("target_modules")
-    if not targets:  # no metadata: wrap exactly the modules the file has weights for
-        targets = sorted({k.rsplit(".lora_", 1)[0] for k in state})
-    return rank, alpha, targets

@@ -37,12 +37,10 @@ import torch.nn.functional as F
 from diffusers.configuration_utils import ConfigMixin, register_to_config
 from diffusers.loaders.peft import PeftAdapterMixin
 from diffusers.models.modeling_utils import ModelMixin
-from peft import LoraConfig
-from peft.utils import get_peft_model_state_dict
-from safetensors import safe_open
 from torch import Tensor, nn
 
-from shiftvdm.backbone.base import Condition, NoiseDraw, load_lora_state
+from shiftvdm.backbone import lora
+from shiftvdm.backbone.base import DTYPES, Condition, NoiseDraw, cast_frozen
 from shiftvdm.backbone.edm import (
     edm_loss_weight,
     edm_scalings,
@@ -52,7 +50,7 @@ from shiftvdm.backbone.edm import (
     lognormal_sigma,
 )
 from shiftvdm.errors import CheckpointError, ConfigError
-from shiftvdm.utils.checkpoint import atomic_write, save_safetensors
+from shiftvdm.utils.checkpoint import atomic_write
 from shiftvdm.utils.seeding import generator_for
 
 logger = logging.getLogger(__name__)
@@ -62,7 +60,6 @@ BACKBONE_CONFIG_NAME = "toy_backbone.json"  # the ToyConfig, next to the diffuse
 MODEL_FIELDS = ("num_frames", "size", "block_out_channels", "layers_per_block", "num_mid_blocks", "norm_num_groups",
                 "num_fourier_freqs", "fourier_scale", "attention_levels", "mid_attention", "attention_head_dim",
                 "sigma_data")
-LORA_ADAPTER_METADATA_KEY = "lora_adapter_metadata"  # the key diffusers' save_lora_adapter uses
 
 
 @dataclass
@@ -91,6 +88,7 @@ class ToyConfig:
     eta: float = 0.5  # ancestral noise of the stochastic sampler (0 = deterministic, 1 = full ancestral)
     clip_denoised: bool = True  # clamp each x̂_0 prediction to residuals that keep pixels in [-1, 1]
     lora_target_modules: list[str] = field(default_factory=lambda: ["conv1", "conv2"])  # ResBlock convs
+    dtype: str = "float32"  # base weights: float32 | bfloat16 | float16 (LoRA weights and latents stay float32)
 
     def __post_init__(self) -> None:
         self.block_out_channels = tuple(int(c) for c in self.block_out_channels)
@@ -122,6 +120,8 @@ class ToyConfig:
             problems.append(f"num_inference_steps={self.num_inference_steps}: must be >= 1")
         if not 0.0 <= self.eta <= 1.0:
             problems.append(f"eta={self.eta}: must be in [0, 1]")
+        if self.dtype not in DTYPES:
+            problems.append(f"dtype={self.dtype!r}: expected one of {', '.join(DTYPES)}")
         if problems:
             raise ConfigError("ToyConfig:\n" + "\n".join(problems))
 
@@ -201,6 +201,8 @@ class ToyVideoUNet(ModelMixin, ConfigMixin, PeftAdapterMixin):
     self-attention (at the coarsest grid by default) moves a sprite's colour across the frame.
     """
 
+    _supports_gradient_checkpointing = True
+
     @register_to_config
     def __init__(self, num_frames: int = 8, block_out_channels: tuple[int, ...] = (32, 64, 64),
                  layers_per_block: int = 2, num_mid_blocks: int = 2, norm_num_groups: int = 8,
@@ -252,6 +254,12 @@ class ToyVideoUNet(ModelMixin, ConfigMixin, PeftAdapterMixin):
                 ch = widths[level - 1]
         self.norm_out = nn.GroupNorm(groups, ch)
         self.conv_out = nn.Conv2d(ch, out_channels, 3, padding=1)
+        self.gradient_checkpointing = False  # set by ModelMixin.enable_gradient_checkpointing
+
+    def _res(self, block: nn.Module, h: Tensor, emb: Tensor) -> Tensor:
+        if torch.is_grad_enabled() and self.gradient_checkpointing:
+            return self._gradient_checkpointing_func(block, h, emb)
+        return block(h, emb)
 
     @torch.no_grad()
     def reset_parameters(self, generator: torch.Generator) -> None:
@@ -272,18 +280,18 @@ class ToyVideoUNet(ModelMixin, ConfigMixin, PeftAdapterMixin):
 
     def forward(self, sample: Tensor, c_noise: Tensor) -> Tensor:
         """``sample`` (B, 3F, H, W), ``c_noise`` (B,) -> (B, 3(F-1), H, W)."""
-        emb = self.emb_mlp(self.noise_embedding(c_noise))
+        emb = self.emb_mlp(self.noise_embedding(c_noise).to(self.conv_in.weight.dtype))
         h = self.conv_in(sample)
         skips = []
         for level, blocks in enumerate(self.down_blocks):
             for block in blocks:
-                h = block(h, emb)
+                h = self._res(block, h, emb)
             h = self.down_attentions[level](h)
             skips.append(h)
             if level < len(self.downsamplers):
                 h = self.downsamplers[level](h)
         for i, block in enumerate(self.mid_blocks):
-            h = block(h, emb)
+            h = self._res(block, h, emb)
             if i == 0:  # attention after the first mid block
                 h = self.mid_attn(h)
         if not self.mid_blocks:
@@ -291,7 +299,7 @@ class ToyVideoUNet(ModelMixin, ConfigMixin, PeftAdapterMixin):
         for i, blocks in enumerate(self.up_blocks):
             h = torch.cat([h, skips.pop()], dim=1)
             for block in blocks:
-                h = block(h, emb)
+                h = self._res(block, h, emb)
             h = self.up_attentions[i](h)
             if i < len(self.upsamplers):
                 h = self.upsamplers[i](F.interpolate(h, scale_factor=2.0, mode="nearest"))
@@ -319,8 +327,9 @@ class ToyBackbone:
         if denoiser is None:
             denoiser = ToyVideoUNet(**self._network_kwargs(self.config))
             denoiser.reset_parameters(generator_for(self.config.init_seed, "toy-backbone-init"))
+        if next(denoiser.parameters()).dtype != DTYPES[self.config.dtype]:  # the Fourier phases 2π·f·c stay float32
+            cast_frozen(denoiser, DTYPES[self.config.dtype], keep=("noise_embedding",))
         self.denoiser = denoiser
-        self._lora_spec: dict | None = None
 
     @staticmethod
     def _network_kwargs(config: ToyConfig) -> dict:
@@ -342,7 +351,7 @@ class ToyBackbone:
 
     @property
     def dtype(self) -> torch.dtype:
-        return next(self.denoiser.parameters()).dtype
+        return DTYPES[self.config.dtype]  # the base weights' (LoRA weights, latents and σ stay float32)
 
     def _check_video(self, video: Tensor, what: str) -> None:
         expected = (self.config.num_frames, 3, self.config.size, self.config.size)
@@ -352,7 +361,7 @@ class ToyBackbone:
     def encode_video(self, video: Tensor) -> Tensor:
         """(B, F, 3, H, W) pixels in [-1, 1] -> latents: frame 0 unchanged, frames 1.. as ``x_t - x_0``."""
         self._check_video(video, "encode_video")
-        video = video.to(self.dtype)
+        video = video.float()
         return torch.cat([video[:, :1], video[:, 1:] - video[:, :1]], dim=1)
 
     def decode(self, latents: Tensor) -> Tensor:
@@ -368,7 +377,7 @@ class ToyBackbone:
             raise ValueError(f"encode_condition: expected shape (B, 3, {size}, {size}), got {tuple(first_frame.shape)}")
         if prompts is not None:
             logger.debug("ToyBackbone ignores text prompts (image-to-video only)")
-        return Condition(first_frame=first_frame.to(self.dtype), tensors={}, prompts=None)
+        return Condition(first_frame=first_frame.float(), tensors={}, prompts=None)
 
     # --- training loss ---------------------------------------------------------------------
 
@@ -385,7 +394,7 @@ class ToyBackbone:
         batch = noisy_residual.shape[0]
         expand = (batch, 1, 1, 1, 1)
         net_in = torch.cat([(c_in.view(expand) * noisy_residual).flatten(1, 2), first_frame], dim=1)
-        net_out = self.denoiser(net_in, c_noise).view_as(noisy_residual)
+        net_out = self.denoiser(net_in.to(self.dtype), c_noise.to(self.dtype)).float().view_as(noisy_residual)
         return c_skip.view(expand) * noisy_residual + c_out.view(expand) * net_out
 
     def denoising_loss(self, latents: Tensor, cond: Condition, draw: NoiseDraw) -> Tensor:
@@ -411,22 +420,22 @@ class ToyBackbone:
         """
         cfg = self.config
         steps = num_inference_steps or cfg.num_inference_steps
-        first = cond.first_frame.to(self.device, self.dtype).repeat_interleave(num_videos, 0)
+        first = cond.first_frame.to(self.device, torch.float32).repeat_interleave(num_videos, 0)
         batch = first.shape[0]
         frames, size = cfg.num_frames, cfg.size
         shape = (batch, frames - 1, 3, size, size)
         sigmas = karras_sigmas(steps, cfg.sigma_min, cfg.sigma_max, cfg.rho)
-        x = torch.randn(shape, generator=generator, device=generator.device).to(self.device, self.dtype)
+        x = torch.randn(shape, generator=generator, device=generator.device).to(self.device)
         x = x * float(sigmas[0])
         # x̂_0 bound: x_0 + residual must stay in [-1, 1]
         low, high = (-1.0 - first)[:, None], (1.0 - first)[:, None]
         for i in range(steps):
             sigma, sigma_next = float(sigmas[i]), float(sigmas[i + 1])
-            denoised = self.denoise(x, torch.full((batch,), sigma, device=self.device, dtype=self.dtype), first)
+            denoised = self.denoise(x, torch.full((batch,), sigma, device=self.device), first)
             if cfg.clip_denoised:
                 denoised = torch.maximum(torch.minimum(denoised, high), low)
             if stochastic and cfg.eta > 0 and sigma_next > 0:
-                noise = torch.randn(shape, generator=generator, device=generator.device).to(self.device, self.dtype)
+                noise = torch.randn(shape, generator=generator, device=generator.device).to(self.device)
                 x = euler_ancestral_step(x, denoised, sigma, sigma_next, noise, cfg.eta)
             else:
                 x = euler_step(x, denoised, sigma, sigma_next)
@@ -435,74 +444,46 @@ class ToyBackbone:
 
     # --- parameters and LoRA ---------------------------------------------------------------
 
+    @property
+    def has_lora(self) -> bool:
+        return lora.has_lora(self.denoiser)
+
     def trainable_parameters(self) -> list[nn.Parameter]:
         """The LoRA weights when a LoRA is attached, else every weight (pre-training / full SFT)."""
-        if self._lora_spec is not None:
-            return [p for n, p in self.denoiser.named_parameters() if "lora_" in n]
-        return list(self.denoiser.parameters())
+        return lora.lora_parameters(self.denoiser) if self.has_lora else list(self.denoiser.parameters())
 
     def add_lora(self, rank: int, alpha: float, target_modules: str | list[str] | None = None) -> None:
-        """Attach a fresh LoRA (default targets: ``config.lora_target_modules``, the ResBlock convs)
+        """Attach a fresh float32 LoRA (default targets: ``config.lora_target_modules``, the ResBlock convs)
         and freeze every other weight. LoRA B starts at zero, so outputs are unchanged."""
-        if self._lora_spec is not None:
+        if self.has_lora:
             raise ValueError("ToyBackbone already has a LoRA attached; fuse_lora() it first")
         targets = target_modules if target_modules is not None else list(self.config.lora_target_modules)
-        lora_config = LoraConfig(r=rank, lora_alpha=alpha, target_modules=targets, init_lora_weights=True)
-        self.denoiser.requires_grad_(False)
-        self.denoiser.add_adapter(lora_config)
-        # peft initialises lora_A from the global RNG; redo it from an explicit generator.
-        generator = generator_for(self.config.init_seed, "toy-lora-init", rank)
-        with torch.no_grad():
-            for name, param in self.denoiser.named_parameters():
-                if "lora_A" in name:
-                    nn.init.kaiming_uniform_(param, a=math.sqrt(5), generator=generator)
-                elif "lora_B" in name:
-                    param.zero_()
-        for name, param in self.denoiser.named_parameters():
-            param.requires_grad_("lora_" in name)
-        self._lora_spec = {"rank": rank, "alpha": alpha, "target_modules": targets}
+        lora.add_lora(self.denoiser, rank, alpha, targets, init="kaiming", generator=self._lora_generator(rank))
+
+    def _lora_generator(self, rank: int) -> torch.Generator:
+        return generator_for(self.config.init_seed, "toy-lora-init", rank)
 
     def fuse_lora(self) -> None:
         """Merge the LoRA into the base weights, drop the adapter and make every weight trainable again."""
-        if self._lora_spec is None:
+        if not self.has_lora:
             raise ValueError("ToyBackbone has no LoRA to fuse")
-        self.denoiser.fuse_lora()
-        self.denoiser.unload_lora()  # keeps the merged base layers
+        lora.fuse_lora(self.denoiser)
         self.denoiser.requires_grad_(True)
-        self._lora_spec = None
 
     def save_lora(self, path: str | Path) -> None:
         """Write the LoRA weights to ``path`` (.safetensors) in diffusers' ``save_lora_adapter`` format:
-        peft keys and the LoraConfig as JSON under ``lora_adapter_metadata``."""
-        if self._lora_spec is None:
+        unprefixed peft keys and the LoraConfig as JSON under ``lora_adapter_metadata``."""
+        if not self.has_lora:
             raise ValueError("ToyBackbone has no LoRA to save")
-        state = get_peft_model_state_dict(self.denoiser)
-        lora_config = self.denoiser.peft_config["default"].to_dict()
-        lora_config = {k: (sorted(v) if isinstance(v, set) else v) for k, v in lora_config.items()}
-        metadata = {"format": "pt", LORA_ADAPTER_METADATA_KEY: json.dumps(lora_config, sort_keys=True, default=str)}
-        save_safetensors(state, path, metadata=metadata)
+        lora.save_lora(self.denoiser, path, prefix="")
 
     def load_lora(self, path: str | Path) -> None:
         """Attach a LoRA with the rank, alpha and targets stored in ``path`` and load its weights."""
-        path = Path(path)
-        if not path.is_file():
-            raise CheckpointError(f"{path}: LoRA file not found")
-        try:
-            with safe_open(str(path), framework="pt") as fh:
-                metadata = fh.metadata() or {}
-                state = {k: fh.get_tensor(k) for k in fh.keys()}
-        except Exception as exc:  # safetensors raises several types for corrupt headers
-            raise CheckpointError(f"{path}: not a valid safetensors file ({exc})") from exc
-        if LORA_ADAPTER_METADATA_KEY not in metadata:
-            raise CheckpointError(f"{path}: no '{LORA_ADAPTER_METADATA_KEY}' metadata (not written by save_lora)")
-        try:
-            spec = json.loads(metadata[LORA_ADAPTER_METADATA_KEY])
-            targets, rank, alpha = spec["target_modules"], int(spec["r"]), float(spec["lora_alpha"])
-        except (ValueError, TypeError, KeyError) as exc:  # e.g. an SVD LoRA (its metadata is keyed by component)
-            raise CheckpointError(f"{path}: not a LoRA for this toy model ('{LORA_ADAPTER_METADATA_KEY}' lacks "
-                                  f"target_modules/r/lora_alpha: {exc!r}); was it saved from another backbone?") from exc
-        self.add_lora(rank, alpha, targets)
-        load_lora_state(self.denoiser, state, path)
+        lora.load_lora(self.denoiser, path, prefix="")
+
+    def enable_gradient_checkpointing(self) -> None:
+        """Recompute each ResBlock in backward."""
+        self.denoiser.enable_gradient_checkpointing()
 
     # --- full checkpoints ------------------------------------------------------------------
 
@@ -510,7 +491,7 @@ class ToyBackbone:
         """Write ``config.json`` + ``diffusion_pytorch_model.safetensors`` (the network, diffusers
         layout) and ``toy_backbone.json`` (this ToyConfig). A LoRA, if attached, is not included:
         fuse it first or save it with :meth:`save_lora`."""
-        if self._lora_spec is not None:
+        if self.has_lora:
             raise ValueError("save_pretrained with a LoRA attached: fuse_lora() first or use save_lora()")
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
@@ -520,12 +501,13 @@ class ToyBackbone:
 
     @classmethod
     def from_pretrained(cls, path: str | Path, config: ToyConfig | None = None,
-                        torch_dtype: torch.dtype | None = None) -> "ToyBackbone":
+                        torch_dtype: torch.dtype | None = None, given: set[str] | None = None) -> "ToyBackbone":
         """Load a folder written by :meth:`save_pretrained`.
 
         The model's own fields (:data:`MODEL_FIELDS`: architecture and σ_data) come from the folder.
-        Every other field (noise-level distribution, sampler, LoRA targets) comes from ``config`` when
-        one is given, else from the folder.
+        Every other field (noise-level distribution, sampler, LoRA targets, dtype) comes from ``config`` when
+        one is given — only its fields named in ``given`` when that is set (the options a user wrote; the
+        rest keep the folder's values) — else from the folder.
 
         Raises:
             CheckpointError: the folder, its ``toy_backbone.json`` or its weights are missing or unreadable.
@@ -554,7 +536,8 @@ class ToyBackbone:
             if clashes:
                 raise ConfigError(f"{path}: these fields are fixed by the saved model and cannot be changed: "
                                   + "; ".join(clashes))
-            merged = asdict(config)
+            merged = asdict(stored) if given is not None else asdict(config)
+            merged.update({name: getattr(config, name) for name in (given or ()) if name not in MODEL_FIELDS})
             merged.update({name: getattr(stored, name) for name in MODEL_FIELDS})
             stored = ToyConfig(**merged)
         try:
@@ -587,6 +570,6 @@ def from_config(config: ToyConfig) -> ToyBackbone:
     return ToyBackbone(config)
 
 
-def from_pretrained(path: str | Path, config: ToyConfig | None = None) -> ToyBackbone:
+def from_pretrained(path: str | Path, config: ToyConfig | None = None, given: set[str] | None = None) -> ToyBackbone:
     """Load a ToyBackbone folder; see :meth:`ToyBackbone.from_pretrained`."""
-    return ToyBackbone.from_pretrained(path, config)
+    return ToyBackbone.from_pretrained(path, config, given=given)

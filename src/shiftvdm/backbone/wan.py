@@ -36,13 +36,12 @@ from pathlib import Path
 from typing import Any, Literal
 
 import torch
-from peft import LoraConfig
-from peft.utils import get_peft_model_state_dict
 from torch import Tensor, nn
 
-from shiftvdm.backbone.base import Condition, NoiseDraw, load_lora_state
+from shiftvdm.backbone import lora
+from shiftvdm.backbone.base import DTYPES, Condition, NoiseDraw
 from shiftvdm.errors import CheckpointError, ConfigError, DataError
-from shiftvdm.utils.checkpoint import atomic_write, save_safetensors
+from shiftvdm.utils.checkpoint import atomic_write
 from shiftvdm.utils.seeding import generator_for
 
 logger = logging.getLogger(__name__)
@@ -57,10 +56,8 @@ WAN_NEGATIVE_PROMPT = (
     "倒着走"
 )
 VIDEO_SHAPE_FILE = "shiftvdm_wan.json"  # (num_frames, height, width) saved next to model_index.json
-LORA_ADAPTER_METADATA_KEY = "lora_adapter_metadata"  # the safetensors metadata key diffusers reads
 LORA_PREFIX = "transformer"  # key prefix WanLoraLoaderMixin.load_lora_weights filters on
 NUM_TRAIN_TIMESTEPS = 1000  # t = 1000·σ (Wan, DiffSynth and diffusers' flow schedulers)
-_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 _DEFAULT_VIDEO_SHAPE = (49, 480, 832)  # reference Wan2.2 run: target_vid_size [49, 480, 832]
 
 
@@ -354,7 +351,7 @@ class WanBackbone:
                 module.eval()
         self.denoiser.eval()  # Wan has no dropout; eval just makes that explicit
         if config.gradient_checkpointing:
-            self.denoiser.enable_gradient_checkpointing()
+            self.enable_gradient_checkpointing()
 
         vae_cfg = self.vae.config
         self.z_dim = int(vae_cfg.z_dim)
@@ -401,8 +398,8 @@ class WanBackbone:
         _read_model_index(path)
         config = _with_video_shape(config, path)
         try:
-            vae = AutoencoderKLWan.from_pretrained(str(path), subfolder="vae", dtype=_DTYPES[config.vae_dtype])
-            pipe = WanImageToVideoPipeline.from_pretrained(str(path), vae=vae, dtype=_DTYPES[config.dtype])
+            vae = AutoencoderKLWan.from_pretrained(str(path), subfolder="vae", dtype=DTYPES[config.vae_dtype])
+            pipe = WanImageToVideoPipeline.from_pretrained(str(path), vae=vae, dtype=DTYPES[config.dtype])
         except (OSError, ValueError, RuntimeError) as exc:
             raise CheckpointError(f"{path}: cannot load the Wan pipeline ({exc})") from exc
         components = dict(pipe.components)
@@ -421,6 +418,10 @@ class WanBackbone:
             image_processor=self.image_processor, image_encoder=self.image_encoder, transformer=self.transformer,
             transformer_2=self.transformer_2, boundary_ratio=self.boundary_ratio,
             expand_timesteps=self.layout == "ti2v")
+
+    def enable_gradient_checkpointing(self) -> None:
+        """Recompute every expert's transformer blocks in backward."""
+        self.denoiser.enable_gradient_checkpointing()
 
     def to(self, device: torch.device | str) -> "WanBackbone":
         """Move every module to ``device`` (dtypes unchanged)."""
@@ -448,7 +449,7 @@ class WanBackbone:
 
     @property
     def dtype(self) -> torch.dtype:
-        return self.transformer.dtype
+        return DTYPES[self.config.dtype]  # the base weights' (LoRA weights are float32)
 
     def _check_pixels(self, x: Tensor, what: str, frames: bool) -> None:
         F, H, W = self.video_shape
@@ -717,48 +718,35 @@ class WanBackbone:
 
     @property
     def has_lora(self) -> bool:
-        return any(getattr(e, "peft_config", None) for e in self.denoiser.experts)
+        return any(lora.has_lora(e) for e in self.denoiser.experts)
 
     def trainable_parameters(self) -> list[nn.Parameter]:
         """The LoRA weights when a LoRA is attached, else every transformer weight (full fine-tuning)."""
         if self.has_lora:
-            return [p for n, p in self.denoiser.named_parameters() if "lora_" in n]
+            return [p for e in self.denoiser.experts for p in lora.lora_parameters(e)]
         return list(self.denoiser.parameters())
 
     def add_lora(self, rank: int, alpha: float, target_modules: str | list[str] | None = None) -> None:
-        """Attach a fresh LoRA to every expert (default targets: every attention's to_q/to_k/to_v/to_out.0) and
-        freeze everything else. Init as the reference (``gaussian``: A ~ N(0, 1/r²), B = 0), drawn from
-        ``generator_for(config.seed, "wan-lora-init", expert)`` rather than the global RNG."""
+        """Attach a fresh float32 LoRA to every expert (default targets: every attention's to_q/to_k/to_v/to_out.0)
+        and freeze everything else. Init as the reference (``gaussian``: A ~ N(0, 1/r²), B = 0), drawn from
+        ``generator_for(config.seed, "wan-lora-init", expert)``."""
         if self.has_lora:
             raise ValueError("add_lora: the Wan backbone already has a LoRA; fuse_lora() it before adding another")
         targets = target_modules if target_modules is not None else list(self.config.lora_target_modules)
-        devices = [self.device] if self.device.type == "cuda" else []
         for index, expert in enumerate(self.denoiser.experts):
-            with torch.random.fork_rng(devices=devices):  # peft's own init draws from the global RNG: leave it alone
-                try:
-                    expert.add_adapter(LoraConfig(r=rank, lora_alpha=alpha, target_modules=targets,
-                                                  init_lora_weights="gaussian"))
-                except ValueError as exc:  # peft: "Target modules ... not found in the base model"
-                    raise ConfigError(f"lora target_modules {targets!r} match no module of the Wan transformer "
-                                      f"({exc})") from exc
-            generator = generator_for(self.config.seed, "wan-lora-init", index)
-            with torch.no_grad():
-                for name, param in expert.named_parameters():
-                    if "lora_A" in name:
-                        param.copy_(torch.randn(param.shape, generator=generator) / rank)
-                    elif "lora_B" in name:
-                        param.zero_()
-                    param.requires_grad_("lora_" in name)
+            lora.add_lora(expert, rank, alpha, targets, generator=self._lora_generator(index))
         logger.info("LoRA r=%d alpha=%g on %s of %d expert(s): %d trainable parameters", rank, alpha, targets,
                     len(self.denoiser.experts), sum(p.numel() for p in self.trainable_parameters()))
+
+    def _lora_generator(self, expert: int) -> torch.Generator:
+        return generator_for(self.config.seed, "wan-lora-init", expert)
 
     def fuse_lora(self) -> None:
         """Merge the LoRA into the base weights of every expert, drop the adapters, make all weights trainable."""
         if not self.has_lora:
             raise ValueError("fuse_lora: the Wan backbone has no LoRA")
         for expert in self.denoiser.experts:
-            expert.fuse_lora()
-            expert.unload_lora()  # keeps the merged base layers
+            lora.fuse_lora(expert)
         self.denoiser.requires_grad_(True)
 
     @staticmethod
@@ -769,68 +757,35 @@ class WanBackbone:
         return path if expert == 0 else path.with_name(f"{path.stem}.transformer_2{path.suffix}")
 
     def save_lora(self, path: str | Path) -> None:
-        """Write the LoRA as diffusers-loadable safetensors: keys ``transformer.<peft key>``, the LoraConfig as JSON
-        under ``lora_adapter_metadata`` (what ``WanImageToVideoPipeline.load_lora_weights`` reads).
+        """Write the LoRA as diffusers-loadable safetensors (keys ``transformer.<peft key>``, what
+        ``WanImageToVideoPipeline.load_lora_weights`` reads).
 
         A14B: ``transformer_2``'s LoRA goes to :meth:`expert_lora_path` (load it into a pipeline with
         ``load_lora_weights(that_file, load_into_transformer_2=True)``).
         """
         if not self.has_lora:
             raise ValueError("save_lora: the Wan backbone has no LoRA (call add_lora or load_lora first)")
-        if Path(path).suffix != ".safetensors":
-            raise ValueError(f"{path}: a LoRA file must end in .safetensors")
         for index, expert in enumerate(self.denoiser.experts):
-            state = {f"{LORA_PREFIX}.{k}": v for k, v in get_peft_model_state_dict(expert).items()}
-            spec = expert.peft_config["default"].to_dict()
-            spec = {f"{LORA_PREFIX}.{k}": (sorted(v) if isinstance(v, set) else v) for k, v in spec.items()}
-            metadata = {"format": "pt", LORA_ADAPTER_METADATA_KEY: json.dumps(spec, sort_keys=True, default=str)}
-            save_safetensors(state, self.expert_lora_path(path, index), metadata=metadata)
+            lora.save_lora(expert, self.expert_lora_path(path, index), LORA_PREFIX)
 
     def load_lora(self, path: str | Path) -> None:
         """Load a LoRA from ``path`` (and, for A14B, its ``transformer_2`` file), adding the adapter first when
         there is none.
 
-        Reads our ``save_lora`` files and other diffusers-format Wan LoRAs (diffusers converts the original
-        Wan and musubi key formats); without metadata, rank comes from the weights and alpha = rank.
+        Reads our ``save_lora`` files and other diffusers-format Wan LoRAs (through diffusers'
+        ``lora_state_dict``, which converts the original Wan and musubi key formats); without metadata, rank
+        comes from the weights and alpha = rank.
 
         Raises:
             CheckpointError: a file is missing, unreadable, or does not fit this model (names the file).
         """
-        from diffusers import WanImageToVideoPipeline
-
-        states = []
-        for index in range(len(self.denoiser.experts)):
-            file = self.expert_lora_path(path, index)
+        files = [self.expert_lora_path(path, index) for index in range(len(self.denoiser.experts))]
+        for index, file in enumerate(files):
             if not file.is_file():
                 what = "" if index == 0 else " (the transformer_2 LoRA of a two-expert model)"
                 raise CheckpointError(f"{file}: LoRA file not found{what}")
-            try:
-                state, metadata = WanImageToVideoPipeline.lora_state_dict(str(file), use_safetensors=True,
-                                                                          return_lora_metadata=True)
-            except Exception as exc:  # safetensors and the key converters raise several types
-                raise CheckpointError(f"{file}: not a readable LoRA safetensors file ({exc})") from exc
-            prefix = f"{LORA_PREFIX}."
-            state = {k.removeprefix(prefix): v for k, v in state.items() if k.startswith(prefix)}
-            if not state:
-                raise CheckpointError(f"{file}: no `{prefix}*` LoRA weights in this file")
-            states.append((file, state, {k.removeprefix(prefix): v for k, v in (metadata or {}).items()}))
-        file, state, spec = states[0]
-        a_keys = [k for k in state if ".lora_A." in k]
-        if not a_keys:
-            raise CheckpointError(f"{file}: no lora_A weights in this file")
-        rank = int(spec["r"]) if "r" in spec else int(state[a_keys[0]].shape[0])
-        alpha = float(spec["lora_alpha"]) if "lora_alpha" in spec else float(rank)
-        targets = spec.get("target_modules") or sorted({k.split(".lora_A.")[0] for k in a_keys})
-        if not self.has_lora:
-            try:
-                self.add_lora(rank, alpha, targets)
-            except ValueError as exc:  # peft: target modules not found in the model
-                raise CheckpointError(f"{file}: its LoRA targets do not fit this model ({exc})") from exc
-        elif self.transformer.peft_config["default"].r != rank:
-            raise CheckpointError(f"{file}: LoRA rank {rank} differs from the attached adapter's "
-                                  f"{self.transformer.peft_config['default'].r}")
-        for expert, (file, state, _) in zip(self.denoiser.experts, states):
-            load_lora_state(expert, state, file)
+        for expert, file in zip(self.denoiser.experts, files):
+            lora.load_lora(expert, file, LORA_PREFIX, reader=_diffusers_reader)
 
     # --- full checkpoints ------------------------------------------------------------------
 
@@ -868,31 +823,13 @@ def _with_video_shape(config: WanConfig, path: Path | None) -> WanConfig:
     return replace(config, **values)
 
 
-def from_pretrained(path: str | Path, config: WanConfig | None = None) -> WanBackbone:
-    """Load a diffusers-format Wan folder (see :meth:`WanBackbone.from_pretrained`)."""
+def from_pretrained(path: str | Path, config: WanConfig | None = None, given: set[str] | None = None) -> WanBackbone:
+    """Load a diffusers-format Wan folder (see :meth:`WanBackbone.from_pretrained`). (``given``, the option names a
+    user set, is part of the registry's call; the folder's only settings, the clip shape, fill fields left None.)"""
     return WanBackbone.from_pretrained(path, config)
 
 
-def from_config(config: WanConfig) -> WanBackbone:
-    """A random-init *tiny* Wan of ``config.layout`` (backbone/tiny_wan.py's CPU preset), seeded by ``config.seed``.
+def _diffusers_reader(file: Path) -> tuple[dict[str, Tensor], dict | None]:
+    from diffusers import WanImageToVideoPipeline
 
-    A random full-size Wan is of no use on its own, so random init means the tiny preset; its video shape is
-    the preset's unless the config sets one.
-    """
-    from dataclasses import replace
-
-    from shiftvdm.backbone.tiny_wan import tiny_video_shape, tiny_wan_components
-
-    if config.layout == "auto":
-        raise ConfigError("layout: random init (no pretrained folder) needs an explicit layout: "
-                          "ti2v, i2v_a14b or i2v_21")
-    frames, height, width = tiny_video_shape(config.layout)
-    config = replace(config, num_frames=config.num_frames or frames, height=config.height or height,
-                     width=config.width or width)
-    components = tiny_wan_components(config.layout, seed=config.seed)
-    dtype = _DTYPES[config.dtype]
-    for key in ("text_encoder", "transformer", "transformer_2", "image_encoder"):
-        if components.get(key) is not None:
-            components[key].to(dtype)
-    components["vae"].to(_DTYPES[config.vae_dtype])
-    return WanBackbone(config, components)
+    return WanImageToVideoPipeline.lora_state_dict(str(file), use_safetensors=True, return_lora_metadata=True)
