@@ -117,6 +117,10 @@ class DiscriminatorConfig:
     batch_size: int = 0  # real clips (and as many fakes) per discriminator step (0 = rollout.batch_size)
     train: DiscriminatorTrainConfig = field(default_factory=DiscriminatorTrainConfig)  # optimizer, EMA, regularisers
 
+    def __post_init__(self) -> None:
+        _finite("discriminator.d_to_g", self.d_to_g, low=0)
+        _at_least("discriminator.batch_size", self.batch_size, 0, " (0 = rollout.batch_size)")
+
 
 @dataclass
 class RunConfig:
@@ -135,6 +139,8 @@ class RunConfig:
     gradient_checkpointing: bool = False  # recompute activations in the backward pass
     log_grad_norm_every: int = 10  # split gradient norms into SFT and advantage-weighted parts every N steps
     progress: bool = True  # progress bar on the main process
+    distributed: Literal["ddp", "fsdp2"] = "ddp"  # gradient sync on >1 process: DDP, or FSDP2 sharding (A14B)
+    find_unused_parameters: bool = False  # DDP: allow trainable weights that a forward does not reach
 
     def __post_init__(self) -> None:
         if not str(self.out_dir).strip():
