@@ -224,3 +224,60 @@ def test_save_load_roundtrip_and_errors(critic_and_features, tmp_path):
     state.pop("lc.head.0.weight")
     with pytest.raises(CheckpointError, match="lc.head.0.weight"):
         MotionCritic(critic.config).load_state_dict(state)
+
+
+# ----- neural features (SEA-RAFT + CoTracker3 tokens) ------------------------------------------
+
+def test_neural_features_refuse_without_checkpoints():
+    from shiftvdm.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"critic.flow_checkpoint=PATH.*critic.flow=dis critic.tracker=lk"):
+        CriticConfig(flow="sea-raft")
+    with pytest.raises(ConfigError, match=r"critic.tracker_checkpoint=PATH .*scaled_offline.pth"):
+        CriticConfig(tracker="cotracker3")
+    with pytest.raises(ConfigError, match="lc.kind=tokens reads CoTracker3"):
+        CriticConfig(lc=LCConfig(kind="tokens"))
+    with pytest.raises(ConfigError, match="flow_confidence=mixture needs critic.flow=sea-raft"):
+        CriticConfig(flow_confidence="mixture")
+
+
+def test_shipped_critic_presets_refuse_without_checkpoints():
+    from shiftvdm.config import load_config
+    from shiftvdm.errors import ConfigError
+    from shiftvdm.recipes.train_reward import TrainRewardConfig
+
+    for preset in ("critic_svd_davis", "critic_wan22_wisa"):
+        with pytest.raises(ConfigError, match="flow_checkpoint=PATH"):
+            load_config(TrainRewardConfig, preset)
+
+
+def test_neural_feature_path_scores_a_tiny_clip(tmp_path, videos):
+    from shiftvdm.motion.cotracker3 import CoTracker3
+    from shiftvdm.motion.sea_raft import SEARAFT, SEARAFTConfig
+    from shiftvdm.rewards.lc import trackformer_config
+
+    torch.manual_seed(0)
+    flow_net = SEARAFT(SEARAFTConfig(dim=32, initial_dim=16, block_dims=(16, 24, 32), pretrain="resnet18", radius=2,
+                                     num_blocks=1))
+    torch.save(flow_net.state_dict(), tmp_path / "sea_raft.pth")
+    small = dict(latent_dim=16, corr_hidden=32, corr_dim=16, hidden=32, heads=2, time_depth=1, space_depth=1,
+                 num_virtual_tracks=4, model_resolution=(32, 48))
+    tracker_net = CoTracker3(**small)
+    torch.save(tracker_net.state_dict(), tmp_path / "cotracker3.pth")
+    cfg = CriticConfig(flow="sea-raft", flow_checkpoint=str(tmp_path / "sea_raft.pth"), tracker="cotracker3",
+                       tracker_checkpoint=str(tmp_path / "cotracker3.pth"), tracker_options=small,
+                       lc_token_dim=tracker_net.input_dim, num_queries=8, query_sampling="pixels",
+                       residual_mode="reference", ic=ICConfig(dim=16, depth=1, heads=2, image_size=(16, 16)),
+                       lc=trackformer_config(dim=16, depth=1, heads=2, num_virtual_tracks=4))
+    critic = MotionCritic(cfg).prepare()
+    real, fakes = videos[:2], videos[2:].reshape(2, 1, *videos.shape[1:])
+    queries = np.stack([critic.sample_queries(16, 16, torch.Generator().manual_seed(i)) for i in range(2)])
+    assert np.all(queries == np.round(queries)) and len(np.unique(queries[0], axis=0)) == 8  # distinct pixels
+    scores = critic.score_groups(real, fakes, queries)
+    assert scores.features_real.ic.shape == (2, 4, 2, 16, 16)  # (N, T-1, residual + SEA-RAFT confidence, h, w)
+    assert scores.features_real.lc.shape == (2, 8, 5, tracker_net.input_dim)  # CoTracker3 update tokens
+    conf = scores.features_real.ic[:, :, 1]
+    assert float(conf.min()) > 0 and float(conf.max()) <= 1.0
+    assert all(torch.isfinite(v).all() for v in scores.rewards.values())
+    alone = critic.reward(critic.features(fakes[1], queries[1]))  # batched = one group alone
+    torch.testing.assert_close(scores.rewards["r_fake"][1], alone.r, rtol=0, atol=1e-4)

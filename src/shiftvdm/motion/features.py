@@ -289,22 +289,15 @@ def remap_bilinear(image: torch.Tensor, x: torch.Tensor, y: torch.Tensor, fixed_
     """Sample ``image`` (B, C, H, W) at (x, y) (B, M) like cv2.remap (linear, replicated border) -> (B, C, M).
 
     ``fixed_point`` rounds the coordinates to 1/32 px first, as cv2.remap does on multi-channel images.
+    (grid_sample with align_corners=True and border padding is bilinear with clamped neighbours.)
     """
     height, width = image.shape[-2:]
     if fixed_point:
         x, y = torch.round(x * 32) / 32, torch.round(y * 32) / 32
-    x0f, y0f = torch.floor(x), torch.floor(y)
-    fx, fy = (x - x0f).to(image.dtype)[:, None], (y - y0f).to(image.dtype)[:, None]
-    x0, y0 = x0f.to(torch.int64), y0f.to(torch.int64)
-    flat = image.flatten(2)  # (B, C, H*W)
-
-    def at(xi: torch.Tensor, yi: torch.Tensor) -> torch.Tensor:
-        idx = yi.clamp(0, height - 1) * width + xi.clamp(0, width - 1)
-        return torch.gather(flat, 2, idx[:, None].expand(-1, flat.shape[1], -1))
-
-    top = at(x0, y0) * (1 - fx) + at(x0 + 1, y0) * fx
-    bottom = at(x0, y0 + 1) * (1 - fx) + at(x0 + 1, y0 + 1) * fx
-    return top * (1 - fy) + bottom * fy
+    grid = torch.stack([x * (2.0 / max(width - 1, 1)) - 1.0, y * (2.0 / max(height - 1, 1)) - 1.0], dim=-1)
+    out = torch.nn.functional.grid_sample(image, grid[:, None].to(image.dtype), mode="bilinear",
+                                          padding_mode="border", align_corners=True)
+    return out[:, :, 0]
 
 
 def gray_float_torch(frames: torch.Tensor) -> torch.Tensor:
@@ -461,21 +454,27 @@ def appearance_correlation_torch(blurred: Sequence[torch.Tensor], points: torch.
     sy, sx = torch.meshgrid(shift, shift, indexing="ij")
     shift_offsets = torch.stack([sx.reshape(-1), sy.reshape(-1)], dim=1)  # (K, 2)
     num_shifts, num_taps = shift_offsets.shape[0], patch_offsets.shape[0]
+    # Every shifted patch's taps lie on one (2(r+p)+1)² window around the point (offsets are integer
+    # multiples of the scale), so each window is sampled once and the K patches are picked from it.
+    reach = corr_radius + patch_radius
+    side = 2 * reach + 1
+    wy, wx = torch.meshgrid(torch.arange(-reach, reach + 1, dtype=dtype, device=device),
+                            torch.arange(-reach, reach + 1, dtype=dtype, device=device), indexing="ij")
+    window = torch.stack([wx.reshape(-1), wy.reshape(-1)], dim=1)  # (W, 2)
+    pick = ((shift_offsets[:, None, 1] + patch_offsets[None, :, 1] + reach) * side
+            + shift_offsets[:, None, 0] + patch_offsets[None, :, 0] + reach).long()  # (K, P) into the window
+    centre_taps = ((patch_offsets[:, 1] + reach) * side + patch_offsets[:, 0] + reach).long()  # shift (0, 0)
     out = []
     for scale, image in zip(scales, blurred):
         if scale < 1:
             raise ConfigError(f"correlation scales must be >= 1 px, got {scale}")
-        offsets = patch_offsets * scale
         height, width = image.shape[-2:]
-        frames_flat = image.reshape(batch * frames, 1, height, width)
-        # reference patches on frame 0 at the queries
-        ref_xy = points[:, 0, :, None, :] + offsets  # (B, N, P, 2)
-        ref = remap_bilinear(image[:, 0:1], ref_xy[..., 0].reshape(batch, -1), ref_xy[..., 1].reshape(batch, -1))
-        ref, ref_ok = _normalise_patches_torch(ref.view(batch, num, num_taps))
-        centres = points[:, :, :, None, :] + shift_offsets * scale  # (B, T, N, K, 2)
-        taps = centres[..., None, :] + offsets  # (B, T, N, K, P, 2)
-        cur = remap_bilinear(frames_flat, taps[..., 0].reshape(batch * frames, -1), taps[..., 1].reshape(batch * frames, -1))
-        cur, cur_ok = _normalise_patches_torch(cur.view(batch, frames, num, num_shifts, num_taps))
+        taps = points[:, :, :, None, :] + window * scale  # (B, T, N, W, 2)
+        samples = remap_bilinear(image.reshape(batch * frames, 1, height, width),
+                                 taps[..., 0].reshape(batch * frames, -1), taps[..., 1].reshape(batch * frames, -1))
+        samples = samples.view(batch, frames, num, side * side)
+        ref, ref_ok = _normalise_patches_torch(samples[:, 0][..., centre_taps])  # frame-0 patch at the query
+        cur, cur_ok = _normalise_patches_torch(samples[..., pick])  # (B, T, N, K, P)
         corr = torch.einsum("bnp,btnkp->bntk", ref, cur)
         valid = ref_ok[:, :, None, None] & cur_ok.permute(0, 2, 1, 3)
         out.append(torch.where(valid, corr.clamp(-1.0, 1.0), torch.zeros_like(corr)))

@@ -51,24 +51,32 @@ from shiftvdm.motion.features import (
     track_features_torch,
 )
 from shiftvdm.rewards.ic import ICConfig, ICDiscriminator
-from shiftvdm.rewards.lc import LCConfig, LCDiscriminator
+from shiftvdm.rewards.lc import LCConfig, build_lc_discriminator
 from shiftvdm.rewards.protocol import GroupScores, ReplayStore
 from shiftvdm.utils.checkpoint import load_safetensors, save_json, save_safetensors
 from shiftvdm.utils.seeding import derive_seed, generator_for
 
 logger = logging.getLogger(__name__)
 
+NEURAL_FLOWS = ("raft", "sea-raft")
+NEURAL_TRACKERS = ("cotracker3",)
 WEIGHTS_NAME = "critic.safetensors"
 CONFIG_NAME = "critic_config.json"
 
 
 @dataclass
 class CriticConfig:
-    flow: str = "dis"  # flow estimator: dis | farneback | raft (reference: SEA-RAFT-M)
+    flow: str = "dis"  # flow estimator: dis | farneback | raft | sea-raft (reference: SEA-RAFT-M, 4 iterations)
     flow_preset: str = "medium"  # DIS preset: ultrafast | fast | medium (reference notes: medium, 23 ms/pair at 320×576)
-    flow_checkpoint: str | None = None  # local weights file for flow=raft
-    tracker: str = "lk"  # point tracker: lk | cotracker (reference: CoTracker3 offline)
-    tracker_checkpoint: str | None = None  # local weights file for tracker=cotracker
+    flow_checkpoint: str | None = None  # local weights file for flow=raft / sea-raft (required for them)
+    flow_iters: int | None = None  # refinement iterations of a neural flow (None = its default; SEA-RAFT-M 4)
+    flow_confidence: Literal["auto", "fb", "mixture"] = "auto"  # fb = forward-backward; mixture = SEA-RAFT's
+    #   uncertainty (the authors'); auto = mixture for sea-raft, fb otherwise
+    tracker: str = "lk"  # point tracker: lk | cotracker3 (reference: CoTracker3 offline)
+    tracker_checkpoint: str | None = None  # local weights file for tracker=cotracker3 (required for it)
+    neural_chunk_size: int = 8  # pairs (flow) / clips (tracks) per neural forward (memory knob)
+    tracker_options: dict[str, Any] = field(default_factory=dict)  # extra CoTracker3 architecture args (reduced nets)
+    query_sampling: Literal["uniform", "pixels"] = "uniform"  # continuous uniform | distinct integer pixels (authors)
     min_side: int = 64  # DIS/Farnebäck/LK upsample frames whose shorter side is below this (px)
     ic_size: tuple[int, int] | None = None  # (h, w) the IC maps are computed at; None = the video size (reference 320×576)
     residual_mode: Literal["physical", "reference"] = "physical"  # brightness-constancy map; see motion/features.py
@@ -92,6 +100,7 @@ class CriticConfig:
     init_seed: int = 0  # seed of the discriminators' initial weights
     feature_dtype: Literal["float32", "float16"] = "float32"  # storage dtype of cached features (float16 halves buffers)
     score_batch_size: int = 64  # clips per discriminator forward when scoring (memory knob; results do not depend on it)
+    lc_token_dim: int = 1110  # lc.kind=tokens: width of CoTracker3's update tokens (released network: 1110)
 
     def __post_init__(self) -> None:
         if self.r_min >= self.r_max:
@@ -104,6 +113,18 @@ class CriticConfig:
             raise ValueError(f"num_queries must be >= 1, got {self.num_queries}")
         if self.score_batch_size < 1:
             raise ValueError(f"score_batch_size must be >= 1, got {self.score_batch_size}")
+        fallback = "or fall back to the weight-free features with critic.flow=dis critic.tracker=lk critic.lc.kind=tracks"
+        if self.w_ic > 0 and self.flow in NEURAL_FLOWS and not self.flow_checkpoint:
+            raise ConfigError(f"critic.flow={self.flow} needs its weights: set critic.flow_checkpoint=PATH (e.g. "
+                              f"Tartan-C-T-TSKH-spring540x960-M.pth for sea-raft) {fallback}")
+        if self.w_lc > 0 and self.tracker in NEURAL_TRACKERS and not self.tracker_checkpoint:
+            raise ConfigError(f"critic.tracker={self.tracker} needs its weights: set critic.tracker_checkpoint=PATH "
+                              f"(e.g. scaled_offline.pth) {fallback}")
+        if self.w_lc > 0 and self.lc.kind == "tokens" and self.tracker not in NEURAL_TRACKERS:
+            raise ConfigError(f"critic.lc.kind=tokens reads CoTracker3's update tokens: set critic.tracker=cotracker3 "
+                              f"and critic.tracker_checkpoint=PATH (tracker is {self.tracker!r}), {fallback}")
+        if self.flow_confidence == "mixture" and self.flow != "sea-raft":
+            raise ConfigError(f"critic.flow_confidence=mixture needs critic.flow=sea-raft (got {self.flow!r}); use fb")
 
 
 @dataclass
@@ -188,12 +209,12 @@ class MotionCritic(nn.Module):
         super().__init__()
         self.config = cfg = config or CriticConfig()
         self.ic_channels = ic_num_channels(cfg.include_flow)
-        self.lc_dim = track_feature_dim(cfg.corr_scales, cfg.corr_radius)
+        self.lc_dim = cfg.lc_token_dim if cfg.lc.kind == "tokens" else track_feature_dim(cfg.corr_scales, cfg.corr_radius)
         # Initial weights from a fixed seed, without touching the caller's global RNG state.
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(derive_seed(cfg.init_seed, "critic-init"))
             self.ic = ICDiscriminator(cfg.ic, self.ic_channels)
-            self.lc = LCDiscriminator(cfg.lc, self.lc_dim)
+            self.lc = build_lc_discriminator(cfg.lc, self.lc_dim)
         self.ema_ic = self._frozen_copy(self.ic) if cfg.use_ema else None
         self.ema_lc = self._frozen_copy(self.lc) if cfg.use_ema else None
         # Frozen extractors in a tuple so nn.Module does not register (and save) their weights.
@@ -210,29 +231,58 @@ class MotionCritic(nn.Module):
 
     # ----- frozen feature extractors ------------------------------------------------------------
     def _get_extractors(self) -> tuple[FlowEstimator | None, PointTracker | None]:
+        cfg = self.config
+        device = self.device
         if self._extractors is None:
-            cfg = self.config
             flow = tracker = None
             if cfg.w_ic > 0:
                 if cfg.flow == "dis":
                     flow = get_flow_estimator("dis", preset=cfg.flow_preset, min_side=cfg.min_side)
                 elif cfg.flow == "farneback":
                     flow = get_flow_estimator("farneback", min_side=cfg.min_side)
+                elif cfg.flow == "sea-raft":
+                    flow = get_flow_estimator("sea-raft", checkpoint=cfg.flow_checkpoint, iters=cfg.flow_iters,
+                                              device=device, chunk_size=cfg.neural_chunk_size)
                 else:
                     flow = get_flow_estimator(cfg.flow, checkpoint=cfg.flow_checkpoint)
             if cfg.w_lc > 0:
                 if cfg.tracker == "lk":
                     tracker = get_tracker("lk", min_side=cfg.min_side)
+                elif cfg.tracker == "cotracker3":
+                    # tokens: the authors' SHIFT mode (4 iterations, raw probabilities, update tokens)
+                    mode = "shift" if cfg.lc.kind == "tokens" else "predictor"
+                    tracker = get_tracker("cotracker3", checkpoint=cfg.tracker_checkpoint, mode=mode, device=device,
+                                          chunk_size=cfg.neural_chunk_size, **cfg.tracker_options)
                 else:
                     tracker = get_tracker(cfg.tracker, checkpoint=cfg.tracker_checkpoint)
             for extractor in (flow, tracker):
                 if isinstance(extractor, nn.Module):
                     extractor.eval().requires_grad_(False)
+            if tracker is not None and cfg.lc.kind == "tokens" and getattr(tracker, "token_dim", None) != self.lc_dim:
+                raise ConfigError(f"{cfg.tracker_checkpoint}: the tracker's tokens are "
+                                  f"{getattr(tracker, 'token_dim', None)} wide but critic.lc_token_dim={self.lc_dim}")
             self._extractors = (flow, tracker)
+        for extractor in self._extractors:  # neural extractors follow the critic's device
+            if extractor is not None and hasattr(extractor, "to") and getattr(extractor, "device", device) != device:
+                extractor.to(device)
         return self._extractors
 
+    def prepare(self) -> "MotionCritic":
+        """Build (and load) the frozen extractors now, so a missing checkpoint stops a run before any rollout."""
+        self._get_extractors()
+        return self
+
     def sample_queries(self, height: int, width: int, generator: torch.Generator) -> np.ndarray:
-        """``num_queries`` uniform query points (x, y), float32 (Q, 2), to share between a real clip and its fakes."""
+        """``num_queries`` query points (x, y), float32 (Q, 2), to share between a real clip and its fakes.
+
+        "uniform": continuous, ``query_margin`` px inside the frame; "pixels": distinct integer pixels of
+        the whole frame (the authors' 1024 random first-frame queries).
+        """
+        if self.config.query_sampling == "pixels":
+            if self.config.num_queries > height * width:
+                raise ConfigError(f"num_queries {self.config.num_queries} exceeds the {height}x{width} pixels")
+            flat = torch.randperm(height * width, generator=generator)[:self.config.num_queries]
+            return torch.stack([flat % width, flat // width], dim=1).numpy().astype(np.float32)
         margin = self.config.query_margin
         if width - 1 - 2 * margin < 0 or height - 1 - 2 * margin < 0:
             raise ConfigError(f"query_margin {margin} leaves no room in a {height}x{width} frame")
@@ -284,7 +334,7 @@ class MotionCritic(nn.Module):
         correlation) are then computed for all N clips at once in torch, on the critic's device.
         """
         cfg = self.config
-        clips = self.videos_to_uint8(videos)
+        clips = self.videos_to_uint8(videos)  # validates; the OpenCV path's input
         num, _, height, width = clips.shape[:4]
         flow_estimator, tracker = self._get_extractors()
         device = self.device
@@ -292,12 +342,19 @@ class MotionCritic(nn.Module):
         ic_maps = lc_feats = None
         if flow_estimator is not None:
             start = time.perf_counter()
-            ic_maps = self._ic_maps(clips, flow_estimator, device)
+            if hasattr(flow_estimator, "flow_torch"):  # neural: the whole path stays on the device
+                ic_maps = self._ic_maps_neural(videos, flow_estimator, device)
+            else:
+                ic_maps = self._ic_maps(clips, flow_estimator, device)
             timings["flow"] = time.perf_counter() - start
         if tracker is not None:
             start = time.perf_counter()
             per_clip = self._per_clip_queries(queries, num, height, width)
-            lc_feats = self._track_features(clips, per_clip, tracker, device)
+            if cfg.lc.kind == "tokens":
+                out = tracker.track(self._pixels_on_device(videos, device), torch.from_numpy(np.stack(per_clip)))
+                lc_feats = out.tokens.to(device, torch.float32)  # (N, Q, T, 1110)
+            else:
+                lc_feats = self._track_features(clips, per_clip, tracker, device)
             timings["tracks"] = time.perf_counter() - start
         self.last_timings = timings
         return MotionFeatures(ic_maps, lc_feats)
@@ -314,6 +371,34 @@ class MotionCritic(nn.Module):
         gray = gray_float_torch(torch.from_numpy(resized).to(device))  # (N, T, h, w)
         return ic_maps_torch(gray, flow_fw.view(num, frames - 1, height, width, 2),
                              confidence.view(num, frames - 1, height, width), cfg.residual_mode, cfg.include_flow,
+                             cfg.normalize_flow)
+
+    @staticmethod
+    def _pixels_on_device(videos: Tensor, device: torch.device) -> Tensor:
+        """(N, F, 3, H, W) in [-1, 1] -> float 0-255 on ``device``, rounded like the uint8 path."""
+        return ((videos.detach().to(device, torch.float32) + 1.0) * 127.5).round().clamp(0, 255)
+
+    def _ic_maps_neural(self, videos: Tensor, estimator: Any, device: torch.device) -> Tensor:
+        """SEA-RAFT path (the authors'): bilinear resize to ``ic_size``, flow and uncertainty of every pair."""
+        cfg = self.config
+        pixels = self._pixels_on_device(videos, device)  # (N, T, 3, H, W)
+        num, frames = pixels.shape[:2]
+        if cfg.ic_size is not None and tuple(cfg.ic_size) != tuple(pixels.shape[-2:]):
+            pixels = torch.nn.functional.interpolate(pixels.flatten(0, 1), size=tuple(cfg.ic_size), mode="bilinear",
+                                                     align_corners=False).unflatten(0, (num, frames))
+        height, width = pixels.shape[-2:]
+        a, b = pixels[:, :-1].flatten(0, 1), pixels[:, 1:].flatten(0, 1)
+        flow, info = estimator.flow_torch(a, b)  # (M, 2, h, w), (M, 4, h, w)
+        flow = flow.permute(0, 2, 3, 1)
+        mode = cfg.flow_confidence if cfg.flow_confidence != "auto" else ("mixture" if cfg.flow == "sea-raft" else "fb")
+        if mode == "mixture":
+            confidence = estimator.confidence_torch(info)
+        else:
+            flow_bw = estimator.flow_torch(b, a)[0].permute(0, 2, 3, 1)
+            confidence = fb_confidence_torch(flow, flow_bw, cfg.confidence_scale_px)
+        gray = gray_float_torch(pixels.permute(0, 1, 3, 4, 2))
+        return ic_maps_torch(gray, flow.reshape(num, frames - 1, height, width, 2),
+                             confidence.reshape(num, frames - 1, height, width), cfg.residual_mode, cfg.include_flow,
                              cfg.normalize_flow)
 
     def _track_features(self, clips: np.ndarray, queries: list[np.ndarray], tracker: PointTracker,
@@ -527,7 +612,7 @@ class MotionCritic(nn.Module):
         config = config_from_dict(CriticConfig, data.get("config", {}), str(config_file))
         critic = cls(config)
         critic.load_state_dict(load_safetensors(folder / WEIGHTS_NAME))
-        return critic.to(device)
+        return critic.to(device).prepare()
 
 
 __all__ = ["CriticConfig", "MotionCritic", "MotionFeatures", "RewardOutput"]
