@@ -512,3 +512,21 @@ def test_a_refused_command_leaves_no_new_folder_but_keeps_checkpoints(tmp_path):
         (tmp_path / "bug").mkdir()
         raise KeyError("a bug keeps its traceback and its files")
     assert (tmp_path / "bug").is_dir()
+
+
+def test_cli_boundary_names_the_path_of_an_os_error_but_lets_a_bug_through(monkeypatch, capsys):
+    import shiftvdm.recipes.config_cmd as config_cmd
+
+    def denied(argv, prog):
+        raise PermissionError(13, "Permission denied", "/data/clips/a.mp4")
+
+    monkeypatch.setattr(config_cmd, "main", denied)
+    rc, text = run_cli(["config", "list"], capsys)
+    assert rc == 1 and "/data/clips/a.mp4: Permission denied" in text and "Traceback" not in text
+
+    def bug(argv, prog):
+        raise KeyError("target_modules")
+
+    monkeypatch.setattr(config_cmd, "main", bug)
+    with pytest.raises(KeyError):  # a programming error keeps its traceback
+        cli(["config", "list"])
