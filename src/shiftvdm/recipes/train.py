@@ -81,9 +81,16 @@ def build_training(cfg: TrainConfig, clips: Any = None, accelerator: Any = None)
     if needs_rollouts(cfg.loss):
         from shiftvdm.rewards.critic import MotionCritic, MotionFeatures
 
-        critic = MotionCritic.load(cfg.discriminator.critic)
+        critic = MotionCritic.load(cfg.discriminator.critic, accelerator.device if accelerator is not None else "cpu")
         features_from_state = MotionFeatures.from_state_dict
     first = clips.load(list(range(min(cfg.run.num_samples, len(clips)))))
+    from shiftvdm.train.memory import memory_plan
+
+    plan = memory_plan(cfg, backbone, accelerator.num_processes if accelerator is not None else 1,
+                       critic.config if critic is not None else None)
+    if accelerator is None or accelerator.is_main_process:
+        logger.info("%s", plan.table())
+    plan.check()  # refuse a plan that does not fit, naming the setting to change
     rt = Runtime(cfg, backbone, critic, Path(cfg.run.out_dir), accelerator=accelerator,
                  features_from_state=features_from_state, sample_frames=first[0][:, 0], sample_prompts=first[1])
     return backbone, critic, clips, rt

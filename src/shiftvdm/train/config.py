@@ -131,6 +131,8 @@ class RunConfig:
     log_every: int = 1  # write metrics every N steps
     checkpoint_every: int = 50  # full resumable checkpoint every N steps (0 = only at the end)
     keep_checkpoints: int = 2  # resumable checkpoints kept
+    checkpoint_buffer: bool = True  # keep the rollout buffer in checkpoints (False: a mid-buffer resume regenerates
+    #   it from the resumed weights, which is NOT bit-exact; see train/memory.py for its size)
     sample_every: int = 0  # write sample clips every N steps (0 = off)
     num_samples: int = 4  # conditionings in the sample grid
     eval_every: int = 0  # call the recipe's evaluation hook every N steps (0 = off)

@@ -336,7 +336,7 @@ class Runtime:
             "ema": self.ema,
             "d_optimizer": self.d_optimizer.state_dict() if self.d_optimizer is not None else None,
             "critic": self.critic.state_dict() if self.critic is not None else None,
-            "buffer": self.buffer.state_dict() if self.buffer is not None else None,
+            "buffer": self.buffer.state_dict() if self.buffer is not None and self.cfg.run.checkpoint_buffer else None,
             "critic_replay": self._replay_state(),
             "torch_rng": torch.get_rng_state(),
             "log_sizes": self._log_sizes(),

@@ -1,0 +1,210 @@
+"""The memory plan of one rank, computed from the config before anything large is allocated.
+
+    plan = memory_plan(cfg, backbone, world_size, critic_config)
+    print(plan.table())
+    plan.check()          # ConfigError naming the setting to change when it does not fit
+
+Device rows: the frozen model, the trainable LoRA weights with their gradients, AdamW moments and
+weight EMA (fp32, 4 bytes each), the discriminators (and their optimizer when the refresh is on),
+and the decoded rollouts and reward features of one rollout chunk (the scoring working set). The
+denoiser's activations are not estimated here: they depend on the kernels and on gradient
+checkpointing; measure them with ``shiftvdm shift --dry-run``.
+
+Host rows (the rollout buffer lives in CPU memory): this rank's share of the buffer — real and
+rollout latents (float32), conditionings, rewards — and the reward features kept for the refresh
+(only when ``discriminator.refresh`` is on: the IC maps at ``critic.ic_size`` and the LC features
+in ``critic.feature_dtype``). ``run.checkpoint_buffer`` decides whether the buffer is written into
+every checkpoint as well (disk row).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from shiftvdm.errors import ConfigError
+
+GIB = 1024 ** 3
+
+
+@dataclass
+class ModelSizes:
+    """What the plan needs to know about the backbone (``model_sizes`` reads it from a built one)."""
+
+    frozen_bytes: int  # every frozen parameter and buffer, in its own dtype
+    trainable_params: int  # LoRA (or full) trainable parameters
+    latent_numel: int  # elements of one clip's latents
+    cond_bytes: int = 0  # bytes of one stored conditioning (image latents, embeddings)
+
+
+def latent_numel(backbone: str, options: dict[str, Any], frames: int, height: int, width: int) -> int:
+    """Latent elements of one clip: SVD 4·F·H/8·W/8; Wan2.2-TI2V 48·((F−1)/4+1)·H/16·W/16;
+    other Wan layouts 16·((F−1)/4+1)·H/8·W/8; toy (pixel space) 3·F·H·W."""
+    if backbone == "svd":
+        return 4 * frames * (height // 8) * (width // 8)
+    if backbone == "wan":
+        t = (frames - 1) // 4 + 1
+        if options.get("layout", "ti2v") == "ti2v":
+            return 48 * t * (height // 16) * (width // 16)
+        return 16 * t * (height // 8) * (width // 8)
+    return 3 * frames * height * width
+
+
+def model_sizes(backbone: Any, cfg: Any) -> ModelSizes:
+    """Count a built backbone's frozen bytes and trainable parameters (every nn.Module attribute)."""
+    seen: set[int] = set()
+    frozen = trainable = 0
+    modules = [m for m in vars(backbone).values() if isinstance(m, nn.Module)]
+    for module in modules:
+        for p in list(module.parameters()) + list(module.buffers()):
+            if id(p) in seen:
+                continue
+            seen.add(id(p))
+            if getattr(p, "requires_grad", False):
+                trainable += p.numel()
+            else:
+                frozen += p.numel() * p.element_size()
+    d = cfg.data
+    return ModelSizes(frozen, trainable, latent_numel(cfg.backbone.name, dict(cfg.backbone.options), d.num_frames,
+                                                      d.height, d.width))
+
+
+@dataclass
+class MemoryRow:
+    where: str  # "device", "host" or "disk"
+    name: str
+    bytes: int
+    setting: str = ""  # the setting that shrinks this row (named in a refusal)
+
+
+@dataclass
+class MemoryPlan:
+    rows: list[MemoryRow]
+    world_size: int
+    device_capacity: int | None = None  # bytes of one device (None = unknown: not checked)
+    host_capacity: int | None = None  # bytes of host memory shared by ``local_ranks`` ranks
+    local_ranks: int = 1
+    notes: list[str] = field(default_factory=list)
+
+    def total(self, where: str) -> int:
+        return sum(r.bytes for r in self.rows if r.where == where)
+
+    def table(self) -> str:
+        lines = [f"memory plan per rank ({self.world_size} ranks):"]
+        for where in ("device", "host", "disk"):
+            rows = [r for r in self.rows if r.where == where]
+            if not rows:
+                continue
+            for r in rows:
+                lines.append(f"  {where:<6} {r.name:<52} {r.bytes / GIB:10.3f} GiB")
+            cap = {"device": self.device_capacity, "host": self.host_capacity, "disk": None}[where]
+            extra = ""
+            if cap is not None:
+                shared = self.local_ranks if where == "host" else 1
+                extra = f"  (of {cap / GIB:.1f} GiB{f' shared by {shared} ranks' if shared > 1 else ''})"
+            lines.append(f"  {where:<6} {'total':<52} {self.total(where) / GIB:10.3f} GiB{extra}")
+        lines += [f"  note: {n}" for n in self.notes]
+        return "\n".join(lines)
+
+    def check(self) -> None:
+        """ConfigError when the device or the host cannot hold the plan, naming the largest rows' settings."""
+        for where, cap, shared in (("device", self.device_capacity, 1), ("host", self.host_capacity, self.local_ranks)):
+            if cap is None:
+                continue
+            need = self.total(where) * shared
+            if need <= cap:
+                continue
+            rows = sorted((r for r in self.rows if r.where == where and r.setting), key=lambda r: -r.bytes)
+            hints = "; ".join(f"{r.name} need {r.bytes / GIB:.1f} GiB per rank: {r.setting}" for r in rows[:2])
+            raise ConfigError(f"the memory plan does not fit: {where} needs {need / GIB:.1f} GiB"
+                              f"{f' for {shared} ranks' if shared > 1 else ''} but has {cap / GIB:.1f} GiB. "
+                              f"{hints}.\n{self.table()}")
+
+
+def _critic_sizes(critic_config: Any) -> tuple[int, int, int, int]:
+    """(trainable discriminator params, all critic params, IC channels, LC feature dim), built on the meta device."""
+    from shiftvdm.rewards.critic import MotionCritic
+
+    with torch.device("meta"):
+        critic = MotionCritic(critic_config)
+    trainable = sum(p.numel() for p in critic.discriminator_parameters())
+    total = sum(p.numel() for p in critic.parameters())
+    return trainable, total, critic.ic_channels, critic.lc_dim
+
+
+def buffer_share(cfg: Any, world_size: int) -> int:
+    """Conditionings in this rank's buffer share (train/shift.py chunk_indices: padded to world × batch)."""
+    quantum = world_size * cfg.rollout.batch_size
+    size = max(quantum, math.ceil(cfg.rollout.buffer_size / quantum) * quantum)
+    return size // world_size
+
+
+def memory_plan(cfg: Any, backbone: Any, world_size: int, critic_config: Any = None, *,
+                device_capacity: int | None = None, host_capacity: int | None = None,
+                local_ranks: int | None = None) -> MemoryPlan:
+    """The per-rank plan for a TrainConfig. ``backbone`` is a built Backbone or a :class:`ModelSizes`."""
+    sizes = backbone if isinstance(backbone, ModelSizes) else model_sizes(backbone, cfg)
+    r, d = cfg.rollout, cfg.data
+    shift = cfg.loss.lambda_aw > 0 or cfg.loss.asymmetric
+    rows = [MemoryRow("device", "frozen model", sizes.frozen_bytes, "backbone.options.dtype=bfloat16"),
+            MemoryRow("device", "trainable weights (fp32)", 4 * sizes.trainable_params, "lora.rank=..."),
+            MemoryRow("device", "their gradients (fp32)", 4 * sizes.trainable_params, "lora.rank=..."),
+            MemoryRow("device", "AdamW moments (2 × fp32)", 8 * sizes.trainable_params, "lora.rank=...")]
+    if cfg.optim.ema_decay > 0:
+        rows.append(MemoryRow("device", "weight EMA (fp32)", 4 * sizes.trainable_params, "optim.ema_decay=0"))
+    n = buffer_share(cfg, world_size)
+    group = r.group_size if shift else 0
+    clips = n * (1 + group)
+    rows += [MemoryRow("host", f"buffer: real latents ({n} clips, fp32)", 4 * n * sizes.latent_numel,
+                       "rollout.buffer_size=... (or more ranks)"),
+             MemoryRow("host", "buffer: conditionings", n * sizes.cond_bytes, "rollout.buffer_size=...")]
+    notes = ["denoiser activations not estimated: measure with `shiftvdm shift --dry-run`"]
+    if shift and critic_config is not None:
+        c = critic_config
+        rows.append(MemoryRow("host", f"buffer: rollout latents ({n * group} clips, fp32)",
+                              4 * n * group * sizes.latent_numel, "rollout.buffer_size=... or rollout.group_size=..."))
+        d_trainable, d_total, ic_ch, lc_dim = _critic_sizes(c)
+        rows.append(MemoryRow("device", "discriminators + EMA copies (fp32)", 4 * d_total, "critic.ic / critic.lc sizes"))
+        if cfg.discriminator.refresh:
+            rows.append(MemoryRow("device", "discriminator gradients + AdamW (fp32)", 12 * d_trainable,
+                                  "discriminator.refresh=false"))
+        feat_bytes = 2 if c.feature_dtype == "float16" else 4
+        ic_h, ic_w = c.ic_size or (d.height, d.width)
+        ic_per_clip = (d.num_frames - 1) * ic_ch * ic_h * ic_w if c.w_ic > 0 else 0
+        lc_per_clip = c.num_queries * d.num_frames * lc_dim if c.w_lc > 0 else 0
+        chunk = r.rollout_batch_size * (1 + group)
+        rows.append(MemoryRow("device", f"scoring: decoded clips of one chunk ({chunk}, fp32)",
+                              4 * chunk * d.num_frames * 3 * d.height * d.width, "rollout.rollout_batch_size=1"))
+        rows.append(MemoryRow("device", "scoring: reward features of one chunk (fp32)",
+                              4 * chunk * (ic_per_clip + lc_per_clip), "rollout.rollout_batch_size=1"))
+        if cfg.discriminator.refresh:
+            dtype_hint = "" if c.feature_dtype == "float16" else "critic.feature_dtype=float16, "
+            rows.append(MemoryRow("host", f"buffer: IC maps for the refresh ({clips} clips at {ic_h}×{ic_w})",
+                                  feat_bytes * clips * ic_per_clip,
+                                  f"set {dtype_hint}a smaller critic.ic_size, rollout.buffer_size or more ranks"))
+            rows.append(MemoryRow("host", f"buffer: LC features for the refresh ({clips} clips)",
+                                  feat_bytes * clips * lc_per_clip,
+                                  f"set {dtype_hint}fewer critic.num_queries, rollout.buffer_size or more ranks"))
+        else:
+            notes.append("refresh off: no reward features are kept in the buffer")
+    host = sum(x.bytes for x in rows if x.where == "host")
+    if getattr(cfg.run, "checkpoint_buffer", True):
+        rows.append(MemoryRow("disk", "buffer in every checkpoint", host, "run.checkpoint_buffer=false"))
+    if device_capacity is None and torch.cuda.is_available():
+        device_capacity = torch.cuda.get_device_properties(torch.cuda.current_device()).total_memory
+    if host_capacity is None:
+        try:
+            host_capacity = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+        except (ValueError, OSError, AttributeError):
+            host_capacity = None
+    if local_ranks is None:
+        local_ranks = max(1, min(world_size, torch.cuda.device_count() or 1))
+    return MemoryPlan(rows, world_size, device_capacity, host_capacity, local_ranks, notes)
+
+
+__all__ = ["MemoryPlan", "MemoryRow", "ModelSizes", "buffer_share", "latent_numel", "memory_plan", "model_sizes"]
