@@ -1,9 +1,11 @@
-"""`shiftvdm export`: fuse a LoRA into its base model and write a self-contained model folder.
+"""`shiftvdm export`: fuse a LoRA into its base model and write a self-contained model folder (any backbone).
 
-For a latent SVD model the folder is what ``StableVideoDiffusionPipeline.save_pretrained`` writes, so plain
-``StableVideoDiffusionPipeline.from_pretrained(OUT)`` loads and samples it. This is the supported way to take
-an SVD LoRA to diffusers: in diffusers 0.42.1 the SVD pipeline has no ``load_lora_weights``. A pixel-space
-model is written in shiftvdm's layout (no diffusers pipeline runs it).
+The family is read from the folder. SVD (latent): the folder is what ``StableVideoDiffusionPipeline.save_pretrained``
+writes, so plain ``StableVideoDiffusionPipeline.from_pretrained(OUT)`` loads and samples it — the supported way to
+take an SVD LoRA to diffusers (in diffusers 0.42.1 the SVD pipeline has no ``load_lora_weights``); a pixel-space
+SVD model is written in shiftvdm's layout. Wan: ``WanImageToVideoPipeline.save_pretrained``'s layout (A14B: both
+experts fused, from ``LORA`` and its ``.transformer_2`` file). Toy: the ``ToyVideoUNet`` folder
+(``ToyVideoUNet.from_pretrained(OUT)``) plus its ``toy_backbone.json``.
 
 The folder is written next to OUT under a temporary name and renamed into place when complete, so an
 interrupted export never leaves a half-written OUT, and an existing OUT is kept unless ``--overwrite``.
@@ -50,10 +52,11 @@ def main(argv: list[str], prog: str = "shiftvdm export") -> int:
     check_output_dir(out, "--out", inputs=[("--model", args.model), ("--lora", args.lora)])
     check_creatable(out.parent / f".{out.name}.export-{os.getpid()}", "--out")  # the staging folder beside OUT
 
-    from shiftvdm.backbone.svd import SVDBackbone, SVDConfig
+    from shiftvdm.backbone import detect_backbone, load_backbone_from_path
 
-    backbone = SVDBackbone.from_pretrained(args.model, SVDConfig(dtype=args.dtype))
-    backbone.load_lora(args.lora)
+    name = detect_backbone(args.model)
+    backbone = load_backbone_from_path(args.model, dtype=args.dtype)  # the base in the written dtype
+    backbone.load_lora(args.lora)  # float32, merged into that base by fuse_lora
     backbone.fuse_lora()
 
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -68,6 +71,5 @@ def main(argv: list[str], prog: str = "shiftvdm export") -> int:
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     shutil.rmtree(backup, ignore_errors=True)
-    kind = "shiftvdm pixel-space folder" if backbone.pixel_space else "StableVideoDiffusionPipeline folder"
-    print(f"wrote {out} ({kind}) = {args.model} + LoRA {args.lora} (fused)")
+    print(f"wrote {out} ({name} backbone, {args.dtype}) = {args.model} + LoRA {args.lora} (fused)")
     return 0

@@ -1,9 +1,14 @@
-"""`shiftvdm sample`: one clip from one image with an SVD model folder (optionally plus a LoRA).
+"""`shiftvdm sample`: one clip from one image with a model folder of any backbone (SVD, Wan, toy), plus a LoRA.
 
-With ``--sampler euler`` the frames are those of ``StableVideoDiffusionPipeline`` called with
+The family is read from the folder (model_index.json / config.json). Each flag is a setting of the backbone's
+config; a flag the family does not have (``--motion-bucket`` for Wan, ``--guidance`` for toy...) is an error
+naming it, never silently dropped. Flags left out keep the backbone's defaults.
+
+SVD: with ``--sampler euler`` the frames are those of ``StableVideoDiffusionPipeline`` called with
 ``generator=torch.Generator("cpu").manual_seed(SEED)`` and the same steps, guidance, fps, motion bucket and
 noise augmentation (``--seed`` seeds that CPU generator directly, for this parity). ``--sampler
-euler-ancestral`` is the stochastic EDM sampler used for rollouts.
+euler-ancestral`` is the stochastic rollout sampler of each backbone (SVD/toy: EDM Euler-ancestral; Wan: its
+``sampler`` setting, the flow SDE by default).
 
 Example:
     shiftvdm sample --model runs/tiny/model --image first.png --out clip.mp4 --steps 25 --seed 0
@@ -25,31 +30,75 @@ from shiftvdm.utils.checkpoint import atomic_write
 logger = logging.getLogger(__name__)
 
 OUT_EXTENSIONS = (".mp4", ".gif", ".npy")
+DEFAULT_OUTPUT_FPS = 16  # frame rate of written clips for backbones without an fps setting (Wan2.x renders 16 fps)
 
 
 def build_parser(prog: str) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog=prog, description="Sample a clip from an image with an SVD model.")
-    parser.add_argument("--model", required=True, help="model folder (diffusers SVD layout or shiftvdm pixel-space)")
+    parser = argparse.ArgumentParser(prog=prog, description="Sample a clip from an image with a model folder.")
+    parser.add_argument("--model", required=True, help="model folder (diffusers SVD/Wan layout, or shiftvdm's)")
     parser.add_argument("--lora", help="LoRA .safetensors written by shiftvdm (sft/shift/save_lora)")
     parser.add_argument("--image", required=True, help="conditioning image (first frame)")
+    parser.add_argument("--prompt", help="text prompt (Wan; default the empty prompt)")
     parser.add_argument("--out", required=True,
                         help="output: .mp4, .gif or .npy (raw float32 T×H×W×3 in [0, 1], not quantised)")
-    parser.add_argument("--steps", type=int, default=25, help="denoising steps (default 25)")
+    parser.add_argument("--steps", type=int, help="denoising steps (default: the backbone's, 25 for SVD/Wan)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the CPU torch.Generator (default 0)")
     parser.add_argument("--sampler", choices=("euler", "euler-ancestral"), default="euler",
-                        help="euler: deterministic, = StableVideoDiffusionPipeline; euler-ancestral: stochastic")
-    parser.add_argument("--guidance", default="1.0,3.0", help="MIN,MAX guidance over the frames (default 1.0,3.0)")
-    parser.add_argument("--frames", type=int, help="frames (default: the model's num_frames)")
-    parser.add_argument("--fps", type=int, default=7, help="fps conditioning (the UNet gets fps-1) and output rate")
-    parser.add_argument("--motion-bucket", type=int, default=127, help="motion bucket id (default 127)")
-    parser.add_argument("--noise-aug", type=float, default=0.02, help="conditioning-frame noise σ (default 0.02)")
+                        help="euler: deterministic (SVD: = StableVideoDiffusionPipeline); euler-ancestral: the "
+                             "stochastic rollout sampler")
+    parser.add_argument("--guidance", help="SVD: MIN,MAX guidance over the frames (default 1.0,3.0); Wan: one scale")
+    parser.add_argument("--frames", type=int, help="frames (default: the model's)")
+    parser.add_argument("--fps", type=int, help="SVD: fps conditioning (the UNet gets fps-1); output frame rate")
+    parser.add_argument("--motion-bucket", type=int, help="SVD: motion bucket id (default 127)")
+    parser.add_argument("--noise-aug", type=float, help="SVD: conditioning-frame noise σ (default 0.02)")
     parser.add_argument("--height", type=int, help="height in pixels (default: the model's)")
     parser.add_argument("--width", type=int, help="width in pixels (default: the model's)")
-    parser.add_argument("--decode-chunk-size", type=int, default=8, help="frames per VAE decode call (default 8)")
-    parser.add_argument("--eta", type=float, default=1.0, help="ancestral noise of euler-ancestral (default 1.0)")
-    parser.add_argument("--dtype", choices=("float32", "bfloat16", "float16"), default="float32")
+    parser.add_argument("--decode-chunk-size", type=int, help="SVD: frames per VAE decode call (default 8)")
+    parser.add_argument("--eta", type=float, help="SVD/toy: ancestral noise of euler-ancestral (default 1.0 / 0.5)")
+    parser.add_argument("--dtype", choices=("float32", "bfloat16", "float16"),
+                        help="base weights (default: the backbone's; LoRA weights stay float32)")
     parser.add_argument("--device", default="cpu", help="torch device (default cpu)")
     return parser
+
+
+# flag -> {backbone: option of its config}; a flag given for a backbone not listed is refused with its name.
+FLAG_OPTIONS: dict[str, dict[str, str]] = {
+    "steps": {"svd": "num_inference_steps", "wan": "num_inference_steps", "toy": "num_inference_steps"},
+    "frames": {"svd": "num_frames", "wan": "num_frames"},
+    "height": {"svd": "height", "wan": "height"},
+    "width": {"svd": "width", "wan": "width"},
+    "fps": {"svd": "fps"},
+    "motion_bucket": {"svd": "motion_bucket_id"},
+    "noise_aug": {"svd": "noise_aug_strength"},
+    "decode_chunk_size": {"svd": "decode_chunk_size"},
+    "eta": {"svd": "sampler_eta", "toy": "eta"},
+    "dtype": {"svd": "dtype", "wan": "dtype", "toy": "dtype"},
+}
+
+
+def backbone_options(name: str, args: argparse.Namespace) -> dict:
+    """The backbone options the given flags set (flags left out set nothing)."""
+    options = {}
+    for flag, by_backbone in FLAG_OPTIONS.items():
+        value = getattr(args, flag)
+        if value is None:
+            continue
+        if name not in by_backbone:
+            raise ConfigError(f"--{flag.replace('_', '-')}: not a setting of the {name} backbone "
+                              f"(only of {', '.join(by_backbone)})")
+        options[by_backbone[name]] = value
+    if args.guidance is not None:
+        low, high = parse_guidance(args.guidance)
+        if name == "svd":
+            options.update(min_guidance_scale=low, max_guidance_scale=high)
+        elif name == "wan" and low == high:
+            options["guidance_scale"] = high
+        else:
+            what = "one scale (Wan has no per-frame ramp)" if name == "wan" else "not a setting of the toy backbone"
+            raise ConfigError(f"--guidance {args.guidance!r}: {what}")
+    if args.prompt is not None and name != "wan":
+        raise ConfigError(f"--prompt: the {name} backbone is image-to-video only (no text conditioning)")
+    return options
 
 
 def parse_guidance(text: str) -> tuple[float, float]:
@@ -117,28 +166,26 @@ def main(argv: list[str], prog: str = "shiftvdm sample") -> int:
         raise DataError(f"{args.image}: missing (no such image file)")
     if args.lora is not None and not Path(args.lora).is_file():
         raise DataError(f"{args.lora}: missing (no such LoRA file)")
-    min_guidance, max_guidance = parse_guidance(args.guidance)
+    if args.guidance is not None:
+        parse_guidance(args.guidance)
     from shiftvdm.utils.outputs import check_output_file
 
     check_output_file(out, "--out", inputs=[("--image", args.image), ("--lora", args.lora), ("--model", args.model)])
 
-    from shiftvdm.backbone.svd import SVDBackbone, SVDConfig
+    from shiftvdm.backbone import detect_backbone, load_backbone_from_path
     from shiftvdm.data.video_io import write_video
 
-    config = SVDConfig(pretrained_path=args.model, dtype=args.dtype, num_frames=args.frames, height=args.height,
-                       width=args.width, fps=args.fps, motion_bucket_id=args.motion_bucket,
-                       noise_aug_strength=args.noise_aug, num_inference_steps=args.steps,
-                       min_guidance_scale=min_guidance, max_guidance_scale=max_guidance,
-                       decode_chunk_size=args.decode_chunk_size, sampler_eta=args.eta)
-    backbone = SVDBackbone.from_pretrained(args.model, config).to(args.device)
+    name = detect_backbone(args.model)
+    backbone = load_backbone_from_path(args.model, **backbone_options(name, args))
+    backbone.to(args.device)
     if args.lora:
         backbone.load_lora(args.lora)
     num_frames, height, width = backbone.video_shape
-    factor = backbone.spatial_factor
+    factor = getattr(backbone, "spatial_factor", 1)
     if height % factor or width % factor:
         raise ConfigError(f"--height {height} / --width {width}: this model needs both divisible by {factor}")
     image = load_image(args.image, height, width)
-    cond = backbone.encode_condition(image.to(args.device))
+    cond = backbone.encode_condition(image.to(args.device), [args.prompt] if args.prompt is not None else None)
     generator = torch.Generator("cpu").manual_seed(args.seed)
     latents = backbone.sample(cond, 1, generator, stochastic=args.sampler == "euler-ancestral")
     with torch.no_grad():
@@ -147,7 +194,8 @@ def main(argv: list[str], prog: str = "shiftvdm sample") -> int:
     if out.suffix.lower() == ".npy":
         save_raw_frames(out, frames)
     else:
-        write_video(out, frames, fps=args.fps)
-    print(f"wrote {out}: {num_frames} frames of {height}x{width}, {args.sampler}, {args.steps} steps, "
+        write_video(out, frames, fps=args.fps or getattr(backbone.config, "fps", DEFAULT_OUTPUT_FPS))
+    steps = backbone.config.num_inference_steps
+    print(f"wrote {out}: {name} backbone, {num_frames} frames of {height}x{width}, {args.sampler}, {steps} steps, "
           f"seed {args.seed}")
     return 0
