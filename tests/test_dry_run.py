@@ -60,6 +60,10 @@ def test_a14b_that_does_not_fit_is_reported_from_meta_only(monkeypatch):
     assert plan["AdamW moments (2 × fp32)"] == 8 * 2 * 104_857_600
     assert plan["frozen transformer"] > 26 * GIB  # 14.3 B parameters in bf16
     assert any("NOT RUN" in line for line in lines)
+    assert "of RAM" in report["not_run"] and "20.00 GiB available" in report["not_run"]
+    if "full_size_plan" in report:  # train/memory.py's plan at the preset's 49×480×832, text encoder included
+        frozen = {name: size for where, name, size in report["full_size_plan"]}["frozen model"]
+        assert frozen == sum(size for name, size in report["memory_plan"] if name.startswith("frozen"))
 
 
 def test_dry_run_options_are_strict():

@@ -64,6 +64,7 @@ class DryRunConfig:
     seed: int = 0  # random weights, clips and embeddings
     out_dir: str | None = None  # run folder of the steps; None = a temporary folder, removed afterwards
     report_json: str | None = None  # also write the figures to this JSON file (benchmarks/bench_full_size.py)
+    world_size: int = 8  # ranks of the full-size plan (train/memory.py), as the presets' launch lines (8 GPUs)
 
     def __post_init__(self) -> None:
         if not self.group_sizes or any(int(p) < 1 for p in self.group_sizes):
@@ -269,11 +270,15 @@ def build_backbone(arch: str, options: dict[str, Any], video_shape: tuple[int, i
 
 
 # ---------------------------------------------------------------------- memory
-def _mem_available() -> int:
+def _meminfo(key: str) -> int:
     for line in Path("/proc/meminfo").read_text().splitlines():
-        if line.startswith("MemAvailable:"):
+        if line.startswith(key + ":"):
             return int(line.split()[1]) * 1024
     return 0
+
+
+def _mem_available() -> int:
+    return _meminfo("MemAvailable")
 
 
 def _reset_peak_rss() -> bool:
@@ -301,6 +306,35 @@ def static_memory_plan(component_sizes: dict[str, int], lora_params: int, lora_b
     if weight_ema:
         rows.append(("weight EMA", lora_params * lora_bytes_each))
     return rows
+
+
+def full_size_plan(cfg: Any, arch: str, frozen_bytes: int, lora_params: int, world_size: int) -> Any:
+    """train/memory.py's per-rank plan of the preset at its *full* clip size (None when that module is absent).
+
+    ``frozen_bytes`` counts every frozen component a real run holds (the text encoder included); the stored
+    conditioning is the first frame (fp32) plus SVD's CLIP embedding or Wan's prompt and negative-prompt
+    embeddings (512 × 4096, bf16) and TI2V's first-frame latent.
+    """
+    try:
+        from shiftvdm.train.memory import ModelSizes, latent_numel, memory_plan
+    except ImportError:
+        return None
+    from shiftvdm.rewards.critic import CriticConfig
+
+    d, options = cfg.data, dict(cfg.backbone.options)
+    family = "svd" if arch == "svd_xt" else "wan"
+    cond = 4 * 3 * d.height * d.width
+    if family == "svd":
+        cond += 4 * int(architecture_config(arch, "image_encoder")["projection_dim"])
+    else:
+        text = architecture_config(arch, "text_encoder")
+        cond += 2 * 2 * int(options.get("max_sequence_length", 512)) * int(text["d_model"])
+        if arch == "wan22_ti2v_5b":
+            cond += 4 * 48 * (d.height // 16) * (d.width // 16)
+        options = {**options, "layout": "ti2v" if arch == "wan22_ti2v_5b" else "i2v_a14b"}
+    sizes = ModelSizes(frozen_bytes=frozen_bytes, trainable_params=lora_params,
+                       latent_numel=latent_numel(family, options, d.num_frames, d.height, d.width), cond_bytes=cond)
+    return memory_plan(cfg, sizes, world_size, CriticConfig(), device_capacity=None)
 
 
 # ---------------------------------------------------------------------- data
@@ -423,8 +457,9 @@ def dry_run(cfg: Any, dry: DryRunConfig, echo=print) -> dict[str, Any]:
     lora_bytes_each = 4  # the plan assumes fp32 LoRA weights (mixed precision done right); measured below when run
     if dry.meta_only or not fits:
         reason = ("dry_run.meta_only=true" if dry.meta_only else
-                  f"its frozen weights need {_fmt_gib(frozen_needed)} in {bcfg.dtype} but {_fmt_gib(available)} is "
-                  f"available (× {dry.memory_fraction}); built on the meta device only: no step was run")
+                  f"its frozen weights need {_fmt_gib(frozen_needed)} in {bcfg.dtype} but this machine has "
+                  f"{_fmt_gib(_meminfo('MemTotal'))} of RAM, {_fmt_gib(available)} available now (× "
+                  f"{dry.memory_fraction}); built on the meta device only: no step was run")
         report["not_run"] = reason
         echo(f"  step: NOT RUN — {reason}")
     else:
@@ -478,6 +513,12 @@ def dry_run(cfg: Any, dry: DryRunConfig, echo=print) -> dict[str, Any]:
     total = sum(size for name, size in plan if "not built" not in name)
     echo(f"    {'total (without the text encoder)':<48} {_fmt_gib(total):>12}")
     report["static_total"] = total
+    plan = full_size_plan(cfg, arch, sum(sizes.values()), lora, dry.world_size)
+    if plan is not None:
+        echo(f"  full-size plan of the preset ({cfg.data.num_frames}×{cfg.data.height}×{cfg.data.width} clips, "
+             f"text encoder held, CriticConfig() defaults; train/memory.py):")
+        echo("\n".join("    " + line for line in plan.table().splitlines()))
+        report["full_size_plan"] = [(r.where, r.name, r.bytes) for r in plan.rows]
     if len(steps) >= 2:
         lo, hi = steps[0], steps[-1]
         echo(f"  peak RSS P={lo['group_size']}: {_fmt_gib(lo['peak_rss'])}   P={hi['group_size']}: "
