@@ -311,3 +311,22 @@ def test_lora_file_that_does_not_fit_is_refused_with_its_name(backbone, tmp_path
     save_file(reshaped, tmp_path / "reshaped.safetensors", metadata=metadata)
     with pytest.raises(CheckpointError, match=r"reshaped\.safetensors: LoRA weights do not fit this model"):
         ToyBackbone(tiny_config()).load_lora(tmp_path / "reshaped.safetensors")
+
+
+def test_registry_applies_options_to_a_saved_toy_folder(tmp_path):
+    from shiftvdm.backbone import BackboneConfig, load_backbone
+
+    ToyBackbone(tiny_config(num_inference_steps=5, eta=0.25)).save_pretrained(tmp_path / "model")
+    loaded = load_backbone(BackboneConfig(name="toy", pretrained=str(tmp_path / "model"),
+                                          options={"num_inference_steps": 3, "eta": 0}))
+    assert loaded.config.num_inference_steps == 3 and loaded.config.eta == 0  # given options win
+    kept = load_backbone(BackboneConfig(name="toy", pretrained=str(tmp_path / "model"), options={"p_mean": -1.0}))
+    assert (kept.config.num_inference_steps, kept.config.eta, kept.config.p_mean) == (5, 0.25, -1.0)  # the rest: folder's
+    assert kept.config.block_out_channels == (8, 16)
+    bf16 = load_backbone(BackboneConfig(name="toy", pretrained=str(tmp_path / "model"), options={"dtype": "bfloat16"}))
+    assert bf16.denoiser.conv_in.weight.dtype == torch.bfloat16
+    assert bf16.denoiser.noise_embedding.freqs.dtype == torch.float32  # Fourier phases stay float32
+    with pytest.raises(ConfigError, match="backbone.options.guidance_scale: unknown option for backbone 'toy'"):
+        load_backbone(BackboneConfig(name="toy", pretrained=str(tmp_path / "model"), options={"guidance_scale": 2.0}))
+    with pytest.raises(ConfigError, match="fixed by the saved model"):
+        load_backbone(BackboneConfig(name="toy", pretrained=str(tmp_path / "model"), options={"size": 32}))
