@@ -1,8 +1,10 @@
 """The rollout buffer (METHOD.md step 6): one chunk of conditionings, their real clips, P rollouts each,
 rewards and advantages, generated once and reused for ``passes_per_buffer`` passes.
 
-Latents are stored (not pixels), so a generator step never re-encodes; the critic's motion features of
-real and fake clips are stored too, so the adversarial refresh reuses them without recomputing flow.
+Latents are stored (not pixels), so a generator step never re-encodes; when the adversarial refresh is on,
+the critic's motion features of real and fake clips are stored too (in ``critic.feature_dtype``), so the
+refresh reuses them without recomputing flow; without a refresh they are not kept (None). train/memory.py
+sizes all of it per rank.
 """
 
 from __future__ import annotations
@@ -41,7 +43,7 @@ class RolloutBuffer:
     adv_fake: Tensor | None = None  # (N, P)
     adv_real: Tensor | None = None  # (N,)
     rewards: dict[str, Tensor] = field(default_factory=dict)  # r_fake (N,P), r_real (N,), r_ic_fake, ...
-    features_real: Any = None  # critic features of the real clips (N items), for the refresh
+    features_real: Any = None  # critic features of the real clips (N items), for the refresh (None without one)
     features_fake: Any = None  # critic features of the fakes (N*P items, conditioning-major)
     uses: int = 0  # minibatches drawn so far (each rollout is reused passes_per_buffer times)
 
