@@ -1,7 +1,7 @@
 """Reward throughput of the weight-free MotionCritic, split into flow (IC maps), tracks (LC features)
 and discriminators (IC + LC forward of the EMA copies).
 
-    python benchmarks/bench_rewards.py [--clips 8] [--threads 1] [--sizes 8x16x16 8x32x32 24x320x576]
+    python benchmarks/bench_rewards.py [--clips 8] [--threads 1] [--sizes 8x16x16 8x32x32 24x320x576] [--ab 5]
 
 Clips are synthetic moving sprites. Demo sizes use the default CriticConfig (256 queries, IC ViT on
 4-px patches of the full-size maps); 24×320×576 computes the IC maps at 160×288 with 16-px patches
@@ -53,13 +53,65 @@ def bench(frames: int, height: int, width: int, num_clips: int) -> dict[str, flo
             "clips_per_s": num_clips / total}
 
 
+def per_group_numpy(critic: MotionCritic, real: torch.Tensor, fakes: torch.Tensor, queries) -> list[torch.Tensor]:
+    """The scoring before batching: numpy features clip by clip, one reward call per real clip and per group."""
+    import numpy as np
+
+    from shiftvdm.motion.features import ic_features, track_features
+    from shiftvdm.rewards.critic import MotionFeatures
+
+    cfg = critic.config
+    flow, tracker = critic._get_extractors()
+    out = []
+    for i in range(len(real)):
+        for videos in (real[i:i + 1], fakes[i]):
+            clips = critic.videos_to_uint8(videos)
+            ic = np.stack([ic_features(c, flow, cfg.ic_size, cfg.residual_mode, cfg.include_flow,
+                                       cfg.confidence_scale_px) for c in clips])
+            lc = np.stack([track_features(c, tracker(c, queries[i]), cfg.corr_scales, cfg.corr_radius,
+                                          cfg.patch_radius) for c in clips])
+            out.append(critic.reward(MotionFeatures(torch.from_numpy(ic), torch.from_numpy(lc))).r)
+    return out
+
+
+def demo_buffer_ab(repeats: int) -> None:
+    """Reward time of one demo-preset buffer (8 conditionings × (1 + 8) clips): per group vs batched, interleaved."""
+    import numpy as np
+
+    from shiftvdm.config import config_from_dict, load_config
+    from shiftvdm.recipes.demo import DemoConfig
+
+    demo = load_config(DemoConfig, "demo_cpu")
+    critic = MotionCritic(config_from_dict(CriticConfig, demo.critic.get("critic", {}))).eval()
+    d, r = demo.data, demo.arms_common["rollout"]
+    n, group = int(r["buffer_size"]), int(r["group_size"])
+    clips = to_tensor(make_sprite_clips(n * (1 + group), d.num_frames, d.size, seed=1).videos)
+    real, fakes = clips[:n], clips[n:].reshape(n, group, *clips.shape[1:])
+    queries = np.stack([critic.sample_queries(d.size, d.size, torch.Generator().manual_seed(i)) for i in range(n)])
+    critic.score_groups(real[:1], fakes[:1], queries[:1])  # warm-up
+    old = new = 0.0
+    for _ in range(repeats):
+        start = time.perf_counter()
+        per_group_numpy(critic, real, fakes, queries)
+        old += time.perf_counter() - start
+        start = time.perf_counter()
+        critic.score_groups(real, fakes, queries, keep_features=True)
+        new += time.perf_counter() - start
+    print(f"demo buffer ({n} conditionings x (1 + {group}) clips), mean of {repeats} interleaved runs: "
+          f"per group (before) {old / repeats:.3f} s, batched score_groups (after) {new / repeats:.3f} s, "
+          f"ratio {old / new:.2f}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--clips", type=int, default=8, help="clips per size")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (OpenCV uses its own pool)")
     parser.add_argument("--sizes", nargs="+", default=["8x16x16", "8x32x32", "24x320x576"], help="FxHxW")
+    parser.add_argument("--ab", type=int, default=0, help="also time one demo buffer per group vs batched, N times")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    if args.ab:
+        demo_buffer_ab(args.ab)
     print(f"torch threads {args.threads}; per clip seconds (flow = DIS fwd+bwd + IC maps; "
           "tracks = LK + LC features; disc = IC+LC EMA forward)")
     print(f"{'clip F×H×W':>14} {'flow s':>9} {'tracks s':>9} {'disc s':>9} {'clips/s':>9}")
