@@ -110,8 +110,7 @@ def generate(model: str | Path, data: str | Path, out: str | Path, per_clip: int
     if lora is not None:
         backbone.load_lora(lora)
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    if hasattr(backbone, "to"):
-        backbone = backbone.to(device) or backbone
+    backbone.to(device)
     num_frames, clip_h, clip_w = backbone.video_shape
     entries = load_manifest(data).entries
     if max_clips:

@@ -67,15 +67,15 @@ def build_training(cfg: TrainConfig, clips: Any = None, accelerator: Any = None)
         raise ConfigError(f"the backbone makes clips of {f} frames × {h}×{w}, but data.num_frames/height/width are "
                           f"{cfg.data.num_frames}/{cfg.data.height}/{cfg.data.width}; make them agree "
                           "(backbone.options or data.*)")
-    if accelerator is not None and accelerator.device.type != "cpu" and hasattr(backbone, "to"):
+    if accelerator is not None and accelerator.device.type != "cpu":
         backbone.to(accelerator.device)
     if cfg.lora.init_from:
         backbone.load_lora(cfg.lora.init_from)
         backbone.fuse_lora()  # start SHIFT on top of the SFT model (the reference's pretrained_sft_lora_path)
     if cfg.lora.enabled:
         backbone.add_lora(cfg.lora.rank, cfg.lora.alpha, cfg.lora.targets)
-    if cfg.run.gradient_checkpointing and hasattr(backbone.denoiser, "enable_gradient_checkpointing"):
-        backbone.denoiser.enable_gradient_checkpointing()
+    if cfg.run.gradient_checkpointing:
+        backbone.enable_gradient_checkpointing()
     critic = None
     features_from_state = None
     if needs_rollouts(cfg.loss):
