@@ -104,7 +104,10 @@ def run_training(cfg: TrainConfig, *, resume: bool = False, clips: Any = None,
     if accelerator is None:
         from accelerate import Accelerator
 
-        accelerator = Accelerator(cpu=not torch.cuda.is_available())
+        from accelerate import DistributedDataParallelKwargs
+
+        ddp = DistributedDataParallelKwargs(find_unused_parameters=cfg.run.find_unused_parameters)
+        accelerator = Accelerator(cpu=not torch.cuda.is_available(), kwargs_handlers=[ddp])
     backbone, critic, clips, rt = build_training(cfg, clips, accelerator)
     if resume and not rt.resume():
         raise CheckpointError(f"--resume: no checkpoint under {Path(cfg.run.out_dir) / 'checkpoints'}")

@@ -23,6 +23,7 @@ from shiftvdm.config import config_differences, config_from_dict, config_to_dict
 from shiftvdm.errors import CheckpointError, TrainingError
 from shiftvdm.train.buffer import RolloutBuffer
 from shiftvdm.train.config import TrainConfig
+from shiftvdm.train.distributed import Distributed, GradientEngine, full_tensor
 from shiftvdm.train.state import Counters, checkpoint_dirs, latest_checkpoint, read_checkpoint, write_checkpoint
 from shiftvdm.utils.checkpoint import clean_stale_temps, file_sizes, read_newest_intact, truncate_logs
 from shiftvdm.utils.seeding import generator_for
@@ -54,13 +55,17 @@ class Runtime:
 
     def __init__(self, cfg: TrainConfig, backbone: Backbone, critic: Any, run_dir: Path, *,
                  accelerator: Any = None, features_from_state: Callable[[dict], Any] | None = None,
-                 sample_frames: Tensor | None = None, sample_prompts: list[str] | None = None) -> None:
+                 sample_frames: Tensor | None = None, sample_prompts: list[str] | None = None,
+                 dist: Distributed | None = None) -> None:
         self.cfg, self.backbone, self.critic, self.run_dir = cfg, backbone, critic, Path(run_dir)
         self.accelerator = accelerator
-        self.rank = accelerator.process_index if accelerator is not None else 0
-        self.world = accelerator.num_processes if accelerator is not None else 1
-        self.device = accelerator.device if accelerator is not None else torch.device("cpu")
+        self.dist = dist or Distributed.from_accelerator(accelerator)
+        self.rank, self.world, self.device = self.dist.rank, self.dist.world, self.dist.device
         self.is_main = self.rank == 0
+        # the generator's gradients are synced by the engine (DDP / FSDP2); built before the optimizer
+        # because FSDP2 replaces the parameters with sharded ones
+        self.engine = GradientEngine(backbone.denoiser, self.dist, cfg.run.distributed, accelerator=accelerator,
+                                     find_unused_parameters=cfg.run.find_unused_parameters)
         self.state = Counters()
         self.buffer: RolloutBuffer | None = None
         self.features_from_state = features_from_state
@@ -97,20 +102,14 @@ class Runtime:
         return contextlib.nullcontext()
 
     def average_gradients(self, params: list[nn.Parameter]) -> None:
-        """Average gradients over processes with one all-reduce (DDP's result, without its wrapper)."""
-        if self.world == 1:
-            return
-        import torch.distributed as dist
+        """Average the discriminators' gradients over processes (the generator's go through ``engine``)."""
+        self.dist.mean_gradients(params)
 
-        grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
-        flat = torch.cat([g.reshape(-1) for g in grads])
-        dist.all_reduce(flat)
-        flat /= self.world
-        offset = 0
-        for p, g in zip(params, grads):
-            n = g.numel()
-            p.grad = flat[offset:offset + n].view_as(g).clone()
-            offset += n
+    def test_hooks(self, loss: Tensor) -> Tensor:
+        """Test hook only (env SHIFTVDM_TEST_NAN_AT=rank:step): a NaN loss on one rank at one step."""
+        from shiftvdm.train.distributed import injected_nan
+
+        return loss * float("nan") if injected_nan(self.rank, self.state.step + 1) else loss
 
     def skip_step(self, reason: str, values: dict[str, float] | None = None) -> dict[str, float]:
         """Drop this step's gradients, count it, stop after too many (the last checkpoint stays intact).
@@ -183,7 +182,14 @@ class Runtime:
         return [p.grad.detach().clone() if p.grad is not None else torch.zeros_like(p) for p in self.params]
 
     def grad_split_norms(self, g_sft: list[Tensor]) -> dict[str, float]:
-        total = [p.grad if p.grad is not None else torch.zeros_like(p) for p in self.params]
+        """Norms of the SFT and advantage-weighted parts of the (process-averaged) gradient."""
+        total = [full_tensor(p.grad) if p.grad is not None else torch.zeros_like(full_tensor(p)) for p in self.params]
+        g_sft = [full_tensor(g) for g in g_sft]
+        if self.world > 1 and self.engine.kind == "ddp":  # the snapshot is this rank's; the total is averaged
+            flat = torch.cat([g.reshape(-1) for g in g_sft])
+            self.dist.mean_(flat)
+            g_sft = list(torch.split(flat, [g.numel() for g in g_sft]))
+            g_sft = [g.view_as(t) for g, t in zip(g_sft, total)]
         sft = torch.sqrt(sum((g.float() ** 2).sum() for g in g_sft)).item()
         aw = torch.sqrt(sum(((t - g).float() ** 2).sum() for t, g in zip(total, g_sft))).item()
         return {"grad_norm/sft": sft, "grad_norm/aw": aw, "grad_norm/aw_over_sft": aw / max(sft, 1e-12)}
@@ -199,8 +205,13 @@ class Runtime:
         return self._t_offset + (time.perf_counter() - self._t_start)
 
     def out_of_time(self) -> bool:
+        """Agreed on every rank: any rank over the limit stops all (the slowest clock decides)."""
         limit = self.cfg.run.time_limit_s
-        return limit > 0 and self.elapsed() >= limit
+        if limit <= 0:
+            return False
+        from shiftvdm.train.distributed import test_clock_ahead
+
+        return self.dist.any(self.elapsed() + test_clock_ahead(self.rank) >= limit)
 
     # ----- run lifecycle --------------------------------------------------------------------------------
     def begin(self, evaluate: Callable[[Backbone, int], dict[str, float]] | None) -> None:
@@ -339,6 +350,7 @@ class Runtime:
             "buffer": self.buffer.state_dict() if self.buffer is not None and self.cfg.run.checkpoint_buffer else None,
             "critic_replay": self._replay_state(),
             "torch_rng": torch.get_rng_state(),
+            "world_size": self.world,
             "log_sizes": self._log_sizes(),
         }
         # every process keeps its own buffer share; process 0 also writes the weights for use
@@ -352,6 +364,37 @@ class Runtime:
 
             dist.barrier()
         return path
+
+    def _check_world_size(self) -> None:
+        """A run folder written on another number of processes is refused, naming both sizes."""
+        ckpt = self.run_dir / "checkpoints"
+        ranks = sorted(p.name for p in ckpt.glob("rank*") if p.is_dir()) if ckpt.is_dir() else []
+        saved = len(ranks) if ranks else (1 if checkpoint_dirs(ckpt) else None)
+        if saved is not None and saved != self.world:
+            raise CheckpointError(f"{ckpt}: the checkpoints were written by {saved} processes, this run has "
+                                  f"{self.world}; resume on {saved} processes")
+
+    def _agreed_checkpoint(self, root: Path) -> tuple[Path, dict[str, Any]] | None:
+        """The newest step every rank has and reads intact, the same on all ranks."""
+        if self.world == 1:
+            return read_newest_intact(checkpoint_dirs(root), read_checkpoint)
+        from shiftvdm.errors import DamagedCheckpointError
+
+        mine = {int(p.name.split("-")[1]): p for p in checkpoint_dirs(root)}
+        common = set.intersection(*[set(s) for s in self.dist.gather(sorted(mine))])
+        damaged: list[str] = []
+        for step in sorted(common, reverse=True):  # rank 0's view decides the order: identical on every rank
+            try:
+                state, message = read_checkpoint(mine[step]), None
+            except DamagedCheckpointError as exc:
+                state, message = None, str(exc)
+            if not self.dist.any(message is not None):
+                return mine[step], state  # type: ignore[return-value]
+            damaged.append(message or f"step {step} damaged on another process")
+            logger.warning("checkpoint step %d is damaged on some process; every process falls back", step)
+        if damaged:
+            raise CheckpointError("no checkpoint step intact on every process:\n  " + "\n  ".join(damaged))
+        return None
 
     def _replay_state(self) -> dict[str, Any] | None:
         """The reward model's store of older fakes (regulariser ``replay_size``), so resume stays exact."""
@@ -391,15 +434,30 @@ class Runtime:
         save_json(summary, self.run_dir / "summary.json")
 
     def resume(self, path: Path | None = None) -> bool:
-        """Restore the latest (or given) checkpoint of this run. Returns False when there is none."""
+        """Restore the latest (or given) checkpoint of this run. Returns False when there is none.
+
+        On several processes every rank resumes the same step: the newest step present on all ranks whose
+        files every rank reads intact (an empty or cut trainer_state.pt falls back to an older step on all).
+        """
         root = self.run_dir / "checkpoints" / (f"rank{self.rank}" if self.world > 1 else "")
-        if path is None:  # the newest intact one: an empty or cut trainer_state.pt falls back to the previous
-            found = read_newest_intact(checkpoint_dirs(root), read_checkpoint)
+        self._check_world_size()
+        if path is None:
+            found = self._agreed_checkpoint(root)
             if found is None:
                 return False
             path, state = found
         else:
             state = read_checkpoint(path)
+        saved_world = int(state.get("world_size", self.world))
+        if saved_world != self.world:
+            raise CheckpointError(f"{path}: written by a run on {saved_world} processes, this run has {self.world}; "
+                                  f"resume on {saved_world} processes (the buffer and random streams are per process)")
+        saved_max = int(state["config"].get("run", {}).get("max_steps", self.cfg.run.max_steps))
+        if saved_max != self.cfg.run.max_steps and self.cfg.optim.schedule == "cosine":
+            raise CheckpointError(f"{path}: run.max_steps was {saved_max}, now {self.cfg.run.max_steps}; the cosine "
+                                  "learning-rate schedule is laid out over run.max_steps, so changing it on resume "
+                                  f"would reshape the schedule mid-run. Resume with run.max_steps={saved_max}, or "
+                                  "start a new run (a constant schedule may be extended)")
         clean_stale_temps(root)  # what a kill mid-write left behind (each process its own folder)
         if self.is_main:
             clean_stale_temps(self.run_dir)

@@ -27,11 +27,13 @@ import torch
 from torch import Tensor
 
 from shiftvdm.backbone.base import Backbone
+from shiftvdm.errors import DataError
 from shiftvdm.rewards.protocol import GroupScores, RewardModel
 from shiftvdm.train.advantages import group_advantages
 from shiftvdm.train.buffer import RolloutBatch, RolloutBuffer
 from shiftvdm.train.config import TrainConfig
 from shiftvdm.train.losses import aw_weight, needs_rollouts, real_weight
+from shiftvdm.train.distributed import full_tensor
 from shiftvdm.train.runtime import Runtime
 from shiftvdm.utils.seeding import derive_seed, generator_for
 
@@ -113,47 +115,55 @@ def collect_buffer(backbone: Backbone, critic: RewardModel, clips: ClipSource, i
 def shift_step(backbone: Backbone, batch: RolloutBatch, cfg: TrainConfig, rt: Runtime) -> dict[str, float] | None:
     """One generator update (Eq. 12), back-propagated one rollout at a time so memory does not grow with P.
 
-    Returns the step's metrics; a step skipped for a non-finite loss or gradient returns its own values
-    so far with ``skipped`` = 1.
+    Gradients accumulate over the 1+P backwards and are averaged across processes by the engine on the
+    last one. A non-finite loss does not return early: every rank makes all its backwards (the last one is
+    a collective) and the skip is agreed after it. Returns the step's metrics; a skipped step returns its
+    own values so far with ``skipped`` = 1.
     """
     params = rt.params
     x, cond = batch.x.to(rt.device), batch.cond.to(rt.device)
     draw = backbone.draw_noise(x, rt.generator("noise", rt.state.step))  # ε, σ/t, dropout: shared below
-    with rt.autocast():
-        loss_real = backbone.denoising_loss(x, cond, draw)  # L(x_b), (B,)
-    w_real = real_weight(cfg.loss, batch.adv_real, len(x)).to(loss_real.device)
-    if not torch.isfinite(loss_real).all():
-        return rt.skip_step("non-finite real loss", {"loss/real": loss_real.float().mean().item()})
-    (w_real * loss_real.float()).mean().backward()
-    metrics = {"loss/real": loss_real.mean().item(), "loss/real_weight": w_real.mean().item()}
-
     lam_aw = aw_weight(cfg.loss, rt.state.step)
-    metrics["lambda_aw"] = lam_aw
-    g_sft = rt.grad_snapshot() if rt.log_grad_norms_now() and batch.group_size else None
-    aw_terms = []
-    for p in range(batch.group_size if lam_aw > 0 else 0):  # one rollout at a time
-        adv = batch.adv_fake[:, p].to(rt.device)  # Ã_{p,b}, (B,)
-        if not adv.any():  # zero advantages contribute no gradient: skip the forward/backward
-            continue
-        x_p = batch.x_fake[:, p].to(rt.device)
-        d = draw if cfg.loss.match_noise else backbone.draw_noise(x_p, rt.generator("noise", rt.state.step, p))
-        with rt.autocast():
-            loss_fake = backbone.denoising_loss(x_p, cond, d)  # L(x̃_{p,b}), (B,)
-        if not torch.isfinite(loss_fake).all():
-            return rt.skip_step("non-finite rollout loss", {**metrics, "loss/fake": loss_fake.float().mean().item()})
-        term = (adv * loss_fake.float()).mean()
-        (lam_aw * term / batch.group_size).backward()
-        aw_terms.append(term.item())
+    # zero advantages contribute no gradient: no forward/backward for those rollouts
+    rollouts = [p for p in range(batch.group_size if lam_aw > 0 else 0) if batch.adv_fake[:, p].any()]
+    bad: list[str] = []  # this rank's reasons to skip, agreed across ranks below
+    with rt.engine.routed(backbone):
+        with rt.engine.term(sync=not rollouts):
+            with rt.autocast():
+                loss_real = rt.test_hooks(backbone.denoising_loss(x, cond, draw))  # L(x_b), (B,)
+            w_real = real_weight(cfg.loss, batch.adv_real, len(x)).to(loss_real.device)
+            if not torch.isfinite(loss_real).all():
+                bad.append("non-finite real loss")
+            (w_real * loss_real.float()).mean().backward()
+        metrics = {"loss/real": loss_real.float().mean().item(), "loss/real_weight": w_real.mean().item(),
+                   "lambda_aw": lam_aw}
+        g_sft = rt.grad_snapshot() if rt.log_grad_norms_now() and batch.group_size else None
+        aw_terms = []
+        for i, p in enumerate(rollouts):  # one rollout at a time
+            adv = batch.adv_fake[:, p].to(rt.device)  # Ã_{p,b}, (B,)
+            x_p = batch.x_fake[:, p].to(rt.device)
+            d = draw if cfg.loss.match_noise else backbone.draw_noise(x_p, rt.generator("noise", rt.state.step, p))
+            with rt.engine.term(sync=i == len(rollouts) - 1):
+                with rt.autocast():
+                    loss_fake = backbone.denoising_loss(x_p, cond, d)  # L(x̃_{p,b}), (B,)
+                if not torch.isfinite(loss_fake).all():
+                    bad.append("non-finite rollout loss")
+                    metrics["loss/fake"] = loss_fake.float().mean().item()
+                term = (adv * loss_fake.float()).mean()
+                (lam_aw * term / batch.group_size).backward()
+            aw_terms.append(term.item())
     if batch.group_size:
         metrics["loss/aw"] = sum(aw_terms) / batch.group_size  # mean_p mean_b Ã·L, unscaled by λ_aw
         metrics["loss/total"] = metrics["loss/real"] * cfg.loss.lambda_sft + lam_aw * metrics["loss/aw"]
-    if g_sft is not None:
-        metrics.update(rt.grad_split_norms(g_sft))  # grad_norm/sft, grad_norm/aw, grad_norm/aw_over_sft
 
-    rt.average_gradients(params)  # all-reduce over processes (no-op on one)
-    grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.optim.max_grad_norm)
+    if g_sft is not None:  # before clipping, on every rank (it reduces the SFT snapshot)
+        metrics.update(rt.grad_split_norms(g_sft))  # grad_norm/sft, grad_norm/aw, grad_norm/aw_over_sft
+    grad_norm = full_tensor(torch.nn.utils.clip_grad_norm_(params, cfg.optim.max_grad_norm))
     if not torch.isfinite(grad_norm):
-        return rt.skip_step("non-finite gradient", {**metrics, "grad_norm": grad_norm.item()})
+        bad.append("non-finite gradient")
+    if rt.dist.any(bool(bad)):  # any rank non-finite -> every rank skips this step and counts it
+        return rt.skip_step(bad[0] if bad else "non-finite loss or gradient on another process",
+                            {**metrics, "grad_norm": grad_norm.item()})
     rt.optimizer.step()
     rt.check_params_finite("after the optimizer step")  # the update itself can overflow (e.g. a huge lr)
     rt.lr_scheduler.step()
@@ -179,12 +189,21 @@ def refresh_discriminators(critic: RewardModel, buffer: RolloutBuffer, n_steps: 
         p = (rt.state.d_steps + s) % P  # cycle through the rollouts, as the reference does
         fake_idx = idx * P + p
         torch.manual_seed(derive_seed(cfg.run.seed, "disc-global", rt.rank, rt.state.d_steps + s))
-        m = critic.refresh_step(buffer.features_real.index(idx), buffer.features_fake.index(fake_idx),
-                                rt.d_optimizer, gen, cfg.discriminator.train, sync_grads=rt.average_gradients)
+        real, fake = buffer.features_real.index(idx), buffer.features_fake.index(fake_idx)
+        rt.dist.raise_if_any(unusable_features(real, fake), DataError)  # agreed before the step's all-reduce
+        m = critic.refresh_step(real, fake, rt.d_optimizer, gen, cfg.discriminator.train, sync_grads=rt.average_gradients)
         for k, v in m.items():
             metrics[k] = metrics.get(k, 0.0) + v / n_steps
     rt.state.d_steps += n_steps
     return metrics
+
+
+def unusable_features(real: Any, fake: Any) -> str | None:
+    """Why a discriminator step cannot train on these features (None when it can)."""
+    for name, feats in (("real", real), ("fake", fake)):
+        if hasattr(feats, "finite") and not bool(feats.finite().all()):
+            return f"the {name} motion features of this buffer contain NaN or infinite values; cannot refresh on them"
+    return None
 
 
 def buffer_metrics(buffer: RolloutBuffer) -> dict[str, float]:
@@ -213,7 +232,8 @@ def train(cfg: TrainConfig, backbone: Backbone, critic: RewardModel | None, clip
         if rt.buffer is None:  # Alg. 1: new chunk -> rollouts, rewards, advantages
             indices = chunk_indices(len(clips), cfg, state.epoch, state.chunk, rt.rank, rt.world)
             t0 = time.perf_counter()
-            rt.buffer = collect_buffer(backbone, critic, clips, indices, cfg, rt)
+            rt.buffer = rt.dist.together(lambda: collect_buffer(backbone, critic, clips, indices, cfg, rt),
+                                         "collecting the rollout buffer")  # an error on one rank stops all
             state.add_time("buffer", time.perf_counter() - t0)
             rt.record_buffer(rt.buffer)
             rt.log(buffer_metrics(rt.buffer), step=state.step)

@@ -1,0 +1,184 @@
+"""Two CPU processes over gloo: ranks agree before every collective, and the engine syncs gradients.
+
+Each launch has a timeout, so a hang (the failure these tests guard against) fails instead of blocking.
+The NaN and clock hooks are test hooks (env SHIFTVDM_TEST_NAN_AT / SHIFTVDM_TEST_CLOCK_AHEAD).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from shiftvdm.backbone.toy import ToyBackbone, ToyConfig
+from shiftvdm.cli import main as cli
+from shiftvdm.data.synthetic import write_synthetic_dataset
+from shiftvdm.rewards.critic import CriticConfig, MotionCritic
+from shiftvdm.rewards.ic import ICConfig
+from shiftvdm.rewards.lc import LCConfig
+from shiftvdm.train.distributed import Distributed
+
+TOY = {"num_frames": 4, "size": 16, "block_out_channels": [16, 16], "layers_per_block": 1, "num_mid_blocks": 1,
+       "num_inference_steps": 2, "mid_attention": False}
+WORKER = Path(__file__).with_name("dist_engine_worker.py")
+TIMEOUT = 420  # seconds per launch: a hang fails the test
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("dist")
+    sprites = root / "sprites"
+    write_synthetic_dataset(sprites, 8, 4, 16, seed=1, format="npy", num_sprites=1, sprite_size=(3.0, 4.0),
+                            speed=(1.5, 2.5), background="flat", overwrite=True)
+    toy = ToyBackbone(ToyConfig(**{**TOY, "block_out_channels": (16, 16)}))
+    with torch.no_grad():
+        for p in toy.denoiser.parameters():
+            if not p.any():
+                p.normal_(0, 0.05, generator=torch.Generator().manual_seed(0))
+    toy.save_pretrained(root / "base")
+    MotionCritic(CriticConfig(num_queries=8, ic=ICConfig(encoder="cnn", image_size=(16, 16), cnn_channels=(8, 8)),
+                              lc=LCConfig(dim=16, depth=1, heads=2))).save(root / "critic")
+    return {"root": root, "sprites": sprites, "base": root / "base", "critic": root / "critic"}
+
+
+def write_config(setup: dict[str, Path], run: Path, **run_opts) -> Path:
+    cfg = {
+        "backbone": {"name": "toy", "pretrained": str(setup["base"])},
+        "data": {"train": str(setup["sprites"]), "num_frames": 4, "height": 16, "width": 16},
+        "lora": {"rank": 2, "alpha": 2},
+        "optim": {"lr": 1e-3, "warmup_steps": 0},
+        "loss": {"lambda_aw": 0.5},
+        "rollout": {"group_size": 2, "buffer_size": 4, "passes_per_buffer": 1, "batch_size": 1,
+                    "rollout_batch_size": 2, "num_inference_steps": 2},
+        "discriminator": {"critic": str(setup["critic"]), "d_to_g": 1.0, "train": {"lr": 1e-3}},
+        "run": {"out_dir": str(run), "max_steps": 4, "checkpoint_every": 2, "progress": False, **run_opts},
+    }
+    path = run.parent / f"{run.name}.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def launch(config: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    accelerate = Path(sys.executable).with_name("accelerate")
+    cmd = [str(accelerate), "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+           "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(free_port()),
+           "-m", "shiftvdm", "shift", "--config", str(config), *args]
+    full_env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", **(env or {})}
+    return subprocess.run(cmd, env=full_env, capture_output=True, text=True, timeout=TIMEOUT)
+
+
+def counters(run: Path, rank: int) -> dict:
+    last = sorted((run / "checkpoints" / f"rank{rank}").glob("step-*"))[-1]
+    return torch.load(last / "trainer_state.pt", weights_only=True)["counters"]
+
+
+def digests(run: Path) -> list[str]:
+    return [json.loads((run / "logs" / f"final-rank{r}.json").read_text())["weights_sha256"] for r in range(2)]
+
+
+@pytest.mark.slow
+def test_nan_on_one_rank_is_skipped_by_both(setup):
+    run = setup["root"] / "nan"
+    proc = launch(write_config(setup, run), env={"SHIFTVDM_TEST_NAN_AT": "1:2"})  # rank 1, step 2
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    for rank in range(2):
+        c = counters(run, rank)
+        assert c["step"] == 4 and c["nonfinite_steps"] == 1  # both finished, both counted the skip
+    rows = [json.loads(line) for line in (run / "logs" / "metrics.jsonl").read_text().splitlines()]
+    skipped = [r["step"] for r in rows if r.get("skipped") == 1.0]
+    assert skipped == [2]  # rank 0's loss was finite; it skipped by agreement
+    a, b = digests(run)
+    assert a == b  # the skipped step changed neither rank's weights
+
+
+@pytest.mark.slow
+def test_time_limit_stops_both_then_resume_is_exact(setup, capsys):
+    ahead = setup["root"] / "ahead"  # rank 1's clock reads 1000 s late: it alone is over the limit
+    proc = launch(write_config(setup, ahead, time_limit_s=500.0), env={"SHIFTVDM_TEST_CLOCK_AHEAD": "1:1000"})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert [counters(ahead, r)["step"] for r in range(2)] == [1, 1]  # both stopped after the same step
+    assert json.loads((ahead / "summary.json").read_text())["steps"] == 1
+
+    proc = launch(write_config(setup, ahead, time_limit_s=0.0), "--resume")  # continue to max_steps
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert [counters(ahead, r)["step"] for r in range(2)] == [4, 4]
+
+    straight = setup["root"] / "straight"
+    proc = launch(write_config(setup, straight))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert digests(ahead) == digests(straight)  # a 2-process stop + resume is bit for bit the straight run
+
+    # the same folder on one process is refused, naming both sizes
+    code = cli(["shift", "--resume", "--config", str(write_config(setup, ahead, time_limit_s=0.0))])
+    assert code != 0
+    assert "written by 2 processes, this run has 1" in capsys.readouterr().err
+
+
+def test_world_size_change_is_refused(setup, capsys):
+    run = setup["root"] / "world"
+    (run / "checkpoints" / "rank0" / "step-0000002").mkdir(parents=True)
+    (run / "checkpoints" / "rank1" / "step-0000002").mkdir(parents=True)
+    for r in range(2):
+        (run / "checkpoints" / f"rank{r}" / "step-0000002" / "trainer_state.pt").write_bytes(b"x")
+    code = cli(["shift", "--resume", "--config", str(write_config(setup, run))])
+    err = capsys.readouterr().err
+    assert code != 0
+    assert "written by 2 processes, this run has 1" in err
+
+
+def test_agreement_on_one_process_is_local():
+    d = Distributed()
+    assert d.any(True) and not d.any(False) and d.max(3.5) == 3.5 and d.broadcast("x") == "x"
+    with pytest.raises(ValueError, match="boom"):
+        d.together(lambda: (_ for _ in ()).throw(ValueError("boom")), "test")
+    assert d.together(lambda: 7, "test") == 7
+
+
+def run_worker(kind: str, nproc: int, out: Path) -> None:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "DS_ACCELERATOR": "cpu", "DS_BUILD_OPS": "0"}
+    if nproc == 1:
+        cmd = [sys.executable, str(WORKER), kind, str(out)]
+    else:
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(nproc),
+               "--master_port", str(free_port()), str(WORKER), kind, str(out)]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=TIMEOUT)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+
+
+@pytest.fixture(scope="module")
+def one_process(tmp_path_factory) -> dict[str, torch.Tensor]:
+    out = tmp_path_factory.mktemp("engine") / "single.pt"
+    run_worker("none", 1, out)
+    return torch.load(out, weights_only=True)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", ["ddp", "fsdp2"])
+def test_two_processes_equal_one_at_twice_the_batch(kind, one_process, tmp_path):
+    run_worker(kind, 2, tmp_path / "two.pt")
+    two = torch.load(tmp_path / "two.pt", weights_only=True)
+    assert set(two) == set(one_process)
+    for name in one_process:
+        torch.testing.assert_close(two[name], one_process[name], rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.slow
+def test_deepspeed_zero2_equals_one_process(one_process, tmp_path):
+    pytest.importorskip("deepspeed", reason="deepspeed not installed (sdist with DS_BUILD_OPS=0 DS_ACCELERATOR=cpu)")
+    run_worker("deepspeed", 2, tmp_path / "ds.pt")
+    ds = torch.load(tmp_path / "ds.pt", weights_only=True)
+    for name in one_process:
+        torch.testing.assert_close(ds[name], one_process[name], rtol=1e-5, atol=1e-6)
