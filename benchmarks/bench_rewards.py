@@ -74,7 +74,7 @@ def per_group_numpy(critic: MotionCritic, real: torch.Tensor, fakes: torch.Tenso
     return out
 
 
-def demo_buffer_ab(repeats: int) -> None:
+def demo_buffer_ab(repeats: int, workers: int = 1) -> None:
     """Reward time of one demo-preset buffer (8 conditionings × (1 + 8) clips): per group vs batched, interleaved."""
     import numpy as np
 
@@ -82,7 +82,7 @@ def demo_buffer_ab(repeats: int) -> None:
     from shiftvdm.recipes.demo import DemoConfig
 
     demo = load_config(DemoConfig, "demo_cpu")
-    critic = MotionCritic(config_from_dict(CriticConfig, demo.critic.get("critic", {}))).eval()
+    critic = MotionCritic(config_from_dict(CriticConfig, {**demo.critic.get("critic", {}), "workers": workers})).eval()
     d, r = demo.data, demo.arms_common["rollout"]
     n, group = int(r["buffer_size"]), int(r["group_size"])
     clips = to_tensor(make_sprite_clips(n * (1 + group), d.num_frames, d.size, seed=1).videos)
@@ -99,7 +99,7 @@ def demo_buffer_ab(repeats: int) -> None:
         new += time.perf_counter() - start
     print(f"demo buffer ({n} conditionings x (1 + {group}) clips), mean of {repeats} interleaved runs: "
           f"per group (before) {old / repeats:.3f} s, batched score_groups (after) {new / repeats:.3f} s, "
-          f"ratio {old / new:.2f}")
+          f"ratio {old / new:.2f} (critic.workers={workers})")
 
 
 def main() -> None:
@@ -108,10 +108,11 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1, help="torch threads (OpenCV uses its own pool)")
     parser.add_argument("--sizes", nargs="+", default=["8x16x16", "8x32x32", "24x320x576"], help="FxHxW")
     parser.add_argument("--ab", type=int, default=0, help="also time one demo buffer per group vs batched, N times")
+    parser.add_argument("--workers", type=int, default=1, help="critic.workers for the batched side of --ab")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     if args.ab:
-        demo_buffer_ab(args.ab)
+        demo_buffer_ab(args.ab, args.workers)
     print(f"torch threads {args.threads}; per clip seconds (flow = DIS fwd+bwd + IC maps; "
           "tracks = LK + LC features; disc = IC+LC EMA forward)")
     print(f"{'clip F×H×W':>14} {'flow s':>9} {'tracks s':>9} {'disc s':>9} {'clips/s':>9}")

@@ -121,3 +121,10 @@ def test_rms_normalised_flow_by_hand():
     out = rms_normalize_flow(flow)
     torch.testing.assert_close(out, flow / (math.sqrt(12.5) + 1e-6))
     assert math.isclose(float(out.pow(2).sum(-1).mean().sqrt()), 1.0, rel_tol=1e-5)
+
+
+def test_opencv_worker_threads_do_not_change_features(groups):
+    real, fakes = groups
+    one, two = small_critic(), small_critic(workers=2)
+    a, b = one.features(fakes.flatten(0, 1)), two.features(fakes.flatten(0, 1))
+    assert torch.equal(a.ic, b.ic) and torch.equal(a.lc, b.lc)

@@ -100,6 +100,7 @@ class CriticConfig:
     init_seed: int = 0  # seed of the discriminators' initial weights
     feature_dtype: Literal["float32", "float16"] = "float32"  # storage dtype of cached features (float16 halves buffers)
     score_batch_size: int = 64  # clips per discriminator forward when scoring (memory knob; results do not depend on it)
+    workers: int = 1  # threads running the per-clip OpenCV estimators (OpenCV releases the GIL; results do not change)
     lc_token_dim: int = 1110  # lc.kind=tokens: width of CoTracker3's update tokens (released network: 1110)
 
     def __post_init__(self) -> None:
@@ -111,8 +112,8 @@ class CriticConfig:
             raise ValueError(f"w_ic and w_lc must be >= 0 and not both 0, got {self.w_ic}, {self.w_lc}")
         if self.num_queries < 1:
             raise ValueError(f"num_queries must be >= 1, got {self.num_queries}")
-        if self.score_batch_size < 1:
-            raise ValueError(f"score_batch_size must be >= 1, got {self.score_batch_size}")
+        if self.score_batch_size < 1 or self.workers < 1:
+            raise ValueError(f"score_batch_size and workers must be >= 1, got {self.score_batch_size}, {self.workers}")
         fallback = "or fall back to the weight-free features with critic.flow=dis critic.tracker=lk critic.lc.kind=tracks"
         if self.w_ic > 0 and self.flow in NEURAL_FLOWS and not self.flow_checkpoint:
             raise ConfigError(f"critic.flow={self.flow} needs its weights: set critic.flow_checkpoint=PATH (e.g. "
@@ -363,15 +364,27 @@ class MotionCritic(nn.Module):
         cfg = self.config
         resized = np.stack([resize_video(c, cfg.ic_size) for c in clips])  # (N, T, h, w, 3) uint8
         num, frames, height, width = resized.shape[:4]
-        pairs_a = resized[:, :-1].reshape(-1, height, width, 3)
-        pairs_b = resized[:, 1:].reshape(-1, height, width, 3)
-        flow_fw = torch.from_numpy(estimator(pairs_a, pairs_b)).to(device)  # per pair in OpenCV
-        flow_bw = torch.from_numpy(estimator(pairs_b, pairs_a)).to(device)
+
+        def both_ways(clip: np.ndarray) -> tuple[np.ndarray, np.ndarray]:  # per pair in OpenCV
+            return estimator(clip[:-1], clip[1:]), estimator(clip[1:], clip[:-1])
+
+        flows = self._map_clips(both_ways, list(resized))
+        flow_fw = torch.from_numpy(np.concatenate([f for f, _ in flows])).to(device)
+        flow_bw = torch.from_numpy(np.concatenate([b for _, b in flows])).to(device)
         confidence = fb_confidence_torch(flow_fw, flow_bw, cfg.confidence_scale_px)
         gray = gray_float_torch(torch.from_numpy(resized).to(device))  # (N, T, h, w)
         return ic_maps_torch(gray, flow_fw.view(num, frames - 1, height, width, 2),
                              confidence.view(num, frames - 1, height, width), cfg.residual_mode, cfg.include_flow,
                              cfg.normalize_flow)
+
+    def _map_clips(self, fn: Any, items: list[Any]) -> list[Any]:
+        """``fn`` over the clips, on ``workers`` threads (in order; identical results)."""
+        if self.config.workers <= 1 or len(items) < 2:
+            return [fn(item) for item in items]
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(self.config.workers) as pool:
+            return list(pool.map(fn, items))
 
     @staticmethod
     def _pixels_on_device(videos: Tensor, device: torch.device) -> Tensor:
@@ -404,7 +417,7 @@ class MotionCritic(nn.Module):
     def _track_features(self, clips: np.ndarray, queries: list[np.ndarray], tracker: PointTracker,
                         device: torch.device) -> Tensor:
         cfg = self.config
-        tracks = [sanitize_tracks(tracker(c, q)) for c, q in zip(clips, queries)]  # per clip in OpenCV
+        tracks = self._map_clips(lambda cq: sanitize_tracks(tracker(*cq)), list(zip(clips, queries)))  # OpenCV
         gray_np = [gray_float(c) for c in clips]
         blurred = [torch.from_numpy(np.stack(b)).to(device)
                    for b in zip(*(blurred_grays(g, cfg.corr_scales) for g in gray_np))]
