@@ -330,3 +330,5 @@ def test_registry_applies_options_to_a_saved_toy_folder(tmp_path):
         load_backbone(BackboneConfig(name="toy", pretrained=str(tmp_path / "model"), options={"guidance_scale": 2.0}))
     with pytest.raises(ConfigError, match="fixed by the saved model"):
         load_backbone(BackboneConfig(name="toy", pretrained=str(tmp_path / "model"), options={"size": 32}))
+    with pytest.raises(ConfigError, match="backbone.options.pretrained_path: give the model folder as backbone.pretrained"):
+        load_backbone(BackboneConfig(name="svd", pretrained=str(tmp_path / "model"), options={"pretrained_path": "x"}))

@@ -77,6 +77,9 @@ def load_backbone(cfg: BackboneConfig) -> Backbone:
     folder's own settings (the toy model's sampler, say) give way to the options given.
     """
     options = dict(cfg.options)
+    if "pretrained_path" in options:  # one place names the folder: a second one would be silently overridden
+        raise ConfigError(f"backbone.options.pretrained_path: give the model folder as backbone.pretrained "
+                          f"(got {options['pretrained_path']!r} here and {cfg.pretrained!r} there)")
     config = backbone_config(cfg.name, options)
     if cfg.pretrained is None or cfg.pretrained in TINY_PRESETS:
         from shiftvdm.backbone.tiny import random_init
