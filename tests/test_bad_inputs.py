@@ -278,7 +278,7 @@ def build_case(cid: str, w: dict[str, Path], tmp: Path) -> Case:
             b.add_lora(2, 2)
             b.save_lora(tmp / "svd_lora.safetensors")
             return Case(cid, [*base, "--lora", str(tmp / "svd_lora.safetensors"), "--out", str(tmp / "gen")], 1,
-                        ["svd_lora.safetensors", "toy"], absent=[str(tmp / "gen")])
+                        ["svd_lora.safetensors"], absent=[str(tmp / "gen")])
     if cid.startswith("L-eval"):
         if cid == "L-eval-json-readonly":
             return Case(cid, ["eval", ds, "--json", str(w["ro"] / "m.json")], 2, ["m.json", "cannot write"])
