@@ -256,6 +256,17 @@ def test_resume_refuses_a_changed_run(tmp_path, clips):
         rt.resume()
 
 
+def test_resume_refuses_a_changed_cosine_length(tmp_path, clips):
+    cosine = {"schedule": "cosine", "lr": 1e-3, "warmup_steps": 0}
+    run_to(make_cfg(tmp_path, optim=cosine, run={"max_steps": 2}), clips)
+    backbone, critic, rt = make_parts(make_cfg(tmp_path, optim=cosine, run={"max_steps": 4}), clips)
+    with pytest.raises(CheckpointError, match=r"run.max_steps was 2, now 4; the cosine"):
+        rt.resume()
+    backbone, critic, rt = make_parts(make_cfg(tmp_path, run={"max_steps": 4}), clips)  # constant: may extend
+    with pytest.raises(CheckpointError, match="optim.schedule"):  # (the schedule itself may not change)
+        rt.resume()
+
+
 def test_interrupted_checkpoint_write_keeps_the_previous_one(tmp_path, clips, monkeypatch):
     rt = run_to(make_cfg(tmp_path, run={"max_steps": 2}), clips)
     good = sorted((tmp_path / "checkpoints").iterdir())

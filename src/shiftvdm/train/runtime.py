@@ -24,6 +24,7 @@ from shiftvdm.errors import CheckpointError, TrainingError
 from shiftvdm.train.buffer import RolloutBuffer
 from shiftvdm.train.config import TrainConfig
 from shiftvdm.train.distributed import Distributed, GradientEngine, full_tensor
+from shiftvdm.train.metrics_log import MetricsLogger
 from shiftvdm.train.state import Counters, checkpoint_dirs, latest_checkpoint, read_checkpoint, write_checkpoint
 from shiftvdm.utils.checkpoint import clean_stale_temps, file_sizes, read_newest_intact, truncate_logs
 from shiftvdm.utils.seeding import generator_for
@@ -84,11 +85,10 @@ class Runtime:
         self.ema: list[Tensor] | None = [p.detach().clone() for p in self.params] if o.ema_decay > 0 else None
         self.last_metrics: dict[str, float] = {}
         self._evaluate: Callable[[Backbone, int], dict[str, float]] | None = None
-        self._writer = None
-        self._bar = None
+        self.metrics = MetricsLogger(self.run_dir / "logs", enabled=self.is_main)
         self._t_start = 0.0
         self._t_offset = 0.0
-        self._metrics_file = self.run_dir / "logs" / "metrics.jsonl"
+        self._metrics_file = self.metrics.path
 
     # ----- random streams ---------------------------------------------------------------------------------
     def generator(self, stream: str, *counters: int) -> torch.Generator:
@@ -221,17 +221,8 @@ class Runtime:
         if self.is_main:
             (self.run_dir / "logs").mkdir(parents=True, exist_ok=True)
             dump_config(self.cfg, self.run_dir / "config.yaml")
-            try:
-                from torch.utils.tensorboard import SummaryWriter
-
-                self._writer = SummaryWriter(str(self.run_dir / "logs"))
-            except Exception as exc:  # tensorboard is optional at run time
-                logger.warning("TensorBoard logging off: %s", exc)
-            if self.cfg.run.progress:
-                from tqdm.auto import tqdm
-
-                self._bar = tqdm(total=self.cfg.run.max_steps, initial=self.state.step, desc=f"{self.cfg.mode}",
-                                 unit="step", dynamic_ncols=True)
+            self.metrics.open(total=self.cfg.run.max_steps, initial=self.state.step, desc=self.cfg.mode,
+                              progress=self.cfg.run.progress)
             c = self.cfg
             logger.info("***** Running %s ***** processes=%d P=%d buffer=%d passes/buffer=%d batch/process=%d "
                         "lambda_aw=%g max_steps=%d run_dir=%s", c.mode, self.world, c.rollout.group_size,
@@ -239,23 +230,13 @@ class Runtime:
                         c.run.max_steps, self.run_dir)
 
     def log(self, metrics: dict[str, float], step: int) -> None:
-        if not metrics or not self.is_main:
-            return
-        record = {"step": step, "time": round(self.elapsed(), 4), **{k: float(v) for k, v in metrics.items()}}
-        self._metrics_file.parent.mkdir(parents=True, exist_ok=True)
-        with open(self._metrics_file, "a") as fh:
-            fh.write(json.dumps(record) + "\n")
-        if self._writer is not None:
-            for k, v in metrics.items():
-                if math.isfinite(float(v)):
-                    self._writer.add_scalar(k, float(v), step)
+        self.metrics.log(metrics, step, time=self.elapsed())
 
     def log_histograms(self, buffer: RolloutBuffer, step: int) -> None:
-        if self._writer is None or buffer.adv_fake is None:
+        if buffer.adv_fake is None:
             return
-        self._writer.add_histogram("hist/adv_fake", buffer.adv_fake.flatten(), step)
-        self._writer.add_histogram("hist/reward_fake", buffer.rewards["r_fake"].flatten(), step)
-        self._writer.add_histogram("hist/reward_real", buffer.rewards["r_real"].flatten(), step)
+        self.metrics.histograms({"hist/adv_fake": buffer.adv_fake, "hist/reward_fake": buffer.rewards["r_fake"],
+                                 "hist/reward_real": buffer.rewards["r_real"]}, step)
 
     def after_step(self, metrics: dict[str, float]) -> None:
         s, run = self.state.step, self.cfg.run
@@ -263,10 +244,7 @@ class Runtime:
         self.last_metrics = metrics
         if s % max(1, run.log_every) == 0:
             self.log({**metrics, "nonfinite_steps": self.state.nonfinite_steps}, step=s)
-        if self._bar is not None:
-            self._bar.update(1)
-            if "loss/real" in metrics:
-                self._bar.set_postfix(loss=f"{metrics['loss/real']:.4f}", refresh=False)
+        self.metrics.advance(1, **({"loss": f"{metrics['loss/real']:.4f}"} if "loss/real" in metrics else {}))
         if run.sample_every and s % run.sample_every == 0:
             self.write_samples(s)
         if self._evaluate is not None and run.eval_every and s % run.eval_every == 0:
@@ -323,10 +301,7 @@ class Runtime:
         self.save_checkpoint()
         if self.is_main:
             self.save_final()
-            if self._bar is not None:
-                self._bar.close()
-            if self._writer is not None:
-                self._writer.close()
+            self.metrics.close()
 
     # ----- saving and resuming --------------------------------------------------------------------------
     def trainable_state(self) -> dict[str, Tensor]:
