@@ -309,3 +309,22 @@ def test_outputs_of_a_finished_run(tmp_path, clips):
     assert rt.state.timers["generator"] > 0 and rt.state.timers["rollout"] > 0
     shutil.rmtree(tmp_path / "checkpoints")
     copy.deepcopy(rt.state)
+
+
+@pytest.mark.parametrize("critic_decay, train_decay, expected", [(0.5, None, 0.5), (0.9, None, 0.9), (0.5, 0.0, 0.0)])
+def test_critic_ema_decay_takes_effect(clips, critic_decay, train_decay, expected):
+    """CriticConfig.ema_decay is the EMA rate unless the stage sets discriminator.train.ema_decay."""
+    from dataclasses import replace
+
+    from shiftvdm.rewards.discriminator_training import DiscriminatorTrainConfig, discriminator_step
+
+    critic = MotionCritic(replace(critic_config(), ema_decay=critic_decay))
+    real, fake = critic.features(clips.load([0, 1])[0]), critic.features(clips.load([2, 3])[0])
+    before = [p.detach().clone() for p in critic.ema_ic.parameters()]
+    opt = torch.optim.AdamW(critic.discriminator_parameters(), lr=1e-2)
+    discriminator_step(critic, real, fake, opt, torch.Generator().manual_seed(0),
+                       DiscriminatorTrainConfig(lr=1e-2, ema_decay=train_decay))
+    live = [p.detach() for p in critic.ic.parameters()]
+    assert any(not torch.equal(b, l) for b, l in zip(before, live))  # the step moved the live weights
+    for b, l, e in zip(before, live, critic.ema_ic.parameters()):
+        torch.testing.assert_close(e.detach(), b * expected + l * (1 - expected))

@@ -38,7 +38,7 @@ class DiscriminatorTrainConfig:
     weight_decay: float = 0.01  # AdamW weight decay (reference 1e-2)
     eps: float = 1e-8  # AdamW epsilon (reference 1e-8)
     max_grad_norm: float = 1.0  # gradient clipping over both discriminators (reference 1.0)
-    ema_decay: float = 0.99  # EMA decay per discriminator step (reference 0.99)
+    ema_decay: float | None = None  # EMA decay per step; None = the critic's own (CriticConfig.ema_decay, 0.99)
     r1_gamma: float = 0.0  # R1 penalty weight γ (γ/2·E‖∇_x D(x_real)‖²); 0 = off (paper)
     instance_noise: float = 0.0  # std of Gaussian noise added to real and fake features; 0 = off (paper)
     label_smoothing: float = 0.0  # one-sided: real target 1 − ε; 0 = off (paper)
@@ -47,7 +47,7 @@ class DiscriminatorTrainConfig:
     def __post_init__(self) -> None:
         if self.lr <= 0 or self.max_grad_norm <= 0:
             raise ValueError(f"lr and max_grad_norm must be positive, got {self.lr}, {self.max_grad_norm}")
-        if not 0.0 <= self.ema_decay < 1.0:
+        if self.ema_decay is not None and not 0.0 <= self.ema_decay < 1.0:
             raise ValueError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
         if self.r1_gamma < 0 or self.instance_noise < 0 or self.replay_size < 0:
             raise ValueError("r1_gamma, instance_noise and replay_size must be >= 0")
