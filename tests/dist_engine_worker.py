@@ -69,6 +69,9 @@ def main() -> None:
     adv = torch.randn(STEPS, P, GLOBAL_BATCH, generator=gen)
     share = slice(rank * GLOBAL_BATCH // world, (rank + 1) * GLOBAL_BATCH // world)
 
+    if kind == "agree":
+        check_agreement(dist, out)
+        return
     if kind == "deepspeed":
         run_deepspeed(net, owner, data, targets, adv, share, world, out)
         return
@@ -90,6 +93,35 @@ def main() -> None:
         torch.save(state, out)
     if world > 1:
         torch.distributed.destroy_process_group()
+
+
+def check_agreement(dist: Distributed, out: str) -> None:
+    """A DataError on rank 1 only stops both ranks with its message; a NaN flag on one rank is seen by all."""
+    import json
+
+    from shiftvdm.errors import DataError
+
+    def load() -> int:
+        if dist.rank == 1:
+            raise DataError("clip 3: cannot decode (test)")
+        return 1
+
+    try:
+        dist.together(load, "loading clips")
+        caught = None
+    except Exception as exc:
+        caught = f"{type(exc).__name__}: {exc}"
+    seen = [dist.any(dist.rank == r) for r in range(dist.world)]
+    slowest = dist.max(10.0 * (dist.rank + 1))
+    try:
+        dist.raise_if_any("features are NaN (test)" if dist.rank == 0 else None, DataError)
+        raised = None
+    except DataError as exc:
+        raised = str(exc)
+    dist.barrier()  # reached by both: no rank is left inside a collective
+    with open(f"{out}.rank{dist.rank}.json", "w") as fh:
+        json.dump({"caught": caught, "seen": seen, "slowest": slowest, "raised": raised}, fh)
+    torch.distributed.destroy_process_group()
 
 
 def run_deepspeed(net, owner, data, targets, adv, share, world, out) -> None:

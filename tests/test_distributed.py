@@ -147,6 +147,17 @@ def test_agreement_on_one_process_is_local():
     assert d.together(lambda: 7, "test") == 7
 
 
+@pytest.mark.slow
+def test_an_error_on_one_rank_stops_both_with_its_message(tmp_path):
+    run_worker("agree", 2, tmp_path / "agree")
+    r0, r1 = (json.loads((tmp_path / f"agree.rank{r}.json").read_text()) for r in range(2))
+    assert r1["caught"] == "DataError: clip 3: cannot decode (test)"  # the failing rank: its own error
+    assert r0["caught"].startswith("TrainingError: loading clips failed on process 1 of 2")
+    assert "clip 3: cannot decode (test)" in r0["caught"]
+    assert r0["seen"] == r1["seen"] == [True, True] and r0["slowest"] == r1["slowest"] == 20.0
+    assert r0["raised"] == r1["raised"] == "process 0: features are NaN (test)"
+
+
 def run_worker(kind: str, nproc: int, out: Path) -> None:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "DS_ACCELERATOR": "cpu", "DS_BUILD_OPS": "0"}
     if nproc == 1:
