@@ -387,6 +387,8 @@ def run_step(cfg: Any, backbone: Any, critic: Any, clips: Any, accelerator: Any)
 
     gc.collect()
     reset = _reset_peak_rss()
+    if torch.cuda.is_available():
+        torch.cuda.reset_peak_memory_stats()
     t0 = time.perf_counter()
     first = clips.load([0])
     rt = Runtime(cfg, backbone, critic, Path(cfg.run.out_dir), accelerator=accelerator, features_from_state=None,
@@ -396,6 +398,8 @@ def run_step(cfg: Any, backbone: Any, critic: Any, clips: Any, accelerator: Any)
     out = {"group_size": cfg.rollout.group_size, "seconds": seconds, "peak_rss": _peak_rss(),
            "peak_is_step_only": reset, "steps": result.steps, "timers": dict(result.timers),
            "metrics": dict(result.last_metrics)}
+    if torch.cuda.is_available():  # on a GPU machine the step's device peak is the figure that matters
+        out["peak_device_memory"] = torch.cuda.max_memory_allocated()
     del rt
     gc.collect()
     return out
@@ -491,6 +495,8 @@ def dry_run(cfg: Any, dry: DryRunConfig, echo=print) -> dict[str, Any]:
             report["critic"] = "random-init MotionCritic(CriticConfig())"
         clips = MovingSquares(1, video_shape)
         accelerator = accelerate.Accelerator(cpu=not torch.cuda.is_available())
+        if accelerator.device.type != "cpu":  # as build_training does: the model lives on the rollouts' device
+            backbone.to(accelerator.device)
         with tempfile.TemporaryDirectory(prefix="shiftvdm-dry-run-") as tmp:
             root = Path(dry.out_dir) if dry.out_dir else Path(tmp)
             for P in dry.group_sizes:
