@@ -379,3 +379,99 @@ def test_real_videos_are_scored(dis, lk):
         assert math.isfinite(result.aggregate[key])
     assert 0.9 < result.aggregate["temporal_flicker"] <= 1.0
     assert result.aggregate["frechet_motion_combined"] == pytest.approx(0.0, abs=1e-3)
+
+
+# ---------------------------------------------------------------------------------------------
+# streaming: frames are read once and dropped; files and arrays give the same numbers
+# ---------------------------------------------------------------------------------------------
+
+def test_streams_match_whole_clip_batches(dis):
+    """Frame-by-frame streams reproduce the per-pair values of an explicit batched computation."""
+    from shiftvdm.eval.flicker import FlickerStream
+    from shiftvdm.eval.motion_score import FlowPairStream, flow_magnitude
+    from shiftvdm.eval.smoothness import SmoothnessStream, interpolate_midframe
+
+    clip = translating_clip(2.0, frames=21, size=48, seed=3)
+    pairs, smooth, flicker = FlowPairStream(dis, batch_size=3), SmoothnessStream(dis, batch_size=2), FlickerStream()
+    for frame in clip:
+        for stream in (pairs, smooth, flicker):
+            stream.add(frame)
+    flow = dis(clip[:-1], clip[1:])
+    np.testing.assert_allclose(pairs.result().mean_magnitude, flow_magnitude(flow).mean(axis=(1, 2)), rtol=1e-6)
+    assert pairs.result().mean_magnitude.shape == (20,)
+    middles = range(1, 20, 2)
+    expected = [np.abs(interpolate_midframe(clip[t - 1], clip[t + 1], dis(clip[t - 1:t], clip[t + 1:t + 2])[0],
+                                            dis(clip[t + 1:t + 2], clip[t - 1:t])[0]).astype(np.int16)
+                       - clip[t].astype(np.int16)).mean() for t in middles]
+    np.testing.assert_allclose(smooth.errors(), expected, rtol=1e-9)
+    np.testing.assert_allclose(flicker.maes(), np.abs(np.diff(clip.astype(np.int16), axis=0)).mean(axis=(1, 2, 3)))
+
+
+def test_file_and_array_inputs_score_identically(dis, lk, tmp_path):
+    from shiftvdm.data.video_io import read_video, write_video
+
+    folder = tmp_path / "clips"
+    folder.mkdir()
+    for i, speed in enumerate((1.0, 2.5)):
+        write_video(folder / f"c{i}.mp4", translating_clip(speed, frames=20, size=48, seed=i), fps=24)
+    arrays = [read_video(p).frames for p in sorted(folder.iterdir())]
+    kwargs = dict(flow=dis, tracker=lk, reference=arrays, fps=24.0, max_frames=18)
+    from_files = evaluate_videos(folder, **kwargs)
+    from_arrays = evaluate_videos(arrays, **kwargs)
+    assert from_files.aggregate == from_arrays.aggregate
+    keys = [k for k in from_files.per_video[0] if k not in ("name", "path")]
+    assert [[r[k] for k in keys] for r in from_files.per_video] == [[r[k] for k in keys] for r in from_arrays.per_video]
+    assert from_files.per_video[0]["frames"] == 18
+
+
+def test_evaluation_holds_a_few_frames_not_the_clip(dis, tmp_path):
+    """A 240-frame clip (6.6 MB decoded) is scored holding well under one copy of it (measured: 2.5 MB)."""
+    import tracemalloc
+
+    from shiftvdm.data.video_io import write_video
+
+    folder = tmp_path / "long"
+    folder.mkdir()
+    clip = translating_clip(1.5, frames=240, size=96, seed=5)
+    write_video(folder / "long.mp4", clip, fps=8)
+    del clip
+    tracemalloc.start()
+    try:
+        result = evaluate_videos(folder, flow=dis, metrics=["dynamic_degree", "motion_score", "smoothness",
+                                                            "flicker", "appearance"])
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert result.per_video[0]["frames"] == 240
+    assert peak < 0.6 * 240 * 96 * 96 * 3, f"peak {peak / 1e6:.1f} MB"
+
+
+def test_progress_bar_goes_to_stderr_only(dis, capsys):
+    evaluate_videos([static_clip(frames=6, size=32)] * 2, flow=dis, metrics=["flicker"], progress=True)
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert "videos:" in err and "0/2 [" in err and "clip/s" in err
+    evaluate_videos([static_clip(frames=6, size=32)] * 2, flow=dis, metrics=["flicker"])
+    assert capsys.readouterr() == ("", "")
+
+
+def test_eval_clip_is_not_the_trainers_clip_source():
+    import shiftvdm.eval.inputs as inputs
+    from shiftvdm.eval import EvalClip, collect_clips
+
+    assert not hasattr(inputs, "ClipSource")
+    clips = collect_clips(np.zeros((2, 4, 8, 8, 3), np.uint8))
+    assert [type(c) for c in clips] == [EvalClip, EvalClip] and clips[1].name == "videos_001"
+
+
+@pytest.mark.skipif(not REAL_VIDEOS.is_dir(), reason=f"real clips not found at {REAL_VIDEOS}")
+def test_stream_video_equals_read_video_with_repeated_frames():
+    from shiftvdm.data.video_io import read_video, stream_video
+
+    path = REAL_VIDEOS / "tree.avi"  # 68 pictures on 444 frame slots
+    for max_frames in (None, 40):
+        whole = read_video(path, max_frames=max_frames)
+        info, frames = stream_video(path, max_frames=max_frames)
+        frames = list(frames)
+        assert info.num_frames == len(whole.frames) == len(frames) and info.fps == whole.fps
+        assert all(np.array_equal(a, b) for a, b in zip(whole.frames, frames))

@@ -147,3 +147,13 @@ def test_manifest_conditioning_field_and_source_matching(tmp_path, capsys):
     row = json.loads(out_json.read_text())["per_video"][0]
     assert row["name"] == "gen_0.npy" and row["gt_name"] == "scene.npy"
     assert row["first_frame_psnr"] < 20 and row["gt_psnr"] == pytest.approx(row["first_frame_psnr"], abs=3)
+
+
+def test_progress_bar_only_on_a_terminal_and_never_on_stdout(clip_folder, capsys, monkeypatch):
+    argv = (str(clip_folder), "--metrics", "flicker")
+    code, out_plain, err_plain = run(capsys, *argv)
+    assert code == 0 and "clip/s" not in err_plain  # captured stderr is not a terminal: no bar
+    monkeypatch.setattr("sys.stderr.isatty", lambda: True, raising=False)
+    code, out_tty, err_tty = run(capsys, *argv)
+    assert code == 0 and "videos:" in err_tty and "/5 [" in err_tty  # the bar counts all 5 files
+    assert out_tty == out_plain  # the table is the same with or without the bar

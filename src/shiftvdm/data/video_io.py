@@ -13,6 +13,7 @@ import logging
 import math
 import os
 import stat
+from collections.abc import Iterator
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -251,6 +252,51 @@ def read_video(path: str | Path, *, max_frames: int | None = None, until_time: f
     if until_time is not None:
         index = index[:int(math.floor(until_time * fps + 1e-6)) + 1]
     return VideoFile(frames=np.stack(pictures)[index], fps=fps, path=path)
+
+
+def stream_video(path: str | Path, *, max_frames: int | None = None,
+                 fps_hint: float | None = None) -> tuple[VideoInfo, Iterator[np.ndarray]]:
+    """``read_video``'s frames one at a time, so that a long HD clip is never held whole.
+
+    A first decode keeps no pictures: the constant-rate timeline (repeat counts) and the truncation check
+    need every timestamp, so the clip's length, fps and size are known, and a bad file refused, before
+    any frame is given out. The iterator decodes again and yields uint8 (H, W, 3) frames equal to
+    ``read_video(path, max_frames=max_frames).frames``; a repeated frame is the same array, read-only
+    by contract. A .npy clip is read whole (as ``read_video``) and iterated.
+
+    Raises:
+        DataError: as ``read_video``.
+    """
+    path = Path(path)
+    _check_file(path)
+    if path.suffix.lower() in ARRAY_EXTENSIONS:
+        video = read_video(path, max_frames=max_frames, fps_hint=fps_hint)
+        num, height, width = video.frames.shape[:3]
+        return VideoInfo(num_frames=num, fps=video.fps, height=height, width=width, path=path), iter(video.frames)
+    _, repeats, fps, height, width, _ = _decode(path, keep=False, max_frames=max_frames)
+    total = sum(repeats) if max_frames is None else min(sum(repeats), max_frames)
+
+    def frames() -> Iterator[np.ndarray]:
+        import av
+
+        left = total
+        try:
+            with av.open(str(path), mode="r") as container:
+                stream = container.streams.video[0]
+                for frame, count in zip(container.decode(stream), repeats):
+                    if (frame.width, frame.height) != (width, height):
+                        frame = frame.reformat(width=width, height=height)
+                    picture = frame.to_ndarray(format="rgb24")
+                    for _ in range(min(count, left)):
+                        yield picture
+                    left -= min(count, left)
+                    if left == 0:
+                        return
+        except Exception as exc:  # av.FFmpegError subclasses, or OSError when the file changed in between
+            raise DataError(f"{path}: unreadable or truncated: {exc}") from exc
+        raise DataError(f"{path}: unreadable or truncated: {left} frames fewer on the second decode")
+
+    return VideoInfo(num_frames=total, fps=fps, height=height, width=width, path=path), frames()
 
 
 def probe_video(path: str | Path, *, fps_hint: float | None = None) -> VideoInfo:

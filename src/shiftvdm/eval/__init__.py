@@ -1,7 +1,8 @@
 """Motion and appearance evaluation on any clips: ``evaluate_videos`` and the metrics it is made of.
 
 Weight-free by default (OpenCV DIS flow, Lucas–Kanade tracks); each module documents its reference
-(VBench, FVMD, EvalCrafter) and where it differs. ``shiftvdm eval`` is the command-line front end.
+(VBench, FVMD, EvalCrafter) and where it differs. ``inputs`` resolves what is scored, ``suite`` scores it
+frame by frame, ``results`` holds and formats the outcome; ``shiftvdm eval`` is the command-line front end.
 """
 
 from shiftvdm.eval.appearance import (
@@ -25,17 +26,21 @@ from shiftvdm.eval.frechet_motion import (
 from shiftvdm.eval.motion_score import flow_pair_statistics, motion_score
 from shiftvdm.eval.smoothness import motion_smoothness
 from shiftvdm.eval.sprites import SpriteMetrics, sprite_motion_metrics
-from shiftvdm.eval.suite import METRIC_GROUPS, EvalResult, ReferenceFeatures, evaluate_videos, prepare_reference
+from shiftvdm.eval.inputs import EvalClip, collect_clips
+from shiftvdm.eval.results import EvalResult
+from shiftvdm.eval.suite import METRIC_GROUPS, ReferenceFeatures, evaluate_videos, prepare_reference
 
 __all__ = [
     "METRIC_GROUPS",
     "DynamicVerdict",
+    "EvalClip",
     "EvalResult",
     "FrechetMotionResult",
     "GaussianFit",
     "ReferenceFeatures",
     "SpriteMetrics",
     "clip_fidelity",
+    "collect_clips",
     "dynamic_degree",
     "dynamic_threshold",
     "evaluate_videos",

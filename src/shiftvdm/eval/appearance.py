@@ -103,6 +103,25 @@ def first_frame_fidelity(video: np.ndarray, image: np.ndarray) -> dict[str, floa
     return {"first_frame_psnr": psnr(frame, image), "first_frame_ssim": ssim(frame, image)}
 
 
+class ClipFidelityStream:
+    """``clip_fidelity`` of frame pairs given one at a time (clip frame, ground-truth frame)."""
+
+    def __init__(self) -> None:
+        self._psnrs: list[float] = []
+        self._ssims: list[float] = []
+
+    def add(self, frame: np.ndarray, target: np.ndarray) -> None:
+        target = resize_to(target, frame.shape[0], frame.shape[1])
+        self._psnrs.append(psnr(frame, target))
+        self._ssims.append(ssim(frame, target))
+
+    def result(self) -> dict[str, float]:
+        if not self._psnrs:
+            raise DataError("clip_fidelity: an empty clip")
+        return {"gt_psnr": float(np.mean(self._psnrs)), "gt_ssim": float(np.mean(self._ssims)),
+                "gt_frames": len(self._psnrs)}
+
+
 def clip_fidelity(video: np.ndarray, ground_truth: np.ndarray) -> dict[str, float]:
     """Per-frame PSNR and SSIM of a clip against its ground truth, averaged over the frames they share.
 
@@ -112,16 +131,10 @@ def clip_fidelity(video: np.ndarray, ground_truth: np.ndarray) -> dict[str, floa
     Returns:
         {"gt_psnr": mean dB, "gt_ssim": mean SSIM, "gt_frames": frames compared}.
     """
-    frames = min(len(video), len(ground_truth))
-    if frames == 0:
-        raise DataError("clip_fidelity: an empty clip")
-    height, width = video.shape[1:3]
-    psnrs, ssims = [], []
-    for t in range(frames):
-        target = resize_to(ground_truth[t], height, width)
-        psnrs.append(psnr(video[t], target))
-        ssims.append(ssim(video[t], target))
-    return {"gt_psnr": float(np.mean(psnrs)), "gt_ssim": float(np.mean(ssims)), "gt_frames": frames}
+    stream = ClipFidelityStream()
+    for frame, target in zip(video, ground_truth):
+        stream.add(frame, target)
+    return stream.result()
 
 
 def image_statistics(frame: np.ndarray) -> np.ndarray:
@@ -139,11 +152,33 @@ def image_statistics(frame: np.ndarray) -> np.ndarray:
                            [grad_x + grad_y, laplacian], *hist])
 
 
+def statistics_frame_indices(num_frames: int, max_frames: int = 32) -> np.ndarray:
+    """The up to ``max_frames`` evenly spaced frames whose image statistics describe a clip."""
+    if num_frames == 0:
+        raise DataError("video_image_statistics: an empty clip")
+    return np.unique(np.linspace(0, num_frames - 1, min(max_frames, num_frames)).round().astype(int))
+
+
+class ImageStatisticsStream:
+    """``video_image_statistics`` of a clip of ``num_frames`` frames given one at a time (keeps no frame)."""
+
+    def __init__(self, num_frames: int, max_frames: int = 32) -> None:
+        self._wanted = set(statistics_frame_indices(num_frames, max_frames).tolist())
+        self._seen = 0
+        self._rows: list[np.ndarray] = []
+
+    def add(self, frame: np.ndarray) -> None:
+        if self._seen in self._wanted:
+            self._rows.append(image_statistics(frame))
+        self._seen += 1
+
+    def result(self) -> np.ndarray:
+        return np.stack(self._rows)
+
+
 def video_image_statistics(video: np.ndarray, max_frames: int = 32) -> np.ndarray:
     """Image statistics of up to ``max_frames`` evenly spaced frames of a clip: (n, len(IMAGE_STAT_NAMES))."""
-    if len(video) == 0:
-        raise DataError("video_image_statistics: an empty clip")
-    index = np.unique(np.linspace(0, len(video) - 1, min(max_frames, len(video))).round().astype(int))
+    index = statistics_frame_indices(len(video), max_frames)
     return np.stack([image_statistics(video[t]) for t in index])
 
 

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from shiftvdm.eval.motion_score import FlowPairStatistics, flow_pair_statistics
+from shiftvdm.eval.motion_score import FlowPairStatistics, FlowPairStream
 from shiftvdm.motion.base import FlowEstimator, check_video
 
 VBENCH_TARGET_FPS = 8.0  # VBench sub-samples to about this rate
@@ -95,6 +95,54 @@ def judge_dynamic(pair_scores: list[float], threshold: float, num_required: int)
     return False
 
 
+class DynamicDegreeStream:
+    """``video_dynamic_degree`` of frames given one at a time: holds only the kept (sub-sampled) frames
+    of the current flow batch.
+
+    Args:
+        fps: the clip's frame rate.
+        estimator: the flow estimator.
+        consecutive: a ``FlowPairStream`` fed the same frames, reused when the interval is 1 (the caller
+            feeds it; this stream does not).
+    """
+
+    def __init__(self, fps: float, estimator: FlowEstimator, *, consecutive: FlowPairStream | None = None) -> None:
+        if not fps > 0:
+            raise ValueError(f"video_dynamic_degree: fps must be positive, got {fps}")
+        self.estimator = estimator
+        self.interval = sampling_interval(fps)
+        self._shared = consecutive if self.interval == 1 else None
+        self._own = FlowPairStream(estimator) if self._shared is None else None
+        self._seen = 0
+        self._kept = 0
+        self._size: tuple[int, int] | None = None
+
+    def add(self, frame: np.ndarray) -> None:
+        if self._size is None:
+            self._size = (int(frame.shape[0]), int(frame.shape[1]))
+        if self._seen % self.interval == 0:  # frames 0, n, 2n, ...
+            self._kept += 1
+            if self._own is not None:
+                self._own.add(frame)
+        self._seen += 1
+
+    def result(self) -> DynamicVerdict:
+        if self._seen < 2:
+            raise ValueError(f"video has {self._seen} frame(s); motion needs at least 2")
+        stats = None
+        if self._shared is not None:
+            stats = self._shared.result()
+        elif self._kept >= 2:
+            stats = self._own.result()
+        scores = [] if stats is None else stats.top_magnitude.tolist()
+        threshold = dynamic_threshold(*self._size)
+        needed = required_pairs(self._kept)
+        exact = bool(getattr(self.estimator, "vbench_exact", False)) and (stats is None or stats.native)
+        return DynamicVerdict(is_dynamic=judge_dynamic(scores, threshold, needed), pair_scores=scores,
+                              threshold=threshold, required_pairs=needed, interval=self.interval,
+                              num_sampled_frames=self._kept, vbench_exact=exact)
+
+
 def video_dynamic_degree(video: np.ndarray, fps: float, estimator: FlowEstimator, *,
                          consecutive: FlowPairStatistics | None = None) -> DynamicVerdict:
     """VBench's dynamic verdict for one clip.
@@ -107,23 +155,20 @@ def video_dynamic_degree(video: np.ndarray, fps: float, estimator: FlowEstimator
             sub-sampling interval is 1 (saves recomputing the flow).
     """
     check_video(video, min_frames=2)
-    if not fps > 0:
-        raise ValueError(f"video_dynamic_degree: fps must be positive, got {fps}")
-    height, width = video.shape[1:3]
-    interval = sampling_interval(fps)
-    sampled = video[::interval]
-    stats = None
-    if interval == 1 and consecutive is not None:
-        stats = consecutive
-    elif len(sampled) >= 2:
-        stats = flow_pair_statistics(sampled, estimator)
-    scores = [] if stats is None else stats.top_magnitude.tolist()
-    threshold = dynamic_threshold(height, width)
-    needed = required_pairs(len(sampled))
-    exact = bool(getattr(estimator, "vbench_exact", False)) and (stats is None or stats.native)
-    return DynamicVerdict(is_dynamic=judge_dynamic(scores, threshold, needed), pair_scores=scores,
-                          threshold=threshold, required_pairs=needed, interval=interval,
-                          num_sampled_frames=len(sampled), vbench_exact=exact)
+    stream = DynamicDegreeStream(fps, estimator, consecutive=_Given(consecutive) if consecutive else None)
+    for frame in video:
+        stream.add(frame)
+    return stream.result()
+
+
+class _Given:
+    """Statistics computed beforehand, in the place of a ``FlowPairStream``."""
+
+    def __init__(self, stats: FlowPairStatistics) -> None:
+        self.stats = stats
+
+    def result(self) -> FlowPairStatistics:
+        return self.stats
 
 
 def dynamic_degree(verdicts: list[bool] | list[DynamicVerdict]) -> float:

@@ -15,6 +15,27 @@ import numpy as np
 from shiftvdm.motion.base import check_video
 
 
+class FlickerStream:
+    """``temporal_flicker`` of frames given one at a time (holds the previous frame only)."""
+
+    def __init__(self) -> None:
+        self._previous: np.ndarray | None = None
+        self._maes: list[float] = []
+
+    def add(self, frame: np.ndarray) -> None:
+        if self._previous is not None:
+            self._maes.append(np.abs(frame.astype(np.int16) - self._previous.astype(np.int16)).mean())
+        self._previous = frame
+
+    def maes(self) -> np.ndarray:
+        if not self._maes:
+            raise ValueError("FlickerStream: fewer than 2 frames given")
+        return np.asarray(self._maes, dtype=np.float64)
+
+    def result(self) -> float:
+        return float((255.0 - self.maes().mean()) / 255.0)
+
+
 def frame_difference_mae(video: np.ndarray) -> np.ndarray:
     """Mean |frame_{t+1} - frame_t| per consecutive pair, over pixels and channels, in 0-255 units.
 
@@ -25,10 +46,10 @@ def frame_difference_mae(video: np.ndarray) -> np.ndarray:
         float64 (T-1,).
     """
     check_video(video, min_frames=2)
-    maes = np.empty(video.shape[0] - 1, dtype=np.float64)
-    for t in range(video.shape[0] - 1):  # pair by pair: a (T, H, W, 3) int16 copy of a long clip is large
-        maes[t] = np.abs(video[t + 1].astype(np.int16) - video[t].astype(np.int16)).mean()
-    return maes
+    stream = FlickerStream()  # pair by pair: a (T, H, W, 3) int16 copy of a long clip is large
+    for frame in video:
+        stream.add(frame)
+    return stream.maes()
 
 
 def temporal_flicker(video: np.ndarray) -> float:

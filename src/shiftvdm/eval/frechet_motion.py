@@ -158,6 +158,41 @@ def window_starts(num_frames: int, window: int) -> list[int]:
     return list(range(0, num_frames - window + 1, stride))
 
 
+class TrackChunkStream:
+    """``track_chunks`` of a clip of ``num_frames`` frames given one at a time (holds one chunk's frames)."""
+
+    def __init__(self, num_frames: int, tracker: PointTracker, *, chunk: int = FVMD_WINDOW,
+                 grid: int = FVMD_GRID) -> None:
+        if num_frames < 2:
+            raise DataError(f"video has {num_frames} frame(s); motion needs at least 2")
+        self.tracker, self.grid = tracker, grid
+        self.length = min(chunk, num_frames)
+        starts = window_starts(num_frames, self.length)
+        self._end = starts[-1] + self.length  # frames after the last whole chunk are not tracked
+        self._frames: list[np.ndarray] = []
+        self._seen = 0
+        self._queries: np.ndarray | None = None
+        self._to_clip: np.ndarray | None = None
+        self.chunks: list[np.ndarray] = []
+
+    def _place_queries(self, height: int, width: int) -> None:
+        # the grid is laid out in the 256×256 frame, then mapped to the clip's pixels
+        self._to_clip = np.array([width / FVMD_FRAME, height / FVMD_FRAME], dtype=np.float32)
+        queries = grid_queries(self.grid, FVMD_FRAME, FVMD_FRAME, FVMD_MARGIN) * self._to_clip
+        self._queries = np.clip(queries, 0.0, np.array([width - 1, height - 1], dtype=np.float32))
+
+    def add(self, frame: np.ndarray) -> None:
+        if self._queries is None:
+            self._place_queries(frame.shape[0], frame.shape[1])
+        if self._seen < self._end:
+            self._frames.append(frame)
+            if len(self._frames) == self.length:  # consecutive chunks share one frame
+                tracks = self.tracker(np.stack(self._frames), self._queries)
+                self.chunks.append((tracks.points / self._to_clip).astype(np.float32))
+                self._frames = self._frames[-1:]
+        self._seen += 1
+
+
 def track_chunks(video: np.ndarray, tracker: PointTracker, *, chunk: int = FVMD_WINDOW,
                  grid: int = FVMD_GRID) -> list[np.ndarray]:
     """Track the FVMD query grid through the clip's 16-frame chunks (the whole clip when shorter).
@@ -172,17 +207,10 @@ def track_chunks(video: np.ndarray, tracker: PointTracker, *, chunk: int = FVMD_
         One float32 (L, grid², 2) array per chunk: (x, y) positions rescaled to a 256×256 frame.
     """
     check_video(video, min_frames=2)
-    num_frames, height, width = video.shape[:3]
-    length = min(chunk, num_frames)
-    # the grid is laid out in the 256×256 frame, then mapped to the clip's pixels
-    to_clip = np.array([width / FVMD_FRAME, height / FVMD_FRAME], dtype=np.float32)
-    queries = grid_queries(grid, FVMD_FRAME, FVMD_FRAME, FVMD_MARGIN) * to_clip
-    queries = np.clip(queries, 0.0, np.array([width - 1, height - 1], dtype=np.float32))
-    chunks = []
-    for start in window_starts(num_frames, length):
-        tracks = tracker(video[start:start + length], queries)
-        chunks.append((tracks.points / to_clip).astype(np.float32))
-    return chunks
+    stream = TrackChunkStream(len(video), tracker, chunk=chunk, grid=grid)
+    for frame in video:
+        stream.add(frame)
+    return stream.chunks
 
 
 def windows_from_chunks(chunks: list[np.ndarray], window: int) -> list[np.ndarray]:

@@ -9,7 +9,8 @@ the same flow rescaled to a 256-px short side (× 256 / min(H, W)). This rescale
 native resolution; it does not recompute flow on resized frames.
 
 Flow is computed a few pairs at a time and reduced at once to per-pair statistics
-(``flow_pair_statistics``), so a long HD clip never holds its whole (T-1, H, W, 2) flow in memory.
+(``flow_pair_statistics``, or ``FlowPairStream`` on frames read one at a time), so a long HD clip never
+holds its whole (T-1, H, W, 2) flow, nor its frames, in memory.
 The same pass also gives VBench's dynamic-degree pair score (``vbench_pair_score``): with an estimator
 that pads its input (RAFT) it is read on the padded flow, as VBench does; the motion score always uses
 the flow of the original frames.
@@ -76,6 +77,55 @@ class FlowPairStatistics:
     native: bool = True
 
 
+class FlowPairStream:
+    """``flow_pair_statistics`` of frames given one at a time (holds at most ``batch_size`` + 1 frames).
+
+    Pairs are computed in the same batches as on a whole clip, so the numbers are the same.
+    """
+
+    def __init__(self, estimator: FlowEstimator, batch_size: int = PAIRS_PER_BATCH) -> None:
+        self.estimator, self.batch_size = estimator, batch_size
+        self._frames: list[np.ndarray] = []  # the current batch's frames; its last one starts the next batch
+        self._means: list[float] = []
+        self._tops: list[float] = []
+        self._native = True
+        self._size: tuple[int, int] | None = None
+        self._result: FlowPairStatistics | None = None
+
+    def add(self, frame: np.ndarray) -> None:
+        if self._size is None:
+            self._size = (int(frame.shape[0]), int(frame.shape[1]))
+        self._frames.append(frame)
+        if len(self._frames) == self.batch_size + 1:
+            self._flush()
+
+    def _flush(self) -> None:
+        if len(self._frames) >= 2:
+            video = check_video(np.stack(self._frames), min_frames=2)
+            padded = getattr(self.estimator, "padded_flow", None)
+            if padded is not None:
+                result = padded(video[:-1], video[1:])
+                scored, flow, self._native = result.flow, result.cropped(), self._native and result.native
+            else:
+                scored = flow = self.estimator(video[:-1], video[1:])
+            for pair, pair_scored in zip(flow, scored):
+                self._means.append(flow_magnitude(pair).mean(dtype=np.float64))
+                self._tops.append(vbench_pair_score(pair_scored))
+        self._frames = self._frames[-1:]
+
+    def result(self) -> FlowPairStatistics:
+        """The statistics of every pair given so far (call once all frames are in)."""
+        if self._result is None:
+            self._flush()
+            if not self._means:
+                raise ValueError("FlowPairStream: fewer than 2 frames given")
+            height, width = self._size
+            self._result = FlowPairStatistics(mean_magnitude=np.asarray(self._means),
+                                              top_magnitude=np.asarray(self._tops), height=height, width=width,
+                                              native=self._native)
+        return self._result
+
+
 def flow_pair_statistics(video: np.ndarray, estimator: FlowEstimator,
                          batch_size: int = PAIRS_PER_BATCH) -> FlowPairStatistics:
     """Flow of every consecutive pair of a uint8 (T, H, W, 3) clip (T >= 2), reduced pair by pair.
@@ -85,20 +135,10 @@ def flow_pair_statistics(video: np.ndarray, estimator: FlowEstimator,
     on its un-padded crop, from one flow computation.
     """
     check_video(video, min_frames=2)
-    padded = getattr(estimator, "padded_flow", None)
-    means, tops, native = [], [], True
-    for start in range(0, len(video) - 1, batch_size):
-        stop = min(start + batch_size, len(video) - 1)
-        if padded is not None:
-            result = padded(video[start:stop], video[start + 1:stop + 1])
-            scored, flow, native = result.flow, result.cropped(), native and result.native
-        else:
-            scored = flow = estimator(video[start:stop], video[start + 1:stop + 1])
-        for pair, pair_scored in zip(flow, scored):
-            means.append(flow_magnitude(pair).mean(dtype=np.float64))
-            tops.append(vbench_pair_score(pair_scored))
-    return FlowPairStatistics(mean_magnitude=np.asarray(means), top_magnitude=np.asarray(tops),
-                              height=int(video.shape[1]), width=int(video.shape[2]), native=native)
+    stream = FlowPairStream(estimator, batch_size)
+    for frame in video:
+        stream.add(frame)
+    return stream.result()
 
 
 def motion_score_from_statistics(stats: FlowPairStatistics) -> dict[str, float]:

@@ -43,6 +43,49 @@ def interpolate_midframe(frame_prev: np.ndarray, frame_next: np.ndarray, flow_fw
     return np.clip(np.rint(0.5 * (from_prev + from_next)), 0, 255).astype(np.uint8)
 
 
+class SmoothnessStream:
+    """``interpolation_errors`` of frames given one at a time: holds the (previous, middle, next) triples
+    of one batch (at most 2·``batch_size`` + 1 frames), scored in the same batches as on a whole clip."""
+
+    def __init__(self, estimator: FlowEstimator, batch_size: int = PAIRS_PER_BATCH) -> None:
+        self.estimator, self.batch_size = estimator, batch_size
+        self._last_two: list[np.ndarray] = []  # frames t-2 and t-1
+        self._triples: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+        self._seen = 0
+        self._errors: list[float] = []
+
+    def add(self, frame: np.ndarray) -> None:
+        if self._seen >= 2 and self._seen % 2 == 0:  # frame t completes the odd middle frame t-1
+            self._triples.append((self._last_two[0], self._last_two[1], frame))
+            if len(self._triples) == self.batch_size:
+                self._flush()
+        self._last_two = (self._last_two + [frame])[-2:]
+        self._seen += 1
+
+    def _flush(self) -> None:
+        if not self._triples:
+            return
+        prev = np.stack([t[0] for t in self._triples])
+        nxt = np.stack([t[2] for t in self._triples])
+        flow_fw = self.estimator(prev, nxt)
+        flow_bw = self.estimator(nxt, prev)
+        for i, (_, middle, _) in enumerate(self._triples):
+            predicted = interpolate_midframe(prev[i], nxt[i], flow_fw[i], flow_bw[i])
+            self._errors.append(np.abs(predicted.astype(np.int16) - middle.astype(np.int16)).mean())
+        self._triples = []
+
+    def errors(self) -> np.ndarray:
+        """float64 (⌊(T−1)/2⌋,) errors of every middle frame given so far; needs T >= 3."""
+        if self._seen < 3:
+            raise ValueError(f"video has {self._seen} frame(s); motion needs at least 3")
+        self._flush()
+        return np.asarray(self._errors, dtype=np.float64)
+
+    def result(self) -> float:
+        """(255 − mean MAE) / 255, as ``motion_smoothness``."""
+        return float((255.0 - self.errors().mean()) / 255.0)
+
+
 def interpolation_errors(video: np.ndarray, estimator: FlowEstimator,
                          batch_size: int = PAIRS_PER_BATCH) -> np.ndarray:
     """Mean absolute error (0-255) of each interpolated odd frame 1, 3, 5, ... that has a next frame.
@@ -54,18 +97,10 @@ def interpolation_errors(video: np.ndarray, estimator: FlowEstimator,
         float64 (⌊(T−1)/2⌋,).
     """
     check_video(video, min_frames=3)
-    middles = list(range(1, len(video) - 1, 2))
-    errors = []
-    for start in range(0, len(middles), batch_size):
-        batch = middles[start:start + batch_size]
-        prev = video[[t - 1 for t in batch]]
-        nxt = video[[t + 1 for t in batch]]
-        flow_fw = estimator(prev, nxt)
-        flow_bw = estimator(nxt, prev)
-        for i, t in enumerate(batch):
-            predicted = interpolate_midframe(prev[i], nxt[i], flow_fw[i], flow_bw[i])
-            errors.append(np.abs(predicted.astype(np.int16) - video[t].astype(np.int16)).mean())
-    return np.asarray(errors, dtype=np.float64)
+    stream = SmoothnessStream(estimator, batch_size)
+    for frame in video:
+        stream.add(frame)
+    return stream.errors()
 
 
 def motion_smoothness(video: np.ndarray, estimator: FlowEstimator) -> float:

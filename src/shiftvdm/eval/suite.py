@@ -1,337 +1,71 @@
 """The evaluation suite: every metric of ``shiftvdm.eval`` on a set of clips, aggregated into one result.
 
-``evaluate_videos`` takes clips as arrays or as a folder/manifest, reads them one at a time (a long HD clip
-is never held twice, and flow is reduced pair by pair), lists the files it cannot use with the reason,
-and returns an ``EvalResult``: set-level values in ``aggregate``, per-clip values in ``per_video``, and
-``format_table()`` / ``to_json()`` for people and programs. Training validation, the demo, the report and
-``shiftvdm eval`` all go through it.
+``evaluate_videos`` takes clips as arrays or as a folder/manifest (``eval.inputs``), streams each clip's
+frames once through the per-clip metrics (flow is computed a batch of pairs at a time and reduced at
+once; only what a metric needs is kept: a batch of frames, the previous frame, the sub-sampled
+frames of a flow batch, one tracking chunk), lists the files it cannot use with the reason, and returns
+an ``EvalResult`` (``eval.results``): set-level values in ``aggregate``, per-clip values in ``per_video``,
+and ``format_table()`` / ``to_json()`` for people and programs. Training validation, the demo, the
+report and ``shiftvdm eval`` all go through it.
 
 Metric groups (``metrics=``): "dynamic_degree", "motion_score", "smoothness", "flicker", "frechet_motion"
-and "appearance" (all by default), plus "sprites" when asked for (synthetic clips with bright sprites).
-Set-level values: dynamic_degree is the fraction of dynamic clips; Fréchet distances compare the whole
-set with ``reference``; every other value is the mean over the clips that have it.
+and "appearance" (all by default), plus "sprites" when asked for (synthetic clips with bright sprites;
+these hold whole clips, which such clips are small enough for). Set-level values: dynamic_degree is
+the fraction of dynamic clips; Fréchet distances compare the whole set with ``reference``; every other
+value is the mean over the clips that have it.
 """
 
 from __future__ import annotations
 
-import json
+import itertools
 import logging
 import math
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from shiftvdm.data.manifest import FOLDER_MANIFEST_NAMES, ClipEntry, load_manifest, require_inside_root
-from shiftvdm.data.video_io import DEFAULT_FPS, VIDEO_EXTENSIONS, read_video
 from shiftvdm.errors import DataError
 from shiftvdm.eval.appearance import (
-    clip_fidelity,
+    ClipFidelityStream,
+    ImageStatisticsStream,
     first_frame_fidelity,
     image_statistics_frechet,
-    video_image_statistics,
 )
-from shiftvdm.eval.dynamic_degree import dynamic_degree, sampling_interval, vbench_status, video_dynamic_degree
-from shiftvdm.eval.flicker import temporal_flicker
-from shiftvdm.eval.frechet_motion import FrechetMotionResult, frechet_motion_from_chunks, track_chunks
-from shiftvdm.eval.motion_score import flow_pair_statistics, motion_score_from_statistics
-from shiftvdm.eval.smoothness import motion_smoothness
+from shiftvdm.eval.dynamic_degree import DynamicDegreeStream, dynamic_degree, sampling_interval, vbench_status
+from shiftvdm.eval.flicker import FlickerStream
+from shiftvdm.eval.frechet_motion import FrechetMotionResult, TrackChunkStream, frechet_motion_from_chunks
+from shiftvdm.eval.inputs import (
+    MIN_FRAMES,
+    ClipsInput,
+    EvalClip,
+    OpenClip,
+    PartnerSet,
+    collect_clips,
+    conditioning_image,
+    open_clip,
+    usable_clips,
+)
+from shiftvdm.eval.motion_score import FlowPairStream, motion_score_from_statistics
+from shiftvdm.eval.results import METRIC_ROWS, SPRITE_ROWS, EvalResult, json_value
+from shiftvdm.eval.smoothness import SmoothnessStream
 from shiftvdm.eval.sprites import sprite_motion_metrics
 from shiftvdm.motion.base import FlowEstimator, PointTracker, get_flow_estimator, get_tracker
-from shiftvdm.utils.checkpoint import atomic_write
 
 logger = logging.getLogger(__name__)
 
 METRIC_GROUPS = ("dynamic_degree", "motion_score", "smoothness", "flicker", "frechet_motion", "appearance",
                  "sprites")
 DEFAULT_METRICS = METRIC_GROUPS[:-1]
-# Motion smoothness interpolates a middle frame and acceleration needs three positions.
-MIN_FRAMES = 3
-# Manifest keys that may name a clip's conditioning image (relative to the manifest's folder).
-CONDITIONING_KEYS = ("conditioning", "conditioning_image", "image", "first_frame")
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
+# per-clip means, in the order of the aggregate
+MEAN_KEYS = ("motion_score", "motion_score_256", "motion_smoothness", "temporal_flicker", "first_frame_psnr",
+             "first_frame_ssim", "gt_psnr", "gt_ssim")
 
-# Display rows: aggregate key -> (label, description). Order is the table's order.
-METRIC_ROWS: dict[str, tuple[str, str]] = {
-    "dynamic_degree": ("dynamic degree", "fraction of dynamic clips, VBench rule"),
-    "motion_score": ("motion score [px/frame]", "mean flow magnitude, native size"),
-    "motion_score_256": ("motion score @256 [px/frame]", "same, flow rescaled to a 256-px short side"),
-    "motion_smoothness": ("motion smoothness", "VBench (255-MAE)/255; flow-warp stand-in for AMT"),
-    "temporal_flicker": ("temporal flicker", "VBench (255-MAE)/255 of consecutive frames"),
-    "frechet_motion_velocity": ("Fréchet motion: velocity", "FVMD-style, vs reference"),
-    "frechet_motion_acceleration": ("Fréchet motion: acceleration", "FVMD-style (true 2nd difference)"),
-    "frechet_motion_combined": ("Fréchet motion: combined", "FVMD-style, velocity + acceleration"),
-    "image_stats_frechet": ("Fréchet image statistics", "colour/contrast/sharpness stats vs reference"),
-    "first_frame_psnr": ("first frame PSNR [dB]", "vs conditioning image"),
-    "first_frame_ssim": ("first frame SSIM", "vs conditioning image"),
-    "gt_psnr": ("PSNR vs ground truth [dB]", "per-frame mean, matched clips"),
-    "gt_ssim": ("SSIM vs ground truth", "per-frame mean, matched clips"),
-}
-SPRITE_ROWS: dict[str, str] = {
-    "speed": "mean centroid step [px/frame], clips never lost",
-    "displacement": "|last - first centroid| [px]",
-    "static_fraction": "share of clips displaced < 2 px",
-    "lost_fraction": "share of clips losing the sprite in a frame",
-    "frames_tracked": "share of frames 1..T-1 with a sprite",
-    "mass_speed": "mass-weighted centroid step [px/frame]",
-    "mass_displacement": "mass-weighted displacement [px]",
-    "mass_ratio": "sprite mass in later frames / frame 0",
-    "area": "sprite pixels per frame",
-    "max_intensity": "mean per-frame max gray (0-1)",
-    "bg_flicker": "mean |gray change| on background (0-1)",
-    "speed_w1": "W1 of per-frame speeds vs reference [px/frame]",
-}
+__all__ = ["DEFAULT_METRICS", "METRIC_GROUPS", "METRIC_ROWS", "MIN_FRAMES", "SPRITE_ROWS", "EvalResult",
+           "ReferenceFeatures", "evaluate_videos", "prepare_reference"]
 
-
-# ---------------------------------------------------------------------------------------------
-# inputs
-# ---------------------------------------------------------------------------------------------
-
-@dataclass
-class ClipSource:
-    """A clip to score: an array in memory or a file (with its manifest entry and the manifest's folder)."""
-
-    name: str
-    frames: np.ndarray | None = None
-    entry: ClipEntry | None = None
-    fps: float | None = None
-    root: Path | None = None
-
-    @property
-    def path(self) -> Path | None:
-        return None if self.entry is None else self.entry.path
-
-
-ClipsInput = str | Path | np.ndarray | Sequence[np.ndarray] | Sequence[str | Path]
-
-
-def collect_clips(clips: ClipsInput, label: str = "videos") -> list[ClipSource]:
-    """Turn a folder/manifest path, a (N, T, H, W, 3) array, or a list of arrays or paths into ClipSources.
-
-    Raises:
-        DataError: the folder/manifest is missing, malformed or lists no video.
-    """
-    if isinstance(clips, (str, Path)):
-        manifest = load_manifest(clips)
-        return [ClipSource(name=e.relpath, entry=e, root=manifest.root) for e in manifest.entries]
-    if isinstance(clips, np.ndarray):
-        if clips.ndim != 5:
-            raise DataError(f"{label}: expected clips as (N, T, H, W, 3), got an array of shape {clips.shape}")
-        clips = list(clips)
-    sources = []
-    for i, clip in enumerate(clips):
-        if isinstance(clip, (str, Path)):
-            path = Path(clip).resolve()
-            sources.append(ClipSource(name=str(clip), entry=ClipEntry(path=path, relpath=str(clip))))
-        else:
-            sources.append(ClipSource(name=f"{label}_{i:03d}", frames=np.asarray(clip)))
-    if not sources:
-        raise DataError(f"{label}: no clips given")
-    return sources
-
-
-def _check_array(frames: np.ndarray, name: str) -> np.ndarray:
-    if frames.ndim != 4 or frames.shape[-1] != 3:
-        raise DataError(f"{name}: expected a (T, H, W, 3) clip, got shape {frames.shape}")
-    if frames.shape[0] == 0:
-        raise DataError(f"{name}: empty (no frames)")
-    if frames.dtype != np.uint8:
-        if not np.issubdtype(frames.dtype, np.floating):
-            raise DataError(f"{name}: expected uint8 or float values in [0, 1], got {frames.dtype}")
-        if not np.isfinite(frames).all():
-            raise DataError(f"{name}: the clip holds NaN or infinite values")
-        frames = np.rint(np.clip(frames, 0.0, 1.0) * 255.0).astype(np.uint8)
-    return frames
-
-
-def load_clip(source: ClipSource, *, max_frames: int | None = None) -> tuple[np.ndarray, float]:
-    """Frames (uint8 (T, H, W, 3)) and fps of a ClipSource; DataError naming the clip and the reason."""
-    if source.frames is not None:
-        frames = _check_array(source.frames, source.name)
-        fps = source.fps or DEFAULT_FPS
-    else:
-        require_inside_root(source.entry)  # the same rule as data check and training
-        video = read_video(source.path, max_frames=max_frames)
-        frames, fps = video.frames, video.fps
-    if max_frames is not None:
-        frames = frames[:max_frames]
-    if frames.shape[1] < 2 or frames.shape[2] < 2:
-        raise DataError(f"{source.name}: frames of {frames.shape[1]}x{frames.shape[2]} pixels are too small")
-    return frames, float(fps)
-
-
-def _read_image(path: Path) -> np.ndarray:
-    """A conditioning image: an image file, a .npy (H, W, 3) array, or a video's first frame."""
-    if not path.is_file():
-        raise DataError(f"{path}: missing conditioning image")
-    suffix = path.suffix.lower()
-    if suffix in IMAGE_EXTENSIONS:
-        from PIL import Image
-
-        try:
-            with Image.open(path) as image:
-                return np.asarray(image.convert("RGB"))
-        except Exception as exc:  # PIL raises several types for corrupt files
-            raise DataError(f"{path}: unreadable conditioning image: {exc}") from exc
-    if suffix == ".npy":
-        try:
-            array = np.load(path, allow_pickle=False)
-        except Exception as exc:
-            raise DataError(f"{path}: unreadable conditioning image: {exc}") from exc
-        if array.ndim == 4:  # a clip: its first frame
-            array = array[0]
-        if array.ndim != 3 or array.shape[-1] != 3:
-            raise DataError(f"{path}: expected an (H, W, 3) image, got shape {array.shape}")
-        return _check_array(array[None], str(path))[0]
-    return read_video(path, max_frames=1).frames[0]
-
-
-def _index_by_stem(sources: list[ClipSource]) -> dict[str, ClipSource]:
-    index: dict[str, ClipSource] = {}
-    for source in sources:
-        if source.path is not None:
-            index.setdefault(source.path.stem, source)
-            index.setdefault(Path(source.entry.relpath).as_posix(), source)
-    return index
-
-
-def _match(source: ClipSource, position: int, index: dict[str, ClipSource] | None,
-           aligned: list[ClipSource] | None) -> ClipSource | None:
-    """The partner clip of ``source``: the same position for arrays, else by manifest source or file stem."""
-    if aligned is not None:
-        return aligned[position] if position < len(aligned) else None
-    if index is None:
-        return None
-    keys = []
-    if source.entry is not None and source.entry.source:
-        keys += [Path(source.entry.source).as_posix(), Path(source.entry.source).stem]
-    if source.path is not None:
-        keys.append(source.path.stem)
-    for key in keys:
-        if key in index:
-            return index[key]
-    return None
-
-
-def _partner_set(value: ClipsInput | None, label: str) -> tuple[dict[str, ClipSource] | None, list[ClipSource] | None]:
-    """Index a ground-truth/conditioning set: by name when it comes from files, by position for arrays."""
-    if value is None:
-        return None, None
-    if isinstance(value, (str, Path)) and Path(value).is_dir() and not _has_videos(Path(value)):
-        # a folder of images (conditioning frames)
-        files = sorted(p for p in Path(value).iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS + (".npy",))
-        if not files:
-            raise DataError(f"{value}: no images or videos found for {label}")
-        sources = [ClipSource(name=p.name, entry=ClipEntry(path=p.resolve(), relpath=p.name)) for p in files]
-        return _index_by_stem(sources), None
-    sources = collect_clips(value, label)
-    if all(s.frames is not None for s in sources):
-        return None, sources
-    return _index_by_stem(sources), None
-
-
-def _has_videos(folder: Path) -> bool:
-    return any(p.suffix.lower() in VIDEO_EXTENSIONS for p in folder.iterdir()) or any(
-        (folder / n).is_file() for n in FOLDER_MANIFEST_NAMES)
-
-
-# ---------------------------------------------------------------------------------------------
-# result
-# ---------------------------------------------------------------------------------------------
-
-def _json_value(value: Any) -> Any:
-    if isinstance(value, (np.floating, float)):
-        return float(value) if math.isfinite(value) else None
-    if isinstance(value, (np.integer,)):
-        return int(value)
-    if isinstance(value, np.bool_):
-        return bool(value)
-    if isinstance(value, dict):
-        return {k: _json_value(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_json_value(v) for v in value]
-    if isinstance(value, Path):
-        return str(value)
-    return value
-
-
-def _format_value(value: float | None) -> str:
-    if value is None or not math.isfinite(value):
-        return "n/a"
-    if value != 0 and (abs(value) >= 1e5 or abs(value) < 1e-3):
-        return f"{value:.3e}"
-    return f"{value:.4f}" if abs(value) < 10 else f"{value:.2f}"
-
-
-@dataclass
-class EvalResult:
-    """What ``evaluate_videos`` measured.
-
-    Attributes:
-        aggregate: metric name -> set-level value (see ``METRIC_ROWS`` for names and meaning).
-        per_video: one dict per scored clip: name, path, frames, height, width, fps and its metric values.
-        skipped: clips that could not be used: {"set", "name", "reason"}.
-        notes: caveats to read the numbers with (estimators used, mismatched sets, small sets...).
-        counts: metric name -> number of clips (or windows/frames for Fréchet values) behind the value.
-        settings: the options of the run.
-    """
-
-    aggregate: dict[str, float]
-    per_video: list[dict[str, Any]]
-    skipped: list[dict[str, str]] = field(default_factory=list)
-    notes: list[str] = field(default_factory=list)
-    counts: dict[str, str] = field(default_factory=dict)
-    settings: dict[str, Any] = field(default_factory=dict)
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready dict (non-finite values become null)."""
-        return _json_value({"aggregate": self.aggregate, "per_video": self.per_video, "skipped": self.skipped,
-                            "notes": self.notes, "counts": self.counts, "settings": self.settings})
-
-    def to_json(self, indent: int = 2) -> str:
-        return json.dumps(self.to_dict(), indent=indent, allow_nan=False, ensure_ascii=False)
-
-    def save_json(self, path: str | Path) -> Path:
-        """Write ``to_json()`` atomically to ``path``."""
-        text = self.to_json() + "\n"
-        return atomic_write(Path(path), lambda tmp: tmp.write_text(text, encoding="utf-8"))
-
-    def format_table(self) -> str:
-        """A readable aligned table: one row per metric with its set-level value, then skipped files and notes."""
-        rows = [("metric", "value", "n", "what")]
-        for key, (label, what) in METRIC_ROWS.items():
-            if key in self.aggregate:
-                if key == "dynamic_degree" and self.settings.get("dynamic_vbench_exact"):
-                    what = "fraction of dynamic clips, VBench-exact (RAFT, 20 iterations)"
-                elif key == "dynamic_degree":
-                    what = f"{what} (stand-in: VBench uses RAFT; this run used {str(self.settings.get('flow', '?')).upper()})"
-                rows.append((label, _format_value(self.aggregate[key]), self.counts.get(key, ""), what))
-        for key, what in SPRITE_ROWS.items():
-            full = f"sprite_{key}"
-            if full in self.aggregate:
-                rows.append((f"sprite {key.replace('_', ' ')}", _format_value(self.aggregate[full]),
-                             self.counts.get(full, ""), what))
-        widths = [max(len(r[i]) for r in rows) for i in range(3)]
-        lines = [f"{r[0]:<{widths[0]}}  {r[1]:>{widths[1]}}  {r[2]:>{widths[2]}}  {r[3]}".rstrip() for r in rows]
-        lines.insert(1, "-" * max(len(line) for line in lines))
-        scored = len(self.per_video)
-        header = (f"{scored} clip{'s' if scored != 1 else ''} scored"
-                  f"{f', {len(self.skipped)} skipped' if self.skipped else ''}"
-                  f" (flow: {self.settings.get('flow', '?')}, tracker: {self.settings.get('tracker', '?')})")
-        out = [header, *lines]
-        if self.skipped:
-            out += ["", "skipped:"] + [f"  [{s['set']}] {s['name']}: {s['reason']}" for s in self.skipped]
-        if self.notes:
-            out += ["", "notes:"] + [f"  - {note}" for note in self.notes]
-        return "\n".join(out)
-
-
-# ---------------------------------------------------------------------------------------------
-# the suite
-# ---------------------------------------------------------------------------------------------
 
 @dataclass
 class _SetFeatures:
@@ -354,115 +88,161 @@ def _resolve_metrics(metrics: Iterable[str] | None, sprites: bool) -> set[str]:
     return chosen
 
 
-def _too_short(frames: np.ndarray, min_frames: int) -> str | None:
-    if len(frames) >= min_frames:
-        return None
-    why = " (motion smoothness interpolates a middle frame)" if min_frames == MIN_FRAMES else ""
-    return f"too short: {len(frames)} frame{'s' if len(frames) != 1 else ''}, at least {min_frames} needed{why}"
+# ---------------------------------------------------------------------------------------------
+# one clip, frame by frame
+# ---------------------------------------------------------------------------------------------
 
+class _ClipMetrics:
+    """The per-clip metrics of the chosen groups on one clip, fed frame by frame."""
 
-def _conditioning_for(source: ClipSource, position: int, index: dict[str, ClipSource] | None,
-                      aligned: list[ClipSource] | None) -> np.ndarray | None:
-    partner = _match(source, position, index, aligned)
-    if partner is not None:
-        if partner.frames is not None:
-            frames = _check_array(partner.frames if partner.frames.ndim == 4 else partner.frames[None], partner.name)
-            return frames[0]
-        return _read_image(partner.path)
-    if source.entry is not None:
-        for key in CONDITIONING_KEYS:
-            value = source.entry.meta.get(key)
-            if isinstance(value, str) and value:
-                path = Path(value)
-                if not path.is_absolute():  # manifest paths are relative to the manifest's folder
-                    path = (source.root or source.entry.path.parent) / path
-                return _read_image(path)
-    return None
+    def __init__(self, chosen: set[str], estimator: FlowEstimator, clip: OpenClip) -> None:
+        self.chosen = chosen
+        # consecutive pairs serve the motion score, and dynamic degree when it keeps every frame
+        every_frame = "motion_score" in chosen or sampling_interval(clip.fps) == 1
+        wants_pairs = bool(chosen & {"motion_score", "dynamic_degree"}) and every_frame
+        self.pairs = FlowPairStream(estimator) if wants_pairs else None
+        self.dynamic = (DynamicDegreeStream(clip.fps, estimator, consecutive=self.pairs)
+                        if "dynamic_degree" in chosen else None)
+        # a middle frame needs two neighbours (only reachable with min_frames=2)
+        self.smoothness = SmoothnessStream(estimator) if "smoothness" in chosen and clip.num_frames >= 3 else None
+        self.flicker = FlickerStream() if "flicker" in chosen else None
 
+    def add(self, frame: np.ndarray) -> None:
+        for stream in (self.pairs, self.dynamic, self.smoothness, self.flicker):
+            if stream is not None:
+                stream.add(frame)
 
-def _score_clip(frames: np.ndarray, fps: float, chosen: set[str], estimator: FlowEstimator) -> dict[str, Any]:
-    """Per-clip metric values of one loaded clip."""
-    row: dict[str, Any] = {}
-    if chosen & {"motion_score", "dynamic_degree"}:
-        # consecutive pairs are needed by the motion score, or by dynamic degree when it keeps every frame
-        every_frame = "motion_score" in chosen or sampling_interval(fps) == 1
-        stats = flow_pair_statistics(frames, estimator) if every_frame else None
-        if "motion_score" in chosen:
-            row.update(motion_score_from_statistics(stats))
-        if "dynamic_degree" in chosen:
-            verdict = video_dynamic_degree(frames, fps, estimator, consecutive=stats)
+    def values(self) -> dict[str, Any]:
+        row: dict[str, Any] = {}
+        if "motion_score" in self.chosen:
+            row.update(motion_score_from_statistics(self.pairs.result()))
+        if self.dynamic is not None:
+            verdict = self.dynamic.result()
             row.update(dynamic=verdict.is_dynamic, dynamic_pairs_above=verdict.pairs_above,
                        dynamic_pairs=len(verdict.pair_scores), dynamic_required_pairs=verdict.required_pairs,
                        dynamic_threshold_px=verdict.threshold, dynamic_interval=verdict.interval,
                        dynamic_top5_mean_px=float(np.mean(verdict.pair_scores)) if verdict.pair_scores else None,
                        dynamic_vbench_exact=verdict.vbench_exact)
-    if "smoothness" in chosen:
-        # a middle frame needs two neighbours (only reachable with min_frames=2)
-        row["motion_smoothness"] = motion_smoothness(frames, estimator) if len(frames) >= 3 else None
-    if "flicker" in chosen:
-        row["temporal_flicker"] = temporal_flicker(frames)
-    return row
+        if "smoothness" in self.chosen:
+            row["motion_smoothness"] = self.smoothness.result() if self.smoothness is not None else None
+        if self.flicker is not None:
+            row["temporal_flicker"] = self.flicker.result()
+        return row
 
 
-def _load_set(sources: list[ClipSource], label: str, *, max_frames: int | None, min_frames: int,
-              fps: float | None, skipped: list[dict[str, str]], strict: bool):
-    """Yield (position, source, frames, fps) of the usable clips; record the others in ``skipped``."""
-    for position, source in enumerate(sources):
-        try:
-            frames, clip_fps = load_clip(source, max_frames=max_frames)
-            reason = _too_short(frames, min_frames)
-        except DataError as exc:
-            reason = str(exc)
-            # read_video's messages start with the path; keep the reason only, the name is listed anyway
-            prefix = f"{source.path}: " if source.path is not None else f"{source.name}: "
-            reason = reason[len(prefix):] if reason.startswith(prefix) else reason
-            frames = None
-        if reason is not None:
-            skipped.append({"set": label, "name": source.name, "reason": reason})
-            logger.warning("%s %s: skipped (%s)", label, source.name, reason)
-            continue
-        if strict and any(s["set"] == label for s in skipped):
-            continue  # --strict: only look for further bad files, score nothing
-        yield position, source, frames, (fps if fps is not None else clip_fps)
+class _ClipFeatures:
+    """One clip's share of the set-level metrics (point tracks, image statistics, frames for sprites)."""
+
+    def __init__(self, clip: OpenClip, tracker: PointTracker, *, tracks: bool, stats: bool, sprites: bool) -> None:
+        self.size = (clip.height, clip.width)
+        self.tracks = TrackChunkStream(clip.num_frames, tracker) if tracks else None
+        self.stats = ImageStatisticsStream(clip.num_frames) if stats else None
+        self.frames: list[np.ndarray] | None = [] if sprites else None  # sprite metrics need the whole clip
+        self.count = 0
+
+    def add(self, frame: np.ndarray) -> None:
+        for stream in (self.tracks, self.stats):
+            if stream is not None:
+                stream.add(frame)
+        if self.frames is not None:
+            self.frames.append(frame)
+        self.count += 1
+
+    def store(self, features: _SetFeatures) -> None:
+        if self.tracks is not None:
+            features.chunks.append(self.tracks.chunks)
+        if self.stats is not None:
+            features.image_stats.append(self.stats.result())
+        if self.frames is not None:
+            features.sprite_clips.append(np.stack(self.frames))
+        features.lengths.append(self.count)
+        features.sizes.append(self.size)
 
 
-def _range(values: list[int]) -> str:
-    return f"{min(values)}" if min(values) == max(values) else f"{min(values)}–{max(values)}"
+def _fidelity_to_partners(source: EvalClip, position: int, first: np.ndarray, *, conditioning: PartnerSet,
+                          ground_truth: PartnerSet | None, max_frames: int | None, notes: list[str],
+                          missing_gt: list[str]) -> tuple[dict[str, Any], OpenClip | None, EvalClip | None]:
+    """First-frame fidelity to the conditioning image, and the opened ground-truth clip (None if unusable)."""
+    row: dict[str, Any] = {}
+    try:
+        image = conditioning_image(source, position, conditioning)
+        if image is not None:
+            row.update(first_frame_fidelity(first[None], image))
+    except DataError as exc:
+        notes.append(f"conditioning image of {source.name} not used: {exc}")
+    if ground_truth is None:
+        return row, None, None
+    partner = ground_truth.match(source, position)
+    if partner is None:
+        missing_gt.append(source.name)
+        return row, None, None
+    try:
+        return row, open_clip(partner, max_frames=max_frames), partner
+    except DataError as exc:
+        notes.append(f"ground truth of {source.name} not used: {exc}")
+        return row, None, None
 
 
-def _sizes(sizes: set[tuple[int, int]]) -> str:
-    return ", ".join(f"{h}x{w}" for h, w in sorted(sizes)[:4]) + (" ..." if len(sizes) > 4 else "")
+def _stream_clip(clip: OpenClip, consumers: list, gt: OpenClip | None, fidelity: ClipFidelityStream) -> None:
+    """Read the clip once: every frame to every consumer, and to the ground-truth comparison while it lasts."""
+    targets = gt.frames if gt is not None else None
+    for frame in clip.frames:
+        for consumer in consumers:
+            consumer.add(frame)
+        if targets is not None:
+            target = next(targets, None)
+            if target is None:
+                targets = None  # the ground truth is shorter: compare the frames both have
+            else:
+                fidelity.add(frame, target)
 
 
-def _mismatch_notes(ours: _SetFeatures, ref: _SetFeatures) -> list[str]:
-    notes = []
-    sizes_a, sizes_b = set(ours.sizes), set(ref.sizes)
-    if not sizes_a & sizes_b:
-        notes.append(f"reference mismatch: no frame size in common (videos {_sizes(sizes_a)}; reference "
-                     f"{_sizes(sizes_b)}). Fréchet values compare tracks rescaled to 256x256 and image "
-                     "statistics on 64x64 thumbnails, so they are computable, but they also measure the "
-                     "difference in framing and resolution")
-    if max(ours.lengths) < min(ref.lengths) or max(ref.lengths) < min(ours.lengths):
-        notes.append(f"reference mismatch: clip lengths do not overlap (videos {_range(ours.lengths)} frames; "
-                     f"reference {_range(ref.lengths)} frames); motion windows are cut to the shorter length")
-    return notes
+def _score_set(sources: list[EvalClip], chosen: set[str], estimator: FlowEstimator, tracker: PointTracker, *,
+               features: _SetFeatures, need_tracks: bool, need_stats: bool, conditioning: PartnerSet | None,
+               ground_truth: PartnerSet | None, fps: float | None, max_frames: int | None, min_frames: int,
+               skipped: list[dict[str, str]], notes: list[str], missing_gt: list[str], strict: bool,
+               progress: bool) -> list[dict[str, Any]]:
+    """Per-clip rows of every usable clip of ``sources``; their set-level features go to ``features``."""
+    per_video = []
+    for position, source, clip in usable_clips(sources, "videos", max_frames=max_frames, min_frames=min_frames,
+                                               fps=fps, skipped=skipped, strict=strict, progress=progress):
+        tick = time.perf_counter()
+        row: dict[str, Any] = {"name": source.name, "path": source.path, "frames": clip.num_frames,
+                               "height": clip.height, "width": clip.width, "fps": clip.fps}
+        metrics = _ClipMetrics(chosen, estimator, clip)
+        shares = _ClipFeatures(clip, tracker, tracks=need_tracks, stats=need_stats, sprites="sprites" in chosen)
+        fidelity, gt, partner, partner_row = ClipFidelityStream(), None, None, {}
+        first = next(clip.frames)
+        clip.frames = itertools.chain([first], clip.frames)
+        if conditioning is not None:
+            partner_row, gt, partner = _fidelity_to_partners(
+                source, position, first, conditioning=conditioning, ground_truth=ground_truth,
+                max_frames=max_frames, notes=notes, missing_gt=missing_gt)
+        _stream_clip(clip, [metrics, shares], gt, fidelity)
+        if shares.count != clip.num_frames:
+            raise DataError(f"{source.name}: read {shares.count} frames, expected {clip.num_frames}")
+        row.update(metrics.values())
+        row.update(partner_row)
+        if gt is not None:
+            row.update(fidelity.result())
+            row["gt_name"] = partner.name
+        shares.store(features)
+        per_video.append(row)
+        logger.info("scored %s (%d frames, %dx%d) in %.1f s", source.name, clip.num_frames, clip.height,
+                    clip.width, time.perf_counter() - tick)
+    return per_video
 
 
-def _reference_set(sources: list[ClipSource], *, need_tracks: bool, need_stats: bool, need_sprites: bool,
+def _reference_set(sources: list[EvalClip], *, need_tracks: bool, need_stats: bool, need_sprites: bool,
                    tracker: PointTracker, max_frames: int | None, min_frames: int,
-                   skipped: list[dict[str, str]], strict: bool) -> _SetFeatures:
+                   skipped: list[dict[str, str]], strict: bool, progress: bool = False) -> _SetFeatures:
     """The reference clips' features: point-track chunks, image statistics and/or the frames themselves."""
     ref = _SetFeatures()
-    for _, _source, frames, _ in _load_set(sources, "reference", max_frames=max_frames, min_frames=min_frames,
-                                          fps=None, skipped=skipped, strict=strict):
-        if need_tracks:
-            ref.chunks.append(track_chunks(frames, tracker))
-        if need_stats:
-            ref.image_stats.append(video_image_statistics(frames))
-        if need_sprites:
-            ref.sprite_clips.append(frames)
-        ref.lengths.append(int(frames.shape[0]))
-        ref.sizes.append((int(frames.shape[1]), int(frames.shape[2])))
+    for _, _source, clip in usable_clips(sources, "reference", max_frames=max_frames, min_frames=min_frames,
+                                         fps=None, skipped=skipped, strict=strict, progress=progress):
+        shares = _ClipFeatures(clip, tracker, tracks=need_tracks, stats=need_stats, sprites=need_sprites)
+        _stream_clip(clip, [shares], None, ClipFidelityStream())
+        shares.store(ref)
     return ref
 
 
@@ -505,7 +285,8 @@ class ReferenceFeatures:
 
 def prepare_reference(reference: ClipsInput, *, tracker: str | PointTracker = "lk",
                       metrics: Iterable[str] | None = None, sprites: bool = False, strict: bool = False,
-                      max_frames: int | None = None, min_frames: int = MIN_FRAMES) -> ReferenceFeatures:
+                      max_frames: int | None = None, min_frames: int = MIN_FRAMES,
+                      progress: bool = False) -> ReferenceFeatures:
     """Read, track and summarise ``reference`` once (arguments as in ``evaluate_videos``).
 
     Raises:
@@ -517,7 +298,7 @@ def prepare_reference(reference: ClipsInput, *, tracker: str | PointTracker = "l
     skipped: list[dict[str, str]] = []
     features = _reference_set(sources, need_tracks="frechet_motion" in chosen, need_stats="appearance" in chosen,
                               need_sprites="sprites" in chosen, tracker=point_tracker, max_frames=max_frames,
-                              min_frames=min_frames, skipped=skipped, strict=strict)
+                              min_frames=min_frames, skipped=skipped, strict=strict, progress=progress)
     if strict and skipped:
         listing = "".join(f"\n  {s['name']}: {s['reason']}" for s in skipped)
         raise DataError(f"{len(skipped)} reference clip{'s' if len(skipped) != 1 else ''} cannot be used "
@@ -535,7 +316,7 @@ def evaluate_videos(videos: ClipsInput, *, reference: ClipsInput | ReferenceFeat
                     flow: str | FlowEstimator = "dis", tracker: str | PointTracker = "lk",
                     fps: float | None = None, strict: bool = False, metrics: Iterable[str] | None = None,
                     sprites: bool = False, sprite_threshold: float = 0.4, max_frames: int | None = None,
-                    min_frames: int = MIN_FRAMES) -> EvalResult:
+                    min_frames: int = MIN_FRAMES, progress: bool = False) -> EvalResult:
     """Score a set of clips with the motion and appearance metrics.
 
     Args:
@@ -556,6 +337,7 @@ def evaluate_videos(videos: ClipsInput, *, reference: ClipsInput | ReferenceFeat
         sprite_threshold: gray level (0-1) separating sprites from background.
         max_frames: read at most this many frames of each clip.
         min_frames: clips with fewer frames are skipped as too short.
+        progress: show a progress bar over the clips on stderr.
 
     Returns:
         The EvalResult.
@@ -570,144 +352,162 @@ def evaluate_videos(videos: ClipsInput, *, reference: ClipsInput | ReferenceFeat
     need_tracks = "frechet_motion" in chosen and reference is not None
     need_stats = "appearance" in chosen and reference is not None
     sources = collect_clips(videos, "videos")
-    gt_index, gt_aligned = _partner_set(ground_truth, "ground truth") if "appearance" in chosen else (None, None)
-    cond_index, cond_aligned = _partner_set(conditioning, "conditioning") if "appearance" in chosen else (None, None)
+    appearance = "appearance" in chosen
+    cond_set = PartnerSet(conditioning, "conditioning") if appearance else None
+    gt_set = PartnerSet(ground_truth, "ground truth") if appearance and ground_truth is not None else None
 
     skipped: list[dict[str, str]] = []
     notes: list[str] = []
-    per_video: list[dict[str, Any]] = []
-    ours = _SetFeatures()
     missing_gt: list[str] = []
-    for position, source, frames, clip_fps in _load_set(sources, "videos", max_frames=max_frames,
-                                                        min_frames=min_frames, fps=fps, skipped=skipped,
-                                                        strict=strict):
-        tick = time.perf_counter()
-        row: dict[str, Any] = {"name": source.name, "path": source.path, "frames": int(frames.shape[0]),
-                               "height": int(frames.shape[1]), "width": int(frames.shape[2]), "fps": clip_fps}
-        row.update(_score_clip(frames, clip_fps, chosen, estimator))
-        if "appearance" in chosen:
-            try:
-                image = _conditioning_for(source, position, cond_index, cond_aligned)
-                if image is not None:
-                    row.update(first_frame_fidelity(frames, image))
-            except DataError as exc:
-                notes.append(f"conditioning image of {source.name} not used: {exc}")
-            if ground_truth is not None:
-                partner = _match(source, position, gt_index, gt_aligned)
-                if partner is None:
-                    missing_gt.append(source.name)
-                else:
-                    try:
-                        gt_frames, _ = load_clip(partner, max_frames=max_frames)
-                        row.update(clip_fidelity(frames, gt_frames))
-                        row["gt_name"] = partner.name
-                    except DataError as exc:
-                        notes.append(f"ground truth of {source.name} not used: {exc}")
-        if need_tracks:
-            ours.chunks.append(track_chunks(frames, point_tracker))
-        if need_stats:
-            ours.image_stats.append(video_image_statistics(frames))
-        if "sprites" in chosen:
-            ours.sprite_clips.append(frames)
-        ours.lengths.append(int(frames.shape[0]))
-        ours.sizes.append((int(frames.shape[1]), int(frames.shape[2])))
-        per_video.append(row)
-        logger.info("scored %s (%d frames, %dx%d) in %.1f s", source.name, frames.shape[0], frames.shape[1],
-                    frames.shape[2], time.perf_counter() - tick)
-        del frames
-
-    if isinstance(reference, ReferenceFeatures):
-        reference.check_covers(need_tracks=need_tracks, need_stats=need_stats, need_sprites="sprites" in chosen,
-                               tracker=point_tracker.name, max_frames=max_frames, min_frames=min_frames)
-        ref, num_reference = reference.features, reference.num_clips
-        skipped.extend(reference.skipped)
-    elif reference is not None and (need_tracks or need_stats or "sprites" in chosen):
-        ref_sources = collect_clips(reference, "reference")
-        num_reference = len(ref_sources)
-        ref = _reference_set(ref_sources, need_tracks=need_tracks, need_stats=need_stats,
-                             need_sprites="sprites" in chosen, tracker=point_tracker, max_frames=max_frames,
-                             min_frames=min_frames, skipped=skipped, strict=strict)
-    else:
-        ref, num_reference = _SetFeatures(), 0
-
-    if strict and skipped:
-        listing = "".join(f"\n  [{s['set']}] {s['name']}: {s['reason']}" for s in skipped)
-        raise DataError(f"{len(skipped)} clip{'s' if len(skipped) != 1 else ''} cannot be used (--strict):{listing}")
-    if not per_video:
-        listing = "".join(f"\n  {s['name']}: {s['reason']}" for s in skipped if s["set"] == "videos")
-        raise DataError(f"no usable video among the {len(sources)} given:{listing}")
-    if num_reference and not ref.lengths:
-        listing = "".join(f"\n  {s['name']}: {s['reason']}" for s in skipped if s["set"] == "reference")
-        raise DataError(f"no usable reference video among the {num_reference} given:{listing}")
+    ours = _SetFeatures()
+    per_video = _score_set(sources, chosen, estimator, point_tracker, features=ours, need_tracks=need_tracks,
+                           need_stats=need_stats, conditioning=cond_set, ground_truth=gt_set, fps=fps,
+                           max_frames=max_frames, min_frames=min_frames, skipped=skipped, notes=notes,
+                           missing_gt=missing_gt, strict=strict, progress=progress)
+    ref, num_reference = _reference_features(reference, chosen, need_tracks=need_tracks, need_stats=need_stats,
+                                             tracker=point_tracker, max_frames=max_frames, min_frames=min_frames,
+                                             skipped=skipped, strict=strict, progress=progress)
+    _refuse_unusable(skipped, strict=strict, scored=len(per_video), given=len(sources), reference=ref,
+                     num_reference=num_reference)
 
     aggregate: dict[str, float] = {}
     counts: dict[str, str] = {}
+    vbench_exact = _aggregate_clip_metrics(per_video, chosen, estimator, aggregate, counts, notes)
+    if missing_gt:
+        notes.append(f"ground truth: no match (by manifest source or file name) for {len(missing_gt)} clip(s): "
+                     + ", ".join(missing_gt[:5]) + (" ..." if len(missing_gt) > 5 else ""))
+    if reference is not None and ref.lengths:
+        notes.extend(_mismatch_notes(ours, ref))
+        _aggregate_against_reference(ours, ref, point_tracker, need_tracks, need_stats, aggregate, counts, notes)
+    elif reference is None and ("frechet_motion" in chosen or appearance):
+        notes.append("no --reference: Fréchet motion and image-statistics distances not computed")
+    if "sprites" in chosen:
+        _aggregate_sprites(ours, ref, per_video, sprite_threshold, aggregate, counts, notes)
 
-    def mean_of(key: str) -> None:
-        values = [r[key] for r in per_video if r.get(key) is not None and math.isfinite(r[key])]
-        if values:
-            aggregate[key] = float(np.mean(values))
-            counts[key] = str(len(values))
+    settings = {"flow": estimator.name, "dynamic_vbench_exact": "dynamic_degree" in chosen and vbench_exact,
+                "tracker": point_tracker.name, "fps": fps, "max_frames": max_frames,
+                "min_frames": min_frames, "metrics": sorted(chosen), "num_videos": len(sources),
+                "num_reference": num_reference, "seconds": round(time.perf_counter() - started, 2)}
+    return EvalResult(aggregate=aggregate, per_video=[json_value(r) for r in per_video], skipped=skipped,
+                      notes=notes, counts=counts, settings=settings)
 
+
+# ---------------------------------------------------------------------------------------------
+# set-level values
+# ---------------------------------------------------------------------------------------------
+
+def _reference_features(reference: ClipsInput | ReferenceFeatures | None, chosen: set[str], *, need_tracks: bool,
+                        need_stats: bool, tracker: PointTracker, max_frames: int | None, min_frames: int,
+                        skipped: list[dict[str, str]], strict: bool, progress: bool) -> tuple[_SetFeatures, int]:
+    """The reference's features (prepared, or read now when a chosen metric needs them) and its clip count."""
+    need_sprites = "sprites" in chosen
+    if isinstance(reference, ReferenceFeatures):
+        reference.check_covers(need_tracks=need_tracks, need_stats=need_stats, need_sprites=need_sprites,
+                               tracker=tracker.name, max_frames=max_frames, min_frames=min_frames)
+        skipped.extend(reference.skipped)
+        return reference.features, reference.num_clips
+    if reference is not None and (need_tracks or need_stats or need_sprites):
+        sources = collect_clips(reference, "reference")
+        ref = _reference_set(sources, need_tracks=need_tracks, need_stats=need_stats, need_sprites=need_sprites,
+                             tracker=tracker, max_frames=max_frames, min_frames=min_frames, skipped=skipped,
+                             strict=strict, progress=progress)
+        return ref, len(sources)
+    return _SetFeatures(), 0
+
+
+def _refuse_unusable(skipped: list[dict[str, str]], *, strict: bool, scored: int, given: int,
+                     reference: _SetFeatures, num_reference: int) -> None:
+    """DataError when --strict met a bad clip, or when no video (or no reference clip) is usable."""
+    if strict and skipped:
+        listing = "".join(f"\n  [{s['set']}] {s['name']}: {s['reason']}" for s in skipped)
+        raise DataError(f"{len(skipped)} clip{'s' if len(skipped) != 1 else ''} cannot be used (--strict):{listing}")
+    if not scored:
+        listing = "".join(f"\n  {s['name']}: {s['reason']}" for s in skipped if s["set"] == "videos")
+        raise DataError(f"no usable video among the {given} given:{listing}")
+    if num_reference and not reference.lengths:
+        listing = "".join(f"\n  {s['name']}: {s['reason']}" for s in skipped if s["set"] == "reference")
+        raise DataError(f"no usable reference video among the {num_reference} given:{listing}")
+
+
+def _aggregate_clip_metrics(per_video: list[dict[str, Any]], chosen: set[str], estimator: FlowEstimator,
+                            aggregate: dict[str, float], counts: dict[str, str], notes: list[str]) -> bool:
+    """Dynamic degree and the means of the per-clip values; returns whether dynamic degree is VBench-exact."""
     vbench_exact = False
     if "dynamic_degree" in chosen:
         aggregate["dynamic_degree"] = dynamic_degree([r["dynamic"] for r in per_video])
         counts["dynamic_degree"] = str(len(per_video))
         vbench_exact, note = vbench_status(estimator, [bool(r.get("dynamic_vbench_exact")) for r in per_video])
         notes.append(note)
-    for key in ("motion_score", "motion_score_256", "motion_smoothness", "temporal_flicker",
-                "first_frame_psnr", "first_frame_ssim", "gt_psnr", "gt_ssim"):
-        mean_of(key)
+    for key in MEAN_KEYS:
+        values = [r[key] for r in per_video if r.get(key) is not None and math.isfinite(r[key])]
+        if values:
+            aggregate[key] = float(np.mean(values))
+            counts[key] = str(len(values))
     if "smoothness" in chosen:
         notes.append(f"motion smoothness: frames interpolated by {estimator.name.upper()} flow warping, a "
                      "weight-free stand-in for VBench's AMT network (values are not VBench's)")
-    if missing_gt:
-        notes.append(f"ground truth: no match (by manifest source or file name) for {len(missing_gt)} clip(s): "
-                     + ", ".join(missing_gt[:5]) + (" ..." if len(missing_gt) > 5 else ""))
+    return vbench_exact
 
-    if reference is not None and ref.lengths:
-        notes.extend(_mismatch_notes(ours, ref))
-        if need_tracks:
-            result: FrechetMotionResult = frechet_motion_from_chunks(ours.chunks, ref.chunks, ours.lengths,
-                                                                     ref.lengths)
-            aggregate.update(frechet_motion_velocity=result.velocity,
-                             frechet_motion_acceleration=result.acceleration,
-                             frechet_motion_combined=result.combined)
-            for key in ("frechet_motion_velocity", "frechet_motion_acceleration", "frechet_motion_combined"):
-                counts[key] = f"{result.num_windows[0]}/{result.num_windows[1]} windows"
-            notes.append(f"Fréchet motion: {point_tracker.name.upper()} point tracks (FVMD uses PIPs++), "
-                         f"{result.window}-frame windows; acceleration is the true second difference "
-                         "(FVMD's code applies its acceleration step to positions, which gives velocity again)")
-            notes.extend(result.notes)
-        if need_stats:
-            stats_a, stats_b = np.concatenate(ours.image_stats), np.concatenate(ref.image_stats)
-            aggregate["image_stats_frechet"] = image_statistics_frechet(stats_a, stats_b)
-            counts["image_stats_frechet"] = f"{len(stats_a)}/{len(stats_b)} frames"
-    elif reference is None and ("frechet_motion" in chosen or "appearance" in chosen):
-        notes.append("no --reference: Fréchet motion and image-statistics distances not computed")
 
-    if "sprites" in chosen:
-        shapes = {c.shape for c in ours.sprite_clips}
-        if len(shapes) != 1:
-            notes.append(f"sprite metrics skipped: they need clips of one shape, got {len(shapes)} shapes")
-        else:
-            ref_clips = ref.sprite_clips if ref.sprite_clips else None
-            if ref_clips is not None and len({c.shape[1:] for c in ref_clips} | {next(iter(shapes))[1:]}) != 1:
-                notes.append("sprite speed_w1 skipped: reference clips differ in frame size from the videos")
-                ref_clips = None
-            if ref_clips is not None and len({c.shape for c in ref_clips}) != 1:
-                ref_clips = [c[:min(len(x) for x in ref_clips)] for c in ref_clips]
-            sprite = sprite_motion_metrics(ours.sprite_clips, reference=ref_clips, threshold=sprite_threshold)
-            for key, value in sprite.aggregate.items():
-                aggregate[f"sprite_{key}"] = value
-                counts[f"sprite_{key}"] = str(len(ours.sprite_clips))
-            for row, values in zip(per_video, sprite.clip_dicts()):
-                row.update(values)
-            notes.extend(sprite.notes)
+def _aggregate_against_reference(ours: _SetFeatures, ref: _SetFeatures, tracker: PointTracker, need_tracks: bool,
+                                 need_stats: bool, aggregate: dict[str, float], counts: dict[str, str],
+                                 notes: list[str]) -> None:
+    """The Fréchet motion and image-statistics distances between the set and its reference."""
+    if need_tracks:
+        result: FrechetMotionResult = frechet_motion_from_chunks(ours.chunks, ref.chunks, ours.lengths, ref.lengths)
+        aggregate.update(frechet_motion_velocity=result.velocity, frechet_motion_acceleration=result.acceleration,
+                         frechet_motion_combined=result.combined)
+        for key in ("frechet_motion_velocity", "frechet_motion_acceleration", "frechet_motion_combined"):
+            counts[key] = f"{result.num_windows[0]}/{result.num_windows[1]} windows"
+        notes.append(f"Fréchet motion: {tracker.name.upper()} point tracks (FVMD uses PIPs++), "
+                     f"{result.window}-frame windows; acceleration is the true second difference "
+                     "(FVMD's code applies its acceleration step to positions, which gives velocity again)")
+        notes.extend(result.notes)
+    if need_stats:
+        stats_a, stats_b = np.concatenate(ours.image_stats), np.concatenate(ref.image_stats)
+        aggregate["image_stats_frechet"] = image_statistics_frechet(stats_a, stats_b)
+        counts["image_stats_frechet"] = f"{len(stats_a)}/{len(stats_b)} frames"
 
-    settings = {"flow": estimator.name, "dynamic_vbench_exact": "dynamic_degree" in chosen and vbench_exact,
-                "tracker": point_tracker.name, "fps": fps, "max_frames": max_frames,
-                "min_frames": min_frames, "metrics": sorted(chosen), "num_videos": len(sources),
-                "num_reference": num_reference, "seconds": round(time.perf_counter() - started, 2)}
-    return EvalResult(aggregate=aggregate, per_video=[_json_value(r) for r in per_video], skipped=skipped,
-                      notes=notes, counts=counts, settings=settings)
+
+def _aggregate_sprites(ours: _SetFeatures, ref: _SetFeatures, per_video: list[dict[str, Any]], threshold: float,
+                       aggregate: dict[str, float], counts: dict[str, str], notes: list[str]) -> None:
+    """The sprite metrics of the set (and speed_w1 against the reference's clips when they are comparable)."""
+    shapes = {c.shape for c in ours.sprite_clips}
+    if len(shapes) != 1:
+        notes.append(f"sprite metrics skipped: they need clips of one shape, got {len(shapes)} shapes")
+        return
+    ref_clips = ref.sprite_clips if ref.sprite_clips else None
+    if ref_clips is not None and len({c.shape[1:] for c in ref_clips} | {next(iter(shapes))[1:]}) != 1:
+        notes.append("sprite speed_w1 skipped: reference clips differ in frame size from the videos")
+        ref_clips = None
+    if ref_clips is not None and len({c.shape for c in ref_clips}) != 1:
+        ref_clips = [c[:min(len(x) for x in ref_clips)] for c in ref_clips]
+    sprite = sprite_motion_metrics(ours.sprite_clips, reference=ref_clips, threshold=threshold)
+    for key, value in sprite.aggregate.items():
+        aggregate[f"sprite_{key}"] = value
+        counts[f"sprite_{key}"] = str(len(ours.sprite_clips))
+    for row, values in zip(per_video, sprite.clip_dicts()):
+        row.update(values)
+    notes.extend(sprite.notes)
+
+
+def _range(values: list[int]) -> str:
+    return f"{min(values)}" if min(values) == max(values) else f"{min(values)}–{max(values)}"
+
+
+def _sizes(sizes: set[tuple[int, int]]) -> str:
+    return ", ".join(f"{h}x{w}" for h, w in sorted(sizes)[:4]) + (" ..." if len(sizes) > 4 else "")
+
+
+def _mismatch_notes(ours: _SetFeatures, ref: _SetFeatures) -> list[str]:
+    notes = []
+    sizes_a, sizes_b = set(ours.sizes), set(ref.sizes)
+    if not sizes_a & sizes_b:
+        notes.append(f"reference mismatch: no frame size in common (videos {_sizes(sizes_a)}; reference "
+                     f"{_sizes(sizes_b)}). Fréchet values compare tracks rescaled to 256x256 and image "
+                     "statistics on 64x64 thumbnails, so they are computable, but they also measure the "
+                     "difference in framing and resolution")
+    if max(ours.lengths) < min(ref.lengths) or max(ref.lengths) < min(ours.lengths):
+        notes.append(f"reference mismatch: clip lengths do not overlap (videos {_range(ours.lengths)} frames; "
+                     f"reference {_range(ref.lengths)} frames); motion windows are cut to the shorter length")
+    return notes

@@ -3,12 +3,17 @@
 Prints one row per metric with its set-level value, lists the files that could not be used and why,
 and writes every per-clip value to ``--json``. Exit status: 0 when scored (even with skipped files),
 1 when no video is usable, when ``--strict`` finds an unusable file, or on a bad reference set.
+On a terminal, a progress bar over the clips goes to stderr.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
+import sys
+
+from tqdm.contrib.logging import logging_redirect_tqdm
 
 from shiftvdm.errors import ConfigError
 from shiftvdm.eval.suite import DEFAULT_METRICS, METRIC_GROUPS, MIN_FRAMES, evaluate_videos
@@ -140,11 +145,14 @@ def main(argv: list[str], prog: str = "shiftvdm eval") -> int:
                               **({"checkpoint": args.tracker_checkpoint} if args.tracker_checkpoint else {}))
     except ImportError as exc:  # an optional estimator whose module or dependency is not installed
         raise ConfigError(f"--flow {args.flow} / --tracker {args.tracker}: not available here ({exc})") from exc
-    result = evaluate_videos(
-        args.videos, reference=args.reference, ground_truth=args.ground_truth, conditioning=args.conditioning,
-        flow=flow, tracker=tracker, fps=args.fps, strict=args.strict, metrics=metrics,
-        sprites=args.sprites, sprite_threshold=args.sprite_threshold, max_frames=args.max_frames,
-        min_frames=args.min_frames)
+    # a bar over the clips on a terminal only (stdout, the table, is unchanged); log lines print above it
+    progress = sys.stderr.isatty()
+    with logging_redirect_tqdm() if progress else contextlib.nullcontext():
+        result = evaluate_videos(
+            args.videos, reference=args.reference, ground_truth=args.ground_truth, conditioning=args.conditioning,
+            flow=flow, tracker=tracker, fps=args.fps, strict=args.strict, metrics=metrics,
+            sprites=args.sprites, sprite_threshold=args.sprite_threshold, max_frames=args.max_frames,
+            min_frames=args.min_frames, progress=progress)
     print(result.format_table())
     if args.json_path:
         path = result.save_json(args.json_path)
