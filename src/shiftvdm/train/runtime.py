@@ -142,7 +142,7 @@ class Runtime:
     def check_params_finite(self, when: str) -> None:
         """Stop before a non-finite weight is used or saved (an update can write NaN with a finite gradient,
         e.g. a huge learning rate)."""
-        if not self.params_finite():
+        if self.dist.any(not self.params_finite()):  # agreed: under FSDP2 each rank checks only its shard
             raise TrainingError(f"step {self.state.step + 1}: the trainable weights became NaN/inf {when}; "
                                 f"{self.last_checkpoint_note()}; lower optim.lr or raise optim.eps.")
 
