@@ -329,7 +329,7 @@ def evaluate_videos(videos: ClipsInput, *, reference: ClipsInput | ReferenceFeat
         conditioning: the conditioning images (image files, .npy, or videos whose first frame is used),
             matched like ``ground_truth``; without it, a manifest key among ``CONDITIONING_KEYS``.
         flow: flow estimator name ("dis", "farneback", "raft") or instance.
-        tracker: point tracker name ("lk", "cotracker") or instance.
+        tracker: point tracker name ("lk", "cotracker3") or instance.
         fps: frame rate to use for every clip (dynamic degree); default: the file's own rate, 8 for arrays.
         strict: any unusable clip is an error (after listing all of them) instead of being skipped.
         metrics: metric groups to compute (``METRIC_GROUPS``); default all but "sprites".

@@ -26,7 +26,7 @@ examples:
   shiftvdm eval samples/ --json metrics.json
   shiftvdm eval samples/ --reference real/ --ground-truth real/ --json metrics.json
   shiftvdm eval samples/manifest.jsonl --flow farneback --metrics dynamic_degree,motion_score
-  shiftvdm eval demo_run/clips/ --reference demo_run/real/ --sprites
+  shiftvdm eval shiftvdm-demo/samples/shift --reference shiftvdm-demo/data/heldout --sprites   # a demo run's folders
 
   shiftvdm eval samples/ --flow raft --flow-checkpoint raft-things.pth --metrics dynamic_degree,motion_score
 
@@ -63,7 +63,7 @@ def build_parser(prog: str) -> argparse.ArgumentParser:
                         help="device of a neural flow estimator, e.g. cuda, cuda:1, cpu (default: cuda if present)")
     parser.add_argument("--tracker", default="lk", choices=sorted(TRACKERS), help="point tracker (default: lk)")
     parser.add_argument("--tracker-checkpoint", dest="tracker_checkpoint",
-                        help="local weights file of a neural point tracker (e.g. --tracker cotracker)")
+                        help="local weights file of a neural point tracker (e.g. --tracker cotracker3 with scaled_offline.pth)")
     parser.add_argument("--fps", type=float, default=None,
                         help="frame rate to assume for every clip (default: each file's own; 8 for .npy)")
     parser.add_argument("--max-frames", dest="max_frames", type=int, default=None,
