@@ -1,5 +1,8 @@
-"""`shiftvdm demo --quick` end to end: every stage's outputs, the report's contents, and the page rendering
-with its images in headless Chromium (skipped when Chromium is not installed)."""
+"""`shiftvdm demo` end to end: every stage's outputs, the report's contents, and the page rendering with its
+images in headless Chromium (skipped when Chromium is not installed).
+
+The end-to-end run uses the test's own tiny preset (tests/fixtures/demo_test.yaml: the shipped --quick
+settings made smaller still); the shipped preset's --quick config is checked for validity without running it."""
 
 from __future__ import annotations
 
@@ -11,16 +14,19 @@ from pathlib import Path
 import pytest
 
 from shiftvdm.cli import main as cli
+from shiftvdm.config import config_from_dict, deep_merge
 from shiftvdm.recipes.demo import load_demo_config, train_config
 
+pytestmark = pytest.mark.timeout(900)  # ~30 s on a loaded 2-core machine
 
-pytestmark = pytest.mark.timeout(1800)  # ~2-3 min on an idle 2-core machine; far longer when it is shared
+TEST_PRESET = Path(__file__).parent / "fixtures" / "demo_test.yaml"  # every stage, in seconds
+RUN_ARGS = ["demo", "--config", str(TEST_PRESET)]
 
 
 @pytest.fixture(scope="module")
 def quick_run(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("demo") / "run"
-    assert cli(["demo", "--quick", "--out", str(out)]) == 0
+    assert cli([*RUN_ARGS, "--out", str(out)]) == 0
     return out
 
 
@@ -35,7 +41,8 @@ def test_every_stage_leaves_its_outputs(quick_run):
         assert (runs / name / "logs" / "metrics.jsonl").is_file(), name
         assert not (runs / name / "checkpoints").exists(), name  # finished stages keep their model, not checkpoints
     assert (quick_run / "critic" / "critic" / "critic_config.json").is_file()
-    assert len(list((quick_run / "data" / "heldout").glob("*.npy"))) == 64
+    heldout = load_demo_config(str(TEST_PRESET), False, []).data.heldout_clips
+    assert len(list((quick_run / "data" / "heldout").glob("*.npy"))) == heldout
     shift_log = [json.loads(l) for l in (runs / "shift" / "logs" / "metrics.jsonl").read_text().splitlines()]
     assert any("reward/fake" in r for r in shift_log) and any("disc/loss" in r for r in shift_log)
     sft_log = [json.loads(l) for l in (runs / "continued_sft" / "logs" / "metrics.jsonl").read_text().splitlines()]
@@ -68,7 +75,7 @@ def test_report_rebuilds_and_stages_are_reused(quick_run, capsys):
     assert (quick_run / "report.html").is_file()
     capsys.readouterr()
     stamp = (quick_run / "stages.json").stat().st_mtime
-    assert cli(["demo", "--quick", "--out", str(quick_run)]) == 0  # every stage reused: only eval output rewritten
+    assert cli([*RUN_ARGS, "--out", str(quick_run)]) == 0  # every stage reused: only eval output rewritten
     assert capsys.readouterr().out.count(": reused") == 9
     assert json.loads((quick_run / "stages.json").read_text())["pretrain"]["status"] == "done"
     assert (quick_run / "stages.json").stat().st_mtime == stamp
@@ -94,6 +101,28 @@ def test_report_renders_in_headless_chromium(quick_run, tmp_path):
     subprocess.run([browser, *flags, "--window-size=1280,1800", f"--screenshot={shot}", url], capture_output=True,
                    timeout=120)
     assert shot.is_file() and shot.stat().st_size > 20_000
+
+
+def test_shipped_quick_preset_loads_and_is_valid():
+    """`shiftvdm demo --quick` (not run here): its section is applied and every stage's config validates."""
+    from shiftvdm.backbone import backbone_config
+    from shiftvdm.recipes.train_reward import TrainRewardConfig
+
+    cfg = load_demo_config(None, True, [])
+    assert cfg.quick == {}  # applied, not applied twice
+    assert (cfg.data.generic_clips, cfg.data.heldout_clips, cfg.eval.curve_clips) == (1000, 64, 16)
+    assert cfg.pretrain["run"]["max_steps"] == 60 and cfg.arms_common["run"]["max_steps"] == 6
+    assert cfg.pretrain["optim"]["lr"] == 6.0e-4  # the full preset's settings stay under the quick ones
+    backbone_config(cfg.backbone["name"], dict(cfg.backbone["options"]), "demo_cpu backbone.options")
+    assert train_config(cfg, Path("x"), cfg.pretrain, mode="pretrain").run.max_steps == 60
+    assert train_config(cfg, Path("x"), cfg.sft, mode="sft").run.max_steps == 10
+    for name, arm in cfg.arms.items():
+        tc = train_config(cfg, Path("x"), cfg.arms_common, arm, mode=arm.get("mode", "shift"))
+        assert tc.run.max_steps == 6 and tc.data.num_frames == cfg.data.num_frames, name
+    rc = config_from_dict(TrainRewardConfig, deep_merge({"seed": cfg.seed}, cfg.critic), "demo critic stage")
+    assert rc.max_steps == 20
+    small = load_demo_config(str(TEST_PRESET), False, [])
+    assert small.data.heldout_clips < cfg.data.heldout_clips and small.data.generic_clips < cfg.data.generic_clips
 
 
 def test_sft_arm_never_inherits_rollout_settings():
