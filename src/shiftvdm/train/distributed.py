@@ -70,6 +70,14 @@ class Distributed:
         _dist().all_reduce(t, op=_dist().ReduceOp.MAX)
         return bool(t.item() > 0)
 
+    def any_each(self, flags: list[bool]) -> list[bool]:
+        """Element-wise ``any`` of a list of flags (one all-reduce)."""
+        if self.world == 1 or not flags:
+            return [bool(f) for f in flags]
+        t = torch.tensor([1.0 if f else 0.0 for f in flags], device=self._flag_device())
+        _dist().all_reduce(t, op=_dist().ReduceOp.MAX)
+        return [bool(v > 0) for v in t.tolist()]
+
     def max(self, value: float) -> float:
         if self.world == 1:
             return float(value)

@@ -124,8 +124,11 @@ def shift_step(backbone: Backbone, batch: RolloutBatch, cfg: TrainConfig, rt: Ru
     x, cond = batch.x.to(rt.device), batch.cond.to(rt.device)
     draw = backbone.draw_noise(x, rt.generator("noise", rt.state.step))  # ε, σ/t, dropout: shared below
     lam_aw = aw_weight(cfg.loss, rt.state.step)
-    # zero advantages contribute no gradient: no forward/backward for those rollouts
-    rollouts = [p for p in range(batch.group_size if lam_aw > 0 else 0) if batch.adv_fake[:, p].any()]
+    # zero advantages contribute no gradient: no forward/backward for a rollout whose advantages are zero on
+    # every rank (agreed: FSDP2 all-gathers and DDP buffer broadcasts in each forward need equal counts)
+    group = range(batch.group_size if lam_aw > 0 else 0)
+    keep = rt.dist.any_each([bool(batch.adv_fake[:, p].any()) for p in group])
+    rollouts = [p for p, k in zip(group, keep) if k]
     bad: list[str] = []  # this rank's reasons to skip, agreed across ranks below
     with rt.engine.routed(backbone):
         with rt.engine.term(sync=not rollouts):
