@@ -104,6 +104,9 @@ class SVDConfig:
     max_guidance_scale: float = 3.0
     # Ancestral noise of the stochastic sampler: 1 = EDM Euler-ancestral of the reference, 0 = Euler.
     sampler_eta: float = 1.0
+    # Clips per UNet call while sampling (0 = all B·P at once, as the pipeline). Memory only: the draws are the
+    # same, so only rounding can differ; with CFG each call holds twice this many. Bounds the rollout peak in P.
+    sample_batch_size: int = 0
     # Frames per VAE decode call (reference sample_decode_chunk_size 8); the temporal decoder mixes a chunk.
     decode_chunk_size: int = 8
     # Frames per VAE encode call (memory only: the encoder works frame by frame).
@@ -134,6 +137,8 @@ class SVDConfig:
         if self.min_guidance_scale < 0 or self.max_guidance_scale < 0:
             problems.append("min_guidance_scale / max_guidance_scale: expected >= 0, got "
                             f"{self.min_guidance_scale} / {self.max_guidance_scale}")
+        if self.sample_batch_size < 0:
+            problems.append(f"sample_batch_size: expected >= 0 (0 = all clips in one call), got {self.sample_batch_size}")
         if self.sampler_eta < 0:
             problems.append(f"sampler_eta: expected >= 0, got {self.sampler_eta}")
         if problems:
@@ -544,24 +549,36 @@ class SVDBackbone:
 
         do_cfg = cfg.max_guidance_scale > 1
         if do_cfg:
-            image_embeds = torch.cat([torch.zeros_like(image_embeds), image_embeds])
-            cond_latents = torch.cat([torch.zeros_like(cond_latents), cond_latents])
-            added_time_ids = torch.cat([added_time_ids, added_time_ids])
             guidance = torch.linspace(cfg.min_guidance_scale, cfg.max_guidance_scale, num_frames)
             guidance = guidance.to(device).view(1, num_frames, 1, 1, 1)
         cond_latents = cond_latents.unsqueeze(1).expand(-1, num_frames, -1, -1, -1).to(dtype)
         image_embeds, added_time_ids = image_embeds.to(dtype), added_time_ids.to(dtype)
+        total = batch * P
+        chunk = cfg.sample_batch_size or total
+
+        def velocity(model_input: Tensor, c_noise: Tensor, ids: slice) -> Tensor:
+            """The guided UNet output for clips ``ids``; the unconditional branch has zero image embedding
+            and zero conditioning latents (pipeline order: unconditional half first)."""
+            embeds, latents_c, time_ids = image_embeds[ids], cond_latents[ids], added_time_ids[ids]
+            if do_cfg:
+                model_input = torch.cat([model_input] * 2)
+                embeds = torch.cat([torch.zeros_like(embeds), embeds])
+                latents_c = torch.cat([torch.zeros_like(latents_c), latents_c])
+                time_ids = torch.cat([time_ids, time_ids])
+            model_input = torch.cat([model_input, latents_c], dim=2).to(dtype)
+            out = self.denoiser(model_input, c_noise.to(device), encoder_hidden_states=embeds,
+                                added_time_ids=time_ids, return_dict=False)[0].float()
+            if do_cfg:
+                uncond, conditional = out.chunk(2)
+                out = uncond + guidance * (conditional - uncond)
+            return out
 
         for i in range(steps):
             sigma, sigma_next = sigmas[i], sigmas[i + 1]
             c_noise = edm_scalings(sigma)[3]
-            model_input = torch.cat([latents] * 2) if do_cfg else latents
-            model_input = torch.cat([edm_scale_input(model_input, sigma), cond_latents], dim=2).to(dtype)
-            model_output = self.denoiser(model_input, c_noise.to(device), encoder_hidden_states=image_embeds,
-                                         added_time_ids=added_time_ids, return_dict=False)[0].float()
-            if do_cfg:
-                uncond, conditional = model_output.chunk(2)
-                model_output = uncond + guidance * (conditional - uncond)
+            scaled = edm_scale_input(latents, sigma)
+            model_output = torch.cat([velocity(scaled[s:s + chunk], c_noise, slice(s, s + chunk))
+                                      for s in range(0, total, chunk)])
             denoised = edm_denoise(latents, model_output, sigma.to(device))
             if stochastic and sigma_next > 0:
                 noise = _randn(latents.shape, generator, device)
