@@ -225,7 +225,7 @@ class GradientEngine:
         elif self.kind == "fsdp2":
             shard_module(module, dist)
         elif self.kind != "none":
-            raise TrainingError(f"run.distributed={kind!r}: expected ddp or fsdp2 (deepspeed: see train/deepspeed.py)")
+            raise TrainingError(f"run.distributed={kind!r}: expected ddp or fsdp2")
 
     @contextlib.contextmanager
     def term(self, sync: bool) -> Iterator[None]:
