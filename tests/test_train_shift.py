@@ -139,19 +139,34 @@ def test_match_noise_shares_one_draw(tmp_path, clips, monkeypatch):
 
 
 def test_zero_advantages_make_shift_equal_sft(tmp_path, clips):
-    """With every reward clipped to one value, Ã = 0: the fake terms add nothing and SHIFT is SFT."""
-    sft_cfg = make_cfg(tmp_path / "sft", loss={"lambda_aw": 0.0}, discriminator={"refresh": False},
-                       run={"max_steps": 4})
-    shift_cfg = make_cfg(tmp_path / "shift", discriminator={"refresh": False}, run={"max_steps": 4},
-                         rollout={"passes_per_buffer": 2})
-    sft_cfg.rollout.passes_per_buffer = 2
-    _, _, rt_sft = make_parts(sft_cfg, clips)
-    train(sft_cfg, rt_sft.backbone, None, clips, rt_sft)
-    backbone, critic, rt = make_parts(shift_cfg, clips)
-    critic.config.r_min = critic.config.r_max = 0.0
-    train(shift_cfg, backbone, critic, clips, rt)
-    for a, b in zip(weights(rt_sft), weights(rt)):
+    """Ã = 0 adds no gradient. All zero: the SHIFT step is the SFT step. Inside a rollout that does run (so
+    not the skip of all-zero rollouts), a zero-advantage clip's fake may be anything: the update is the same;
+    the same swap under a non-zero advantage changes it (the check can fail)."""
+    def sgd_step(name: str, adv: torch.Tensor | None, swap_fake: bool = False) -> list[torch.Tensor]:
+        cfg = make_cfg(tmp_path / name, loss={"lambda_aw": 0.0 if adv is None else 0.5},
+                       optim={"weight_decay": 0.0, "max_grad_norm": 1e9})
+        backbone, critic, rt = make_parts(cfg, clips)
+        rt.optimizer = torch.optim.SGD(rt.params, lr=1.0)  # θ' = θ − ∇J: the update is the gradient itself
+        rt.lr_scheduler = torch.optim.lr_scheduler.LambdaLR(rt.optimizer, lambda s: 1.0)
+        buffer = shift_mod.collect_buffer(backbone, critic, clips, [0, 1], cfg, rt)
+        if adv is not None:
+            buffer.adv_fake = adv
+            if swap_fake:  # clip 0's first rollout replaced by an unrelated latent
+                buffer.x_fake[0, 0] = torch.randn(buffer.x_fake[0, 0].shape, generator=torch.Generator().manual_seed(1))
+        assert shift_step(backbone, buffer.batch(torch.tensor([0, 1])), cfg, rt) is not None
+        return weights(rt)
+
+    sft = sgd_step("sft", None)
+    for a, b in zip(sft, sgd_step("zeros", torch.zeros(2, 2))):
         assert torch.equal(a, b)
+    mixed = torch.tensor([[0.0, 1.0], [0.7, -0.4]])  # rollout 0 runs (clip 1), but clip 0 has Ã = 0 there
+    kept, swapped = sgd_step("mixed", mixed), sgd_step("mixed-swap", mixed, swap_fake=True)
+    for a, b in zip(kept, swapped):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-7)
+    assert any(not torch.equal(a, b) for a, b in zip(kept, sft))  # the non-zero terms do move the weights
+    live = torch.tensor([[0.9, 1.0], [0.7, -0.4]])
+    moved = [a - b for a, b in zip(sgd_step("live", live), sgd_step("live-swap", live, swap_fake=True))]
+    assert max(d.abs().max().item() for d in moved) > 1e-5  # Ã ≠ 0: the same swap changes the update
 
 
 def test_rollouts_are_reused_exactly_passes_per_buffer_times(tmp_path, clips, monkeypatch):
