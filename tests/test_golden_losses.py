@@ -2,8 +2,10 @@
 pixel-space SVD backbones on CPU, through the trainer's public functions, compared with recorded values at
 1e-5. A change in any of them is a change of behaviour (initialisation, draws, loss, update, refresh).
 
+Also the per-sample EDM losses of both backbones on fixed tensors (``GOLDEN_PER_SAMPLE``).
+
 To change them on purpose: run ``.venv/bin/python tests/test_golden_losses.py``, paste its output over
-``GOLDEN`` below and say in the commit message which behaviour changed and why.
+``GOLDEN`` and ``GOLDEN_PER_SAMPLE`` below and say in the commit message which behaviour changed and why.
 """
 
 from __future__ import annotations
@@ -50,6 +52,9 @@ GOLDEN: dict[str, list[dict[str, float]]] = {  # recorded at commit e3d1c11 (1 t
         {"step": 4, "disc/loss": 2.7724921703338623, "disc/loss_ic": 1.3861984014511108, "disc/loss_lc": 1.3862937688827515, "disc/grad_norm": 0.031157313846051693},
     ],
 }
+# L(x_b) of 3 fixed random clips under one seeded draw, before training (recorded at the same commit)
+GOLDEN_PER_SAMPLE = {"toy": [6.74838399887085, 1.9426324367523193, 8.474594116210938],
+                     "svd": [1.059713363647461, 0.4575609266757965, 1.0707392692565918]}
 
 
 def backbone(name: str):
@@ -68,6 +73,17 @@ def backbone(name: str):
                             config=SVDConfig(num_inference_steps=2))
     model.add_lora(2, 2)
     return model
+
+
+def per_sample_losses(name: str) -> list[float]:
+    """L(x_b) of the backbone's EDM loss on fixed clips and a seeded draw (ε, σ, dropout), before any training."""
+    torch.set_num_threads(1)
+    model = backbone(name)
+    video = torch.rand(3, 4, 3, 16, 16, generator=torch.Generator().manual_seed(11)) * 2 - 1
+    with torch.no_grad():
+        x = model.encode_video(video)
+        draw = model.draw_noise(x, torch.Generator().manual_seed(12))
+        return model.denoising_loss(x, model.encode_condition(video[:, 0]), draw).tolist()
 
 
 def run(name: str, out: Path) -> list[dict[str, float]]:
@@ -111,10 +127,15 @@ def test_four_shift_steps_log_the_recorded_losses(name, tmp_path):
     assert len(steps) == 4 and all(abs(r["loss/aw"]) > 1e-5 for r in steps)  # the fake terms take part
 
 
+@pytest.mark.parametrize("name", ["toy", "svd"])
+def test_per_sample_losses_on_fixed_tensors(name):
+    assert per_sample_losses(name) == pytest.approx(GOLDEN_PER_SAMPLE[name], rel=1e-5)
+
+
 if __name__ == "__main__":  # record: prints the GOLDEN table from the current code
     import tempfile
 
     with tempfile.TemporaryDirectory() as tmp:
         table = {name: run(name, Path(tmp) / name) for name in ("toy", "svd")}
-    json.dump(table, sys.stdout, indent=1)
-    print()
+    print("GOLDEN =", json.dumps(table, indent=1))
+    print("GOLDEN_PER_SAMPLE =", json.dumps({name: per_sample_losses(name) for name in ("toy", "svd")}))
