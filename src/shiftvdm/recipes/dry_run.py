@@ -534,22 +534,13 @@ def dry_run(cfg: Any, dry: DryRunConfig, echo=print) -> dict[str, Any]:
 
 def resolve_dry_run(mode: str, config: str | None, overrides: list[str]) -> tuple[Any, DryRunConfig]:
     """The preset's TrainConfig (without the folder and critic checks a real run needs) and the dry-run options."""
-    from shiftvdm.config import config_from_dict, deep_merge, load_yaml_with_base, parse_overrides, resolve_config_path
-    from shiftvdm.recipes.train import STAGE_DEFAULTS
-    from shiftvdm.train.config import TrainConfig
+    from shiftvdm.config import config_from_dict, parse_overrides
+    from shiftvdm.recipes.train import merge_train_config
 
     mine = [o for o in overrides if o.startswith("dry_run.")]
     rest = [o for o in overrides if not o.startswith("dry_run.")]
     dry = config_from_dict(DryRunConfig, parse_overrides(mine).get("dry_run", {}), "dry_run.*")
-    data = dict(STAGE_DEFAULTS[mode])
-    source = f"`shiftvdm {mode}` defaults"
-    if config:
-        path = resolve_config_path(config)
-        data = deep_merge(data, load_yaml_with_base(path))
-        source = str(path)
-    data = deep_merge(data, parse_overrides(rest))
-    data["mode"] = mode
-    return config_from_dict(TrainConfig, data, source), dry
+    return merge_train_config(mode, config, rest)[0], dry
 
 
 def run_dry_run(mode: str, config: str | None, overrides: list[str], echo=print) -> int:

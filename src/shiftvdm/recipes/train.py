@@ -29,7 +29,8 @@ STAGE_DEFAULTS: dict[str, dict[str, Any]] = {
 }
 
 
-def resolve_train_config(mode: str, config: str | None, overrides: list[str]) -> TrainConfig:
+def merge_train_config(mode: str, config: str | None, overrides: list[str]) -> tuple[TrainConfig, str]:
+    """Stage defaults, then the preset (with its base), then the dotted overrides -> (config, its source)."""
     data = dict(STAGE_DEFAULTS[mode])
     source = f"`shiftvdm {mode}` defaults"
     if config:
@@ -38,7 +39,11 @@ def resolve_train_config(mode: str, config: str | None, overrides: list[str]) ->
         source = str(path)
     data = deep_merge(data, parse_overrides(overrides))
     data["mode"] = mode
-    cfg = config_from_dict(TrainConfig, data, source)
+    return config_from_dict(TrainConfig, data, source), source
+
+
+def resolve_train_config(mode: str, config: str | None, overrides: list[str]) -> TrainConfig:
+    cfg, source = merge_train_config(mode, config, overrides)
     from shiftvdm.backbone import backbone_config
     from shiftvdm.train.losses import needs_rollouts
 
