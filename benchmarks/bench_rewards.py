@@ -2,6 +2,12 @@
 and discriminators (IC + LC forward of the EMA copies).
 
     python benchmarks/bench_rewards.py [--clips 8] [--threads 1] [--sizes 8x16x16 8x32x32 24x320x576] [--ab 5]
+    python benchmarks/bench_rewards.py --features neural --clips 1 --sizes 8x16x16 24x320x576 [--queries 1024]
+
+``--features neural`` times the paper's features with the authors' critic preset (critic_svd_davis: SEA-RAFT-M
+flow with its mixture confidence at ic_size, CoTracker3 offline update tokens, ViT-B/16 + TrackFormer heads)
+on random-init SEA-RAFT-M / CoTracker3 weights drawn here (the timing does not depend on the values; no
+released file is needed). Demo sizes keep the IC maps at the clip size (SEA-RAFT upsamples to 128 px).
 
 Clips are synthetic moving sprites. Demo sizes use the default CriticConfig (256 queries, IC ViT on
 4-px patches of the full-size maps); 24×320×576 computes the IC maps at 160×288 with 16-px patches
@@ -14,7 +20,9 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import tempfile
 import time
+from pathlib import Path
 
 import torch
 
@@ -33,12 +41,34 @@ def critic_for(frames: int, height: int, width: int) -> MotionCritic:
     return MotionCritic(cfg).eval()
 
 
-def bench(frames: int, height: int, width: int, num_clips: int) -> dict[str, float]:
+def neural_critic_for(frames: int, height: int, width: int, folder: Path, queries: int) -> MotionCritic:
+    """The authors' critic preset over random-init SEA-RAFT-M and CoTracker3 offline written to ``folder``."""
+    from shiftvdm.config import load_config
+    from shiftvdm.motion.cotracker3 import CoTracker3
+    from shiftvdm.motion.sea_raft import VARIANTS, seeded_state_dict
+    from shiftvdm.recipes.train_reward import TrainRewardConfig
+
+    flow_path, track_path = folder / "sea_raft_m.pth", folder / "cotracker3.pth"
+    if not flow_path.is_file():
+        torch.save(seeded_state_dict(VARIANTS["M"], seed=0), flow_path)
+        torch.manual_seed(0)
+        torch.save(CoTracker3().state_dict(), track_path)
+    cfg = load_config(TrainRewardConfig, "critic_svd_davis", [f"critic.flow_checkpoint={flow_path}",
+                                                              f"critic.tracker_checkpoint={track_path}"]).critic
+    ic_size = (height, width) if max(height, width) <= 128 else cfg.ic_size
+    cfg = dataclasses.replace(cfg, ic_size=ic_size, num_queries=min(queries, height * width),
+                              ic=dataclasses.replace(cfg.ic, image_size=ic_size))
+    return MotionCritic(cfg).eval()
+
+
+def bench(frames: int, height: int, width: int, num_clips: int, neural_folder: Path | None = None,
+          queries: int = 1024) -> dict[str, float]:
     size = max(height, width)
     clips = make_sprite_clips(num_clips, frames, size, seed=0, sprite_size=(size / 8, size / 4),
                               speed=(size / 32, size / 12)).videos[:, :, :height, :width]
     videos = to_tensor(clips)
-    critic = critic_for(frames, height, width)
+    critic = (neural_critic_for(frames, height, width, neural_folder, queries) if neural_folder is not None
+              else critic_for(frames, height, width))
     critic.reward(videos[:1])  # warm-up (lazy extractor construction, allocator)
     flow = tracks = disc = 0.0
     for i in range(num_clips):
@@ -109,17 +139,23 @@ def main() -> None:
     parser.add_argument("--sizes", nargs="+", default=["8x16x16", "8x32x32", "24x320x576"], help="FxHxW")
     parser.add_argument("--ab", type=int, default=0, help="also time one demo buffer per group vs batched, N times")
     parser.add_argument("--workers", type=int, default=1, help="critic.workers for the batched side of --ab")
+    parser.add_argument("--features", choices=["opencv", "neural"], default="opencv",
+                        help="DIS/LK (default) or SEA-RAFT-M/CoTracker3 with the authors' critic preset")
+    parser.add_argument("--queries", type=int, default=1024, help="LC query points per clip (neural features)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     if args.ab:
         demo_buffer_ab(args.ab, args.workers)
-    print(f"torch threads {args.threads}; per clip seconds (flow = DIS fwd+bwd + IC maps; "
-          "tracks = LK + LC features; disc = IC+LC EMA forward)")
+    neural = Path(tempfile.mkdtemp(prefix="bench-rewards-")) if args.features == "neural" else None
+    what = ("flow = SEA-RAFT-M + IC maps; tracks = CoTracker3 tokens" if neural else
+            "flow = DIS fwd+bwd + IC maps; tracks = LK + LC features")
+    print(f"torch threads {args.threads}; features {args.features}; per clip seconds ({what}; "
+          "disc = IC+LC EMA forward)")
     print(f"{'clip F×H×W':>14} {'flow s':>9} {'tracks s':>9} {'disc s':>9} {'clips/s':>9}")
     for spec in args.sizes:
         frames, height, width = (int(v) for v in spec.lower().split("x"))
         n = args.clips if height * width <= 64 * 64 else max(2, args.clips // 4)
-        r = bench(frames, height, width, n)
+        r = bench(frames, height, width, n if neural is None else args.clips, neural, args.queries)
         print(f"{spec:>14} {r['flow_s']:9.4f} {r['tracks_s']:9.4f} {r['disc_s']:9.4f} {r['clips_per_s']:9.2f}")
 
 

@@ -57,7 +57,7 @@ def build_parser(prog: str) -> argparse.ArgumentParser:
     parser.add_argument("--eta", type=float, help="SVD/toy: ancestral noise of euler-ancestral (default 1.0 / 0.5)")
     parser.add_argument("--dtype", choices=("float32", "bfloat16", "float16"),
                         help="base weights (default: the backbone's; LoRA weights stay float32)")
-    parser.add_argument("--device", default="cpu", help="torch device (default cpu)")
+    parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available, as generate)")
     return parser
 
 
@@ -177,6 +177,7 @@ def main(argv: list[str], prog: str = "shiftvdm sample") -> int:
 
     name = detect_backbone(args.model)
     backbone = load_backbone_from_path(args.model, **backbone_options(name, args))
+    args.device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     backbone.to(args.device)
     if args.lora:
         backbone.load_lora(args.lora)

@@ -404,8 +404,10 @@ def train_reward(cfg: TrainRewardConfig, real: str | Path, fake: str | Path, out
         if done % cfg.checkpoint_every == 0 or done == cfg.max_steps:
             _save_checkpoint(out, critic, optimizer, done, history, cfg.keep_checkpoints)
         bar.update(1)
-        bar.set_postfix(loss=f"{metrics['disc/loss']:.3f}", auc_ic=f"{val_metrics.get('val/auc_ic', float('nan')):.2f}",
-                        auc_lc=f"{val_metrics.get('val/auc_lc', float('nan')):.2f}")
+        shown = {"loss": f"{metrics['disc/loss']:.3f}"}  # AUCs only once a validation has run (never "nan")
+        shown.update({f"auc_{b}": f"{val_metrics[f'val/auc_{b}']:.2f}" for b in ("ic", "lc")
+                      if math.isfinite(val_metrics.get(f"val/auc_{b}", float("nan")))})
+        bar.set_postfix(**shown)
     bar.close()
     if writer is not None:
         writer.close()

@@ -24,7 +24,8 @@ class MetricsLogger:
         self._writer: Any = None
         self._bar: Any = None
 
-    def open(self, *, total: int | None = None, initial: int = 0, desc: str = "", progress: bool = True) -> None:
+    def open(self, *, total: float | None = None, initial: float = 0, desc: str = "", progress: bool = True,
+             unit: str = "step") -> None:
         """Start TensorBoard (optional at run time) and the progress bar."""
         if not self.enabled:
             return
@@ -38,7 +39,7 @@ class MetricsLogger:
         if progress:
             from tqdm.auto import tqdm
 
-            self._bar = tqdm(total=total, initial=initial, desc=desc, unit="step", dynamic_ncols=True)
+            self._bar = tqdm(total=total, initial=initial, desc=desc, unit=unit, dynamic_ncols=True)
 
     def log(self, metrics: dict[str, float], step: int, time: float | None = None) -> None:
         """Append one record (step, time, metrics) and mirror the finite scalars to TensorBoard."""
@@ -60,7 +61,7 @@ class MetricsLogger:
         for name, t in values.items():
             self._writer.add_histogram(name, t.flatten(), step)
 
-    def advance(self, n: int = 1, **postfix: str) -> None:
+    def advance(self, n: float = 1, **postfix: str) -> None:
         """Move the progress bar (and show e.g. the latest loss)."""
         if self._bar is not None:
             self._bar.update(n)

@@ -93,6 +93,7 @@ class Runtime:
         self.metrics = MetricsLogger(self.run_dir / "logs", enabled=self.is_main)
         self._t_start = 0.0
         self._t_offset = 0.0
+        self._bar_seconds = 0.0  # seconds shown by a time-budget progress bar
         self._metrics_file = self.metrics.path
 
     # ----- random streams ---------------------------------------------------------------------------------
@@ -226,8 +227,13 @@ class Runtime:
         if self.is_main:
             (self.run_dir / "logs").mkdir(parents=True, exist_ok=True)
             dump_config(self.cfg, self.run_dir / "config.yaml")
-            self.metrics.open(total=self.cfg.run.max_steps, initial=self.state.step, desc=self.cfg.mode,
-                              progress=self.cfg.run.progress)
+            if self.cfg.run.time_limit_s > 0:  # a time budget ends the run: the bar counts seconds, not steps
+                self._bar_seconds = min(self._t_offset, self.cfg.run.time_limit_s)
+                self.metrics.open(total=round(self.cfg.run.time_limit_s, 1), initial=round(self._bar_seconds, 1),
+                                  desc=f"{self.cfg.mode} (time budget)", progress=self.cfg.run.progress, unit="s")
+            else:
+                self.metrics.open(total=self.cfg.run.max_steps, initial=self.state.step, desc=self.cfg.mode,
+                                  progress=self.cfg.run.progress)
             c = self.cfg
             logger.info("***** Running %s ***** processes=%d P=%d buffer=%d passes/buffer=%d batch/process=%d "
                         "lambda_aw=%g max_steps=%d run_dir=%s", c.mode, self.world, c.rollout.group_size,
@@ -249,7 +255,13 @@ class Runtime:
         self.last_metrics = metrics
         if s % max(1, run.log_every) == 0:
             self.log({**metrics, "nonfinite_steps": self.state.nonfinite_steps}, step=s)
-        self.metrics.advance(1, **({"loss": f"{metrics['loss/real']:.4f}"} if "loss/real" in metrics else {}))
+        postfix = {"loss": f"{metrics['loss/real']:.4f}"} if "loss/real" in metrics else {}
+        if run.time_limit_s > 0:
+            now = min(self.state.timers["wall"], run.time_limit_s)
+            self.metrics.advance(round(now - self._bar_seconds, 3), step=str(s), **postfix)
+            self._bar_seconds = now
+        else:
+            self.metrics.advance(1, **postfix)
         if run.sample_every and s % run.sample_every == 0:
             self.write_samples(s)
         if self._evaluate is not None and run.eval_every and s % run.eval_every == 0:
