@@ -145,3 +145,71 @@ def test_thread_choice_follows_the_request_or_the_free_cores(monkeypatch):
     assert demo.choose_threads(0) == 1
     monkeypatch.setattr(demo, "busy_cores", lambda seconds=0.5: 0.1)
     assert demo.choose_threads(0) == 2
+
+
+# ----------------------------------------------------------------------------------------- time budget
+UNIT = {"train": {4: 1.0, 8: 2.0, 16: 4.0}, "sample_clip_step": 0.1, "feature_clip": 0.5, "reference_clip": 0.25,
+        "eval_clip": 1.0}  # hand-chosen unit costs (seconds)
+
+
+def test_stage_estimate_arithmetic():
+    from shiftvdm.recipes.demo import estimate_line, estimate_stage_seconds, remaining_seconds
+
+    est = estimate_stage_seconds(load_demo_config(str(TEST_PRESET), False, []), UNIT)
+    # the test preset: 3 sampler steps, 4 curve clips, 8 held-out clips
+    assert est["pretrain"] == pytest.approx(8 * 4.0)  # 8 steps at batch 16
+    assert est["sft"] == pytest.approx(4 * 2.0 + 3 * 4 * 3 * 0.1)  # 4 steps at batch 8 + 3 curve evaluations
+    assert est["critic"] == pytest.approx(16 * 1 * 3 * 0.1 + 16 * 2 * 0.5)  # 16 fakes, features of 16 real + 16 fakes
+    # arm: 6 steps at batch 4, 3 passes over a 4-conditioning buffer -> 2 buffers of 4x4 rollouts, rewards of
+    # 4x(1+4) clips; (1+P)=5 backward passes per step; 3 curve evaluations
+    arm = 2 * (16 * 3 * 0.1 + 4 * 5 * 0.5) + 6 * 5 * 1.0 + 3 * 4 * 3 * 0.1
+    for name in ("arm:shift", "arm:shift_static", "arm:rwr_sft"):
+        assert est[name] == pytest.approx(arm), name
+    assert est["arm:continued_sft"] == est["arm:shift"]  # runs for SHIFT's wall time
+    assert est["eval"] == pytest.approx(8 * 0.25 + 7 * (8 * 3 * 0.1 + 8 * 1.0))  # reference once, 7 models
+    line = estimate_line({"pretrain": 90.0, "arm:shift": 30.0}, 2)
+    assert line == "[demo] estimate: ~2.0 min (pretrain 90 s, shift 30 s) on 2 threads"
+    # what is left is scaled by actual/estimated over the stages run so far
+    assert remaining_seconds({"a": 10.0, "b": 20.0, "c": 30.0}, {"a": 20.0}) == pytest.approx(100.0)
+    assert remaining_seconds({"a": 10.0}, {}) == pytest.approx(10.0)
+
+
+def test_stage_prints_remaining_time_and_records_its_threads(tmp_path, capsys):
+    import torch
+
+    from shiftvdm.recipes.demo import Stages
+
+    before = torch.get_num_threads()
+    try:
+        stages = Stages(tmp_path)
+        stages.estimates = {"one": 1.0, "two": 4.0}
+        assert stages.run("one", lambda: {"x": 1}, threads=lambda: 1) == {"x": 1}
+        out = capsys.readouterr().out
+        assert "[demo] stage one ... (1 threads)" in out
+        left = float(out.split("about ")[1].split(" s left")[0])
+        assert "; elapsed " in out and left == pytest.approx(4.0 * stages.actual["one"] / 1.0, rel=0.01, abs=1.0)
+        assert json.loads((tmp_path / "stages.json").read_text())["one"]["threads"] == 1
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_calibration_leaves_the_random_streams_alone():
+    import torch
+
+    from shiftvdm.recipes.demo import calibrate
+
+    cfg = load_demo_config(str(TEST_PRESET), False, [])
+    state = torch.get_rng_state()
+    unit = calibrate(cfg, repeats=1, clips=2)
+    assert torch.equal(torch.get_rng_state(), state)
+    assert sorted(unit["train"]) == [4, 8, 16]  # every batch size the stages train at
+    assert all(v > 0 for v in unit["train"].values())
+    assert all(unit[k] > 0 for k in ("sample_clip_step", "feature_clip", "reference_clip", "eval_clip"))
+
+
+def test_demo_records_threads_per_stage_and_one_count_for_the_arms(quick_run):
+    stages = json.loads((quick_run / "stages.json").read_text())
+    assert all(isinstance(v["threads"], int) and v["threads"] >= 1 for v in stages.values())
+    assert len({v["threads"] for k, v in stages.items() if k.startswith("arm:")}) == 1  # compared at one count
+    metrics = json.loads((quick_run / "metrics.json").read_text())
+    assert metrics["stages"]["arm:shift"]["threads"] == stages["arm:shift"]["threads"]

@@ -78,6 +78,7 @@ class DemoConfig:
     critic: dict[str, Any] = field(default_factory=dict)  # TrainRewardConfig fields of discriminator pre-training
     eval: DemoEval = field(default_factory=DemoEval)
     quick: dict[str, Any] = field(default_factory=dict)  # overrides of this config applied by --quick
+    calibrate: bool = True  # time a few toy steps first and print the estimated time of every stage
 
 
 SHIFT_ARM = "shift"  # the arm whose wall time sets continued SFT's time budget
@@ -92,19 +93,34 @@ class Stages:
         self.out = out
         self.path = out / "stages.json"
         self.state: dict[str, dict[str, Any]] = json.loads(self.path.read_text()) if self.path.is_file() else {}
+        self.estimates: dict[str, float] = {}  # stage -> estimated seconds (empty: no remaining-time line)
+        self.actual: dict[str, float] = {}  # stage -> seconds, of the stages run (not reused) by this call
+        self.t0 = time.perf_counter()
 
-    def run(self, name: str, fn: Callable[[], dict[str, Any] | None]) -> dict[str, Any]:
+    def run(self, name: str, fn: Callable[[], dict[str, Any] | None],
+            threads: int | Callable[[], int] | None = None) -> dict[str, Any]:
+        """Run (or reuse) a stage; ``threads`` (a count, or a function deciding it when the stage starts) sets
+        torch's thread count for it, recorded in stages.json."""
         done = self.state.get(name, {})
         if done.get("status") == "done":
             print(f"[demo] stage {name}: reused (finished earlier in {done.get('seconds', 0.0):.1f} s)", flush=True)
+            self.estimates.pop(name, None)  # not part of what is left
             return done.get("result", {})
-        print(f"[demo] stage {name} ...", flush=True)
+        if threads is not None:
+            torch.set_num_threads(threads() if callable(threads) else threads)
+        print(f"[demo] stage {name} ... ({torch.get_num_threads()} threads)", flush=True)
         t0 = time.perf_counter()
         result = fn() or {}
         seconds = time.perf_counter() - t0
-        self.state[name] = {"status": "done", "seconds": round(seconds, 2), "result": result}
+        self.state[name] = {"status": "done", "seconds": round(seconds, 2), "threads": torch.get_num_threads(),
+                            "result": result}
         save_json(self.state, self.path)
-        print(f"[demo] stage {name} done in {seconds:.1f} s", flush=True)
+        self.actual[name] = seconds
+        line = f"[demo] stage {name} done in {seconds:.1f} s"
+        if self.estimates:
+            elapsed = time.perf_counter() - self.t0
+            line += f"; elapsed {elapsed:.0f} s, about {remaining_seconds(self.estimates, self.actual):.0f} s left"
+        print(line, flush=True)
         return result
 
 
@@ -341,7 +357,8 @@ def write_metrics(cfg: DemoConfig, out: Path, models: dict[str, dict[str, float]
         "notes": [f"{cfg.data.heldout_clips} held-out conditioning frames; one sample per frame per model, same sampler "
                   f"seed for every model. Generic pre-training data is {cfg.data.generic_static_prob:.0%} static; the "
                   "target data always moves."],
-        "stages": {k: {"seconds": v.get("seconds"), "status": v.get("status")} for k, v in stages.state.items()},
+        "stages": {k: {"seconds": v.get("seconds"), "status": v.get("status"), "threads": v.get("threads")}
+                   for k, v in stages.state.items()},
         "arms": arm_info,
         "torch_threads": torch.get_num_threads(),
         "config": config_to_dict(cfg),
@@ -354,30 +371,164 @@ def run_demo(cfg: DemoConfig, out: Path) -> Path:
 
     out.mkdir(parents=True, exist_ok=True)
     stages = Stages(out)
-    t0 = time.perf_counter()
+    t0 = stages.t0
+    threads = lambda: choose_threads(cfg.threads)  # noqa: E731  re-decided per stage: the load changes
     stages.run("data", lambda: make_data(cfg, out))
-    stages.run("pretrain", lambda: pretrain_stage(cfg, out))
+    if cfg.calibrate and not all(stages.state.get(s, {}).get("status") == "done" for s in ("pretrain", "eval")):
+        torch.set_num_threads(threads())
+        estimates = estimate_stage_seconds(cfg, calibrate(cfg))  # of the stages this call still runs
+        stages.estimates = {k: v for k, v in estimates.items() if stages.state.get(k, {}).get("status") != "done"}
+        print(estimate_line(stages.estimates, torch.get_num_threads()), flush=True)
+    stages.run("pretrain", lambda: pretrain_stage(cfg, out), threads)
     prune = (lambda name: None) if cfg.keep_checkpoints else (lambda name: prune_checkpoints(out / "runs" / name))
     prune("pretrain")
-    stages.run("sft", lambda: sft_stage(cfg, out))
+    stages.run("sft", lambda: sft_stage(cfg, out), threads)
     prune("sft")
-    stages.run("critic", lambda: critic_stage(cfg, out))
+    stages.run("critic", lambda: critic_stage(cfg, out), threads)
     steps = int(deep_merge(cfg.arms_common, cfg.arms.get(SHIFT_ARM, {})).get("run", {}).get("max_steps", 100))
-    shift_info = stages.run(f"arm:{SHIFT_ARM}", lambda: arm_stage(cfg, out, SHIFT_ARM, steps))
+    # the compared arms run at one thread count (the time-matched arm's budget is SHIFT's wall time): decided
+    # once here, or taken from an arm that already ran, so a resumed demo keeps it
+    arm_threads = next((v["threads"] for k, v in stages.state.items() if k.startswith("arm:") and "threads" in v), None)
+    if arm_threads is None and any(stages.state.get(f"arm:{a}", {}).get("status") != "done" for a in cfg.arms):
+        arm_threads = threads()
+    shift_info = stages.run(f"arm:{SHIFT_ARM}", lambda: arm_stage(cfg, out, SHIFT_ARM, steps), arm_threads)
     prune(SHIFT_ARM)
     for name in cfg.arms:
         if name == SHIFT_ARM:
             continue
         limit = float(shift_info.get("seconds", 0.0)) if name == TIME_MATCHED_ARM else 0.0
-        stages.run(f"arm:{name}", lambda name=name, limit=limit: arm_stage(cfg, out, name, steps, limit))
+        stages.run(f"arm:{name}", lambda name=name, limit=limit: arm_stage(cfg, out, name, steps, limit), arm_threads)
         prune(name)
-    models = stages.run("eval", lambda: eval_stage(cfg, out, steps))
+    models = stages.run("eval", lambda: eval_stage(cfg, out, steps), threads)
     write_metrics(cfg, out, models, steps, stages)
     report = build_report(out, grid_clips=cfg.eval.grid_clips)
     print(f"[demo] finished in {time.perf_counter() - t0:.0f} s; report: {report}")
     for line in json.loads((out / "metrics.json").read_text())["summary"]:
         print("  " + line)
     return report
+
+
+# ----------------------------------------------------------------------------------------- time budget
+def _timed(fn: Callable[[], Any], repeats: int) -> float:
+    fn()  # warm-up: first-call allocations and kernel selection are not a step's cost
+    t0 = time.perf_counter()
+    for _ in range(repeats):
+        fn()
+    return (time.perf_counter() - t0) / repeats
+
+
+def calibrate(cfg: DemoConfig, repeats: int = 2, clips: int = 4) -> dict[str, Any]:
+    """Unit costs in seconds, measured on a throw-away model built from the demo's own backbone settings:
+    ``train`` {batch: s/step} (forward+backward), ``sample_clip_step`` (s per clip per sampler step),
+    ``feature_clip`` (critic features, s per clip), ``reference_clip`` / ``eval_clip`` (evaluation
+    metrics of the real reference / of one model, s per clip). Torch's global RNG state is saved and restored
+    and every draw uses its own generator, so no stage's random stream moves."""
+    from shiftvdm.backbone import BackboneConfig, load_backbone
+    from shiftvdm.rewards.critic import CriticConfig, MotionCritic
+
+    d = cfg.data
+    batches = sorted({int(s.get("rollout", {}).get("batch_size", 8)) for s in (cfg.pretrain, cfg.sft, cfg.arms_common)})
+    with torch.random.fork_rng(devices=[]):
+        gen = torch.Generator().manual_seed(12345)
+        options = {k: v for k, v in cfg.backbone.get("options", {}).items() if k != "pretrained_path"}
+        backbone = load_backbone(BackboneConfig(name=cfg.backbone.get("name", "toy"), pretrained=None, options=options))
+        params = backbone.trainable_parameters()
+        unit: dict[str, Any] = {"train": {}}
+        for b in batches:
+            video = torch.rand(b, d.num_frames, 3, d.size, d.size, generator=gen) * 2 - 1
+
+            def step(video=video) -> None:
+                latents = backbone.encode_video(video)
+                cond = backbone.encode_condition(video[:, 0])
+                backbone.denoising_loss(latents, cond, backbone.draw_noise(latents, gen)).mean().backward()
+                for p in params:
+                    p.grad = None
+            unit["train"][b] = _timed(step, repeats)
+        steps = int(options.get("num_inference_steps", 12))
+        frames = torch.rand(clips, 3, d.size, d.size, generator=gen) * 2 - 1
+        with torch.no_grad():
+            cond = backbone.encode_condition(frames)
+            t = _timed(lambda: backbone.decode(backbone.sample(cond, 1, gen, stochastic=True)[:, 0]), 1)
+        unit["sample_clip_step"] = t / (clips * steps)
+        critic = MotionCritic(config_from_dict(CriticConfig, cfg.critic.get("critic", {}), "demo critic.critic"))
+        videos = torch.rand(clips, d.num_frames, 3, d.size, d.size, generator=gen) * 2 - 1
+        queries = critic.sample_queries(d.size, d.size, gen)
+        unit["feature_clip"] = _timed(lambda: critic.features(videos, queries), 1) / clips
+        from shiftvdm.eval import evaluate_videos, prepare_reference
+
+        pixels = MotionCritic.videos_to_uint8(videos)
+        t0 = time.perf_counter()
+        reference = prepare_reference(pixels, sprites=True)
+        unit["reference_clip"] = (time.perf_counter() - t0) / clips  # held-out clips are tracked once
+        unit["eval_clip"] = _timed(lambda: evaluate_videos(pixels, reference=reference, sprites=True), 1) / clips
+    return unit
+
+
+def _train_seconds(unit: dict[str, Any], batch: int) -> float:
+    """Seconds per training step at ``batch`` (linear in the batch from the nearest measured size)."""
+    measured = unit["train"]
+    near = min(measured, key=lambda b: abs(int(b) - batch))
+    return measured[near] * batch / int(near)
+
+
+def estimate_stage_seconds(cfg: DemoConfig, unit: dict[str, Any]) -> dict[str, float]:
+    """Expected seconds of every stage from the unit costs of :func:`calibrate` (same keys as stages.json)."""
+    d, ev = cfg.data, cfg.eval
+    eval_steps = int(cfg.backbone.get("options", {}).get("num_inference_steps", 12))
+    sample = lambda n, steps=eval_steps: n * steps * unit["sample_clip_step"]  # noqa: E731
+
+    def run(section: dict[str, Any]) -> tuple[int, int, int]:
+        r = section.get("run", {})
+        batch = int(section.get("rollout", {}).get("batch_size", 8))
+        return int(r.get("max_steps", 100)), batch, int(r.get("eval_every", 0))
+
+    def curves(steps: int, every: int) -> float:  # held-out samples every `every` steps and at the end
+        return (steps // every + 1) * sample(ev.curve_clips) if every > 0 else 0.0
+
+    est: dict[str, float] = {}
+    steps, batch, _ = run(cfg.pretrain)
+    est["pretrain"] = steps * _train_seconds(unit, batch)
+    steps, batch, every = run(cfg.sft)
+    est["sft"] = steps * _train_seconds(unit, batch) + curves(steps, every)
+    est["critic"] = (sample(d.critic_clips * d.fakes_per_clip)  # fake generation
+                     + d.critic_clips * (1 + d.fakes_per_clip) * unit["feature_clip"])  # features of real and fakes
+    shift_seconds = 0.0
+    for name, arm in cfg.arms.items():
+        s = deep_merge(cfg.arms_common, arm)
+        steps, batch, every = run(s)
+        if arm.get("mode") == "sft":
+            continue
+        ro = s.get("rollout", {})
+        group, buffer = int(ro.get("group_size", 8)), int(ro.get("buffer_size", 8))
+        per_buffer = max(1, int(ro.get("passes_per_buffer", 1)) * buffer // max(1, batch))  # generator steps
+        buffers = -(-steps // per_buffer)
+        rollouts = buffers * (sample(buffer * group, int(ro.get("num_inference_steps", eval_steps)))
+                              + buffer * (1 + group) * unit["feature_clip"])  # P fakes and the real clip scored
+        est[f"arm:{name}"] = rollouts + steps * (1 + group) * _train_seconds(unit, batch) + curves(steps, every)
+        if name == SHIFT_ARM:
+            shift_seconds = est[f"arm:{name}"]
+    for name, arm in cfg.arms.items():
+        if arm.get("mode") == "sft":  # time-limited to SHIFT's wall time
+            steps, batch, every = run(deep_merge(cfg.arms_common, arm))
+            est[f"arm:{name}"] = shift_seconds if name == TIME_MATCHED_ARM else \
+                steps * _train_seconds(unit, batch) + curves(steps, every)
+    models = 2 + len(cfg.arms) + (1 if TIME_MATCHED_ARM in cfg.arms else 0)
+    per_model = sample(d.heldout_clips) + d.heldout_clips * unit["eval_clip"]
+    est["eval"] = d.heldout_clips * unit["reference_clip"] + models * per_model  # the reference is tracked once
+    return {k: round(v, 2) for k, v in est.items()}
+
+
+def estimate_line(estimates: dict[str, float], threads: int) -> str:
+    parts = ", ".join(f"{k.removeprefix('arm:')} {v:.0f} s" for k, v in estimates.items())
+    return f"[demo] estimate: ~{sum(estimates.values()) / 60:.1f} min ({parts}) on {threads} threads"
+
+
+def remaining_seconds(estimates: dict[str, float], actual: dict[str, float]) -> float:
+    """Estimated seconds of the stages not yet run, scaled by actual/estimated over the stages run so far."""
+    done = [k for k in actual if k in estimates]
+    spent, expected = sum(actual[k] for k in done), sum(estimates[k] for k in done)
+    scale = spent / expected if expected > 0 and spent > 0 else 1.0
+    return scale * sum(v for k, v in estimates.items() if k not in actual)
 
 
 def prune_checkpoints(run_dir: Path) -> None:
