@@ -229,7 +229,7 @@ class Runtime:
             dump_config(self.cfg, self.run_dir / "config.yaml")
             if self.cfg.run.time_limit_s > 0:  # a time budget ends the run: the bar counts seconds, not steps
                 self._bar_seconds = min(self._t_offset, self.cfg.run.time_limit_s)
-                self.metrics.open(total=round(self.cfg.run.time_limit_s, 1), initial=round(self._bar_seconds, 1),
+                self.metrics.open(total=self.cfg.run.time_limit_s, initial=self._bar_seconds,
                                   desc=f"{self.cfg.mode} (time budget)", progress=self.cfg.run.progress, unit="s")
             else:
                 self.metrics.open(total=self.cfg.run.max_steps, initial=self.state.step, desc=self.cfg.mode,
@@ -258,7 +258,7 @@ class Runtime:
         postfix = {"loss": f"{metrics['loss/real']:.4f}"} if "loss/real" in metrics else {}
         if run.time_limit_s > 0:
             now = min(self.state.timers["wall"], run.time_limit_s)
-            self.metrics.advance(round(now - self._bar_seconds, 3), step=str(s), **postfix)
+            self.metrics.advance(now - self._bar_seconds, step=str(s), **postfix)
             self._bar_seconds = now
         else:
             self.metrics.advance(1, **postfix)
