@@ -83,7 +83,7 @@ def _write(path: Path, data: dict) -> None:
 
 def _tiny_architectures(root: Path) -> None:
     from shiftvdm.backbone.tiny import tiny_svd_components
-    from shiftvdm.backbone.tiny_wan import tiny_wan_components
+    from shiftvdm.backbone.tiny import tiny_wan_components
 
     svd = tiny_svd_components(seed=0, num_frames=4)
     _write(root / "svd_xt/unet/config.json", dict(svd["unet"].config))

@@ -9,7 +9,7 @@ import torch
 import yaml
 from safetensors.torch import load_file
 
-from shiftvdm.backbone.tiny_wan import save_tiny_wan, tiny_video_shape
+from shiftvdm.backbone.tiny import save_tiny_wan, tiny_video_shape
 from shiftvdm.cli import main as cli
 from shiftvdm.data.synthetic import write_synthetic_dataset
 from shiftvdm.rewards.critic import CriticConfig, MotionCritic

@@ -37,13 +37,13 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from shiftvdm.backbone.base import DTYPES
 from shiftvdm.errors import ConfigError
 
 logger = logging.getLogger(__name__)
 
 ARCHITECTURES_DIR = Path(__file__).resolve().parents[1] / "backbone" / "configs"
 ARCHITECTURES = ("svd_xt", "wan22_ti2v_5b", "wan22_i2v_a14b")
-_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 # Small clip sizes that still pass every component's size rules (SVD: 8× VAE, 3 UNet downsamplings;
 # Wan: 4k+1 frames, multiples of VAE stride × patch).
 _SMALL_SIZE = {"svd_xt": (8, 64, 64), "wan22_ti2v_5b": (9, 64, 64), "wan22_i2v_a14b": (9, 32, 32)}
@@ -233,7 +233,7 @@ def build_backbone(arch: str, options: dict[str, Any], video_shape: tuple[int, i
         from shiftvdm.backbone.svd import SVDBackbone
 
         cfg = backbone_config("svd", {**options, "num_frames": frames, "height": height, "width": width})
-        dtype = _DTYPES[cfg.dtype]
+        dtype = DTYPES[cfg.dtype]
         for i, module in enumerate(meta.values()):
             materialize_(module, dtype, seed + i)
         try:
@@ -248,12 +248,12 @@ def build_backbone(arch: str, options: dict[str, Any], video_shape: tuple[int, i
 
     from diffusers import UniPCMultistepScheduler
 
-    from shiftvdm.backbone.tiny_wan import build_tiny_tokenizer
+    from shiftvdm.backbone.tiny import build_tiny_tokenizer
     from shiftvdm.backbone.wan import WanBackbone
 
     layout = "ti2v" if arch == "wan22_ti2v_5b" else "i2v_a14b"
     cfg = backbone_config("wan", {**options, "layout": layout, "num_frames": frames, "height": height, "width": width})
-    dtype, vae_dtype = _DTYPES[cfg.dtype], _DTYPES[cfg.vae_dtype]
+    dtype, vae_dtype = DTYPES[cfg.dtype], DTYPES[cfg.vae_dtype]
     for i, key in enumerate(("transformer", "transformer_2")):
         if key in meta:
             materialize_(meta[key], dtype, seed + i)
@@ -428,7 +428,7 @@ def dry_run(cfg: Any, dry: DryRunConfig, echo=print) -> dict[str, Any]:
 
     bcfg = backbone_config(family, {**options, **({"layout": "ti2v" if arch == "wan22_ti2v_5b" else "i2v_a14b"}
                                                   if family == "wan" else {})})
-    dtype = _DTYPES[bcfg.dtype]
+    dtype = DTYPES[bcfg.dtype]
     counts = {name: parameter_count(m) for name, m in meta.items()}
     report["parameters"] = counts
     denoisers = ("unet",) if family == "svd" else tuple(k for k in ("transformer", "transformer_2") if k in meta)
@@ -437,7 +437,7 @@ def dry_run(cfg: Any, dry: DryRunConfig, echo=print) -> dict[str, Any]:
     report["lora_parameters"] = lora
     sizes = {}
     for name, module in meta.items():
-        part_dtype = _DTYPES[bcfg.vae_dtype] if (family == "wan" and name == "vae") else dtype
+        part_dtype = DTYPES[bcfg.vae_dtype] if (family == "wan" and name == "vae") else dtype
         sizes[name] = component_bytes(module, part_dtype)
     if family == "wan":  # the dry run replaces UMT5 by random embeddings; a real run holds it (or caches its outputs)
         sizes["text_encoder (not built: random embeddings)"] = sizes.pop("text_encoder")
@@ -445,7 +445,7 @@ def dry_run(cfg: Any, dry: DryRunConfig, echo=print) -> dict[str, Any]:
 
     echo(f"== {arch}: real architecture from {ARCHITECTURES_DIR / arch} (random weights, no download)")
     for name, n in counts.items():
-        echo(f"  {name:<15} {n:>16,} parameters  ({_fmt_gib(component_bytes(meta[name], _DTYPES[bcfg.vae_dtype] if family == 'wan' and name == 'vae' else dtype))} "
+        echo(f"  {name:<15} {n:>16,} parameters  ({_fmt_gib(component_bytes(meta[name], DTYPES[bcfg.vae_dtype] if family == 'wan' and name == 'vae' else dtype))} "
              f"in {bcfg.vae_dtype if family == 'wan' and name == 'vae' else bcfg.dtype})")
     echo(f"  LoRA r={cfg.lora.rank} on {targets!r}: {lora:,} trainable parameters")
 
