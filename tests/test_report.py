@@ -57,3 +57,25 @@ def test_motion_trail_marks_the_path_and_leaves_a_static_clip_alone():
     assert np.all(trail[5] == 0)  # untouched rows stay as frame 0
     still = np.repeat(clip[:1], 4, axis=0)
     assert np.array_equal(motion_trail(still), still[0])
+
+
+def test_success_criteria_follow_their_rules():
+    from shiftvdm.eval.report import success_criteria
+
+    def row(w1, static=0.1, lost=0.05, img=0.01):
+        return {"sprite_speed_w1": w1, "sprite_static_fraction": static, "sprite_lost_fraction": lost,
+                "image_stats_frechet": img}
+
+    models = {"base": row(0.30, img=0.008), "sft": row(0.50, img=0.010), "shift": row(0.32, static=0.05, img=0.012),
+              "continued_sft@equal-time": row(0.45, static=0.2), "shift_static": row(0.40)}
+    result = {c["name"]: c["passed"] for c in success_criteria(models)}
+    assert result == {"sft_collapses": True, "shift_restores": True, "shift_beats_equal_time_sft": True,
+                      "shift_keeps_sprites": True, "refresh_matters": True, "clean_base": True}
+    models["sft"] = row(0.35, img=0.010)  # 1.17x the base: not a collapse; SHIFT no longer 30 % below SFT
+    models["shift"] = row(0.32, static=0.3, lost=0.2, img=0.02)
+    models["base"] = row(0.30, img=0.02)
+    result = {c["name"]: c["passed"] for c in success_criteria(models)}
+    assert result == {"sft_collapses": False, "shift_restores": False, "shift_beats_equal_time_sft": False,
+                      "shift_keeps_sprites": False, "refresh_matters": True, "clean_base": False}
+    del models["shift_static"]
+    assert {c["name"]: c["passed"] for c in success_criteria(models)}["refresh_matters"] is None

@@ -455,3 +455,58 @@ def comparison_verdicts(models: dict[str, dict[str, float]], *, shift: str, time
         out.append(f"Cost: SHIFT took {shift_t:.0f} s for {steps} steps; continued SFT took {other_t.get('steps')} "
                    f"steps in the same time. Discriminator pre-training is a one-off cost not counted in either.")
     return out
+
+
+# Issue 14's success criteria for the collapse scenario, fixed before any run of it (one seed passes a criterion
+# or not; the scenario succeeds when every criterion holds in at least 3 of 4 seeds — benchmarks/efficacy.py).
+SUCCESS_CRITERIA = (
+    ("sft_collapses", "SFT's speed W1 to held-out clips is >= 1.2x the base's (a collapse)"),
+    ("shift_restores", "SHIFT's speed W1 is <= 0.7x SFT's and <= 1.1x the base's"),
+    ("shift_beats_equal_time_sft", "SHIFT is below continued SFT at equal time on speed W1 and on static fraction"),
+    ("shift_keeps_sprites", "SHIFT's lost fraction <= base's + 0.05 and its image distance <= 1.25x SFT's"),
+    ("refresh_matters", "the static-reward arm ends with a larger speed W1 than SHIFT"),
+    ("clean_base", "the base's image-statistics distance <= 0.01"),
+)
+
+
+def success_criteria(models: dict[str, dict[str, Any]], *, shift: str = "shift",
+                     time_matched: str = "continued_sft@equal-time",
+                     static_reward: str = "shift_static") -> list[dict[str, Any]]:
+    """Each criterion of :data:`SUCCESS_CRITERIA`: ``{"name", "rule", "passed" (bool or None when a model is
+    missing), "values"}``, computed from a demo's ``models`` table."""
+    def get(model: str, column: str) -> float | None:
+        return _as_float(models.get(model, {}).get(column))
+
+    w1, static, lost, img = "sprite_speed_w1", "sprite_static_fraction", "sprite_lost_fraction", "image_stats_frechet"
+    v = {
+        "base_w1": get("base", w1), "sft_w1": get("sft", w1), "shift_w1": get(shift, w1),
+        "time_matched_w1": get(time_matched, w1), "shift_static_fraction": get(shift, static),
+        "time_matched_static_fraction": get(time_matched, static), "base_lost": get("base", lost),
+        "shift_lost": get(shift, lost), "sft_img": get("sft", img), "shift_img": get(shift, img),
+        "static_reward_w1": get(static_reward, w1), "base_img": get("base", img),
+    }
+
+    def rule(*names: str, test) -> bool | None:
+        values = [v[n] for n in names]
+        return None if any(x is None or x != x for x in values) else bool(test(*values))
+
+    checks = {
+        "sft_collapses": rule("sft_w1", "base_w1", test=lambda s, b: s >= 1.2 * b),
+        "shift_restores": rule("shift_w1", "sft_w1", "base_w1", test=lambda x, s, b: x <= 0.7 * s and x <= 1.1 * b),
+        "shift_beats_equal_time_sft": rule("shift_w1", "time_matched_w1", "shift_static_fraction",
+                                           "time_matched_static_fraction",
+                                           test=lambda x, t, xs, ts: x < t and xs < ts),
+        "shift_keeps_sprites": rule("shift_lost", "base_lost", "shift_img", "sft_img",
+                                    test=lambda lx, lb, ix, isft: lx <= lb + 0.05 and ix <= 1.25 * isft),
+        "refresh_matters": rule("static_reward_w1", "shift_w1", test=lambda s, x: s > x),
+        "clean_base": rule("base_img", test=lambda b: b <= 0.01),
+    }
+    used = {
+        "sft_collapses": ("sft_w1", "base_w1"), "shift_restores": ("shift_w1", "sft_w1", "base_w1"),
+        "shift_beats_equal_time_sft": ("shift_w1", "time_matched_w1", "shift_static_fraction",
+                                       "time_matched_static_fraction"),
+        "shift_keeps_sprites": ("shift_lost", "base_lost", "shift_img", "sft_img"),
+        "refresh_matters": ("static_reward_w1", "shift_w1"), "clean_base": ("base_img",),
+    }
+    return [{"name": name, "rule": text, "passed": checks[name], "values": {k: v[k] for k in used[name]}}
+            for name, text in SUCCESS_CRITERIA]
