@@ -1,5 +1,8 @@
 """One metrics logger for every training loop (SHIFT/SFT/pre-training and discriminator pre-training):
 JSON lines (``logs/metrics.jsonl``), TensorBoard when installed, and a tqdm bar, on the main process only.
+
+It lives in utils/ because both train/ and rewards/ (discriminator pre-training) use it, and rewards/ sits
+below train/.
 """
 
 from __future__ import annotations
