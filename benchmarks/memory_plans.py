@@ -3,7 +3,7 @@
     python benchmarks/memory_plans.py [--world 8] [--before]
 
 Model sizes come from the real SVD-XT / Wan2.2-TI2V-5B architectures built on the meta device (the
-shipped diffusers configs, recipes/dry_run.py); the critic is the matching shipped critic preset
+shipped diffusers configs, backbone/full_size.py); the critic is the matching shipped critic preset
 (critic_svd_davis / critic_wan22_wisa: SEA-RAFT-M + CoTracker3 tokens, float16 features). ``--before``
 shows the pre-plan layout: every buffer keeps float32 features of the default critic
 (full-resolution IC maps, 256 queries of hand-made track features) whether or not the refresh reads them.
@@ -15,9 +15,10 @@ import argparse
 import dataclasses
 
 from shiftvdm.config import config_from_dict
-from shiftvdm.recipes import dry_run
+from shiftvdm.backbone import full_size
+from shiftvdm.backbone.base import DTYPES
 from shiftvdm.recipes.train import resolve_train_config
-from shiftvdm.recipes.train_reward import TrainRewardConfig
+from shiftvdm.rewards.pretraining import TrainRewardConfig
 from shiftvdm.rewards.critic import CriticConfig
 from shiftvdm.train.memory import memory_plan
 
@@ -32,17 +33,17 @@ def main() -> None:
     for preset, critic_preset in PRESETS.items():
         cfg = resolve_train_config("shift", preset, ["discriminator.critic=(plan)"])
         options = dict(cfg.backbone.options)
-        arch = dry_run.architecture_for(cfg.backbone.name, options)
-        meta = dry_run.build_on_meta(arch)
-        dtype = dry_run._DTYPES[options.get("dtype", "bfloat16")]
-        frozen = sum(dry_run.component_bytes(m, dtype) for m in meta.values())
+        arch = full_size.architecture_for(cfg.backbone.name, options)
+        meta = full_size.build_on_meta(arch)
+        dtype = DTYPES[options.get("dtype", "bfloat16")]
+        frozen = sum(full_size.component_bytes(m, dtype) for m in meta.values())
         from shiftvdm.backbone import backbone_config
 
         family = "svd" if arch == "svd_xt" else "wan"
         bcfg = backbone_config(family, {**options, **({"layout": "ti2v"} if family == "wan" else {})})
         targets = cfg.lora.targets if cfg.lora.targets is not None else bcfg.lora_target_modules
         denoisers = [k for k in ("unet", "transformer", "transformer_2") if k in meta]
-        lora = sum(dry_run.lora_parameter_count(meta[k], cfg.lora.rank, targets) for k in denoisers)
+        lora = sum(full_size.lora_parameter_count(meta[k], cfg.lora.rank, targets) for k in denoisers)
         if args.before:
             critic = CriticConfig()
             cfg = dataclasses.replace(cfg, discriminator=dataclasses.replace(cfg.discriminator, refresh=True))

@@ -19,9 +19,15 @@ every checkpoint as well (disk row).
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import math
 import os
+import resource
+import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -207,4 +213,102 @@ def memory_plan(cfg: Any, backbone: Any, world_size: int, critic_config: Any = N
     return MemoryPlan(rows, world_size, device_capacity, host_capacity, local_ranks, notes)
 
 
-__all__ = ["MemoryPlan", "MemoryRow", "ModelSizes", "buffer_share", "latent_numel", "memory_plan", "model_sizes"]
+# ----- the full-size dry run: static plans from meta-device counts, and measured peaks -------------
+
+def static_memory_plan(component_sizes: dict[str, int], lora_params: int, lora_bytes_each: int,
+                       weight_ema: bool) -> list[tuple[str, int]]:
+    """Per-rank static memory: frozen components, LoRA weights, their gradients and AdamW moments (fp32)."""
+    rows = [(f"frozen {name}", size) for name, size in component_sizes.items()]
+    rows += [("LoRA weights", lora_params * lora_bytes_each), ("LoRA gradients", lora_params * lora_bytes_each),
+             ("AdamW moments (2 × fp32)", lora_params * 8)]
+    if weight_ema:
+        rows.append(("weight EMA", lora_params * lora_bytes_each))
+    return rows
+
+
+def static_plan_table(rows: list[tuple[str, int]]) -> str:
+    """The static plan as printed by the dry run, with its total (the stand-in text encoder left out)."""
+    total = sum(size for name, size in rows if "not built" not in name)
+    lines = ["  static memory plan per rank (model and optimizer; activations and the buffer come on top):"]
+    lines += [f"    {name:<48} {f'{size / GIB:.2f} GiB':>12}" for name, size in rows]
+    lines.append(f"    {'total (without the text encoder)':<48} {f'{total / GIB:.2f} GiB':>12}")
+    return "\n".join(lines)
+
+
+def full_size_plan(cfg: Any, arch: str, frozen_bytes: int, lora_params: int, world_size: int,
+                   root: Any = None) -> MemoryPlan:
+    """The per-rank plan of a preset at its *full* clip size, for a shipped architecture (backbone/full_size.py)
+    counted on the meta device, with ``CriticConfig()`` defaults.
+
+    ``frozen_bytes`` counts every frozen component a real run holds (the text encoder included); the stored
+    conditioning is ``full_size.conditioning_bytes``.
+    """
+    from shiftvdm.backbone.full_size import conditioning_bytes, family_options
+    from shiftvdm.rewards.critic import CriticConfig
+
+    d = cfg.data
+    family, options = family_options(arch, dict(cfg.backbone.options))
+    sizes = ModelSizes(frozen_bytes=frozen_bytes, trainable_params=lora_params,
+                       latent_numel=latent_numel(family, options, d.num_frames, d.height, d.width),
+                       cond_bytes=conditioning_bytes(arch, options, d.height, d.width, root))
+    return memory_plan(cfg, sizes, world_size, CriticConfig(), device_capacity=None)
+
+
+def meminfo(key: str) -> int:
+    """A /proc/meminfo field in bytes (``MemAvailable``, ``MemTotal``); 0 where there is none."""
+    try:
+        lines = Path("/proc/meminfo").read_text().splitlines()
+    except OSError:
+        return 0
+    for line in lines:
+        if line.startswith(key + ":"):
+            return int(line.split()[1]) * 1024
+    return 0
+
+
+def mem_available() -> int:
+    """Memory the kernel says can be allocated now without swapping, in bytes."""
+    return meminfo("MemAvailable")
+
+
+def reset_peak_rss() -> bool:
+    """Reset the kernel's peak-RSS mark (VmHWM) so the next ``peak_rss`` covers only what follows;
+    False where that is not allowed (then ``peak_rss`` is the process peak)."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+        return True
+    except OSError:
+        return False
+
+
+@contextlib.contextmanager
+def measure_peak() -> Iterator[dict[str, Any]]:
+    """Measure the block on its own: fills the yielded dict on exit with ``seconds``, ``peak_rss``,
+    ``peak_is_step_only`` (False: VmHWM could not be reset, the peak is the process's) and, with CUDA,
+    ``peak_device_memory``."""
+    gc.collect()  # garbage of earlier work must not count as this block's
+    reset = reset_peak_rss()
+    if torch.cuda.is_available():
+        torch.cuda.reset_peak_memory_stats()
+    found: dict[str, Any] = {}
+    t0 = time.perf_counter()
+    yield found
+    found.update(seconds=time.perf_counter() - t0, peak_rss=peak_rss(), peak_is_step_only=reset)
+    if torch.cuda.is_available():  # on a GPU machine the device peak is the figure that matters
+        found["peak_device_memory"] = torch.cuda.max_memory_allocated()
+
+
+def peak_rss() -> int:
+    """Peak resident memory of this process in bytes (VmHWM, else getrusage)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+__all__ = ["MemoryPlan", "MemoryRow", "ModelSizes", "buffer_share", "full_size_plan", "latent_numel", "mem_available",
+           "meminfo", "measure_peak", "memory_plan", "model_sizes", "peak_rss", "reset_peak_rss", "static_memory_plan",
+           "static_plan_table"]
