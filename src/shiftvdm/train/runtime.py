@@ -1,6 +1,14 @@
-"""Everything around Algorithm 1 that is not the algorithm: processes, optimizers, schedules, weight EMA,
-named random streams, logging, sample clips, checkpoints and exact resume.
+"""The run around Algorithm 1, assembled from parts with one job each:
 
+- :class:`~shiftvdm.train.state.TrainingState`: counters, named random streams, weights, optimizer states,
+  the rollout buffer and the critic's replay store (what a checkpoint holds);
+- :class:`~shiftvdm.train.checkpointing.Checkpointer`: atomic save, agreed resume, final weights;
+- :class:`~shiftvdm.train.metrics_log.MetricsLogger`: JSON lines, TensorBoard, progress bar;
+- :class:`~shiftvdm.train.distributed.Distributed` / ``GradientEngine``: agreement between processes, gradient sync;
+- train/optim.py: optimizers, learning-rate schedule, weight EMA.
+
+What stays here is the step-level policy that uses them: autocast, the agreed skip of non-finite steps,
+gradient diagnostics, timers, and the run's lifecycle (logging, samples, evaluation, checkpoints, finish).
 Kept out of train/shift.py so that file reads like the paper.
 """
 
@@ -9,7 +17,6 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import math
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -19,40 +26,38 @@ import torch
 from torch import Tensor, nn
 
 from shiftvdm.backbone.base import Backbone
-from shiftvdm.config import config_differences, config_from_dict, config_to_dict, dump_config
-from shiftvdm.errors import CheckpointError, TrainingError
+from shiftvdm.config import dump_config
+from shiftvdm.errors import TrainingError
 from shiftvdm.train.buffer import RolloutBuffer
+from shiftvdm.train.checkpointing import Checkpointer, export_final, weights_digest
 from shiftvdm.train.config import TrainConfig
-from shiftvdm.train.distributed import Distributed, GradientEngine, full_tensor
+from shiftvdm.train.distributed import Distributed, GradientEngine, full_tensor, injected_nan, test_clock_ahead
 from shiftvdm.train.metrics_log import MetricsLogger
-from shiftvdm.train.state import Counters, checkpoint_dirs, latest_checkpoint, read_checkpoint, write_checkpoint
-from shiftvdm.utils.checkpoint import clean_stale_temps, file_sizes, read_newest_intact, truncate_logs
+from shiftvdm.train.optim import WeightEMA, build_optimizers
+from shiftvdm.train.state import Counters, TrainingState
+from shiftvdm.utils.checkpoint import save_json
 from shiftvdm.utils.seeding import generator_for
 
 logger = logging.getLogger(__name__)
 
-# Fields that may differ when resuming (they do not change what the run computes).
-RESUMABLE_CHANGES = ("run.max_steps", "run.time_limit_s", "run.progress", "run.checkpoint_every",
-                     "run.keep_checkpoints", "run.log_every", "run.sample_every", "run.eval_every", "run.out_dir")
 
-
-def lr_lambda(cfg: TrainConfig) -> Callable[[int], float]:
-    """Linear warm-up then constant or cosine. Warm-up starts at 1/warmup (the reference starts at 0,
-    which wastes its first update)."""
-    o, total = cfg.optim, max(1, cfg.run.max_steps)
-
-    def factor(step: int) -> float:
-        if o.warmup_steps > 0 and step < o.warmup_steps:
-            return (step + 1) / o.warmup_steps
-        if o.schedule == "constant":
-            return 1.0
-        progress = min(1.0, (step - o.warmup_steps) / max(1, total - o.warmup_steps))
-        return o.min_lr_ratio + (1 - o.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
-    return factor
+def _delegated(name: str, doc: str) -> property:
+    """An attribute of the run's TrainingState, read and set through the runtime (train/shift.py and tests
+    use ``rt.state``, ``rt.buffer``, ``rt.optimizer``...)."""
+    return property(lambda self: getattr(self.training, name),
+                    lambda self, value: setattr(self.training, name, value), doc=doc)
 
 
 class Runtime:
     """Process-level services for one training run."""
+
+    state: Counters = _delegated("counters", "step, epoch, buffer and pass counters, timers")  # type: ignore[assignment]
+    buffer: RolloutBuffer | None = _delegated("buffer", "the current rollout buffer")  # type: ignore[assignment]
+    params: list[nn.Parameter] = _delegated("params", "the trainable weights")  # type: ignore[assignment]
+    optimizer: torch.optim.Optimizer = _delegated("optimizer", "the generator's optimizer")  # type: ignore[assignment]
+    lr_scheduler: Any = _delegated("lr_scheduler", "the generator's learning-rate schedule")
+    d_optimizer: torch.optim.Optimizer | None = _delegated("d_optimizer", "the discriminators' optimizer")  # type: ignore[assignment]
+    ema: WeightEMA | None = _delegated("ema", "the EMA of the trainable weights (optim.ema_decay > 0)")  # type: ignore[assignment]
 
     def __init__(self, cfg: TrainConfig, backbone: Backbone, critic: Any, run_dir: Path, *,
                  accelerator: Any = None, features_from_state: Callable[[dict], Any] | None = None,
@@ -72,34 +77,25 @@ class Runtime:
                                 "weights yet (they would hold one shard per process); use run.distributed=ddp")
         self.engine = GradientEngine(backbone.denoiser, self.dist, cfg.run.distributed, accelerator=accelerator,
                                      find_unused_parameters=cfg.run.find_unused_parameters)
-        self.state = Counters()
-        self.buffer: RolloutBuffer | None = None
-        self.features_from_state = features_from_state
         self.sample_frames, self.sample_prompts = sample_frames, sample_prompts
-        self.params: list[nn.Parameter] = [p for p in backbone.trainable_parameters() if p.requires_grad]
-        if not self.params:
+        params = [p for p in backbone.trainable_parameters() if p.requires_grad]
+        if not params:
             raise TrainingError("the backbone has no trainable parameters (LoRA not added and full training off?)")
-        o = cfg.optim
-        self.optimizer = torch.optim.AdamW(self.params, lr=o.lr, betas=o.betas, weight_decay=o.weight_decay, eps=o.eps)
-        self.lr_scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lr_lambda(cfg))
-        self.d_optimizer = None
-        if critic is not None and cfg.discriminator.refresh:
-            d = cfg.discriminator.train
-            self.d_optimizer = torch.optim.AdamW(critic.discriminator_parameters(), lr=d.lr, betas=d.betas,
-                                                 weight_decay=d.weight_decay)
-        self.ema: list[Tensor] | None = [p.detach().clone() for p in self.params] if o.ema_decay > 0 else None
+        optimizer, scheduler, d_optimizer = build_optimizers(cfg, params, critic)
+        ema = WeightEMA(params, cfg.optim.ema_decay) if cfg.optim.ema_decay > 0 else None
+        self.training = TrainingState(cfg.run.seed, self.rank, params, optimizer, scheduler, d_optimizer, ema,
+                                      critic, features_from_state)
+        self.checkpoints = Checkpointer(cfg, self.run_dir, self.dist)
         self.last_metrics: dict[str, float] = {}
         self._evaluate: Callable[[Backbone, int], dict[str, float]] | None = None
         self.metrics = MetricsLogger(self.run_dir / "logs", enabled=self.is_main)
         self._t_start = 0.0
         self._t_offset = 0.0
         self._bar_seconds = 0.0  # seconds shown by a time-budget progress bar
-        self._metrics_file = self.metrics.path
 
-    # ----- random streams ---------------------------------------------------------------------------------
     def generator(self, stream: str, *counters: int) -> torch.Generator:
         """The generator for one named stream at given counters, distinct per process."""
-        return generator_for(self.cfg.run.seed, stream, self.rank, *counters)
+        return self.training.generator(stream, *counters)
 
     # ----- numerics -------------------------------------------------------------------------------------
     def autocast(self) -> contextlib.AbstractContextManager:
@@ -113,8 +109,6 @@ class Runtime:
 
     def test_hooks(self, loss: Tensor) -> Tensor:
         """Test hook only (env SHIFTVDM_TEST_NAN_AT=rank:step): a NaN loss on one rank at one step."""
-        from shiftvdm.train.distributed import injected_nan
-
         return loss * float("nan") if injected_nan(self.rank, self.state.step + 1) else loss
 
     def skip_step(self, reason: str, values: dict[str, float] | None = None) -> dict[str, float]:
@@ -134,11 +128,7 @@ class Runtime:
         return {**(values or {}), "skipped": 1.0}
 
     def last_checkpoint_note(self) -> str:
-        """Which checkpoint a stopped run can resume from (every written one is finite: save_checkpoint checks)."""
-        root = self.run_dir / "checkpoints" / (f"rank{self.rank}" if self.world > 1 else "")
-        last = latest_checkpoint(root)
-        return (f"the last checkpoint, {last}, holds finite weights (resume from it with --resume)" if last else
-                f"no checkpoint was written yet in {root}")
+        return self.checkpoints.last_checkpoint_note()
 
     def params_finite(self) -> bool:
         """One fused reduction over the trainable set: the norm of a tensor holding NaN/inf is NaN/inf."""
@@ -153,31 +143,14 @@ class Runtime:
                                 f"{self.last_checkpoint_note()}; lower optim.lr or raise optim.eps.")
 
     def update_weight_ema(self) -> None:
-        if self.ema is None:
-            return
-        decay = self.cfg.optim.ema_decay
-        step = self.state.step + 1
-        decay = min(decay, (1 + step) / (10 + step))  # warm-up: early weights are not worth keeping
-        with torch.no_grad():
-            for e, p in zip(self.ema, self.params):
-                e.lerp_(p.detach(), 1 - decay)
+        if self.ema is not None:
+            self.ema.update(self.params, self.state.step + 1)
 
     @contextlib.contextmanager
     def ema_weights(self) -> Iterator[None]:
         """Temporarily swap the EMA weights in (for sampling, evaluation and saving)."""
-        if self.ema is None:
+        with self.training.ema_applied():
             yield
-            return
-        backup = [p.detach().clone() for p in self.params]
-        with torch.no_grad():
-            for p, e in zip(self.params, self.ema):
-                p.copy_(e)
-        try:
-            yield
-        finally:
-            with torch.no_grad():
-                for p, b in zip(self.params, backup):
-                    p.copy_(b)
 
     # ----- gradient diagnostics -------------------------------------------------------------------------
     def log_grad_norms_now(self) -> bool:
@@ -215,8 +188,6 @@ class Runtime:
         limit = self.cfg.run.time_limit_s
         if limit <= 0:
             return False
-        from shiftvdm.train.distributed import test_clock_ahead
-
         return self.dist.any(self.elapsed() + test_clock_ahead(self.rank) >= limit)
 
     # ----- run lifecycle --------------------------------------------------------------------------------
@@ -301,18 +272,10 @@ class Runtime:
             self.log_histograms(buffer, self.state.step)
 
     def weights_digest(self) -> str:
-        """SHA-256 of the trainable weights: equal on every process when gradients are averaged."""
-        import hashlib
-
-        h = hashlib.sha256()
-        for p in self.params:
-            h.update(p.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())  # raw bytes: bf16 too
-        return h.hexdigest()
+        return weights_digest(self.params)
 
     def finish(self, metrics: dict[str, float]) -> None:
         self.state.timers["wall"] = self.elapsed()
-        from shiftvdm.utils.checkpoint import save_json
-
         save_json({"rank": self.rank, "steps": self.state.step, "weights_sha256": self.weights_digest()},
                   self.run_dir / "logs" / f"final-rank{self.rank}.json")
         self.save_checkpoint()
@@ -320,110 +283,18 @@ class Runtime:
             self.save_final()
             self.metrics.close()
 
-    # ----- saving and resuming --------------------------------------------------------------------------
-    def trainable_state(self) -> dict[str, Tensor]:
-        return {str(i): p.detach().cpu().clone() for i, p in enumerate(self.params)}
-
+    # ----- saving and resuming (train/checkpointing.py) ---------------------------------------------------
     def save_checkpoint(self) -> Path | None:
         self.check_params_finite("before a checkpoint")  # never write a non-finite checkpoint
-        if self.world > 1:
-            import torch.distributed as dist
-
-            dist.barrier()
-        state = {
-            "counters": self._counters_dict(),
-            "config": config_to_dict(self.cfg),
-            "params": self.trainable_state(),
-            "optimizer": self.optimizer.state_dict(),
-            "lr_scheduler": self.lr_scheduler.state_dict(),
-            "ema": self.ema,
-            "d_optimizer": self.d_optimizer.state_dict() if self.d_optimizer is not None else None,
-            "critic": self.critic.state_dict() if self.critic is not None else None,
-            "buffer": self.buffer.state_dict() if self.buffer is not None and self.cfg.run.checkpoint_buffer else None,
-            "critic_replay": self._replay_state(),
-            "torch_rng": torch.get_rng_state(),
-            "world_size": self.world,
-            "log_sizes": self._log_sizes(),
-        }
-        # every process keeps its own buffer share; process 0 also writes the weights for use
-        root = self.run_dir / "checkpoints" / (f"rank{self.rank}" if self.world > 1 else "")
-        extra = {}
-        if self.is_main and self.cfg.lora.enabled:
-            extra["lora.safetensors"] = lambda p: self._save_lora(p)
-        path = write_checkpoint(root, self.state.step, state, extra, keep=self.cfg.run.keep_checkpoints)
-        if self.world > 1:
-            import torch.distributed as dist
-
-            dist.barrier()
-        return path
-
-    def _check_world_size(self) -> None:
-        """A run folder written on another number of processes is refused, naming both sizes."""
-        ckpt = self.run_dir / "checkpoints"
-        ranks = sorted(p.name for p in ckpt.glob("rank*") if p.is_dir()) if ckpt.is_dir() else []
-        saved = len(ranks) if ranks else (1 if checkpoint_dirs(ckpt) else None)
-        if saved is not None and saved != self.world:
-            raise CheckpointError(f"{ckpt}: the checkpoints were written by {saved} processes, this run has "
-                                  f"{self.world}; resume on {saved} processes")
-
-    def _agreed_checkpoint(self, root: Path) -> tuple[Path, dict[str, Any]] | None:
-        """The newest step every rank has and reads intact, the same on all ranks."""
-        if self.world == 1:
-            return read_newest_intact(checkpoint_dirs(root), read_checkpoint)
-        from shiftvdm.errors import DamagedCheckpointError
-
-        mine = {int(p.name.split("-")[1]): p for p in checkpoint_dirs(root)}
-        common = set.intersection(*[set(s) for s in self.dist.gather(sorted(mine))])
-        damaged: list[str] = []
-        for step in sorted(common, reverse=True):  # rank 0's view decides the order: identical on every rank
-            try:
-                state, message = read_checkpoint(mine[step]), None
-            except DamagedCheckpointError as exc:
-                state, message = None, str(exc)
-            if not self.dist.any(message is not None):
-                return mine[step], state  # type: ignore[return-value]
-            damaged.append(message or f"step {step} damaged on another process")
-            logger.warning("checkpoint step %d is damaged on some process; every process falls back", step)
-        if damaged:
-            raise CheckpointError("no checkpoint step intact on every process:\n  " + "\n  ".join(damaged))
-        return None
-
-    def _replay_state(self) -> dict[str, Any] | None:
-        """The reward model's store of older fakes (regulariser ``replay_size``), so resume stays exact."""
-        return None if self.critic is None else self.critic.replay_state()
-
-    def _restore_replay(self, state: dict[str, Any] | None) -> None:
-        if self.critic is not None:
-            self.critic.load_replay_state(state)
-
-    def _log_sizes(self) -> dict[str, int]:
-        """This process's append-only logs at checkpoint time (resume cuts them back to these sizes)."""
-        logs = [self.run_dir / "logs" / f"buffers-rank{self.rank}.jsonl"]
-        return file_sizes(logs + ([self._metrics_file] if self.is_main else []))
+        write_lora = self._save_lora if self.cfg.lora.enabled else None
+        return self.checkpoints.save(self.training, self.metrics.path, write_lora)
 
     def _save_lora(self, path: Path) -> None:
         with self.ema_weights():
             self.backbone.save_lora(path)
 
-    def _counters_dict(self) -> dict[str, Any]:
-        from dataclasses import asdict
-
-        return asdict(self.state)
-
     def save_final(self) -> None:
-        """Weights for use: the LoRA (safetensors) or the full model folder, plus the refreshed critic."""
-        with self.ema_weights():
-            if self.cfg.lora.enabled:
-                self.backbone.save_lora(self.run_dir / "lora.safetensors")
-            else:
-                self.backbone.save_pretrained(self.run_dir / "model")
-        if self.critic is not None and self.cfg.discriminator.refresh and needs_critic(self.cfg):
-            self.critic.save(self.run_dir / "critic")
-        summary = {"steps": self.state.step, "d_steps": self.state.d_steps, "timers": self.state.timers,
-                   "nonfinite_steps": self.state.nonfinite_steps, "last_metrics": self.last_metrics}
-        from shiftvdm.utils.checkpoint import save_json
-
-        save_json(summary, self.run_dir / "summary.json")
+        export_final(self.cfg, self.run_dir, self.backbone, self.training, self.last_metrics)
 
     def resume(self, path: Path | None = None) -> bool:
         """Restore the latest (or given) checkpoint of this run. Returns False when there is none.
@@ -431,59 +302,10 @@ class Runtime:
         On several processes every rank resumes the same step: the newest step present on all ranks whose
         files every rank reads intact (an empty or cut trainer_state.pt falls back to an older step on all).
         """
-        root = self.run_dir / "checkpoints" / (f"rank{self.rank}" if self.world > 1 else "")
-        self._check_world_size()
-        if path is None:
-            found = self._agreed_checkpoint(root)
-            if found is None:
-                return False
-            path, state = found
-        else:
-            state = read_checkpoint(path)
-        saved_world = int(state.get("world_size", self.world))
-        if saved_world != self.world:
-            raise CheckpointError(f"{path}: written by a run on {saved_world} processes, this run has {self.world}; "
-                                  f"resume on {saved_world} processes (the buffer and random streams are per process)")
-        saved_max = int(state["config"].get("run", {}).get("max_steps", self.cfg.run.max_steps))
-        if saved_max != self.cfg.run.max_steps and self.cfg.optim.schedule == "cosine":
-            raise CheckpointError(f"{path}: run.max_steps was {saved_max}, now {self.cfg.run.max_steps}; the cosine "
-                                  "learning-rate schedule is laid out over run.max_steps, so changing it on resume "
-                                  f"would reshape the schedule mid-run. Resume with run.max_steps={saved_max}, or "
-                                  "start a new run (a constant schedule may be extended)")
-        clean_stale_temps(root)  # what a kill mid-write left behind (each process its own folder)
-        if self.is_main:
-            clean_stale_temps(self.run_dir)
-            clean_stale_temps(self.run_dir / "logs")
-        truncate_logs(self.run_dir / "logs", state.get("log_sizes"))  # no duplicate records of recomputed steps
-        saved_cfg = config_from_dict(TrainConfig, state["config"], str(path))
-        diffs = [d for d in config_differences(saved_cfg, self.cfg) if not d.startswith(RESUMABLE_CHANGES)]
-        if diffs:
-            raise CheckpointError(f"{path}: cannot resume, the config differs from the checkpoint's in fields that "
-                                  "change the run:\n  " + "\n  ".join(diffs))
-        if len(state["params"]) != len(self.params):
-            raise CheckpointError(f"{path}: checkpoint has {len(state['params'])} trainable tensors, this run "
-                                  f"{len(self.params)} (different LoRA settings or backbone?)")
-        with torch.no_grad():
-            for i, p in enumerate(self.params):
-                p.copy_(state["params"][str(i)])
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.lr_scheduler.load_state_dict(state["lr_scheduler"])
-        if state["ema"] is not None and self.ema is not None:
-            self.ema = [t.clone() for t in state["ema"]]
-        if self.d_optimizer is not None and state["d_optimizer"] is not None:
-            self.d_optimizer.load_state_dict(state["d_optimizer"])
-        if self.critic is not None and state["critic"] is not None:
-            self.critic.load_state_dict(state["critic"])
-        self._restore_replay(state.get("critic_replay"))
-        self.state = Counters(**state["counters"])
-        self.buffer = (RolloutBuffer.from_state_dict(state["buffer"], self.features_from_state)
-                       if state["buffer"] is not None else None)
-        torch.set_rng_state(state["torch_rng"])
+        found = self.checkpoints.load(path)
+        if found is None:
+            return False
+        path, state = found
+        self.training.load_state_dict(state, path)
         logger.info("resumed from %s at step %d", path, self.state.step)
         return True
-
-
-def needs_critic(cfg: TrainConfig) -> bool:
-    from shiftvdm.train.losses import needs_rollouts
-
-    return needs_rollouts(cfg.loss)

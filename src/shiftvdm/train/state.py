@@ -1,4 +1,5 @@
-"""Training state: counters, timers and the atomic checkpoint folder layout used for exact resume.
+"""Training state: counters, named random streams, everything a checkpoint holds, and the atomic checkpoint
+folder layout used for exact resume.
 
 Every random draw of training is derived from (seed, stream, counters) (utils/seeding.py), so the
 counters stored here together with the buffer, the weights and the optimizer states regenerate the
@@ -8,18 +9,24 @@ randomness (dropout) that the trainer reseeds per step anyway.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
+from torch import nn
 
 from shiftvdm.errors import CheckpointError
+from shiftvdm.train.buffer import RolloutBuffer
+from shiftvdm.train.optim import WeightEMA
 from shiftvdm.utils.checkpoint import atomic_write, fix_dir_permissions, load_torch
+from shiftvdm.utils.seeding import generator_for
 
 logger = logging.getLogger(__name__)
 
@@ -96,3 +103,74 @@ def counters_from_dict(d: dict[str, Any]) -> Counters:
 
 def counters_to_dict(c: Counters) -> dict[str, Any]:
     return asdict(c)
+
+
+class TrainingState:
+    """What a run is at one moment: counters, trainable weights, optimizer and schedule states, the weight
+    EMA, the refreshed critic with its replay store of older fakes, the current rollout buffer and the global
+    torch RNG. ``state_dict`` / ``load_state_dict`` are what a checkpoint writes and restores; with the named
+    random streams (``generator``) they regenerate the rest of the run bit for bit."""
+
+    def __init__(self, seed: int, rank: int, params: list[nn.Parameter], optimizer: torch.optim.Optimizer,
+                 lr_scheduler: torch.optim.lr_scheduler.LRScheduler, d_optimizer: torch.optim.Optimizer | None,
+                 ema: WeightEMA | None, critic: Any, features_from_state: Any = None) -> None:
+        self.seed, self.rank = seed, rank
+        self.counters = Counters()
+        self.params, self.optimizer, self.lr_scheduler = params, optimizer, lr_scheduler
+        self.d_optimizer, self.ema, self.critic = d_optimizer, ema, critic
+        self.buffer: RolloutBuffer | None = None
+        self.features_from_state = features_from_state  # rebuilds the buffer's reward features on load
+
+    def generator(self, stream: str, *counters: int) -> torch.Generator:
+        """The generator for one named stream at given counters, distinct per process."""
+        return generator_for(self.seed, stream, self.rank, *counters)
+
+    @contextlib.contextmanager
+    def ema_applied(self) -> Iterator[None]:
+        """The EMA weights swapped in for the duration (sampling, evaluation, saved weights); as is without EMA."""
+        if self.ema is None:
+            yield
+            return
+        with self.ema.swapped_in(self.params):
+            yield
+
+    def trainable_state(self) -> dict[str, torch.Tensor]:
+        return {str(i): p.detach().cpu().clone() for i, p in enumerate(self.params)}
+
+    def state_dict(self, *, with_buffer: bool) -> dict[str, Any]:
+        """Everything but the run's config and log sizes (the checkpointer adds those)."""
+        return {
+            "counters": asdict(self.counters),
+            "params": self.trainable_state(),
+            "optimizer": self.optimizer.state_dict(),
+            "lr_scheduler": self.lr_scheduler.state_dict(),
+            "ema": self.ema.shadow if self.ema is not None else None,
+            "d_optimizer": self.d_optimizer.state_dict() if self.d_optimizer is not None else None,
+            "critic": self.critic.state_dict() if self.critic is not None else None,
+            "buffer": self.buffer.state_dict() if self.buffer is not None and with_buffer else None,
+            # the reward model's store of older fakes (regulariser ``replay_size``), so resume stays exact
+            "critic_replay": None if self.critic is None else self.critic.replay_state(),
+            "torch_rng": torch.get_rng_state(),
+        }
+
+    def load_state_dict(self, state: dict[str, Any], source: Path | str) -> None:
+        if len(state["params"]) != len(self.params):
+            raise CheckpointError(f"{source}: checkpoint has {len(state['params'])} trainable tensors, this run "
+                                  f"{len(self.params)} (different LoRA settings or backbone?)")
+        with torch.no_grad():
+            for i, p in enumerate(self.params):
+                p.copy_(state["params"][str(i)])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.lr_scheduler.load_state_dict(state["lr_scheduler"])
+        if state["ema"] is not None and self.ema is not None:
+            self.ema.shadow = [t.clone() for t in state["ema"]]
+        if self.d_optimizer is not None and state["d_optimizer"] is not None:
+            self.d_optimizer.load_state_dict(state["d_optimizer"])
+        if self.critic is not None and state["critic"] is not None:
+            self.critic.load_state_dict(state["critic"])
+        if self.critic is not None:
+            self.critic.load_replay_state(state.get("critic_replay"))
+        self.counters = Counters(**state["counters"])
+        self.buffer = (RolloutBuffer.from_state_dict(state["buffer"], self.features_from_state)
+                       if state["buffer"] is not None else None)
+        torch.set_rng_state(state["torch_rng"])
