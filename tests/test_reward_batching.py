@@ -128,3 +128,53 @@ def test_opencv_worker_threads_do_not_change_features(groups):
     one, two = small_critic(), small_critic(workers=2)
     a, b = one.features(fakes.flatten(0, 1)), two.features(fakes.flatten(0, 1))
     assert torch.equal(a.ic, b.ic) and torch.equal(a.lc, b.lc)
+
+
+def _gathered_correlation(blurred, points, scales=(1, 2), corr_radius=1, patch_radius=2):
+    """The former appearance_correlation_torch: every shifted patch gathered and normalised on its own."""
+    from shiftvdm.motion.features import _normalise_patches_torch
+
+    batch, frames, num = points.shape[:3]
+    r = torch.arange(-patch_radius, patch_radius + 1, dtype=torch.float32)
+    py, px = torch.meshgrid(r, r, indexing="ij")
+    patch = torch.stack([px.reshape(-1), py.reshape(-1)], dim=1)
+    out = []
+    for scale, image in zip(scales, blurred):
+        height, width = image.shape[-2:]
+        flat = image.reshape(batch * frames, 1, height, width)
+        ref_taps = points[:, :1, :, None, :] + patch * scale  # (B, 1, N, P, 2)
+        ref = remap_bilinear(image[:, 0:1].reshape(batch, 1, height, width), ref_taps[..., 0].reshape(batch, -1),
+                             ref_taps[..., 1].reshape(batch, -1)).view(batch, num, -1)
+        ref, ref_ok = _normalise_patches_torch(ref)
+        maps = []
+        for sy in range(-corr_radius, corr_radius + 1):
+            for sx in range(-corr_radius, corr_radius + 1):
+                taps = points[:, :, :, None, :] + (patch + torch.tensor([sx, sy], dtype=torch.float32)) * scale
+                cur = remap_bilinear(flat, taps[..., 0].reshape(batch * frames, -1),
+                                     taps[..., 1].reshape(batch * frames, -1)).view(batch, frames, num, -1)
+                cur, cur_ok = _normalise_patches_torch(cur)
+                corr = torch.einsum("bnp,btnp->bnt", ref, cur)
+                ok = ref_ok[:, :, None] & cur_ok.transpose(1, 2)
+                maps.append(torch.where(ok, corr.clamp(-1, 1), torch.zeros_like(corr)))
+        out.append(torch.stack(maps, dim=-1))
+    return torch.cat(out, dim=-1)
+
+
+def test_windowed_correlation_equals_gathered_patches_on_flat_and_faint_texture():
+    """The box-sum correlation (no (K, P) gather) equals normalising each shifted patch, incl. the flat test."""
+    from shiftvdm.motion.features import appearance_correlation_torch
+
+    gen = torch.Generator().manual_seed(0)
+    img = torch.rand(3, 4, 24, 24, generator=gen)
+    img[:, :, :10] = 0.5  # flat band: correlation 0 there
+    img[:, :, 10:14, :8] = 0.5 + 1e-3 * torch.rand(3, 4, 4, 8, generator=gen)  # faint texture, just above flat
+    img[:, :, 14:, 12:] = 0.9  # flat patches next to a strong edge (the cancellation case)
+    points = torch.rand(3, 4, 40, 2, generator=gen) * 23
+    points[:, :, :10] = torch.tensor([18.0, 20.0]) + torch.rand(3, 4, 10, 2, generator=gen)
+    blurred = [img, img.flip(-1)]
+    ours = appearance_correlation_torch(blurred, points)
+    ref = _gathered_correlation(blurred, points)
+    assert ours.shape == ref.shape == (3, 40, 4, 18)
+    assert torch.equal(ours == 0, ref == 0)  # the same patches count as flat
+    assert (ref == 0).any() and (ref != 0).any()
+    torch.testing.assert_close(ours, ref, rtol=0, atol=1e-5)

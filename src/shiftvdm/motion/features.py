@@ -441,6 +441,46 @@ def _normalise_patches_torch(patches: torch.Tensor) -> tuple[torch.Tensor, torch
     return centred / torch.sqrt(energy.clamp_min(1e-12)), textured
 
 
+def _box_sums(windows: torch.Tensor, patch_side: int) -> torch.Tensor:
+    """Sums over every patch_side² sub-square of (..., S, S) windows -> (..., S−p+1, S−p+1) (separable: rows, then columns)."""
+    return windows.unfold(-1, patch_side, 1).sum(dim=-1).unfold(-2, patch_side, 1).sum(dim=-1)
+
+
+def _shifted_patch_correlation(samples: torch.Tensor, ref: torch.Tensor, pick: torch.Tensor, reach: int,
+                               patch_radius: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Normalised correlation of each point's frame-0 patch with its K shifted patches in every frame.
+
+    samples (B, T, N, S²) window taps (row-major, S = 2·reach+1); ref (B, N, P) zero-mean unit-norm
+    patches; pick (K, P) the window taps of each shifted patch. Returns corr (B, N, T, K) float32 and
+    the mask of textured (non-flat) shifted patches (B, N, T, K).
+
+    Equal to normalising each gathered (B, T, N, K, P) patch, without building that tensor (it is
+    (2r+1)²·(2p+1)² / (2(r+p)+1)² ≈ 4.6× the windows for r = 1, p = 2): with m_k, E_k the mean and
+    centred energy of patch k, Σ ref·(cur_k − m_k)/√E_k = (Σ ref·cur_k − m_k·Σ ref)/√E_k, where
+    Σ ref·cur_k is one product of the window with ref scattered to patch k's taps, and m_k, E_k come
+    from box sums of the window and its square. Why float64 here: E_k = Σ cur² − P·m_k² cancels
+    (grey levels ~0.5, the flat-patch threshold 1e-8·P); in float64 the error (~1e-15) is far below
+    it, so flat patches stay flat, and the result is as close to the exact value as the gathered
+    float32 form or closer (tests/test_reward_batching.py compares both).
+    """
+    batch, frames, num, taps = samples.shape
+    side = 2 * reach + 1
+    patch_side = 2 * patch_radius + 1
+    num_shifts, num_patch = pick.shape
+    windows = samples.to(torch.float64)
+    grid = windows.view(batch, frames, num, side, side)
+    mean = (_box_sums(grid, patch_side) / num_patch).reshape(batch, frames, num, num_shifts)
+    energy = _box_sums(grid * grid, patch_side).reshape(batch, frames, num, num_shifts) - num_patch * mean * mean
+    ref64 = ref.to(torch.float64)
+    weights = ref64.new_zeros(batch, num, num_shifts, taps)
+    weights.scatter_(3, pick.expand(batch, num, num_shifts, num_patch),
+                     ref64[:, :, None, :].expand(batch, num, num_shifts, num_patch))
+    dot = torch.matmul(windows.permute(0, 2, 1, 3), weights.transpose(2, 3))  # (B, N, T, K)
+    mean, energy = mean.permute(0, 2, 1, 3), energy.permute(0, 2, 1, 3)
+    corr = (dot - mean * ref64.sum(dim=-1)[:, :, None, None]) / torch.sqrt(energy.clamp_min(1e-12))
+    return corr.to(torch.float32), energy > _FLAT_VARIANCE * num_patch
+
+
 def appearance_correlation_torch(blurred: Sequence[torch.Tensor], points: torch.Tensor, scales: Sequence[int] = (1, 2),
                                  corr_radius: int = 1, patch_radius: int = 2) -> torch.Tensor:
     """``appearance_correlation`` for B clips: blurred[k] (B, T, H, W) grey at scale k, points (B, T, N, 2)
@@ -474,9 +514,8 @@ def appearance_correlation_torch(blurred: Sequence[torch.Tensor], points: torch.
                                  taps[..., 0].reshape(batch * frames, -1), taps[..., 1].reshape(batch * frames, -1))
         samples = samples.view(batch, frames, num, side * side)
         ref, ref_ok = _normalise_patches_torch(samples[:, 0][..., centre_taps])  # frame-0 patch at the query
-        cur, cur_ok = _normalise_patches_torch(samples[..., pick])  # (B, T, N, K, P)
-        corr = torch.einsum("bnp,btnkp->bntk", ref, cur)
-        valid = ref_ok[:, :, None, None] & cur_ok.permute(0, 2, 1, 3)
+        corr, cur_ok = _shifted_patch_correlation(samples, ref, pick, reach, patch_radius)  # (B, N, T, K)
+        valid = ref_ok[:, :, None, None] & cur_ok
         out.append(torch.where(valid, corr.clamp(-1.0, 1.0), torch.zeros_like(corr)))
     return torch.cat(out, dim=-1)
 
