@@ -193,3 +193,61 @@ def test_deepspeed_zero2_equals_one_process(one_process, tmp_path):
     ds = torch.load(tmp_path / "ds.pt", weights_only=True)
     for name in one_process:
         torch.testing.assert_close(ds[name], one_process[name], rtol=1e-5, atol=1e-6)
+
+
+def lora_tensors(run: Path) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    return load_file(str(run / "lora.safetensors"))
+
+
+@pytest.fixture(scope="module")
+def ddp_straight(setup) -> Path:
+    """A straight 2-process DDP run of the toy preset: the reference the FSDP2 runs are compared with."""
+    run = setup["root"] / "ddp_ref"
+    proc = launch(write_config(setup, run))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return run
+
+
+@pytest.mark.slow
+def test_fsdp2_trainer_equals_ddp_and_its_lora_loads(setup, ddp_straight):
+    # the same data split and random streams on both; only the engine differs (FSDP2 shards the whole
+    # denoiser and reduce-scatters the gradients): equal to float tolerance, not bit for bit
+    run = setup["root"] / "fsdp2"
+    proc = launch(write_config(setup, run, distributed="fsdp2"))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    a, b = digests(run)
+    assert a == b  # the digest is of the gathered weights: the same on both ranks
+    fsdp, ddp = lora_tensors(run), lora_tensors(ddp_straight)
+    assert set(fsdp) == set(ddp) and all(fsdp[k].shape == ddp[k].shape for k in ddp)  # whole weights, not shards
+    for k in ddp:
+        torch.testing.assert_close(fsdp[k], ddp[k], rtol=1e-4, atol=1e-6)
+    # the checkpoint keeps each rank's shards (plain tensors, read with weights_only); together they are whole
+    last = [sorted((run / "checkpoints" / f"rank{r}").glob("step-*"))[-1] for r in range(2)]
+    states = [torch.load(p / "trainer_state.pt", weights_only=True) for p in last]
+    full = ToyBackbone.from_pretrained(setup["base"])
+    full.load_lora(run / "lora.safetensors")  # the final LoRA loads into a fresh backbone
+    loaded = [p.detach() for p in full.trainable_parameters()]
+    assert len(loaded) == len(states[0]["params"])
+    for i, p in enumerate(loaded):
+        whole = torch.cat([states[0]["params"][str(i)], states[1]["params"][str(i)]])  # Shard(0) halves
+        assert torch.equal(whole, p), i  # the loaded LoRA is exactly the trained weights
+
+
+@pytest.mark.slow
+def test_fsdp2_stop_and_resume_is_exact(setup):
+    straight = setup["root"] / "fsdp2_straight"
+    proc = launch(write_config(setup, straight, distributed="fsdp2"))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    stopped = setup["root"] / "fsdp2_stopped"  # rank 1's clock is ahead: both stop after step 1, mid-buffer
+    proc = launch(write_config(setup, stopped, distributed="fsdp2", time_limit_s=500.0),
+                  env={"SHIFTVDM_TEST_CLOCK_AHEAD": "1:1000"})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert [counters(stopped, r)["step"] for r in range(2)] == [1, 1]
+    proc = launch(write_config(setup, stopped, distributed="fsdp2", time_limit_s=0.0), "--resume")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert [counters(stopped, r)["step"] for r in range(2)] == [4, 4]
+    assert digests(stopped) == digests(straight)  # bit for bit the straight run
+    a, b = lora_tensors(stopped), lora_tensors(straight)
+    assert all(torch.equal(a[k], b[k]) for k in b)

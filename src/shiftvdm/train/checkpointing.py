@@ -20,7 +20,7 @@ import torch
 from shiftvdm.config import config_differences, config_from_dict, config_to_dict
 from shiftvdm.errors import CheckpointError, DamagedCheckpointError
 from shiftvdm.train.config import TrainConfig
-from shiftvdm.train.distributed import Distributed
+from shiftvdm.train.distributed import Distributed, full_tensor
 from shiftvdm.train.state import TrainingState, checkpoint_dirs, latest_checkpoint, read_checkpoint, write_checkpoint
 from shiftvdm.utils.checkpoint import clean_stale_temps, file_sizes, read_newest_intact, save_json, truncate_logs
 
@@ -127,8 +127,8 @@ class Checkpointer:
 def weights_digest(params: list[torch.nn.Parameter]) -> str:
     """SHA-256 of the trainable weights: equal on every process when gradients are averaged."""
     h = hashlib.sha256()
-    for p in params:
-        h.update(p.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())  # raw bytes: bf16 too
+    for p in params:  # FSDP2 shards are gathered first (a collective: every rank computes the digest)
+        h.update(full_tensor(p.detach()).cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())  # raw bytes: bf16 too
     return h.hexdigest()
 
 

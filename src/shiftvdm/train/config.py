@@ -141,8 +141,8 @@ class RunConfig:
     gradient_checkpointing: bool = False  # recompute activations in the backward pass
     log_grad_norm_every: int = 10  # split gradient norms into SFT and advantage-weighted parts every N steps
     progress: bool = True  # progress bar on the main process
-    distributed: Literal["ddp", "fsdp2"] = "ddp"  # gradient sync on >1 process: DDP; FSDP2 (A14B) is refused by the
-    #   trainer until checkpoints gather shards (the engine itself is tested in tests/test_distributed.py)
+    distributed: Literal["ddp", "fsdp2"] = "ddp"  # gradient sync on >1 process: DDP, or FSDP2 `fully_shard` of the
+    #   whole denoiser (Wan2.2-A14B); checkpoints keep each rank's shards, the LoRA file and digest are gathered
     find_unused_parameters: bool = False  # DDP: allow trainable weights that a forward does not reach
 
     def __post_init__(self) -> None:

@@ -252,15 +252,29 @@ class GradientEngine:
             setattr(owner, attr, self.module)
 
 
+def shard_units(module: nn.Module) -> list[nn.Module]:
+    """The modules FSDP2 shards one by one: every direct child with parameters, and for a container
+    (ModuleList / ModuleDict, which has no forward for FSDP2's hooks) each of its items, e.g. each block."""
+    units: list[nn.Module] = []
+    for child in module.children():
+        if not any(True for _ in child.parameters()):
+            continue
+        if isinstance(child, (nn.ModuleList, nn.ModuleDict)):
+            units.extend(shard_units(child))
+        else:
+            units.append(child)
+    return units
+
+
 def shard_module(module: nn.Module, dist: Distributed) -> None:
-    """FSDP2: shard every direct child with parameters, then the root (params become DTensors)."""
+    """FSDP2: shard each unit (:func:`shard_units`), then the root (params become DTensors); a unit's weights
+    are gathered only around its own forward and backward."""
     from torch.distributed.device_mesh import init_device_mesh
     from torch.distributed.fsdp import fully_shard
 
     mesh = init_device_mesh(dist.device.type, (dist.world,))
-    for child in module.children():
-        if any(True for _ in child.parameters()):
-            fully_shard(child, mesh=mesh)
+    for unit in shard_units(module):
+        fully_shard(unit, mesh=mesh)
     fully_shard(module, mesh=mesh)
 
 
@@ -269,4 +283,77 @@ def full_tensor(t: Tensor) -> Tensor:
     return t.full_tensor() if hasattr(t, "full_tensor") else t
 
 
-__all__ = ["Distributed", "GradientEngine", "NAN_HOOK_ENV", "full_tensor", "injected_nan", "shard_module"]
+# ----- FSDP2 state: each rank saves its own shards; weights for use are gathered once -------------------------
+# Checkpoints are per process already (each rank's buffer share and random streams), and resume requires the
+# same world size, so each rank stores the local shards of the trainable weights and of their optimizer
+# states: no collective on save or load, memory 1/world per rank, and resume is exact (the same bytes go
+# back into the same shards). Only the weights for use (the LoRA file, the weight digest) are gathered.
+
+def is_sharded(t: Any) -> bool:
+    return hasattr(t, "to_local") and hasattr(t, "device_mesh")
+
+
+def local_tree(obj: Any) -> Any:
+    """``obj`` (nested dicts/lists/tuples of tensors) with every DTensor replaced by this rank's shard, so
+    that ``torch.load(weights_only=True)`` reads it back."""
+    if is_sharded(obj):
+        return obj.to_local().detach().cpu().clone()
+    if isinstance(obj, dict):
+        return {k: local_tree(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(local_tree(v) for v in obj)
+    return obj
+
+
+def like(local: Tensor, param: Tensor) -> Tensor:
+    """A saved shard as a DTensor laid out like ``param`` (as is when ``param`` is not sharded)."""
+    if not is_sharded(param):
+        return local
+    from torch.distributed.tensor import DTensor
+
+    return DTensor.from_local(local.to(param.to_local().device), param.device_mesh, param.placements,
+                              run_check=False, shape=param.shape, stride=param.stride())
+
+
+def sharded_optimizer_state(state: dict[str, Any], params: list[Tensor]) -> dict[str, Any]:
+    """An optimizer ``state_dict`` saved as local shards, its per-parameter tensors made DTensors again
+    (scalars such as Adam's ``step`` stay plain)."""
+    out = {**state, "state": {}}
+    for i, entry in state["state"].items():
+        p = params[int(i)]
+        out["state"][i] = {k: like(v, p) if isinstance(v, Tensor) and v.dim() > 0 and is_sharded(p) else v
+                           for k, v in entry.items()}
+    return out
+
+
+def gather_full(module: nn.Module, params: list[nn.Parameter]) -> dict[str, Tensor]:
+    """Gathered (full, CPU) values of those ``params`` of ``module`` that are FSDP2 shards, by name; empty
+    when none is. A collective: call it on every rank in the same order."""
+    wanted = {id(p) for p in params}
+    return {name: p.detach().full_tensor().cpu() for name, p in module.named_parameters()
+            if id(p) in wanted and is_sharded(p)}
+
+
+@contextlib.contextmanager
+def full_state_dicts(module: nn.Module, full: dict[str, Tensor]) -> Iterator[None]:
+    """While inside, ``module.state_dict()`` holds the gathered values ``full`` (from :func:`gather_full`)
+    instead of their shards, so a backbone's own ``save_lora`` / ``save_pretrained`` writes whole weights.
+    Local: writing inside may happen on process 0 only. Nothing changes when ``full`` is empty."""
+    if not full:
+        yield
+        return
+
+    def hook(_module: nn.Module, state: dict[str, Any], prefix: str, _meta: Any) -> None:
+        for name, value in full.items():
+            if prefix + name in state:
+                state[prefix + name] = value
+
+    handle = module.register_state_dict_post_hook(hook)
+    try:
+        yield
+    finally:
+        handle.remove()
+
+
+__all__ = ["Distributed", "GradientEngine", "NAN_HOOK_ENV", "full_state_dicts", "full_tensor", "gather_full", "injected_nan", "is_sharded",
+           "like", "local_tree", "shard_module", "sharded_optimizer_state"]

@@ -31,7 +31,9 @@ from shiftvdm.errors import TrainingError
 from shiftvdm.train.buffer import RolloutBuffer
 from shiftvdm.train.checkpointing import Checkpointer, export_final, weights_digest
 from shiftvdm.train.config import TrainConfig
-from shiftvdm.train.distributed import Distributed, GradientEngine, full_tensor, injected_nan, test_clock_ahead
+from shiftvdm.train.distributed import (Distributed, GradientEngine, full_state_dicts, full_tensor, gather_full,
+                                        injected_nan,
+                                        test_clock_ahead)
 from shiftvdm.train.metrics_log import MetricsLogger
 from shiftvdm.train.optim import WeightEMA, build_optimizers
 from shiftvdm.train.state import Counters, TrainingState
@@ -70,11 +72,6 @@ class Runtime:
         self.is_main = self.rank == 0
         # the generator's gradients are synced by the engine (DDP / FSDP2); built before the optimizer
         # because FSDP2 replaces the parameters with sharded ones
-        if cfg.run.distributed == "fsdp2" and self.world > 1:
-            # the engine shards and syncs correctly (tests/test_distributed.py), but checkpoints, the weight
-            # digest and the final LoRA file do not gather shards yet: a run would save partial weights
-            raise TrainingError("run.distributed=fsdp2: sharded training is not wired into checkpoints and final "
-                                "weights yet (they would hold one shard per process); use run.distributed=ddp")
         self.engine = GradientEngine(backbone.denoiser, self.dist, cfg.run.distributed, accelerator=accelerator,
                                      find_unused_parameters=cfg.run.find_unused_parameters)
         self.sample_frames, self.sample_prompts = sample_frames, sample_prompts
@@ -248,7 +245,8 @@ class Runtime:
         self._t_offset -= time.perf_counter() - t0  # evaluation time is not training time
 
     def write_samples(self, step: int) -> None:
-        if not self.is_main or self.sample_frames is None:
+        # under FSDP2 every forward is a collective: every rank samples, process 0 writes
+        if self.sample_frames is None or (not self.is_main and self.engine.kind != "fsdp2"):
             return
         t0 = time.perf_counter()
         from shiftvdm.data.video_io import to_uint8, write_video
@@ -258,7 +256,8 @@ class Runtime:
             lat = self.backbone.sample(cond, 1, generator_for(self.cfg.run.seed, "samples"), stochastic=False)
             video = self.backbone.decode(lat[:, 0]).cpu()  # (n, F, 3, H, W)
         grid = torch.cat(list(video), dim=-1)  # clips side by side: (F, 3, H, n*W)
-        write_video(self.run_dir / "samples" / f"step-{step:07d}.gif", to_uint8(grid), fps=8)
+        if self.is_main:
+            write_video(self.run_dir / "samples" / f"step-{step:07d}.gif", to_uint8(grid), fps=8)
         self._t_offset -= time.perf_counter() - t0
 
     def record_buffer(self, buffer: RolloutBuffer) -> None:
@@ -279,15 +278,25 @@ class Runtime:
         save_json({"rank": self.rank, "steps": self.state.step, "weights_sha256": self.weights_digest()},
                   self.run_dir / "logs" / f"final-rank{self.rank}.json")
         self.save_checkpoint()
-        if self.is_main:
-            self.save_final()
-            self.metrics.close()
+        with full_state_dicts(self.backbone.denoiser, self.gathered_weights()):  # FSDP2: written whole
+            if self.is_main:
+                self.save_final()
+                self.metrics.close()
 
     # ----- saving and resuming (train/checkpointing.py) ---------------------------------------------------
     def save_checkpoint(self) -> Path | None:
         self.check_params_finite("before a checkpoint")  # never write a non-finite checkpoint
         write_lora = self._save_lora if self.cfg.lora.enabled else None
-        return self.checkpoints.save(self.training, self.metrics.path, write_lora)
+        full = self.gathered_weights() if write_lora is not None else {}
+        with full_state_dicts(self.backbone.denoiser, full):  # the LoRA file is whole; the state keeps shards
+            return self.checkpoints.save(self.training, self.metrics.path, write_lora)
+
+    def gathered_weights(self) -> dict[str, Tensor]:
+        """FSDP2: the whole weights for use (the EMA ones when kept), gathered on every rank; else empty."""
+        if not self.training.sharded:
+            return {}
+        with self.ema_weights():
+            return gather_full(self.backbone.denoiser, self.params)
 
     def _save_lora(self, path: Path) -> None:
         with self.ema_weights():

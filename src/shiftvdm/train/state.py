@@ -24,6 +24,7 @@ from torch import nn
 
 from shiftvdm.errors import CheckpointError
 from shiftvdm.train.buffer import RolloutBuffer
+from shiftvdm.train.distributed import is_sharded, like, local_tree, sharded_optimizer_state
 from shiftvdm.train.optim import WeightEMA
 from shiftvdm.utils.checkpoint import atomic_write, fix_dir_permissions, load_torch
 from shiftvdm.utils.seeding import generator_for
@@ -137,9 +138,15 @@ class TrainingState:
     def trainable_state(self) -> dict[str, torch.Tensor]:
         return {str(i): p.detach().cpu().clone() for i, p in enumerate(self.params)}
 
+    @property
+    def sharded(self) -> bool:
+        """FSDP2: the trainable weights are DTensors; checkpoints then hold this rank's shards."""
+        return any(is_sharded(p) for p in self.params)
+
     def state_dict(self, *, with_buffer: bool) -> dict[str, Any]:
-        """Everything but the run's config and log sizes (the checkpointer adds those)."""
-        return {
+        """Everything but the run's config and log sizes (the checkpointer adds those). Under FSDP2 the
+        weights, optimizer states and EMA are this rank's shards (see train/distributed.py)."""
+        state = {
             "counters": asdict(self.counters),
             "params": self.trainable_state(),
             "optimizer": self.optimizer.state_dict(),
@@ -152,6 +159,10 @@ class TrainingState:
             "critic_replay": None if self.critic is None else self.critic.replay_state(),
             "torch_rng": torch.get_rng_state(),
         }
+        if self.sharded:
+            for key in ("params", "optimizer", "ema"):
+                state[key] = local_tree(state[key])
+        return state
 
     def load_state_dict(self, state: dict[str, Any], source: Path | str) -> None:
         if len(state["params"]) != len(self.params):
@@ -159,11 +170,13 @@ class TrainingState:
                                   f"{len(self.params)} (different LoRA settings or backbone?)")
         with torch.no_grad():
             for i, p in enumerate(self.params):
-                p.copy_(state["params"][str(i)])
-        self.optimizer.load_state_dict(state["optimizer"])
+                p.copy_(like(state["params"][str(i)], p))  # a saved shard goes back into its own shard
+        sharded = self.sharded
+        self.optimizer.load_state_dict(sharded_optimizer_state(state["optimizer"], self.params) if sharded
+                                       else state["optimizer"])
         self.lr_scheduler.load_state_dict(state["lr_scheduler"])
         if state["ema"] is not None and self.ema is not None:
-            self.ema.shadow = [t.clone() for t in state["ema"]]
+            self.ema.shadow = [like(t, p).clone() for t, p in zip(state["ema"], self.params)]
         if self.d_optimizer is not None and state["d_optimizer"] is not None:
             self.d_optimizer.load_state_dict(state["d_optimizer"])
         if self.critic is not None and state["critic"] is not None:
