@@ -20,6 +20,7 @@ from shiftvdm.motion.features import (
     track_features,
 )
 from shiftvdm.rewards import CriticConfig, ICConfig, LCConfig, MotionCritic
+from shiftvdm.rewards.critic import MotionFeatures
 
 
 def small_critic(**changes) -> MotionCritic:
@@ -178,3 +179,45 @@ def test_windowed_correlation_equals_gathered_patches_on_flat_and_faint_texture(
     assert torch.equal(ours == 0, ref == 0)  # the same patches count as flat
     assert (ref == 0).any() and (ref != 0).any()
     torch.testing.assert_close(ours, ref, rtol=0, atol=1e-5)
+
+
+def _spread_heads(critic: MotionCritic) -> MotionCritic:
+    """Re-draw both output heads at std 0.2: the default init (std 0.001) gives every clip a logit ~1e-7 for LC,
+    so equal rewards would not show equal features."""
+    gen = torch.Generator().manual_seed(3)
+    with torch.no_grad():
+        for layer in (critic.ic.head, critic.lc.head[0], critic.lc.head[3]):
+            layer.weight.copy_(0.2 * torch.randn(layer.weight.shape, generator=gen))
+    return critic
+
+
+def test_score_groups_equals_per_clip_numpy_features_with_pixel_queries(groups):
+    """The whole buffer in one call equals the numpy features of each clip scored alone (pixel queries, as the
+    demo's redesign samples them), features and rewards, so batching changes no reward."""
+    critic = _spread_heads(small_critic(query_sampling="pixels", num_queries=48))
+    real, fakes = groups
+    queries = np.stack([critic.sample_queries(16, 16, torch.Generator().manual_seed(10 + i)) for i in range(3)])
+    batched = critic.score_groups(real, fakes, queries)
+    flow, tracker = critic._get_extractors()
+    cfg = critic.config
+    for i in range(3):
+        for p in range(-1, 2):  # -1: the real clip, then its fakes
+            video = real[i:i + 1] if p < 0 else fakes[i, p:p + 1]
+            stored = batched.features_real.index([i]) if p < 0 else batched.features_fake.index([2 * i + p])
+            alone = critic.features(video, queries[i])  # the same clip through the same code, on its own
+            torch.testing.assert_close(stored.ic, alone.ic, rtol=0, atol=1e-6)
+            torch.testing.assert_close(stored.lc, alone.lc, rtol=0, atol=1e-6)
+            clip = critic.videos_to_uint8(video)[0]  # and the per-clip numpy features
+            ic = ic_features(clip, flow, cfg.ic_size, cfg.residual_mode, cfg.include_flow, cfg.confidence_scale_px)
+            lc = track_features(clip, tracker(clip, queries[i]), cfg.corr_scales, cfg.corr_radius, cfg.patch_radius)
+            np.testing.assert_allclose(stored.ic[0, :, 0].numpy(), ic[:, 0], atol=1e-5)
+            # confidence: the forward-backward remap rounds x + flow to 1/32 px, where float32 and cv2 can
+            # land on either side of a step (seen: 1e-4 relative on one pixel of 2048)
+            np.testing.assert_allclose(stored.ic[0, :, 1].numpy(), ic[:, 1], rtol=1e-3, atol=1e-5)
+            np.testing.assert_allclose(stored.lc[0].numpy(), lc, atol=1e-5)
+            alone = critic.reward(MotionFeatures(torch.from_numpy(ic)[None], torch.from_numpy(lc)[None]))
+            for key in ("r", "r_ic", "r_lc"):
+                got = batched.rewards[f"{key}_real"][i] if p < 0 else batched.rewards[f"{key}_fake"][i, p]
+                torch.testing.assert_close(got, getattr(alone, key)[0], rtol=0, atol=1e-4)
+    spread = batched.rewards["r_lc_fake"]
+    assert float(spread.max() - spread.min()) > 1e-2  # the heads separate clips: the comparison has teeth
