@@ -132,6 +132,45 @@ def demo_buffer_ab(repeats: int, workers: int = 1) -> None:
           f"ratio {old / new:.2f} (critic.workers={workers})")
 
 
+def demo_buffer_split(repeats: int, size: int, queries: int, workers: int = 1, sampling: str | None = None) -> None:
+    """One demo-preset buffer (8 conditionings x (1 + 8) clips) at ``size``x``size`` with ``queries`` LC
+    queries, scored by ``score_groups`` ``repeats`` times: total and its flow / tracks / rest split (median).
+
+    Run it against two trees (PYTHONPATH=<tree>/src) back to back to compare versions of the features.
+    """
+    import numpy as np
+
+    from shiftvdm.config import config_from_dict, load_config
+    from shiftvdm.recipes.demo import DemoConfig
+
+    demo = load_config(DemoConfig, "demo_cpu")
+    critic_cfg = {**demo.critic.get("critic", {}), "workers": workers, "num_queries": queries}
+    critic_cfg["ic"] = {**critic_cfg.get("ic", {}), "image_size": [size, size]}
+    if sampling:
+        critic_cfg["query_sampling"] = sampling
+    critic = MotionCritic(config_from_dict(CriticConfig, critic_cfg)).eval()
+    d, r = demo.data, demo.arms_common["rollout"]
+    n, group = int(r["buffer_size"]), int(r["group_size"])
+    unit = size / 16
+    clips = to_tensor(make_sprite_clips(n * (1 + group), d.num_frames, size, seed=1, num_sprites=1,
+                                        sprite_size=max(5.0, 3.0 * unit), speed=(1.5 * unit, 2.5 * unit),
+                                        background="flat", shapes=("square",), antialias=False).videos)
+    real, fakes = clips[:n], clips[n:].reshape(n, group, *clips.shape[1:])
+    q = np.stack([critic.sample_queries(size, size, torch.Generator().manual_seed(i)) for i in range(n)])
+    critic.score_groups(real[:1], fakes[:1], q[:1])  # warm-up
+    rows = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        critic.score_groups(real, fakes, q, keep_features=True)
+        total = time.perf_counter() - start
+        flow, tracks = critic.last_timings["flow"], critic.last_timings["tracks"]
+        rows.append((total, flow, tracks, total - flow - tracks))
+    med = [float(np.median([row[k] for row in rows])) for k in range(4)]
+    print(f"demo buffer {n} x (1 + {group}) clips, {size}x{size}x{d.num_frames}, {critic.config.num_queries} queries "
+          f"({critic.config.query_sampling}), workers {workers}: median of {repeats}: total {med[0]:.3f} s, "
+          f"flow {med[1]:.3f} s, tracks {med[2]:.3f} s, discriminators and the rest {med[3]:.3f} s")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--clips", type=int, default=8, help="clips per size")
@@ -141,9 +180,18 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=1, help="critic.workers for the batched side of --ab")
     parser.add_argument("--features", choices=["opencv", "neural"], default="opencv",
                         help="DIS/LK (default) or SEA-RAFT-M/CoTracker3 with the authors' critic preset")
-    parser.add_argument("--queries", type=int, default=1024, help="LC query points per clip (neural features)")
+    parser.add_argument("--queries", type=int, default=1024, help="LC query points per clip (neural features; "
+                        "--buffer: the demo critic's, 1024 -> 256)")
+    parser.add_argument("--buffer", type=int, default=0, help="time one demo buffer scored by score_groups N times "
+                        "(flow / tracks / rest) at --buffer-size, then stop")
+    parser.add_argument("--buffer-size", type=int, default=16, help="frame side of --buffer clips (16 or 32)")
+    parser.add_argument("--sampling", choices=["uniform", "pixels"], default=None,
+                        help="--buffer: query sampling (default: the demo preset's)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    if args.buffer:
+        demo_buffer_split(args.buffer, args.buffer_size, min(args.queries, 256), args.workers, args.sampling)
+        return
     if args.ab:
         demo_buffer_ab(args.ab, args.workers)
     neural = Path(tempfile.mkdtemp(prefix="bench-rewards-")) if args.features == "neural" else None
