@@ -264,6 +264,24 @@ def test_kill_and_resume_is_bit_exact(tmp_path, clips):
     assert all(torch.equal(sa[k]["exp_avg"], sb[k]["exp_avg"]) for k in sa)
 
 
+def test_resume_without_the_buffer_in_the_checkpoint_is_bit_exact(tmp_path, clips):
+    # run.checkpoint_buffer=false: the checkpoint keeps the weights and RNG the buffer was rolled out with, and the
+    # resume rolls it out again from them (with the regularisers and replay of the test above)
+    run = {"max_steps": 8, "checkpoint_buffer": False}
+    straight = run_to(make_cfg(tmp_path / "a", discriminator=REGULARISED, run=run), clips)
+    run_to(make_cfg(tmp_path / "b", discriminator=REGULARISED, run=run), clips, stop_at=7)  # mid-buffer 2
+    saved = torch.load(tmp_path / "b" / "checkpoints" / "step-0000006" / "trainer_state.pt", weights_only=True)
+    assert saved["buffer"] is None and saved["buffer_origin"]["params"] is not None
+    resumed = run_to(make_cfg(tmp_path / "b", discriminator=REGULARISED, run=run), clips, resume=True)
+    assert resumed.state.step == straight.state.step == 8
+    for a, b in zip(weights(straight), weights(resumed)):
+        assert torch.equal(a, b)
+    for (ka, va), (kb, vb) in zip(straight.critic.state_dict().items(), resumed.critic.state_dict().items()):
+        assert ka == kb and torch.equal(va, vb), ka
+    logged = [l for l in (tmp_path / "b" / "logs" / "buffers-rank0.jsonl").read_text().splitlines()]
+    assert len(logged) == 2  # the re-rolled buffer is not recorded twice
+
+
 def test_resume_refuses_a_changed_run(tmp_path, clips):
     run_to(make_cfg(tmp_path, run={"max_steps": 2}), clips)
     backbone, critic, rt = make_parts(make_cfg(tmp_path, loss={"lambda_aw": 0.9}), clips)

@@ -127,12 +127,14 @@ class RunConfig:
     out_dir: str = "runs/shift"  # run folder: config.yaml, checkpoints/, logs/, samples/, final weights
     seed: int = 0  # the one seed behind data order, rollouts, noise and discriminator sampling
     max_steps: int = 200  # generator optimizer steps
-    time_limit_s: float = 0.0  # also stop after this much training wall time (0 = none; equal-time comparisons)
+    time_limit_s: float = 0.0  # also stop after this much training time (0 = none; equal-time comparisons)
+    time_limit_clock: Literal["wall", "cpu"] = "wall"  # time_limit_s in wall seconds, or in this process's CPU seconds
     log_every: int = 1  # write metrics every N steps
     checkpoint_every: int = 50  # full resumable checkpoint every N steps (0 = only at the end)
     keep_checkpoints: int = 2  # resumable checkpoints kept
-    checkpoint_buffer: bool = True  # keep the rollout buffer in checkpoints (False: a mid-buffer resume regenerates
-    #   it from the resumed weights, which is NOT bit-exact; see train/memory.py for its size)
+    checkpoint_buffer: bool = True  # keep the rollout buffer in checkpoints (False: keep the weights and RNG state it
+    #   was rolled out with instead, and roll it out again on resume: still bit-exact, costs one collection;
+    #   see train/memory.py for the buffer's size)
     sample_every: int = 0  # write sample clips every N steps (0 = off)
     num_samples: int = 4  # conditionings in the sample grid
     eval_every: int = 0  # call the recipe's evaluation hook every N steps (0 = off)
@@ -141,8 +143,9 @@ class RunConfig:
     gradient_checkpointing: bool = False  # recompute activations in the backward pass
     log_grad_norm_every: int = 10  # split gradient norms into SFT and advantage-weighted parts every N steps
     progress: bool = True  # progress bar on the main process
-    distributed: Literal["ddp", "fsdp2"] = "ddp"  # gradient sync on >1 process: DDP, or FSDP2 `fully_shard` of the
-    #   whole denoiser (Wan2.2-A14B); checkpoints keep each rank's shards, the LoRA file and digest are gathered
+    distributed: Literal["ddp", "fsdp2", "deepspeed"] = "ddp"  # gradient sync on >1 process: DDP; FSDP2 `fully_shard`
+    #   of the whole denoiser (Wan2.2-A14B; checkpoints keep each rank's shards); DeepSpeed ZeRO-2 (the authors'
+    #   engine; optional extra shiftvdm[deepspeed]). One process ignores it
     find_unused_parameters: bool = False  # DDP: allow trainable weights that a forward does not reach
 
     def __post_init__(self) -> None:

@@ -10,7 +10,7 @@ skip / stop / error decision is reduced across processes *before* the next colle
 Engine: the generator's gradients are synchronised by torch's own machinery, chosen by
 ``run.distributed``: ``ddp`` (Accelerate's prepared DistributedDataParallel, reducing on the last of
 the 1+P backwards only), ``fsdp2`` (``torch.distributed.fsdp.fully_shard`` of the denoiser, frozen base
-included: for Wan2.2-A14B). One process needs no engine.
+included: for Wan2.2-A14B), ``deepspeed`` (ZeRO-2, train/deepspeed_zero.py). One process needs no engine.
 """
 
 from __future__ import annotations
@@ -224,8 +224,68 @@ class GradientEngine:
                 self.wrapper = DDP(module, device_ids=ids, find_unused_parameters=find_unused_parameters)
         elif self.kind == "fsdp2":
             shard_module(module, dist)
+        elif self.kind == "deepspeed":
+            from shiftvdm.train.deepspeed_zero import import_deepspeed
+
+            import_deepspeed()  # refused up front, with the install line, when it is missing
+            self.zero: Any = None  # the ZeRO-2 optimizer, from attach_optimizer
         elif self.kind != "none":
-            raise TrainingError(f"run.distributed={kind!r}: expected ddp or fsdp2")
+            raise TrainingError(f"run.distributed={kind!r}: expected ddp, fsdp2 or deepspeed")
+
+    def attach_optimizer(self, optimizer: torch.optim.Optimizer, micro_batch: int, max_grad_norm: float) -> None:
+        """DeepSpeed: wrap the module and the trainer's optimizer in a ZeRO-2 engine (a no-op for the others,
+        whose optimizer works on the module's own parameters)."""
+        if self.kind == "deepspeed":
+            from shiftvdm.train import deepspeed_zero
+
+            self.wrapper, self.zero = deepspeed_zero.initialize(self.module, optimizer, micro_batch, max_grad_norm)
+
+    def backward(self, loss: Tensor) -> None:
+        if self.kind == "deepspeed":
+            self.wrapper.backward(loss)  # type: ignore[operator]  # ZeRO's hooks take the gradients over
+        else:
+            loss.backward()
+
+    def clip_grad_norm_(self, params: list[nn.Parameter], max_norm: float) -> Tensor:
+        """The total gradient norm before clipping; clips in place (DeepSpeed clips inside ``step``)."""
+        if self.kind == "deepspeed":
+            from shiftvdm.train.deepspeed_zero import grad_norm
+
+            return grad_norm(self.zero)
+        return torch.nn.utils.clip_grad_norm_(params, max_norm)
+
+    def step(self, optimizer: torch.optim.Optimizer) -> None:
+        if self.kind == "deepspeed":
+            self.wrapper.step()  # type: ignore[operator]  # clip + the client optimizer on this rank's partition
+        else:
+            optimizer.step()
+
+    def discard_gradients(self, optimizer: torch.optim.Optimizer) -> None:
+        """Drop this step's gradients (a skipped step)."""
+        optimizer.zero_grad(set_to_none=True)
+        if self.kind == "deepspeed":
+            from shiftvdm.train.deepspeed_zero import drop_gradients
+
+            drop_gradients(self.zero)
+
+    @property
+    def per_parameter_gradients(self) -> bool:
+        """False under ZeRO-2: the reduced gradients live in its flat partitions, not in ``p.grad``."""
+        return self.kind != "deepspeed"
+
+    def state_dict(self) -> dict[str, Any] | None:
+        """What the engine itself adds to a checkpoint (DeepSpeed: the fp32 master partition)."""
+        if self.kind != "deepspeed":
+            return None
+        from shiftvdm.train.deepspeed_zero import master_state
+
+        return {"zero2_master": master_state(self.zero)}
+
+    def load_state_dict(self, state: dict[str, Any] | None) -> None:
+        if self.kind == "deepspeed":
+            from shiftvdm.train.deepspeed_zero import load_master_state
+
+            load_master_state(self.zero, (state or {}).get("zero2_master"))
 
     @contextlib.contextmanager
     def term(self, sync: bool) -> Iterator[None]:
@@ -235,6 +295,9 @@ class GradientEngine:
                 yield
         elif self.kind == "fsdp2":
             self.module.set_requires_gradient_sync(sync)  # type: ignore[operator]
+            yield
+        elif self.kind == "deepspeed":
+            self.wrapper.set_gradient_accumulation_boundary(sync)  # type: ignore[operator]
             yield
         else:
             yield

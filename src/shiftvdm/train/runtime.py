@@ -79,15 +79,16 @@ class Runtime:
         if not params:
             raise TrainingError("the backbone has no trainable parameters (LoRA not added and full training off?)")
         optimizer, scheduler, d_optimizer = build_optimizers(cfg, params, critic)
+        self.engine.attach_optimizer(optimizer, cfg.rollout.batch_size, cfg.optim.max_grad_norm)  # DeepSpeed
         ema = WeightEMA(params, cfg.optim.ema_decay) if cfg.optim.ema_decay > 0 else None
         self.training = TrainingState(cfg.run.seed, self.rank, params, optimizer, scheduler, d_optimizer, ema,
-                                      critic, features_from_state)
+                                      critic, features_from_state, engine=self.engine)
         self.checkpoints = Checkpointer(cfg, self.run_dir, self.dist)
         self.last_metrics: dict[str, float] = {}
         self._evaluate: Callable[[Backbone, int], dict[str, float]] | None = None
         self.metrics = MetricsLogger(self.run_dir / "logs", enabled=self.is_main)
-        self._t_start = 0.0
-        self._t_offset = 0.0
+        self._t_start = {"wall": 0.0, "cpu": 0.0}  # per clock (see _now)
+        self._t_offset = {"wall": 0.0, "cpu": 0.0}
         self._bar_seconds = 0.0  # seconds shown by a time-budget progress bar
 
     def generator(self, stream: str, *counters: int) -> torch.Generator:
@@ -114,7 +115,7 @@ class Runtime:
         Returns this step's own metrics (``values`` so far, marked ``skipped``), never the previous step's;
         the step number in the warning is the one metrics.jsonl records (counted after the step).
         """
-        self.optimizer.zero_grad(set_to_none=True)
+        self.engine.discard_gradients(self.optimizer)
         self.state.nonfinite_steps += 1
         logger.warning("step %d skipped: %s (%d so far)", self.state.step + 1, reason, self.state.nonfinite_steps)
         if self.state.nonfinite_steps > self.cfg.run.max_nonfinite_steps:
@@ -151,8 +152,8 @@ class Runtime:
 
     # ----- gradient diagnostics -------------------------------------------------------------------------
     def log_grad_norms_now(self) -> bool:
-        every = self.cfg.run.log_grad_norm_every
-        return every > 0 and self.state.step % every == 0
+        every = self.cfg.run.log_grad_norm_every  # (not under ZeRO-2: no per-parameter gradients to split)
+        return every > 0 and self.state.step % every == 0 and self.engine.per_parameter_gradients
 
     def grad_snapshot(self) -> list[Tensor]:
         return [p.grad.detach().clone() if p.grad is not None else torch.zeros_like(p) for p in self.params]
@@ -177,28 +178,43 @@ class Runtime:
         self.state.add_time(phase, time.perf_counter() - t0)
         return out
 
-    def elapsed(self) -> float:
-        return self._t_offset + (time.perf_counter() - self._t_start)
+    @staticmethod
+    def _now(clock: str) -> float:
+        # "cpu": this process's CPU time over all its threads, which other processes' load does not inflate
+        return time.process_time() if clock == "cpu" else time.perf_counter()
+
+    def elapsed(self, clock: str = "wall") -> float:
+        """Training seconds so far on ``clock`` ("wall" or "cpu"), evaluation and sample writing excluded."""
+        return self._t_offset[clock] + (self._now(clock) - self._t_start[clock])
+
+    def _pause(self, since: dict[str, float]) -> None:
+        """Take the time since ``since`` (a _clocks() reading) off the training clocks."""
+        for clock, t0 in since.items():
+            self._t_offset[clock] -= self._now(clock) - t0
+
+    def _clocks(self) -> dict[str, float]:
+        return {clock: self._now(clock) for clock in self._t_start}
 
     def out_of_time(self) -> bool:
         """Agreed on every rank: any rank over the limit stops all (the slowest clock decides)."""
         limit = self.cfg.run.time_limit_s
         if limit <= 0:
             return False
-        return self.dist.any(self.elapsed() + test_clock_ahead(self.rank) >= limit)
+        return self.dist.any(self.elapsed(self.cfg.run.time_limit_clock) + test_clock_ahead(self.rank) >= limit)
 
     # ----- run lifecycle --------------------------------------------------------------------------------
     def begin(self, evaluate: Callable[[Backbone, int], dict[str, float]] | None) -> None:
         self._evaluate = evaluate
-        self._t_offset = self.state.timers.get("wall", 0.0)
-        self._t_start = time.perf_counter()
+        self._t_offset = {clock: self.state.timers.get(clock, 0.0) for clock in self._t_offset}
+        self._t_start = self._clocks()
         if self.is_main:
             (self.run_dir / "logs").mkdir(parents=True, exist_ok=True)
             dump_config(self.cfg, self.run_dir / "config.yaml")
             if self.cfg.run.time_limit_s > 0:  # a time budget ends the run: the bar counts seconds, not steps
-                self._bar_seconds = min(self._t_offset, self.cfg.run.time_limit_s)
+                self._bar_seconds = min(self._t_offset[self.cfg.run.time_limit_clock], self.cfg.run.time_limit_s)
                 self.metrics.open(total=self.cfg.run.time_limit_s, initial=self._bar_seconds,
-                                  desc=f"{self.cfg.mode} (time budget)", progress=self.cfg.run.progress, unit="s")
+                                  desc=f"{self.cfg.mode} (time budget{', CPU s' if self.cfg.run.time_limit_clock == 'cpu' else ''})",
+                                  progress=self.cfg.run.progress, unit="s")
             else:
                 self.metrics.open(total=self.cfg.run.max_steps, initial=self.state.step, desc=self.cfg.mode,
                                   progress=self.cfg.run.progress)
@@ -219,13 +235,14 @@ class Runtime:
 
     def after_step(self, metrics: dict[str, float]) -> None:
         s, run = self.state.step, self.cfg.run
-        self.state.timers["wall"] = self.elapsed()
+        self.state.timers["wall"] = self.elapsed("wall")
+        self.state.timers["cpu"] = self.elapsed("cpu")
         self.last_metrics = metrics
         if s % max(1, run.log_every) == 0:
             self.log({**metrics, "nonfinite_steps": self.state.nonfinite_steps}, step=s)
         postfix = {"loss": f"{metrics['loss/real']:.4f}"} if "loss/real" in metrics else {}
         if run.time_limit_s > 0:
-            now = min(self.state.timers["wall"], run.time_limit_s)
+            now = min(self.state.timers[run.time_limit_clock], run.time_limit_s)
             self.metrics.advance(now - self._bar_seconds, step=str(s), **postfix)
             self._bar_seconds = now
         else:
@@ -238,17 +255,17 @@ class Runtime:
             self.save_checkpoint()
 
     def run_evaluation(self, step: int) -> None:
-        t0 = time.perf_counter()
+        t0 = self._clocks()
         with self.ema_weights():
             result = self._evaluate(self.backbone, step) if self._evaluate else {}
         self.log({f"eval/{k}": v for k, v in result.items()}, step=step)
-        self._t_offset -= time.perf_counter() - t0  # evaluation time is not training time
+        self._pause(t0)  # evaluation time is not training time
 
     def write_samples(self, step: int) -> None:
         # under FSDP2 every forward is a collective: every rank samples, process 0 writes
         if self.sample_frames is None or (not self.is_main and self.engine.kind != "fsdp2"):
             return
-        t0 = time.perf_counter()
+        t0 = self._clocks()
         from shiftvdm.data.video_io import to_uint8, write_video
 
         with self.ema_weights(), torch.no_grad():
@@ -258,7 +275,43 @@ class Runtime:
         grid = torch.cat(list(video), dim=-1)  # clips side by side: (F, 3, H, n*W)
         if self.is_main:
             write_video(self.run_dir / "samples" / f"step-{step:07d}.gif", to_uint8(grid), fps=8)
-        self._t_offset -= time.perf_counter() - t0
+        self._pause(t0)
+
+    @contextlib.contextmanager
+    def rollout_origin(self) -> Iterator[bool]:
+        """Around the collection of a buffer; yields True when it is a re-roll.
+
+        With ``run.checkpoint_buffer=false`` a checkpoint keeps, instead of the buffer, the trainable weights and
+        the torch RNG state it was rolled out with (held from the collection on; the critic only changes after
+        the buffer is used up, so its checkpointed state is the one that scored it). A resume from such a
+        checkpoint rolls the buffer out again from them, then puts the resumed weights and RNG back: the run
+        continues bit for bit. Its records were logged the first time (the caller does not log them again).
+        """
+        t = self.training
+        if t.reroll and t.buffer_origin is not None:
+            origin, rng, now = t.buffer_origin, torch.get_rng_state(), None
+            with torch.no_grad():
+                if origin["params"] is not None:
+                    now = [p.detach().clone() for p in self.params]
+                    for p, o in zip(self.params, origin["params"]):
+                        p.copy_(o)
+            torch.set_rng_state(origin["torch_rng"])
+            try:
+                yield True
+            finally:
+                with torch.no_grad():
+                    for p, n in zip(self.params, now or []):
+                        p.copy_(n)
+                torch.set_rng_state(rng)
+                t.reroll = False
+            return
+        t.buffer_origin = None
+        if not self.cfg.run.checkpoint_buffer:  # SFT / pre-training buffers do not depend on the trained weights
+            from shiftvdm.train.losses import needs_rollouts
+
+            weights = [p.detach().clone() for p in self.params] if needs_rollouts(self.cfg.loss) else None
+            t.buffer_origin = {"params": weights, "torch_rng": torch.get_rng_state()}
+        yield False
 
     def record_buffer(self, buffer: RolloutBuffer) -> None:
         """Which clips this process rolled out in this buffer (every process writes its own file)."""
@@ -274,7 +327,8 @@ class Runtime:
         return weights_digest(self.params)
 
     def finish(self, metrics: dict[str, float]) -> None:
-        self.state.timers["wall"] = self.elapsed()
+        self.state.timers["wall"] = self.elapsed("wall")
+        self.state.timers["cpu"] = self.elapsed("cpu")
         save_json({"rank": self.rank, "steps": self.state.step, "weights_sha256": self.weights_digest()},
                   self.run_dir / "logs" / f"final-rank{self.rank}.json")
         self.save_checkpoint()

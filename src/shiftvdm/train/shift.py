@@ -137,7 +137,7 @@ def shift_step(backbone: Backbone, batch: RolloutBatch, cfg: TrainConfig, rt: Ru
             w_real = real_weight(cfg.loss, batch.adv_real, len(x)).to(loss_real.device)
             if not torch.isfinite(loss_real).all():
                 bad.append("non-finite real loss")
-            (w_real * loss_real.float()).mean().backward()
+            rt.engine.backward((w_real * loss_real.float()).mean())
         metrics = {"loss/real": loss_real.float().mean().item(), "loss/real_weight": w_real.mean().item(),
                    "lambda_aw": lam_aw}
         g_sft = rt.grad_snapshot() if rt.log_grad_norms_now() and batch.group_size else None
@@ -153,7 +153,7 @@ def shift_step(backbone: Backbone, batch: RolloutBatch, cfg: TrainConfig, rt: Ru
                     bad.append("non-finite rollout loss")
                     metrics["loss/fake"] = loss_fake.float().mean().item()
                 term = (adv * loss_fake.float()).mean()
-                (lam_aw * term / batch.group_size).backward()
+                rt.engine.backward(lam_aw * term / batch.group_size)
             aw_terms.append(term.item())
     if batch.group_size:
         metrics["loss/aw"] = sum(aw_terms) / batch.group_size  # mean_p mean_b Ã·L, unscaled by λ_aw
@@ -161,13 +161,13 @@ def shift_step(backbone: Backbone, batch: RolloutBatch, cfg: TrainConfig, rt: Ru
 
     if g_sft is not None:  # before clipping, on every rank (it reduces the SFT snapshot)
         metrics.update(rt.grad_split_norms(g_sft))  # grad_norm/sft, grad_norm/aw, grad_norm/aw_over_sft
-    grad_norm = full_tensor(torch.nn.utils.clip_grad_norm_(params, cfg.optim.max_grad_norm))
+    grad_norm = full_tensor(rt.engine.clip_grad_norm_(params, cfg.optim.max_grad_norm))
     if not torch.isfinite(grad_norm):
         bad.append("non-finite gradient")
     if rt.dist.any(bool(bad)):  # any rank non-finite -> every rank skips this step and counts it
         return rt.skip_step(bad[0] if bad else "non-finite loss or gradient on another process",
                             {**metrics, "grad_norm": grad_norm.item()})
-    rt.optimizer.step()
+    rt.engine.step(rt.optimizer)
     rt.check_params_finite("after the optimizer step")  # the update itself can overflow (e.g. a huge lr)
     rt.lr_scheduler.step()
     rt.optimizer.zero_grad(set_to_none=True)
@@ -235,11 +235,13 @@ def train(cfg: TrainConfig, backbone: Backbone, critic: RewardModel | None, clip
         if rt.buffer is None:  # Alg. 1: new chunk -> rollouts, rewards, advantages
             indices = chunk_indices(len(clips), cfg, state.epoch, state.chunk, rt.rank, rt.world)
             t0 = time.perf_counter()
-            rt.buffer = rt.dist.together(lambda: collect_buffer(backbone, critic, clips, indices, cfg, rt),
-                                         "collecting the rollout buffer")  # an error on one rank stops all
+            with rt.rollout_origin() as again:  # again: resumed without the buffer, rolled out once more
+                rt.buffer = rt.dist.together(lambda: collect_buffer(backbone, critic, clips, indices, cfg, rt),
+                                             "collecting the rollout buffer")  # an error on one rank stops all
             state.add_time("buffer", time.perf_counter() - t0)
-            rt.record_buffer(rt.buffer)
-            rt.log(buffer_metrics(rt.buffer), step=state.step)
+            if not again:
+                rt.record_buffer(rt.buffer)
+                rt.log(buffer_metrics(rt.buffer), step=state.step)
         order = rt.buffer.pass_order(c.batch_size, rt.generator("pass", state.chunks_done, state.pass_index))
         while state.batch_index < len(order):
             t0 = time.perf_counter()

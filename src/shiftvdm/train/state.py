@@ -114,13 +114,18 @@ class TrainingState:
 
     def __init__(self, seed: int, rank: int, params: list[nn.Parameter], optimizer: torch.optim.Optimizer,
                  lr_scheduler: torch.optim.lr_scheduler.LRScheduler, d_optimizer: torch.optim.Optimizer | None,
-                 ema: WeightEMA | None, critic: Any, features_from_state: Any = None) -> None:
+                 ema: WeightEMA | None, critic: Any, features_from_state: Any = None, engine: Any = None) -> None:
         self.seed, self.rank = seed, rank
         self.counters = Counters()
         self.params, self.optimizer, self.lr_scheduler = params, optimizer, lr_scheduler
         self.d_optimizer, self.ema, self.critic = d_optimizer, ema, critic
         self.buffer: RolloutBuffer | None = None
+        # run.checkpoint_buffer=false: what the current buffer was rolled out from (the trainable weights and
+        # the torch RNG at that moment), so a resume can roll the same buffer out again, bit for bit
+        self.buffer_origin: dict[str, Any] | None = None
+        self.reroll = False  # resumed without the buffer: the next collection is a re-roll from buffer_origin
         self.features_from_state = features_from_state  # rebuilds the buffer's reward features on load
+        self.engine = engine  # GradientEngine: DeepSpeed keeps part of the optimizer state itself
 
     def generator(self, stream: str, *counters: int) -> torch.Generator:
         """The generator for one named stream at given counters, distinct per process."""
@@ -155,12 +160,16 @@ class TrainingState:
             "d_optimizer": self.d_optimizer.state_dict() if self.d_optimizer is not None else None,
             "critic": self.critic.state_dict() if self.critic is not None else None,
             "buffer": self.buffer.state_dict() if self.buffer is not None and with_buffer else None,
+            "buffer_origin": self.buffer_origin if self.buffer is not None and not with_buffer else None,
             # the reward model's store of older fakes (regulariser ``replay_size``), so resume stays exact
             "critic_replay": None if self.critic is None else self.critic.replay_state(),
             "torch_rng": torch.get_rng_state(),
         }
+        engine_state = self.engine.state_dict() if self.engine is not None else None
+        if engine_state is not None:  # only DeepSpeed adds a key: other checkpoints stay as they were
+            state["engine"] = engine_state
         if self.sharded:
-            for key in ("params", "optimizer", "ema"):
+            for key in ("params", "optimizer", "ema", "buffer_origin"):
                 state[key] = local_tree(state[key])
         return state
 
@@ -174,6 +183,8 @@ class TrainingState:
         sharded = self.sharded
         self.optimizer.load_state_dict(sharded_optimizer_state(state["optimizer"], self.params) if sharded
                                        else state["optimizer"])
+        if self.engine is not None:
+            self.engine.load_state_dict(state.get("engine"))
         self.lr_scheduler.load_state_dict(state["lr_scheduler"])
         if state["ema"] is not None and self.ema is not None:
             self.ema.shadow = [like(t, p).clone() for t, p in zip(state["ema"], self.params)]
@@ -186,4 +197,8 @@ class TrainingState:
         self.counters = Counters(**state["counters"])
         self.buffer = (RolloutBuffer.from_state_dict(state["buffer"], self.features_from_state)
                        if state["buffer"] is not None else None)
+        origin = state.get("buffer_origin")
+        if origin is not None and origin.get("params") is not None:
+            origin = {**origin, "params": [like(t, p) for t, p in zip(origin["params"], self.params)]}
+        self.buffer_origin, self.reroll = origin, self.buffer is None and origin is not None
         torch.set_rng_state(state["torch_rng"])
