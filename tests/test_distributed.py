@@ -89,10 +89,18 @@ def digests(run: Path) -> list[str]:
     return [json.loads((run / "logs" / f"final-rank{r}.json").read_text())["weights_sha256"] for r in range(2)]
 
 
+def needs(engine: str) -> None:
+    if engine == "deepspeed":
+        pytest.importorskip("deepspeed", reason="deepspeed not installed (optional extra shiftvdm[deepspeed]; "
+                                                "CPU build: DS_BUILD_OPS=0)")
+
+
 @pytest.mark.slow
-def test_nan_on_one_rank_is_skipped_by_both(setup):
-    run = setup["root"] / "nan"
-    proc = launch(write_config(setup, run), env={"SHIFTVDM_TEST_NAN_AT": "1:2"})  # rank 1, step 2
+@pytest.mark.parametrize("engine", ["ddp", "fsdp2", "deepspeed"])
+def test_nan_on_one_rank_is_skipped_by_both(engine, setup):
+    needs(engine)
+    run = setup["root"] / f"nan-{engine}"
+    proc = launch(write_config(setup, run, distributed=engine), env={"SHIFTVDM_TEST_NAN_AT": "1:2"})  # rank 1, step 2
     assert proc.returncode == 0, proc.stderr[-3000:]
     for rank in range(2):
         c = counters(run, rank)
@@ -208,12 +216,6 @@ def ddp_straight(setup) -> Path:
     proc = launch(write_config(setup, run))
     assert proc.returncode == 0, proc.stderr[-3000:]
     return run
-
-
-def needs(engine: str) -> None:
-    if engine == "deepspeed":
-        pytest.importorskip("deepspeed", reason="deepspeed not installed (optional extra shiftvdm[deepspeed]; "
-                                                "CPU build: DS_BUILD_OPS=0)")
 
 
 @pytest.mark.slow
