@@ -20,7 +20,8 @@ import numpy as np
 
 import torch
 
-from shiftvdm.recipes.demo import choose_threads, load_demo_config, run_demo
+from shiftvdm.eval.report import success_criteria
+from shiftvdm.recipes.demo import DEFAULT_SCENARIO, SCENARIO_PRESETS, choose_threads, load_demo_config, run_demo
 from shiftvdm.utils.checkpoint import save_json
 
 SHARED_STAGES = ("data", "pretrain", "sft", "critic")
@@ -28,19 +29,21 @@ KEYS = [("sprite_static_fraction", "static"), ("sprite_speed_w1", "speed W1"), (
         ("sprite_area", "area"), ("image_stats_frechet", "img FD")]
 
 
-def prepare_seed_run(base: Path, out: Path) -> None:
-    """Link the shared stages of ``base`` into ``out`` and mark them done there."""
+SHARED = {"sft": ("data", "pretrain", "sft", "critic"), "base": ("data", "pretrain")}  # --share -> stages reused
+LINKS = {"data": "data", "pretrain": "runs/pretrain", "sft": "runs/sft", "critic": "critic"}
+
+
+def prepare_seed_run(base: Path, out: Path, shared: tuple[str, ...] = SHARED_STAGES) -> None:
+    """Link the ``shared`` stages of ``base`` into ``out`` and mark them done there."""
     out.mkdir(parents=True, exist_ok=True)
-    links = {"data": base / "data", "critic": base / "critic", "runs/pretrain": base / "runs" / "pretrain",
-             "runs/sft": base / "runs" / "sft"}
-    for rel, src in links.items():
-        dst = out / rel
+    for stage in shared:
+        src, dst = base / LINKS[stage], out / LINKS[stage]
         dst.parent.mkdir(parents=True, exist_ok=True)
         if not dst.exists():
             os.symlink(src.resolve(), dst)
     base_stages = json.loads((base / "stages.json").read_text())
     stages = json.loads((out / "stages.json").read_text()) if (out / "stages.json").is_file() else {}
-    for name in SHARED_STAGES:
+    for name in shared:
         stages[name] = base_stages[name]
     save_json(stages, out / "stages.json")
 
@@ -51,7 +54,12 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
     parser.add_argument("--out", type=Path, default=None, help="folder for the per-seed runs (default: BASE-seeds)")
     parser.add_argument("--quick", action="store_true", help="use the --quick demo settings")
+    parser.add_argument("--scenario", choices=sorted(SCENARIO_PRESETS), default=DEFAULT_SCENARIO,
+                        help="which shipped demo scenario (must match the --base-run's)")
     parser.add_argument("--full", action="store_true", help="re-run every stage (data, pre-training, ...) per seed")
+    parser.add_argument("--share", choices=sorted(SHARED), default="sft",
+                        help="stages taken from --base-run: 'sft' (data, base, SFT model, discriminators) or 'base' "
+                             "(data and base only: SFT and discriminator pre-training re-run per seed)")
     parser.add_argument("--arms", default="", help="comma-separated arms to run (default: all of the config's)")
     parser.add_argument("overrides", nargs="*", help="demo config overrides, as for `shiftvdm demo`")
     args = parser.parse_args()
@@ -62,8 +70,8 @@ def main() -> None:
         if not args.full:
             if not (args.base_run / "stages.json").is_file():
                 raise SystemExit(f"{args.base_run}: not a finished demo run (no stages.json); run `shiftvdm demo` first")
-            prepare_seed_run(args.base_run, out)
-        cfg = load_demo_config(None, args.quick, [*args.overrides, f"seed={seed}"])
+            prepare_seed_run(args.base_run, out, SHARED[args.share])
+        cfg = load_demo_config(SCENARIO_PRESETS[args.scenario], args.quick, [*args.overrides, f"seed={seed}"])
         torch.set_num_threads(choose_threads(cfg.threads))  # as `shiftvdm demo` does
         if args.arms:
             cfg.arms = {name: cfg.arms[name] for name in args.arms.split(",")}
@@ -71,7 +79,7 @@ def main() -> None:
         results[seed] = json.loads((out / "metrics.json").read_text())["models"]
     models = list(next(iter(results.values())))
     print(f"\n{len(results)} seeds ({', '.join(map(str, results))}); "
-          f"{'every stage per seed' if args.full else 'shared base/SFT/critic, arms and evaluation per seed'}")
+          f"{'every stage per seed' if args.full else 'shared ' + '/'.join(SHARED[args.share]) + ', the rest per seed'}")
     print(f"{'model':28}" + "".join(f"{label:>22}" for _, label in KEYS))
     summary: dict[str, dict[str, list[float]]] = {}
     for model in models:
@@ -82,7 +90,18 @@ def main() -> None:
             cells.append(f"{np.nanmean(vals):9.3f} ± {np.nanstd(vals):.3f} ({np.nanmin(vals):.2f}-{np.nanmax(vals):.2f})"
                          if len(vals) else "–")
         print(f"{model:28}" + "".join(f"{c:>22}" for c in cells))
-    save_json({"seeds": list(results), "per_seed": results, "summary": summary}, out_root / "efficacy.json")
+    # the success criteria fixed in advance (eval/report.SUCCESS_CRITERIA), per seed, and how many seeds meet each
+    criteria = {seed: success_criteria(models_of) for seed, models_of in results.items()}
+    tally: dict[str, list[bool | None]] = {}
+    for rows in criteria.values():
+        for c in rows:
+            tally.setdefault(c["name"], []).append(c["passed"])
+    print("\nsuccess criteria (fixed in advance), seeds meeting each:")
+    for c in next(iter(criteria.values())):
+        passed = tally[c["name"]]
+        print(f"  {sum(p is True for p in passed)}/{len(passed)}  {c['rule']}")
+    save_json({"seeds": list(results), "scenario": args.scenario, "per_seed": results, "summary": summary,
+               "criteria": {str(k): v for k, v in criteria.items()}}, out_root / "efficacy.json")
     shutil.copy(out_root / "efficacy.json", out_root / "efficacy-latest.json")
     print(f"per-seed numbers: {out_root / 'efficacy.json'}")
 

@@ -320,6 +320,14 @@ def build_report(run_dir: str | Path, *, grid_clips: int = 8) -> Path:
     parts.append(metric_table(metrics) if metrics.get("models") else "<p>No evaluation yet.</p>")
     for note in metrics.get("notes", []):
         parts.append(f'<p class="small">{html.escape(note)}</p>')
+    criteria = metrics.get("criteria")
+    if criteria:
+        mark = {True: "met", False: "not met", None: "not measured"}
+        rows = "".join(f"<tr><td>{html.escape(c['rule'])}</td><td>{mark[c['passed']]}</td><td>"
+                       + html.escape(", ".join(f"{k} {_fmt(v)}" for k, v in c["values"].items())) + "</td></tr>"
+                       for c in criteria)
+        parts.append("<h2>Success criteria (fixed before the runs; this run's numbers)</h2>"
+                     f"<table><tr><th>criterion</th><th>this run</th><th>values</th></tr>{rows}</table>")
     parts.append("<h2>Clips side by side (same conditioning frame per row)</h2>")
     parts.append(clip_grid(run_dir / "samples", order, grid_clips))
     plots = training_plots(run_dir / "runs", metrics)
@@ -419,7 +427,7 @@ def comparison_verdicts(models: dict[str, dict[str, float]], *, shift: str, time
         return (sft[key] - m[key]) / gap0 if abs(gap0) > 1e-9 else float("nan")
 
     for label, other in ((f"equal generator steps ({steps})", f"{time_matched}@{steps}steps"),
-                         ("equal training wall time", f"{time_matched}@equal-time")):
+                         ("equal training time", f"{time_matched}@equal-time")):
         if other in models:
             o = models[other]
             better = shift_row[key] < o[key]
@@ -450,10 +458,14 @@ def comparison_verdicts(models: dict[str, dict[str, float]], *, shift: str, time
     out.append(f"Appearance: image-statistics distance {fd:.4f} vs SFT {fd_sft:.4f} (allowed margin "
                f"+{appearance_margin:.0%}) — {'within' if ok else 'outside'} the margin.")
     shift_t = arm_info.get(shift, {}).get("seconds")
+    shift_cpu = arm_info.get(shift, {}).get("timers", {}).get("cpu")
     other_t = arm_info.get(time_matched, {})
     if shift_t and other_t:
+        clock = (f"the same process CPU time ({shift_cpu:.0f} CPU s; other processes' load does not count)"
+                 if shift_cpu and other_t.get("timers", {}).get("cpu") else "the same wall time")
         out.append(f"Cost: SHIFT took {shift_t:.0f} s for {steps} steps; continued SFT took {other_t.get('steps')} "
-                   f"steps in the same time. Discriminator pre-training is a one-off cost not counted in either.")
+                   f"steps in {clock}, at the same thread count. Discriminator pre-training is a one-off cost "
+                   "not counted in either.")
     return out
 
 

@@ -32,8 +32,17 @@ from typing import Any
 import numpy as np
 import torch
 
+from shiftvdm.data.scenarios import Scenario
+from shiftvdm.data.synthetic import SpriteClips
 from shiftvdm.config import config_from_dict, config_to_dict, deep_merge, load_config
-from shiftvdm.eval.report import DEMO_COLUMNS, REFERENCE, comparison_verdicts, demo_column_info, demo_model_help
+from shiftvdm.eval.report import (
+    DEMO_COLUMNS,
+    REFERENCE,
+    comparison_verdicts,
+    demo_column_info,
+    demo_model_help,
+    success_criteria,
+)
 from shiftvdm.utils.checkpoint import save_json
 from shiftvdm.utils.seeding import generator_for
 
@@ -44,14 +53,12 @@ logger = logging.getLogger(__name__)
 class DemoData:
     size: int = 16  # clip side in pixels
     num_frames: int = 8  # frames per clip
+    scenario: Scenario = field(default_factory=Scenario)  # looks of the generic and target sets, shared motion law
     generic_clips: int = 8000  # pre-training clips
-    generic_static_prob: float = 0.6  # share of static clips in the pre-training data: the known cause of the gap
     target_clips: int = 4000  # the user's fine-tuning clips (all moving)
     heldout_clips: int = 256  # held-out moving clips: evaluation conditioning frames and real reference
     critic_clips: int = 512  # target clips used (with their fakes) to pre-train the discriminators
     fakes_per_clip: int = 2  # generated clips per real clip for discriminator pre-training
-    sprite_size: float = 3.0  # sprite side in pixels (crisp squares)
-    speed: tuple[float, float] = (1.5, 2.5)  # px/frame, uniform, random direction
     seeds: tuple[int, int, int] = (0, 1, 123)  # generic, target, held-out
 
 
@@ -81,6 +88,8 @@ class DemoConfig:
     calibrate: bool = True  # time a few toy steps first and print the estimated time of every stage
 
 
+SCENARIO_PRESETS = {"static-base": "demo_cpu", "collapse": "demo_collapse"}  # --scenario -> shipped config
+DEFAULT_SCENARIO = "static-base"  # the collapse scenario did not reproduce a collapse (README, "What the demo shows")
 SHIFT_ARM = "shift"  # the arm whose wall time sets continued SFT's time budget
 TIME_MATCHED_ARM = "continued_sft"  # the arm that also runs for SHIFT's wall time
 
@@ -125,23 +134,43 @@ class Stages:
 
 
 # ----------------------------------------------------------------------------------------- data
-def sprite_clips(cfg: DemoConfig, n: int, seed: int, static_prob: float) -> np.ndarray:
-    from shiftvdm.data.synthetic import make_sprite_clips
-
-    d = cfg.data
-    return make_sprite_clips(n, d.num_frames, d.size, seed, num_sprites=1, sprite_size=d.sprite_size, speed=d.speed,
-                             static_prob=static_prob, background="flat", shapes=("square",), antialias=False).videos
+def scenario_sets(cfg: DemoConfig) -> dict[str, SpriteClips]:
+    """The generic (pre-training), target (fine-tuning) and held-out clips of the configured scenario."""
+    d, sc = cfg.data, cfg.data.scenario
+    return {"generic": sc.clips("generic", d.generic_clips, d.num_frames, d.size, d.seeds[0]),
+            "target": sc.clips("target", d.target_clips, d.num_frames, d.size, d.seeds[1], static_prob=0.0),
+            "heldout": sc.clips("target", d.heldout_clips, d.num_frames, d.size, d.seeds[2], static_prob=0.0)}
 
 
 def make_data(cfg: DemoConfig, out: Path) -> dict[str, Any]:
-    d, data_dir = cfg.data, out / "data"
+    from shiftvdm.data.scenarios import queries_on_objects
+    from shiftvdm.rewards.critic import CriticConfig, MotionCritic
+
+    data_dir = out / "data"
     data_dir.mkdir(parents=True, exist_ok=True)
-    generic = sprite_clips(cfg, d.generic_clips, d.seeds[0], d.generic_static_prob)
-    target = sprite_clips(cfg, d.target_clips, d.seeds[1], 0.0)
-    heldout = sprite_clips(cfg, d.heldout_clips, d.seeds[2], 0.0)
-    np.savez_compressed(data_dir / "sets.npz", generic=generic, target=target, heldout=heldout)
-    write_clip_folder(data_dir / "heldout", heldout)  # the real reference `shiftvdm eval` reads
-    return {"generic": len(generic), "target": len(target), "heldout": len(heldout)}
+    sets = scenario_sets(cfg)
+    np.savez_compressed(data_dir / "sets.npz", **{k: v.videos for k, v in sets.items()})
+    write_clip_folder(data_dir / "heldout", sets["heldout"].videos)  # the real reference `shiftvdm eval` reads
+    # how many of the LC discriminator's query points land on the sprite (the reward sees the object through them)
+    with torch.random.fork_rng(devices=[]):  # building the critic draws from torch's global RNG: leave it as it was
+        critic = MotionCritic(config_from_dict(CriticConfig, cfg.critic.get("critic", {}), "demo critic.critic"))
+    gen = generator_for(cfg.seed, "demo-query-count")
+    target = sets["target"]
+    n = min(len(target), 512)
+    counts = np.array([queries_on_objects(critic.sample_queries(cfg.data.size, cfg.data.size, gen),
+                                          _subset(target, i))[0] for i in range(n)])
+    return {"generic": len(sets["generic"]), "target": len(target), "heldout": len(sets["heldout"]),
+            "queries": {"per_clip": int(critic.config.num_queries), "sampling": critic.config.query_sampling,
+                        "on_object_mean": round(float(counts.mean()), 2), "on_object_min": int(counts.min()),
+                        "clips_with_none": round(float((counts == 0).mean()), 4), "clips_counted": n}}
+
+
+def _subset(clips: SpriteClips, i: int) -> SpriteClips:
+    """Clip ``i`` of ``clips`` as a one-clip SpriteClips (ground truth only; for query counting)."""
+    from dataclasses import replace
+
+    one = {k: v[i:i + 1] for k, v in clips.arrays().items() if k != "shape_names"}
+    return replace(clips, **one)
 
 
 def load_sets(out: Path) -> dict[str, np.ndarray]:
@@ -280,17 +309,23 @@ def critic_stage(cfg: DemoConfig, out: Path) -> dict[str, Any]:
     if (out / "critic").exists():
         shutil.rmtree(out / "critic")
     metrics = train_reward(rc, folder / "real", fake_dir, out / "critic")
-    return {k: v for k, v in metrics.items() if isinstance(v, (int, float))}
+    final = metrics.get("final", {})  # validation AUC / accuracy of IC and LC at the end of pre-training
+    return {"final": {k: round(float(v), 4) for k, v in final.items() if isinstance(v, (int, float))},
+            "seconds": {k: round(float(v), 1) for k, v in metrics.get("seconds", {}).items()}}
 
 
-def arm_stage(cfg: DemoConfig, out: Path, name: str, equal_steps: int, time_limit: float = 0.0) -> dict[str, Any]:
+def arm_stage(cfg: DemoConfig, out: Path, name: str, equal_steps: int, time_limit: float = 0.0,
+              clock: str = "cpu") -> dict[str, Any]:
     sets = load_sets(out)
     run_dir = out / "runs" / name
     snapshot = None
     extra: dict[str, Any] = {}
-    if time_limit > 0:  # continued SFT for SHIFT's wall time; keep its equal-steps model too
+    if time_limit > 0:  # continued SFT for SHIFT's training time on `clock`; keep its equal-steps model too
         snapshot = (equal_steps, run_dir / f"model-step-{equal_steps}")
-        extra = {"run": {"max_steps": 100 * equal_steps, "time_limit_s": time_limit}}
+        # its held-out curve every `equal_steps` steps (the snapshot's step): evaluation is off its clock, not the demo's
+        every = int(deep_merge(cfg.arms_common, cfg.arms[name]).get("run", {}).get("eval_every", 0))
+        extra = {"run": {"max_steps": 100 * equal_steps, "time_limit_s": time_limit, "time_limit_clock": clock,
+                         "eval_every": equal_steps if every > 0 else 0}}
     tc = train_config(cfg, run_dir, {"backbone": {"pretrained": str(out / "runs" / "sft" / "model")},
                                      "discriminator": {"critic": str(out / "critic" / "critic")}},
                       cfg.arms_common, cfg.arms[name], extra, mode=cfg.arms[name].get("mode", "shift"))
@@ -348,15 +383,16 @@ def write_metrics(cfg: DemoConfig, out: Path, models: dict[str, dict[str, float]
                                        baselines=[a for a in cfg.arms if a not in (SHIFT_ARM, TIME_MATCHED_ARM)],
                                        appearance_margin=cfg.eval.appearance_margin, arm_info=arm_info),
         "models": {k: {c: models[k].get(c) for c in DEMO_COLUMNS} for k in order if k in models},
+        "criteria": success_criteria(models, shift=SHIFT_ARM, time_matched=f"{TIME_MATCHED_ARM}@equal-time"),
         "all_metrics": models,
         "columns": DEMO_COLUMNS,
         "reference_model": REFERENCE,
         "model_help": demo_model_help(steps),
         **demo_column_info(),
         "clip_columns": [k for k in order if (out / "samples" / k).is_dir()],
-        "notes": [f"{cfg.data.heldout_clips} held-out conditioning frames; one sample per frame per model, same sampler "
-                  f"seed for every model. Generic pre-training data is {cfg.data.generic_static_prob:.0%} static; the "
-                  "target data always moves."],
+        "notes": [n for n in [f"{cfg.data.heldout_clips} held-out conditioning frames; one sample per frame per model, same sampler "
+                  "seed for every model.", scenario_note(cfg.data.scenario), query_note(stages)] if n],
+        "scenario": cfg.data.scenario.name,
         "stages": {k: {"seconds": v.get("seconds"), "status": v.get("status"), "threads": v.get("threads")}
                    for k, v in stages.state.items()},
         "arms": arm_info,
@@ -364,6 +400,32 @@ def write_metrics(cfg: DemoConfig, out: Path, models: dict[str, dict[str, float]
         "config": config_to_dict(cfg),
     }
     save_json(metrics, out / "metrics.json")
+
+
+def scenario_note(sc: Scenario) -> str:
+    g, t = sc.generic, sc.target
+    looks = (f"generic clips: {g.background} background, {'/'.join(g.shapes)}; target and held-out clips: "
+             f"{t.background} background, {'/'.join(t.shapes)}")
+    return (f"Scenario {sc.name!r}: {looks}; every set moves by one law ({sc.motion.sprite_size:g}-px sprite, "
+            f"{sc.motion.speed[0]:g}-{sc.motion.speed[1]:g} px/frame, random direction, reflecting walls); "
+            f"{g.static_prob:.0%} of the generic clips are static, the target clips always move.")
+
+
+def query_note(stages: Stages) -> str:
+    q = stages.state.get("data", {}).get("result", {}).get("queries")
+    if not q:
+        return ""
+    return (f"LC discriminator: {q['per_clip']} query points per clip ({q['sampling']}), of which "
+            f"{q['on_object_mean']:.1f} land on the sprite on average (fewest {q['on_object_min']}; "
+            f"{q['clips_with_none']:.0%} of clips with none), counted from the ground truth of {q['clips_counted']} "
+            "target clips.")
+
+
+def time_budget(shift_info: dict[str, Any]) -> tuple[float, str]:
+    """The time-matched arm's budget: SHIFT's training CPU seconds (load on other processes does not change it;
+    both arms run at one thread count), or its wall seconds for a SHIFT arm recorded without a CPU clock."""
+    cpu = shift_info.get("timers", {}).get("cpu")
+    return (float(cpu), "cpu") if cpu else (float(shift_info.get("seconds", 0.0)), "wall")
 
 
 def run_demo(cfg: DemoConfig, out: Path) -> Path:
@@ -396,8 +458,9 @@ def run_demo(cfg: DemoConfig, out: Path) -> Path:
     for name in cfg.arms:
         if name == SHIFT_ARM:
             continue
-        limit = float(shift_info.get("seconds", 0.0)) if name == TIME_MATCHED_ARM else 0.0
-        stages.run(f"arm:{name}", lambda name=name, limit=limit: arm_stage(cfg, out, name, steps, limit), arm_threads)
+        limit, clock = time_budget(shift_info) if name == TIME_MATCHED_ARM else (0.0, "wall")
+        stages.run(f"arm:{name}", lambda name=name, limit=limit, clock=clock: arm_stage(cfg, out, name, steps, limit,
+                                                                                          clock), arm_threads)
         prune(name)
     models = stages.run("eval", lambda: eval_stage(cfg, out, steps), threads)
     write_metrics(cfg, out, models, steps, stages)
@@ -568,9 +631,12 @@ def busy_cores(seconds: float = 0.5) -> float | None:
 
 
 def load_demo_config(config: str | None, quick: bool, overrides: list[str]) -> DemoConfig:
-    cfg = load_config(DemoConfig, config or "demo_cpu", overrides)
+    """The demo config; with ``quick`` its ``quick`` section is applied, and the command-line overrides win over both."""
+    from shiftvdm.config import parse_overrides
+
+    cfg = load_config(DemoConfig, config or "demo_cpu", overrides)  # validates the overrides against the preset
     if quick and cfg.quick:
-        data = deep_merge(config_to_dict(cfg), cfg.quick)
+        data = deep_merge(deep_merge(config_to_dict(cfg), cfg.quick), parse_overrides(overrides))
         data["quick"] = {}
         cfg = config_from_dict(DemoConfig, data, "demo --quick")
     return cfg
@@ -580,13 +646,18 @@ def main(argv: list[str], prog: str = "shiftvdm demo") -> int:
     parser = argparse.ArgumentParser(prog=prog, description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="a small run of every stage (~3 min; shows no effect)")
     parser.add_argument("--out", default=None, help="run folder (default: shiftvdm-demo, or shiftvdm-demo-quick)")
-    parser.add_argument("--config", default=None, help="demo config (default: the shipped demo_cpu preset)")
+    parser.add_argument("--scenario", choices=sorted(SCENARIO_PRESETS), default=None,
+                        help=f"which shipped scenario to run (default: {DEFAULT_SCENARIO}); see `shiftvdm.data.scenarios`")
+    parser.add_argument("--config", default=None, help="demo config (default: the shipped preset of --scenario)")
     parser.add_argument("overrides", nargs="*", help="dotted overrides of the demo config, e.g. data.heldout_clips=512")
     args = parser.parse_args(argv)
-    cfg = load_demo_config(args.config, args.quick, args.overrides)
+    if args.scenario and args.config:
+        parser.error("give --scenario or --config, not both (a config names its own scenario)")
+    cfg = load_demo_config(args.config or SCENARIO_PRESETS[args.scenario or DEFAULT_SCENARIO], args.quick, args.overrides)
     torch.set_num_threads(choose_threads(cfg.threads))
     print(f"[demo] torch threads: {torch.get_num_threads()}", flush=True)
-    out = Path(args.out or ("shiftvdm-demo-quick" if args.quick else "shiftvdm-demo"))
+    default_out = "shiftvdm-demo" + (f"-{args.scenario}" if args.scenario not in (None, DEFAULT_SCENARIO) else "")
+    out = Path(args.out or (default_out + "-quick" if args.quick else default_out))
     run_demo(cfg, out)
     return 0
 
