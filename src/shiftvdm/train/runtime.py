@@ -277,41 +277,13 @@ class Runtime:
             write_video(self.run_dir / "samples" / f"step-{step:07d}.gif", to_uint8(grid), fps=8)
         self._pause(t0)
 
-    @contextlib.contextmanager
-    def rollout_origin(self) -> Iterator[bool]:
-        """Around the collection of a buffer; yields True when it is a re-roll.
+    def rollout_origin(self) -> contextlib.AbstractContextManager[bool]:
+        """Around the collection of a buffer; True when it is a re-roll after a resume without the buffer
+        (:meth:`TrainingState.rollout_origin`): its records were logged the first time."""
+        from shiftvdm.train.losses import needs_rollouts
 
-        With ``run.checkpoint_buffer=false`` a checkpoint keeps, instead of the buffer, the trainable weights and
-        the torch RNG state it was rolled out with (held from the collection on; the critic only changes after
-        the buffer is used up, so its checkpointed state is the one that scored it). A resume from such a
-        checkpoint rolls the buffer out again from them, then puts the resumed weights and RNG back: the run
-        continues bit for bit. Its records were logged the first time (the caller does not log them again).
-        """
-        t = self.training
-        if t.reroll and t.buffer_origin is not None:
-            origin, rng, now = t.buffer_origin, torch.get_rng_state(), None
-            with torch.no_grad():
-                if origin["params"] is not None:
-                    now = [p.detach().clone() for p in self.params]
-                    for p, o in zip(self.params, origin["params"]):
-                        p.copy_(o)
-            torch.set_rng_state(origin["torch_rng"])
-            try:
-                yield True
-            finally:
-                with torch.no_grad():
-                    for p, n in zip(self.params, now or []):
-                        p.copy_(n)
-                torch.set_rng_state(rng)
-                t.reroll = False
-            return
-        t.buffer_origin = None
-        if not self.cfg.run.checkpoint_buffer:  # SFT / pre-training buffers do not depend on the trained weights
-            from shiftvdm.train.losses import needs_rollouts
-
-            weights = [p.detach().clone() for p in self.params] if needs_rollouts(self.cfg.loss) else None
-            t.buffer_origin = {"params": weights, "torch_rng": torch.get_rng_state()}
-        yield False
+        return self.training.rollout_origin(keep=not self.cfg.run.checkpoint_buffer,
+                                            with_weights=needs_rollouts(self.cfg.loss))
 
     def record_buffer(self, buffer: RolloutBuffer) -> None:
         """Which clips this process rolled out in this buffer (every process writes its own file)."""

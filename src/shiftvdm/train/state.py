@@ -140,6 +140,39 @@ class TrainingState:
         with self.ema.swapped_in(self.params):
             yield
 
+    @contextlib.contextmanager
+    def rollout_origin(self, *, keep: bool, with_weights: bool) -> Iterator[bool]:
+        """Around the collection of a buffer; yields True when it is a re-roll.
+
+        ``keep`` (``run.checkpoint_buffer=false``): a checkpoint holds, instead of the buffer, the trainable
+        weights (``with_weights``: only rollouts depend on them) and the torch RNG state the buffer was rolled
+        out with, kept from the collection on. The critic only changes after the buffer is used up, so its
+        checkpointed state is the one that scored it. A resume from such a checkpoint rolls the buffer out
+        again from them, then puts the resumed weights and RNG back: the run continues bit for bit.
+        """
+        if self.reroll and self.buffer_origin is not None:
+            origin, rng, now = self.buffer_origin, torch.get_rng_state(), None
+            with torch.no_grad():
+                if origin["params"] is not None:
+                    now = [p.detach().clone() for p in self.params]
+                    for p, o in zip(self.params, origin["params"]):
+                        p.copy_(o)
+            torch.set_rng_state(origin["torch_rng"])
+            try:
+                yield True
+            finally:
+                with torch.no_grad():
+                    for p, n in zip(self.params, now or []):
+                        p.copy_(n)
+                torch.set_rng_state(rng)
+                self.reroll = False
+            return
+        self.buffer_origin = None
+        if keep:
+            weights = [p.detach().clone() for p in self.params] if with_weights else None
+            self.buffer_origin = {"params": weights, "torch_rng": torch.get_rng_state()}
+        yield False
+
     def trainable_state(self) -> dict[str, torch.Tensor]:
         return {str(i): p.detach().cpu().clone() for i, p in enumerate(self.params)}
 
