@@ -287,3 +287,19 @@ def test_deepspeed_without_the_package_is_refused_with_the_install_line(monkeypa
         GradientEngine(torch.nn.Linear(2, 2), two, "deepspeed")
     with pytest.raises(TrainingError, match="expected ddp, fsdp2 or deepspeed"):
         GradientEngine(torch.nn.Linear(2, 2), two, "zero3")
+
+
+def test_gathered_weights_reach_the_state_dict_of_every_part():
+    # what FSDP2 export relies on: whole values replace the shards in state_dict(), also when a backbone saves
+    # one part (Wan2.2-A14B saves each expert's LoRA from the expert itself); outside, nothing is changed
+    from shiftvdm.train.distributed import full_state_dicts
+
+    net = torch.nn.Sequential(torch.nn.Linear(2, 3), torch.nn.Sequential(torch.nn.Linear(3, 2)))
+    whole = {"0.weight": torch.full((3, 2), 7.0), "1.0.bias": torch.full((2,), 5.0)}
+    with full_state_dicts(net, whole):
+        assert torch.equal(net.state_dict()["0.weight"], whole["0.weight"])
+        assert torch.equal(net.state_dict()["1.0.bias"], whole["1.0.bias"])
+        assert torch.equal(net[1].state_dict()["0.bias"], whole["1.0.bias"])  # a part saved on its own
+        assert torch.equal(net[1][0].state_dict()["bias"], whole["1.0.bias"])
+        assert torch.equal(net.state_dict()["0.bias"], net[0].bias.detach())  # others untouched
+    assert not torch.equal(net.state_dict()["0.weight"], whole["0.weight"])  # hooks removed on exit

@@ -399,23 +399,32 @@ def gather_full(module: nn.Module, params: list[nn.Parameter]) -> dict[str, Tens
 
 @contextlib.contextmanager
 def full_state_dicts(module: nn.Module, full: dict[str, Tensor]) -> Iterator[None]:
-    """While inside, ``module.state_dict()`` holds the gathered values ``full`` (from :func:`gather_full`)
-    instead of their shards, so a backbone's own ``save_lora`` / ``save_pretrained`` writes whole weights.
+    """While inside, ``state_dict()`` of ``module`` or of any of its submodules holds the gathered values
+    ``full`` (from :func:`gather_full`) instead of their shards, so a backbone's own ``save_lora`` /
+    ``save_pretrained`` writes whole weights, also when it saves a part (Wan2.2-A14B saves each expert).
     Local: writing inside may happen on process 0 only. Nothing changes when ``full`` is empty."""
     if not full:
         yield
         return
 
-    def hook(_module: nn.Module, state: dict[str, Any], prefix: str, _meta: Any) -> None:
-        for name, value in full.items():
-            if prefix + name in state:
-                state[prefix + name] = value
+    def hook_for(values: dict[str, Tensor]) -> Callable[..., None]:
+        def hook(_module: nn.Module, state: dict[str, Any], prefix: str, _meta: Any) -> None:
+            for name, value in values.items():
+                if prefix + name in state:
+                    state[prefix + name] = value
+        return hook
 
-    handle = module.register_state_dict_post_hook(hook)
+    handles = []
+    for path, sub in module.named_modules():
+        head = f"{path}." if path else ""
+        values = {name[len(head):]: v for name, v in full.items() if name.startswith(head)}  # names under sub
+        if values:
+            handles.append(sub.register_state_dict_post_hook(hook_for(values)))
     try:
         yield
     finally:
-        handle.remove()
+        for handle in handles:
+            handle.remove()
 
 
 __all__ = ["Distributed", "GradientEngine", "NAN_HOOK_ENV", "full_state_dicts", "full_tensor", "gather_full", "injected_nan", "is_sharded",
