@@ -442,7 +442,7 @@ def _normalise_patches_torch(patches: torch.Tensor) -> tuple[torch.Tensor, torch
 
 
 def _box_sums(windows: torch.Tensor, patch_side: int) -> torch.Tensor:
-    """Sums over every patch_side² sub-square of (..., S, S) windows -> (..., S−p+1, S−p+1) (separable: rows, then columns)."""
+    """Sums over every patch_side² sub-square of (..., S, S) windows -> (..., S−p+1, S−p+1), rows then columns."""
     return windows.unfold(-1, patch_side, 1).sum(dim=-1).unfold(-2, patch_side, 1).sum(dim=-1)
 
 
