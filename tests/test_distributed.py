@@ -303,3 +303,20 @@ def test_gathered_weights_reach_the_state_dict_of_every_part():
         assert torch.equal(net[1][0].state_dict()["bias"], whole["1.0.bias"])
         assert torch.equal(net.state_dict()["0.bias"], net[0].bias.detach())  # others untouched
     assert not torch.equal(net.state_dict()["0.weight"], whole["0.weight"])  # hooks removed on exit
+
+
+@pytest.mark.slow
+def test_two_process_resume_without_the_buffer_is_exact(setup, ddp_straight):
+    # run.checkpoint_buffer=false on 2 processes: each rank re-rolls its own buffer share from the checkpointed
+    # weights and RNG, and the run continues bit for bit (the straight run: ddp_straight, same settings otherwise)
+    stopped = setup["root"] / "nobuffer"
+    proc = launch(write_config(setup, stopped, time_limit_s=500.0, checkpoint_buffer=False),
+                  env={"SHIFTVDM_TEST_CLOCK_AHEAD": "1:1000"})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    for r in range(2):
+        last = sorted((stopped / "checkpoints" / f"rank{r}").glob("step-*"))[-1]
+        state = torch.load(last / "trainer_state.pt", weights_only=True)
+        assert state["counters"]["step"] == 1 and state["buffer"] is None and state["buffer_origin"] is not None
+    proc = launch(write_config(setup, stopped, time_limit_s=0.0, checkpoint_buffer=False), "--resume")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert digests(stopped) == digests(ddp_straight)
