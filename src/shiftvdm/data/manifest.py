@@ -32,6 +32,13 @@ MANIFEST_EXTENSIONS = (".jsonl", ".json", ".csv")
 FOLDER_MANIFEST_NAMES = ("manifest.jsonl", "manifest.json", "manifest.csv")
 
 
+def is_dataset_file(path: str | Path) -> bool:
+    """Whether a file of this name inside a clip folder is read as part of its dataset (a folder manifest or a
+    clip); ``utils.outputs.check_output_file(dataset_file=...)`` refuses to write one into an input folder."""
+    path = Path(path)
+    return path.name in FOLDER_MANIFEST_NAMES or path.suffix.lower() in CLIP_EXTENSIONS
+
+
 @dataclass
 class ClipEntry:
     """One clip of a dataset.

@@ -8,7 +8,8 @@
    sampler steps, once per group size P, with the peak resident memory of each step measured on its own.
 
 The critic is a random-init ``MotionCritic`` unless ``discriminator.critic`` names an existing folder. The parts
-are backbone/full_size.py (building, counting, stand-ins) and train/memory.py (plans, peak RSS). Options are
+are backbone/full_size.py (building, counting, stand-ins), train/memory.py (plans, peak RSS) and
+train/dry_run_step.py (the one-step config, the measured step, the printed lines). Options are
 dotted overrides under ``dry_run.`` (:class:`DryRunConfig`), e.g.
 ``shiftvdm shift --config svd_shift_davis --dry-run dry_run.group_sizes=[2,8] dry_run.height=64``.
 """
@@ -18,25 +19,24 @@ from __future__ import annotations
 import gc
 import json
 import tempfile
-import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from shiftvdm.backbone.full_size import (ARCHITECTURES, ARCHITECTURES_DIR, MovingSquares, architecture_config,
-                                         architecture_for, build_backbone, build_on_meta, built_summary, component_bytes,
-                                         lora_parameter_count, parameter_count, summarize_on_meta)
+                                         architecture_for, build_on_meta, component_bytes, lora_parameter_count,
+                                         parameter_count, summarize_on_meta)
 from shiftvdm.errors import ConfigError
-from shiftvdm.train.memory import (full_size_plan, measure_peak, meminfo, peak_rss, static_memory_plan,
-                                  static_plan_table)
+from shiftvdm.train.dry_run_step import (built_line, materialise, not_run_reason, peak_ratio_line, plan_lines,
+                                         run_step, step_config, step_critic, step_line, step_start_line)
+from shiftvdm.train.memory import full_size_plan, meminfo, static_memory_plan
 from shiftvdm.train.memory import mem_available as _mem_available  # module-level so tests can stand in
 
 # Small clip sizes that still pass every component's size rules (SVD: 8× VAE, 3 UNet downsamplings;
 # Wan: 4k+1 frames, multiples of VAE stride × patch).
 _SMALL_SIZE = {"svd_xt": (8, 64, 64), "wan22_ti2v_5b": (9, 64, 64), "wan22_i2v_a14b": (9, 32, 32)}
-GIB = 1024**3
 
 
 @dataclass
@@ -64,61 +64,16 @@ class DryRunConfig:
             raise ConfigError(f"dry_run.memory_fraction: expected a value in (0, 1], got {self.memory_fraction}")
 
 
-def step_config(cfg: Any, group_size: int, dry: DryRunConfig, video_shape: tuple[int, int, int], out_dir: Path):
-    """The preset's TrainConfig, cut to one SHIFT step on one conditioning (everything else as the preset)."""
-    frames, height, width = video_shape
-    return replace(
-        cfg,
-        data=replace(cfg.data, num_frames=frames, height=height, width=width),
-        rollout=replace(cfg.rollout, group_size=group_size, buffer_size=1, batch_size=1, rollout_batch_size=1,
-                        passes_per_buffer=1, num_inference_steps=dry.inference_steps),
-        discriminator=replace(cfg.discriminator, refresh=True, d_to_g=1.0, batch_size=1),
-        run=replace(cfg.run, out_dir=str(out_dir), max_steps=1, checkpoint_every=0, sample_every=0, eval_every=0,
-                    progress=False, seed=dry.seed),
-    )
-
-
-def run_step(cfg: Any, backbone: Any, critic: Any, clips: Any, accelerator: Any) -> dict[str, Any]:
-    """One full SHIFT step through the real trainer; its wall time, its own peak RSS and its metrics."""
-    from shiftvdm.train.runtime import Runtime
-    from shiftvdm.train.shift import train
-
-    with measure_peak() as peak:
-        first = clips.load([0])
-        rt = Runtime(cfg, backbone, critic, Path(cfg.run.out_dir), accelerator=accelerator, features_from_state=None,
-                     sample_frames=first[0][:, 0], sample_prompts=first[1])
-        result = train(cfg, backbone, critic, clips, rt)
-    del rt
-    gc.collect()
-    return {"group_size": cfg.rollout.group_size, **peak, "steps": result.steps, "timers": dict(result.timers),
-            "metrics": dict(result.last_metrics)}
-
-
-def _fmt_gib(n: int) -> str:
-    return f"{n / GIB:.2f} GiB"
-
-
 def _run_steps(cfg: Any, dry: DryRunConfig, arch: str, video_shape: tuple[int, int, int], report: dict[str, Any],
                echo) -> tuple[list[dict[str, Any]], int]:
     """Materialise the backbone (+ LoRA), run one SHIFT step per group size; the steps and LoRA bytes/weight."""
     import accelerate
 
-    t0 = time.perf_counter()
-    backbone = build_backbone(arch, dict(cfg.backbone.options), video_shape, dry.seed, ARCHITECTURES_DIR)
-    if cfg.lora.enabled:
-        backbone.add_lora(cfg.lora.rank, cfg.lora.alpha, cfg.lora.targets)
-    if cfg.run.gradient_checkpointing and hasattr(backbone.denoiser, "enable_gradient_checkpointing"):
-        backbone.denoiser.enable_gradient_checkpointing()
-    built = built_summary(backbone)
-    report.update(build_seconds=time.perf_counter() - t0, build_peak_rss=peak_rss(), lora_dtype=built["lora_dtype"],
+    backbone, built = materialise(cfg, arch, video_shape, dry.seed, ARCHITECTURES_DIR)
+    report.update(build_seconds=built["seconds"], build_peak_rss=built["peak_rss"], lora_dtype=built["lora_dtype"],
                   trainable_parameters_built=built["trainable_parameters_built"])
-    echo(f"  built in {report['build_seconds']:.0f} s, peak RSS {_fmt_gib(report['build_peak_rss'])}; frozen denoiser "
-         f"dtypes {built['frozen_dtypes']}, trainable LoRA {built['trainable_parameters_built']:,} in {built['lora_dtype']}")
-    from shiftvdm.rewards.critic import CriticConfig, MotionCritic
-
-    given = cfg.discriminator.critic and Path(cfg.discriminator.critic).is_dir()
-    critic = MotionCritic.load(cfg.discriminator.critic) if given else MotionCritic(CriticConfig())
-    report["critic"] = str(cfg.discriminator.critic) if given else "random-init MotionCritic(CriticConfig())"
+    echo(built_line(report, built))
+    critic, report["critic"] = step_critic(cfg.discriminator.critic)
     accelerator = accelerate.Accelerator(cpu=not torch.cuda.is_available())
     if accelerator.device.type != "cpu":  # as build_training does: the model lives on the rollouts' device
         backbone.to(accelerator.device)
@@ -126,15 +81,10 @@ def _run_steps(cfg: Any, dry: DryRunConfig, arch: str, video_shape: tuple[int, i
     with tempfile.TemporaryDirectory(prefix="shiftvdm-dry-run-") as tmp:
         root = Path(dry.out_dir) if dry.out_dir else Path(tmp)
         for P in dry.group_sizes:
-            echo(f"  step at P={P}: {video_shape[0]}×{video_shape[1]}×{video_shape[2]} clips, "
-                 f"{dry.inference_steps} sampler steps, 1 conditioning ...")
-            step = run_step(step_config(cfg, int(P), dry, video_shape, root / f"P{P}"), backbone, critic,
-                            MovingSquares(1, video_shape), accelerator)
-            steps.append(step)
-            loss = step["metrics"].get("loss/total", step["metrics"].get("loss/real", float("nan")))
-            echo(f"    {step['seconds']:.1f} s/step, peak RSS of the step {_fmt_gib(step['peak_rss'])}"
-                 f"{'' if step['peak_is_step_only'] else ' (process peak: VmHWM could not be reset)'}, "
-                 f"loss {loss:.4g}, grad_norm {step['metrics'].get('grad_norm', float('nan')):.3g}")
+            echo(step_start_line(P, video_shape, dry.inference_steps))
+            step_cfg = step_config(cfg, int(P), dry.inference_steps, dry.seed, video_shape, root / f"P{P}")
+            steps.append(run_step(step_cfg, backbone, critic, MovingSquares(1, video_shape), accelerator))
+            echo(step_line(steps[-1]))
     return steps, built["bytes_per_trainable"]
 
 
@@ -158,28 +108,21 @@ def dry_run(cfg: Any, dry: DryRunConfig, echo=print) -> dict[str, Any]:
     # 2. The steps, if the frozen weights fit; the plan assumes fp32 LoRA weights unless measured.
     lora_bytes_each = 4
     if dry.meta_only or frozen_needed > dry.memory_fraction * available:
-        report["not_run"] = reason = (
-            "dry_run.meta_only=true" if dry.meta_only else
-            f"its frozen weights need {_fmt_gib(frozen_needed)} in {meta.dtype} but "
-            f"this machine has {_fmt_gib(meminfo('MemTotal'))} of RAM, {_fmt_gib(available)} available now (× "
-            f"{dry.memory_fraction}); built on the meta device only: no step was run")
+        report["not_run"] = reason = not_run_reason(dry.meta_only, frozen_needed, meta.dtype, meminfo("MemTotal"),
+                                                    available, dry.memory_fraction)
         echo(f"  step: NOT RUN — {reason}")
     else:
         report["steps"], lora_bytes_each = _run_steps(cfg, dry, arch, video_shape, report, echo)
     # 3. Plans: static per rank at the step's size, and train/memory.py's at the preset's full clip size.
     plan = report["memory_plan"] = static_memory_plan(sizes, lora, lora_bytes_each, cfg.optim.ema_decay > 0)
-    echo(static_plan_table(plan))
     report["static_total"] = sum(size for name, size in plan if "not built" not in name)
     full = full_size_plan(cfg, arch, sum(sizes.values()), lora, dry.world_size, ARCHITECTURES_DIR)
-    echo(f"  full-size plan of the preset ({cfg.data.num_frames}×{cfg.data.height}×{cfg.data.width} clips, "
-         f"text encoder held, CriticConfig() defaults; train/memory.py):")
-    echo("\n".join("    " + line for line in full.table().splitlines()))
+    for line in plan_lines(plan, full, (cfg.data.num_frames, cfg.data.height, cfg.data.width)):
+        echo(line)
     report["full_size_plan"] = [(r.where, r.name, r.bytes) for r in full.rows]
-    steps = report.get("steps", [])
-    if len(steps) >= 2:
-        lo, hi = steps[0], steps[-1]
-        echo(f"  peak RSS P={lo['group_size']}: {_fmt_gib(lo['peak_rss'])}   P={hi['group_size']}: "
-             f"{_fmt_gib(hi['peak_rss'])}   (ratio {hi['peak_rss'] / lo['peak_rss']:.3f})")
+    ratio = peak_ratio_line(report.get("steps", []))
+    if ratio is not None:
+        echo(ratio)
     return report
 
 
@@ -205,5 +148,4 @@ def run_dry_run(mode: str, config: str | None, overrides: list[str], echo=print)
 
 
 __all__ = ["ARCHITECTURES", "DryRunConfig", "architecture_config", "architecture_for", "build_on_meta", "component_bytes",
-           "dry_run", "lora_parameter_count", "parameter_count", "resolve_dry_run", "run_dry_run", "run_step",
-           "step_config"]
+           "dry_run", "lora_parameter_count", "parameter_count", "resolve_dry_run", "run_dry_run"]

@@ -87,6 +87,7 @@ def check_inputs(args: argparse.Namespace) -> None:
     """Every path given exists (even when the chosen metrics do not read it) and --json can be written."""
     from pathlib import Path
 
+    from shiftvdm.data.manifest import is_dataset_file
     from shiftvdm.errors import DataError
     from shiftvdm.utils.outputs import check_output_file
 
@@ -98,7 +99,8 @@ def check_inputs(args: argparse.Namespace) -> None:
         if value is not None and not Path(value).exists():
             raise DataError(f"{value}: {flag} not found (a folder of videos or a manifest)")
     if args.json_path:
-        check_output_file(args.json_path, "--json", inputs=[(k, v) for k, v in named.items()])
+        check_output_file(args.json_path, "--json", inputs=[(k, v) for k, v in named.items()],
+                          dataset_file=is_dataset_file)
 
 
 def _flow_options(args: argparse.Namespace) -> dict:

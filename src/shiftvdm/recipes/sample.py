@@ -168,9 +168,11 @@ def main(argv: list[str], prog: str = "shiftvdm sample") -> int:
         raise DataError(f"{args.lora}: missing (no such LoRA file)")
     if args.guidance is not None:
         parse_guidance(args.guidance)
+    from shiftvdm.data.manifest import is_dataset_file
     from shiftvdm.utils.outputs import check_output_file
 
-    check_output_file(out, "--out", inputs=[("--image", args.image), ("--lora", args.lora), ("--model", args.model)])
+    check_output_file(out, "--out", inputs=[("--image", args.image), ("--lora", args.lora), ("--model", args.model)],
+                      dataset_file=is_dataset_file)
 
     from shiftvdm.backbone import detect_backbone, load_backbone_from_path
     from shiftvdm.data.video_io import write_video

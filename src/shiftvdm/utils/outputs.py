@@ -14,7 +14,7 @@ import logging
 import os
 import shutil
 import tempfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 from shiftvdm.errors import OutputError, ShiftvdmError
@@ -69,20 +69,21 @@ def _inputs_of(inputs: Iterable[tuple[str, str | Path | None]]) -> list[tuple[st
 
 
 def check_output_file(path: str | Path, what: str = "--out",
-                      inputs: Iterable[tuple[str, str | Path | None]] = ()) -> Path:
-    """An output file: creatable, not a folder, and not one of ``inputs`` ((flag, path) pairs)."""
+                      inputs: Iterable[tuple[str, str | Path | None]] = (), *,
+                      dataset_file: Callable[[Path], bool] | None = None) -> Path:
+    """An output file: creatable, not a folder, and not one of ``inputs`` ((flag, path) pairs).
+
+    ``dataset_file(path)`` says whether a file of that name inside an input folder would be read as part of
+    a dataset (``data.manifest.is_dataset_file``: a manifest or a clip); such a file is refused too. It is
+    passed in because utils/ sits below data/ and must not import it."""
     path = Path(path)
     if path.is_dir():
         raise OutputError(f"{what} {path}: is a folder; give a file name")
-    from shiftvdm.data.manifest import FOLDER_MANIFEST_NAMES  # lazily: utils sits below data
-    from shiftvdm.data.video_io import CLIP_EXTENSIONS
-
     target = _resolved(path)
     for name, inp in _inputs_of(inputs):
         if target == inp or (path.exists() and inp.exists() and os.path.samefile(path, inp)):
             raise OutputError(f"{what} {path}: is also the input {name}; writing it would destroy that input")
-        if inp.is_dir() and target.parent == inp and (target.name in FOLDER_MANIFEST_NAMES
-                                                      or target.suffix.lower() in CLIP_EXTENSIONS):
+        if dataset_file is not None and inp.is_dir() and target.parent == inp and dataset_file(target):
             raise OutputError(f"{what} {path}: would change the dataset read from the input {name} ({inp}); "
                               "write it elsewhere")
     return check_creatable(path, what)
