@@ -2,9 +2,10 @@
 
 Layout: ``run_dir/checkpoints/step-N/`` on one process, ``run_dir/checkpoints/rankR/step-N/`` on several
 (every process keeps its own buffer share and random streams; process 0 also writes the LoRA for use).
-A checkpoint is written atomically (state.write_checkpoint) and only with finite weights. Resume picks one
-step for all ranks (the newest every rank reads intact), refuses a changed world size naming both sizes,
-refuses a config change that would change the run, and cuts the append-only logs back to the checkpoint.
+A checkpoint is written atomically (utils/step_checkpoints.py, the writer discriminator pre-training uses too) and
+only with finite weights. Resume picks one step for all ranks (the newest every rank reads intact), refuses a
+changed world size naming both sizes, refuses a config change that would change the run, and cuts the append-only
+logs back to the checkpoint.
 """
 
 from __future__ import annotations
@@ -21,8 +22,9 @@ from shiftvdm.config import config_differences, config_from_dict, config_to_dict
 from shiftvdm.errors import CheckpointError, DamagedCheckpointError
 from shiftvdm.train.config import TrainConfig
 from shiftvdm.train.distributed import Distributed, full_tensor
-from shiftvdm.train.state import TrainingState, checkpoint_dirs, latest_checkpoint, read_checkpoint, write_checkpoint
+from shiftvdm.train.state import TrainingState, read_checkpoint
 from shiftvdm.utils.checkpoint import clean_stale_temps, file_sizes, read_newest_intact, save_json, truncate_logs
+from shiftvdm.utils.step_checkpoints import checkpoint_dirs, latest_checkpoint, write_checkpoint
 
 logger = logging.getLogger(__name__)
 

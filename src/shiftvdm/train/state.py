@@ -11,9 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
-import shutil
-import tempfile
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -26,13 +23,11 @@ from shiftvdm.errors import CheckpointError
 from shiftvdm.train.buffer import RolloutBuffer
 from shiftvdm.train.distributed import is_sharded, like, local_tree, sharded_optimizer_state
 from shiftvdm.train.optim import WeightEMA
-from shiftvdm.utils.checkpoint import atomic_write, fix_dir_permissions, load_torch
+from shiftvdm.utils.checkpoint import load_torch
 from shiftvdm.utils.seeding import generator_for
+from shiftvdm.utils.step_checkpoints import STATE_FILE
 
 logger = logging.getLogger(__name__)
-
-STATE_FILE = "trainer_state.pt"
-
 
 @dataclass
 class Counters:
@@ -48,46 +43,6 @@ class Counters:
 
     def add_time(self, phase: str, seconds: float) -> None:
         self.timers[phase] = self.timers.get(phase, 0.0) + seconds
-
-
-def checkpoint_dirs(root: Path) -> list[Path]:
-    """Complete checkpoint folders under ``root``, oldest first."""
-    if not root.is_dir():
-        return []
-    found = [p for p in root.iterdir() if p.is_dir() and p.name.startswith("step-") and p.name[5:].isdigit()
-             and (p / STATE_FILE).is_file()]
-    return sorted(found, key=lambda p: int(p.name.split("-")[1]))
-
-
-def latest_checkpoint(root: Path) -> Path | None:
-    dirs = checkpoint_dirs(root)
-    return dirs[-1] if dirs else None
-
-
-def write_checkpoint(root: Path, step: int, state: dict[str, Any], extra_files: dict[str, Any] | None = None,
-                     keep: int = 2) -> Path:
-    """Write ``root/step-NNNNNNN/`` atomically: into a temporary folder first, renamed when complete.
-
-    ``extra_files`` maps a file name to a callable ``write(path)`` (e.g. LoRA safetensors for use).
-    Older checkpoints beyond the newest ``keep`` are removed only after the new one is in place.
-    """
-    root.mkdir(parents=True, exist_ok=True)
-    final = root / f"step-{step:07d}"
-    tmp = Path(tempfile.mkdtemp(prefix=f".step-{step:07d}.", dir=root))
-    fix_dir_permissions(tmp)  # mkdtemp makes 0700 folders; the files inside get the usual permissions
-    try:
-        atomic_write(tmp / STATE_FILE, lambda p: torch.save(state, p))
-        for name, write in (extra_files or {}).items():
-            write(tmp / name)
-        if final.exists():
-            shutil.rmtree(final)
-        os.replace(tmp, final)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    for old in checkpoint_dirs(root)[:-keep] if keep > 0 else []:
-        shutil.rmtree(old, ignore_errors=True)
-    return final
 
 
 def read_checkpoint(path: Path) -> dict[str, Any]:
