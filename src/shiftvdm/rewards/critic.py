@@ -54,6 +54,7 @@ from shiftvdm.rewards.ic import ICConfig, ICDiscriminator
 from shiftvdm.rewards.lc import LCConfig, build_lc_discriminator
 from shiftvdm.rewards.protocol import GroupScores, ReplayStore
 from shiftvdm.utils.checkpoint import load_safetensors, save_json, save_safetensors
+from shiftvdm.utils.ema import ema_update_
 from shiftvdm.utils.seeding import derive_seed, generator_for
 
 logger = logging.getLogger(__name__)
@@ -589,8 +590,7 @@ class MotionCritic(nn.Module):
             return
         decay = self.config.ema_decay if decay is None else float(decay)
         for ema, live in ((self.ema_ic, self.ic), (self.ema_lc, self.lc)):
-            for p_ema, p in zip(ema.parameters(), live.parameters()):
-                p_ema.lerp_(p.detach(), 1.0 - decay)
+            ema_update_(ema.parameters(), live.parameters(), decay)
             for b_ema, b in zip(ema.buffers(), live.buffers()):
                 b_ema.copy_(b)
 

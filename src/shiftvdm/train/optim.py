@@ -11,6 +11,7 @@ import torch
 from torch import Tensor, nn
 
 from shiftvdm.train.config import TrainConfig
+from shiftvdm.utils.ema import ema_update_
 
 
 def lr_lambda(cfg: TrainConfig) -> Callable[[int], float]:
@@ -53,9 +54,7 @@ class WeightEMA:
     def update(self, params: list[nn.Parameter], step: int) -> None:
         """Fold in the weights after optimizer step ``step`` (counted from 1)."""
         decay = min(self.decay, (1 + step) / (10 + step))  # warm-up: early weights are not worth keeping
-        with torch.no_grad():
-            for e, p in zip(self.shadow, params):
-                e.lerp_(p.detach(), 1 - decay)
+        ema_update_(self.shadow, params, decay)
 
     @contextlib.contextmanager
     def swapped_in(self, params: list[nn.Parameter]) -> Iterator[None]:
