@@ -42,7 +42,9 @@ class MetricsLogger:
         if progress:
             from tqdm.auto import tqdm
 
-            self._bar = tqdm(total=total, initial=initial, desc=desc, unit=unit, dynamic_ncols=True)
+            # a seconds bar counts fractional seconds: show whole ones (tqdm prints n as given)
+            fmt = ("{l_bar}{bar}| {n:.0f}/{total:.0f} s [{elapsed}<{remaining}{postfix}]" if unit == "s" else None)
+            self._bar = tqdm(total=total, initial=initial, desc=desc, unit=unit, dynamic_ncols=True, bar_format=fmt)
 
     def log(self, metrics: dict[str, float], step: int, time: float | None = None) -> None:
         """Append one record (step, time, metrics) and mirror the finite scalars to TensorBoard."""
