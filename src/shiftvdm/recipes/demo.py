@@ -1,19 +1,18 @@
 """`shiftvdm demo [--quick] [--out DIR]`: the whole method end to end on CPU, on data it makes itself.
 
 Stages (each reused when the demo runs again in the same folder):
-  data       synthetic sprite clips: generic pre-training set (60 % static), all-moving target set,
-             held-out all-moving set (conditioning frames for evaluation)
+  data       synthetic sprite clips of the scenario (``--scenario``, see shiftvdm.data.scenarios): generic
+             pre-training set, the user's target set, held-out set (conditioning frames for evaluation)
   pretrain   a tiny base image-to-video model from scratch on the generic set
   sft        supervised fine-tuning on the target set, as a user would
   critic     fakes from the SFT model, then IC and LC discriminator pre-training (Eq. 7)
   arms       SHIFT and the baselines from the SFT model, equal generator steps; continued SFT also runs
-             for SHIFT's wall time
+             for SHIFT's training time in process CPU seconds
   eval       every model on the same held-out conditioning frames, `shiftvdm eval` metrics + sprite tracks
   report     report.html + metrics.json (`shiftvdm report DIR` rebuilds it)
 
-The motion gap has a known cause: the generic data is mostly static, the target data always moves.
-Every number in the report is measured by this run; the summary lines are computed from them by the
-fixed rules in :func:`shiftvdm.eval.report.comparison_verdicts`.
+Every number in the report is measured by this run; the summary lines and the success criteria are computed
+from them by the fixed rules in :mod:`shiftvdm.eval.report`.
 """
 
 from __future__ import annotations
