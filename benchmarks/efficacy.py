@@ -2,10 +2,13 @@
 
 By default every seed starts from the same base model, SFT model and pre-trained discriminators (taken
 from a finished demo run) and re-runs the arms and the evaluation with its own seed, which drives data
-order, rollouts, noise and discriminator sampling. ``--full`` re-runs every stage per seed instead.
+order, rollouts, noise and discriminator sampling. ``--share base`` shares only the data and the base
+(SFT and discriminator pre-training re-run per seed); ``--full`` re-runs every stage per seed. At the end it
+prints, per success criterion fixed in advance (``eval/report.SUCCESS_CRITERIA``), how many seeds meet it.
 
     shiftvdm demo --out shiftvdm-demo                      # once
     python benchmarks/efficacy.py --base-run shiftvdm-demo --seeds 1 2 3
+    python benchmarks/efficacy.py --scenario collapse --base-run shiftvdm-demo-collapse --share base --seeds 1 2 3
 """
 
 from __future__ import annotations
