@@ -92,16 +92,18 @@ class Scenario:
 
 
 def queries_on_objects(queries: np.ndarray, clips: SpriteClips) -> np.ndarray:
-    """How many of the (Q, 2) query points (x, y) fall on a sprite in frame 0 of each clip: int (N,).
+    """How many query points (x, y) fall on a sprite in frame 0 of each clip: int (N,).
 
-    A query counts when it lies within the sprite's half extent of its centre (square: both axes; disc and
-    triangle: the circumscribed radius), from the ground truth, so it does not depend on any tracker.
+    ``queries`` is (Q, 2), shared by every clip, or (N, Q, 2), one set per clip. A query counts when it lies
+    within the sprite's half extent of its centre (square: both axes; disc and triangle: the circumscribed
+    radius), from the ground truth, so it does not depend on any tracker.
     """
     queries = np.asarray(queries, dtype=np.float64)
-    if queries.ndim != 2 or queries.shape[1] != 2:
-        raise ConfigError(f"queries must be (Q, 2) points (x, y), got shape {queries.shape}")
+    if queries.ndim not in (2, 3) or queries.shape[-1] != 2 or (queries.ndim == 3 and len(queries) != len(clips)):
+        raise ConfigError(f"queries must be (Q, 2) or ({len(clips)}, Q, 2) points (x, y), got shape {queries.shape}")
+    per_clip = queries if queries.ndim == 3 else queries[None]
     centres = clips.trajectories[:, :, 0, :].astype(np.float64)  # (N, K, 2)
-    d = queries[None, None, :, :] - centres[:, :, None, :]  # (N, K, Q, 2)
+    d = per_clip[:, None, :, :] - centres[:, :, None, :]  # (N, K, Q, 2)
     r = clips.radii[:, :, None].astype(np.float64) + 1e-6
     square = (clips.shapes == clips.shape_names.index("square"))[:, :, None]
     inside = np.where(square, (np.abs(d) <= r[..., None]).all(-1), np.hypot(d[..., 0], d[..., 1]) <= r)

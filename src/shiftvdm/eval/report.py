@@ -498,27 +498,21 @@ def success_criteria(models: dict[str, dict[str, Any]], *, shift: str = "shift",
         "static_reward_w1": get(static_reward, w1), "base_img": get("base", img),
     }
 
-    def rule(*names: str, test) -> bool | None:
+    # criterion -> (the values it reads, its test on them)
+    rules = {
+        "sft_collapses": (("sft_w1", "base_w1"), lambda s, b: s >= 1.2 * b),
+        "shift_restores": (("shift_w1", "sft_w1", "base_w1"), lambda x, s, b: x <= 0.7 * s and x <= 1.1 * b),
+        "shift_beats_equal_time_sft": (("shift_w1", "time_matched_w1", "shift_static_fraction",
+                                        "time_matched_static_fraction"), lambda x, t, xs, ts: x < t and xs < ts),
+        "shift_keeps_sprites": (("shift_lost", "base_lost", "shift_img", "sft_img"),
+                                lambda lx, lb, ix, isft: lx <= lb + 0.05 and ix <= 1.25 * isft),
+        "refresh_matters": (("static_reward_w1", "shift_w1"), lambda s, x: s > x),
+        "clean_base": (("base_img",), lambda b: b <= 0.01),
+    }
+
+    def passed(names: tuple[str, ...], test) -> bool | None:
         values = [v[n] for n in names]
         return None if any(x is None or x != x for x in values) else bool(test(*values))
 
-    checks = {
-        "sft_collapses": rule("sft_w1", "base_w1", test=lambda s, b: s >= 1.2 * b),
-        "shift_restores": rule("shift_w1", "sft_w1", "base_w1", test=lambda x, s, b: x <= 0.7 * s and x <= 1.1 * b),
-        "shift_beats_equal_time_sft": rule("shift_w1", "time_matched_w1", "shift_static_fraction",
-                                           "time_matched_static_fraction",
-                                           test=lambda x, t, xs, ts: x < t and xs < ts),
-        "shift_keeps_sprites": rule("shift_lost", "base_lost", "shift_img", "sft_img",
-                                    test=lambda lx, lb, ix, isft: lx <= lb + 0.05 and ix <= 1.25 * isft),
-        "refresh_matters": rule("static_reward_w1", "shift_w1", test=lambda s, x: s > x),
-        "clean_base": rule("base_img", test=lambda b: b <= 0.01),
-    }
-    used = {
-        "sft_collapses": ("sft_w1", "base_w1"), "shift_restores": ("shift_w1", "sft_w1", "base_w1"),
-        "shift_beats_equal_time_sft": ("shift_w1", "time_matched_w1", "shift_static_fraction",
-                                       "time_matched_static_fraction"),
-        "shift_keeps_sprites": ("shift_lost", "base_lost", "shift_img", "sft_img"),
-        "refresh_matters": ("static_reward_w1", "shift_w1"), "clean_base": ("base_img",),
-    }
-    return [{"name": name, "rule": text, "passed": checks[name], "values": {k: v[k] for k in used[name]}}
+    return [{"name": name, "rule": text, "passed": passed(*rules[name]), "values": {k: v[k] for k in rules[name][0]}}
             for name, text in SUCCESS_CRITERIA]

@@ -31,9 +31,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from shiftvdm.config import config_from_dict, config_to_dict, deep_merge, load_config
 from shiftvdm.data.scenarios import Scenario
 from shiftvdm.data.synthetic import SpriteClips
-from shiftvdm.config import config_from_dict, config_to_dict, deep_merge, load_config
 from shiftvdm.eval.report import (
     DEMO_COLUMNS,
     REFERENCE,
@@ -89,8 +89,8 @@ class DemoConfig:
 
 SCENARIO_PRESETS = {"static-base": "demo_cpu", "collapse": "demo_collapse"}  # --scenario -> shipped config
 DEFAULT_SCENARIO = "static-base"  # the collapse scenario did not reproduce a collapse (README, "What the demo shows")
-SHIFT_ARM = "shift"  # the arm whose wall time sets continued SFT's time budget
-TIME_MATCHED_ARM = "continued_sft"  # the arm that also runs for SHIFT's wall time
+SHIFT_ARM = "shift"  # the arm whose training time (CPU seconds) sets continued SFT's time budget
+TIME_MATCHED_ARM = "continued_sft"  # the arm that also runs for SHIFT's training time
 
 
 # ----------------------------------------------------------------------------------------- stage bookkeeping
@@ -156,20 +156,19 @@ def make_data(cfg: DemoConfig, out: Path) -> dict[str, Any]:
     gen = generator_for(cfg.seed, "demo-query-count")
     target = sets["target"]
     n = min(len(target), 512)
-    counts = np.array([queries_on_objects(critic.sample_queries(cfg.data.size, cfg.data.size, gen),
-                                          _subset(target, i))[0] for i in range(n)])
+    queries = np.stack([critic.sample_queries(cfg.data.size, cfg.data.size, gen) for _ in range(n)])
+    counts = queries_on_objects(queries, scenario_subset(target, n))
     return {"generic": len(sets["generic"]), "target": len(target), "heldout": len(sets["heldout"]),
             "queries": {"per_clip": int(critic.config.num_queries), "sampling": critic.config.query_sampling,
                         "on_object_mean": round(float(counts.mean()), 2), "on_object_min": int(counts.min()),
                         "clips_with_none": round(float((counts == 0).mean()), 4), "clips_counted": n}}
 
 
-def _subset(clips: SpriteClips, i: int) -> SpriteClips:
-    """Clip ``i`` of ``clips`` as a one-clip SpriteClips (ground truth only; for query counting)."""
+def scenario_subset(clips: SpriteClips, n: int) -> SpriteClips:
+    """The first ``n`` clips of ``clips`` (every per-clip array cut, the settings kept)."""
     from dataclasses import replace
 
-    one = {k: v[i:i + 1] for k, v in clips.arrays().items() if k != "shape_names"}
-    return replace(clips, **one)
+    return replace(clips, **{k: v[:n] for k, v in clips.arrays().items() if k != "shape_names"})
 
 
 def load_sets(out: Path) -> dict[str, np.ndarray]:
