@@ -109,7 +109,7 @@ def demo_buffer_ab(repeats: int, workers: int = 1) -> None:
     import numpy as np
 
     from shiftvdm.config import config_from_dict, load_config
-    from shiftvdm.recipes.demo import DemoConfig
+    from shiftvdm.recipes.demo.config import DemoConfig
 
     demo = load_config(DemoConfig, "demo_cpu")
     critic = MotionCritic(config_from_dict(CriticConfig, {**demo.critic.get("critic", {}), "workers": workers})).eval()
@@ -141,7 +141,7 @@ def demo_buffer_split(repeats: int, size: int, queries: int, workers: int = 1, s
     import numpy as np
 
     from shiftvdm.config import config_from_dict, load_config
-    from shiftvdm.recipes.demo import DemoConfig
+    from shiftvdm.recipes.demo.config import DemoConfig
 
     demo = load_config(DemoConfig, "demo_cpu")
     critic_cfg = {**demo.critic.get("critic", {}), "workers": workers, "num_queries": queries}

@@ -30,7 +30,7 @@ import torch
 from shiftvdm.backbone.toy import ToyBackbone
 from shiftvdm.config import config_from_dict, deep_merge, load_config
 from shiftvdm.data.synthetic import make_sprite_clips
-from shiftvdm.recipes.demo import DemoConfig
+from shiftvdm.recipes.demo.config import DemoConfig
 from shiftvdm.rewards.critic import MotionCritic, MotionFeatures
 from shiftvdm.train.clips import TensorClips
 from shiftvdm.train.config import TrainConfig

@@ -24,7 +24,9 @@ import numpy as np
 import torch
 
 from shiftvdm.eval.report import success_criteria
-from shiftvdm.recipes.demo import DEFAULT_SCENARIO, SCENARIO_PRESETS, choose_threads, load_demo_config, run_demo
+from shiftvdm.recipes.demo import run_demo
+from shiftvdm.recipes.demo.config import DEFAULT_SCENARIO, SCENARIO_PRESETS, load_demo_config
+from shiftvdm.utils.threads import choose_threads
 from shiftvdm.utils.checkpoint import save_json
 
 SHARED_STAGES = ("data", "pretrain", "sft", "critic")

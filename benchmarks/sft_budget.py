@@ -11,7 +11,6 @@ speed W1 to held-out real clips, static / lost fraction, mass ratio, image-stati
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import resource
 from pathlib import Path
@@ -21,7 +20,10 @@ import torch
 
 from shiftvdm.backbone import load_backbone_from_path
 from shiftvdm.eval import evaluate_videos, prepare_reference
-from shiftvdm.recipes import demo as D
+from shiftvdm.recipes.demo.config import SCENARIO_PRESETS, load_demo_config, train_config
+from shiftvdm.recipes.demo.datasets import load_sets, make_data
+from shiftvdm.recipes.demo.evaluation import sample_clips
+from shiftvdm.recipes.demo.training import pretrain_stage, train_stage
 from shiftvdm.utils.checkpoint import save_json
 
 COLUMNS = ("sprite_speed_w1", "sprite_static_fraction", "sprite_lost_fraction", "sprite_mass_ratio",
@@ -35,7 +37,7 @@ def cpu_seconds() -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--scenario", choices=sorted(D.SCENARIO_PRESETS), default="collapse")
+    parser.add_argument("--scenario", choices=sorted(SCENARIO_PRESETS), default="collapse")
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--base-run", type=Path, default=None, help="take data/ and runs/pretrain/ from this run")
     parser.add_argument("--target-clips", type=int, default=0, help="SFT set size (default: the preset's)")
@@ -46,7 +48,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     overrides = list(args.overrides) + ([f"data.target_clips={args.target_clips}"] if args.target_clips else [])
-    cfg = D.load_demo_config(D.SCENARIO_PRESETS[args.scenario], False, overrides)
+    cfg = load_demo_config(SCENARIO_PRESETS[args.scenario], False, overrides)
     out = args.out
     out.mkdir(parents=True, exist_ok=True)
     if args.base_run is not None:  # one base for every curve: link its pre-training
@@ -54,15 +56,15 @@ def main() -> None:
         if not (out / "runs" / "pretrain").exists():
             os.symlink((args.base_run / "runs" / "pretrain").resolve(), out / "runs" / "pretrain")
     if not (out / "data" / "sets.npz").is_file():
-        D.make_data(cfg, out)
-    sets = D.load_sets(out)
+        make_data(cfg, out)
+    sets = load_sets(out)
     if not (out / "runs" / "pretrain" / "model" / "config.json").is_file():
-        D.pretrain_stage(cfg, out)
+        pretrain_stage(cfg, out)
     held = sets["heldout"][: args.heldout]
     reference = prepare_reference(held, sprites=True)
 
     def measure(backbone) -> dict[str, float]:
-        clips = D.sample_clips(backbone, held[:, 0], cfg.eval.seed)
+        clips = sample_clips(backbone, held[:, 0], cfg.eval.seed)
         agg = evaluate_videos(clips, reference=reference, sprites=True).aggregate
         return {c: round(float(agg.get(c, float("nan"))), 4) for c in COLUMNS}
 
@@ -79,10 +81,10 @@ def main() -> None:
         return {}
 
     every = int(np.gcd.reduce(budgets))
-    tc = D.train_config(cfg, out / "runs" / "sft-curve", {"backbone": {"pretrained": str(out / "runs/pretrain/model")}},
+    tc = train_config(cfg, out / "runs" / "sft-curve", {"backbone": {"pretrained": str(out / "runs/pretrain/model")}},
                         cfg.sft, {"run": {"max_steps": budgets[-1], "eval_every": every, "checkpoint_every": 0}},
                         mode="sft")
-    D.train_stage(tc, sets["target"], evaluate=hook)
+    train_stage(tc, sets["target"], evaluate=hook)
     print(f"\n{args.scenario}: {len(sets['target'])} target clips, {len(held)} held-out frames, "
           f"{torch.get_num_threads()} threads")
     print(f"{'SFT steps':>10}" + "".join(f"{c.removeprefix('sprite_'):>22}" for c in COLUMNS) + f"{'CPU s':>10}")

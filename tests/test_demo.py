@@ -15,7 +15,7 @@ import pytest
 
 from shiftvdm.cli import main as cli
 from shiftvdm.config import config_from_dict, deep_merge
-from shiftvdm.recipes.demo import load_demo_config, train_config
+from shiftvdm.recipes.demo.config import load_demo_config, train_config
 
 pytestmark = pytest.mark.timeout(900)  # ~30 s on a loaded 2-core machine
 
@@ -134,7 +134,7 @@ def test_sft_arm_never_inherits_rollout_settings():
 def test_thread_choice_follows_the_request_or_the_free_cores(monkeypatch):
     import os
 
-    import shiftvdm.recipes.demo as demo
+    import shiftvdm.utils.threads as demo
 
     assert demo.choose_threads(3) == 3  # an explicit request wins
     busy = demo.busy_cores(0.05)
@@ -153,7 +153,8 @@ UNIT = {"train": {4: 1.0, 8: 2.0, 16: 4.0}, "sample_clip_step": 0.1, "feature_cl
 
 
 def test_stage_estimate_arithmetic():
-    from shiftvdm.recipes.demo import estimate_line, estimate_stage_seconds, remaining_seconds
+    from shiftvdm.recipes.demo.budget import estimate_line, estimate_stage_seconds
+    from shiftvdm.utils.stages import remaining_seconds
 
     est = estimate_stage_seconds(load_demo_config(str(TEST_PRESET), False, []), UNIT)
     # the test preset: 3 sampler steps, 4 curve clips, 8 held-out clips
@@ -177,11 +178,11 @@ def test_stage_estimate_arithmetic():
 def test_stage_prints_remaining_time_and_records_its_threads(tmp_path, capsys):
     import torch
 
-    from shiftvdm.recipes.demo import Stages
+    from shiftvdm.utils.stages import Stages
 
     before = torch.get_num_threads()
     try:
-        stages = Stages(tmp_path)
+        stages = Stages(tmp_path, label="demo")
         stages.estimates = {"one": 1.0, "two": 4.0}
         assert stages.run("one", lambda: {"x": 1}, threads=lambda: 1) == {"x": 1}
         out = capsys.readouterr().out
@@ -196,7 +197,7 @@ def test_stage_prints_remaining_time_and_records_its_threads(tmp_path, capsys):
 def test_calibration_leaves_the_random_streams_alone():
     import torch
 
-    from shiftvdm.recipes.demo import calibrate
+    from shiftvdm.recipes.demo.budget import calibrate
 
     cfg = load_demo_config(str(TEST_PRESET), False, [])
     state = torch.get_rng_state()

@@ -10,7 +10,8 @@ from scipy.stats import ks_2samp
 from shiftvdm.data.scenarios import ClipLook, MotionLaw, Scenario, queries_on_objects
 from shiftvdm.data.synthetic import make_sprite_clips
 from shiftvdm.errors import ConfigError
-from shiftvdm.recipes.demo import SCENARIO_PRESETS, load_demo_config, scenario_sets
+from shiftvdm.recipes.demo.config import SCENARIO_PRESETS, load_demo_config
+from shiftvdm.recipes.demo.datasets import scenario_sets
 
 
 @pytest.fixture(scope="module")
@@ -85,7 +86,7 @@ def test_queries_on_objects_counts_from_ground_truth():
 
 
 def test_demo_records_queries_on_objects(tmp_path):
-    from shiftvdm.recipes.demo import make_data
+    from shiftvdm.recipes.demo.datasets import make_data
 
     cfg = load_demo_config(SCENARIO_PRESETS["collapse"], True, ["data.generic_clips=40", "data.target_clips=60",
                                                                 "data.heldout_clips=8"])

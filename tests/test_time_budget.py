@@ -11,7 +11,8 @@ import pytest
 import torch
 
 from shiftvdm.data.synthetic import make_sprite_clips
-from shiftvdm.recipes.demo import load_demo_config, train_config, train_stage
+from shiftvdm.recipes.demo.config import load_demo_config, train_config
+from shiftvdm.recipes.demo.training import train_stage
 
 PRESET = str(Path(__file__).parent / "fixtures" / "demo_test.yaml")
 

@@ -431,6 +431,16 @@ def write_video(path: str | Path, frames: np.ndarray | torch.Tensor, fps: float,
     return atomic_write(path, write)
 
 
+def save_raw_frames(path: Path, frames: np.ndarray) -> Path:
+    """Atomically write float32 (T, H, W, 3) frames in [0, 1] as .npy, unquantised (for exact comparisons)."""
+
+    def write(tmp: Path) -> None:
+        with open(tmp, "wb") as handle:  # a handle, so np.save does not append ".npy" to the temporary name
+            np.save(handle, np.ascontiguousarray(frames, dtype=np.float32), allow_pickle=False)
+
+    return atomic_write(path, write)
+
+
 def resample_frames(frames: np.ndarray, src_fps: float, target_fps: float | None,
                     num_frames: int | None) -> np.ndarray:
     """Pick frames at ``target_fps`` from a clip at ``src_fps`` (nearest earlier frame), then keep ``num_frames``.
