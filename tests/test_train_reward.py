@@ -130,6 +130,47 @@ def test_generate_writes_fakes_with_their_source(tmp_path):
     assert fakes[2].path.stat().st_mtime_ns == kept
 
 
+
+def test_generate_in_groups_of_clips_writes_the_same_files_and_resumes_by_group(tmp_path):
+    from shiftvdm.backbone.toy import ToyBackbone, ToyConfig
+    from shiftvdm.data.manifest import load_manifest
+    from shiftvdm.errors import ConfigError
+    from shiftvdm.recipes.generate import main as generate_main
+
+    model = tmp_path / "toy"
+    ToyBackbone(ToyConfig(num_frames=4, size=16, block_out_channels=(8, 16), norm_num_groups=4,
+                          layers_per_block=1, num_mid_blocks=1, mid_attention=False)).save_pretrained(model)
+    real_manifest = write_synthetic_dataset(tmp_path / "real", 5, 4, 16, seed=1, format="npy")
+
+    def run(out: str, *extra: str) -> list:
+        args = ["--model", str(model), "--data", str(real_manifest), "--out", str(tmp_path / out), "--per-clip", "2",
+                "--steps", "2", "--seed", "5", "--format", "npy", "--no-progress", *extra]
+        assert generate_main(args) == 0
+        return load_manifest(tmp_path / out / "manifest.jsonl").entries
+
+    single = run("one")
+    again = run("one-again", "--clips-per-call", "1")
+    assert [f.relpath for f in again] == [f.relpath for f in single]
+    for a, b in zip(single, again):
+        np.testing.assert_array_equal(np.load(a.path), np.load(b.path))  # N = 1 is the per-clip stream
+    grouped = run("groups", "--clips-per-call", "2")  # groups {0, 1}, {2, 3}, {4}
+    assert [(f.relpath, f.source) for f in grouped] == [(f.relpath, f.source) for f in single]
+    arrays = [np.load(f.path) for f in grouped]
+    reals = load_manifest(real_manifest).entries
+    for f, fake in zip(grouped, arrays):
+        assert fake.shape == (4, 16, 16, 3)
+        real = next(r for r in reals if r.relpath == f.source)
+        np.testing.assert_allclose(fake[0], np.load(real.path)[0], atol=2 / 255)  # its own conditioning frame
+    assert not np.array_equal(arrays[0], np.load(single[0].path))  # another noise stream than per clip
+    # a rerun with the same N regenerates only the group with a missing file, identically
+    kept = grouped[0].path.stat().st_mtime_ns
+    grouped[5].path.unlink()  # clip 2's second fake: group {2, 3}
+    run("groups", "--clips-per-call", "2")
+    np.testing.assert_array_equal(np.load(grouped[5].path), arrays[5])
+    assert grouped[0].path.stat().st_mtime_ns == kept
+    with pytest.raises(ConfigError, match="--clips-per-call must be >= 1"):
+        run("bad", "--clips-per-call", "0")
+
 def test_noise_negatives_teach_the_critic_that_pixel_noise_is_not_real(dataset, tmp_path):
     from shiftvdm.data.video_io import to_tensor
     from shiftvdm.recipes.train_reward import noisy_copy

@@ -7,7 +7,10 @@ Writes ``DIR/clips/<real clip>_<k>.<ext>`` and ``DIR/manifest.jsonl``, one line 
 ``source`` = the real clip's manifest path (what `shiftvdm train-reward` pairs and splits by), the
 sample index ``k`` and the seed. Each real clip's K samples come from their own generator,
 ``generator_for(seed, "generate", clip index)``, so a rerun skips finished clips and gives the same
-result as an uninterrupted run. Real and fake clips should be stored in the same format: the
+result as an uninterrupted run. ``--clips-per-call N`` samples N real clips' fakes in one sampler call
+(faster for small models; the noise then comes from one generator per group of N clips,
+``generator_for(seed, "generate", "group", N, first index)``, so the fakes depend on N and a rerun must use
+the same N to skip the same groups). Real and fake clips should be stored in the same format: the
 discriminators see raw intensity gradients, and a codec difference is a shortcut for them
 (shift-reference-rewards.md §8.14); use ``--format npy`` for exact frames.
 """
@@ -92,10 +95,12 @@ def check_generate_out(out: Path, inputs: list) -> None:
 def generate(model: str | Path, data: str | Path, out: str | Path, per_clip: int, *, lora: str | Path | None = None,
              steps: int | None = None, seed: int = 0, frames: int | None = None, height: int | None = None,
              width: int | None = None, fps: float | None = None, fmt: str = "mp4", deterministic: bool = False,
-             device: str | None = None, max_clips: int = 0, progress: bool = True) -> Path:
+             device: str | None = None, max_clips: int = 0, progress: bool = True, clips_per_call: int = 1) -> Path:
     """Generate ``per_clip`` fakes for every real clip of ``data``; returns the manifest path."""
     if per_clip < 1:
         raise ConfigError(f"--per-clip must be >= 1, got {per_clip}")
+    if clips_per_call < 1:
+        raise ConfigError(f"--clips-per-call must be >= 1, got {clips_per_call}")
     if fmt not in ("mp4", "npy", "gif"):
         raise ConfigError(f"--format must be mp4, npy or gif, got {fmt!r}")
     if steps is not None and steps < 1:
@@ -131,34 +136,51 @@ def generate(model: str | Path, data: str | Path, out: str | Path, per_clip: int
 
         bar = tqdm(total=len(entries), desc="generate", dynamic_ncols=True)
     skipped = 0
-    for index, entry in enumerate(entries):
-        paths = [out / "clips" / f"{fake_name(entry, k)}.{fmt}" for k in range(per_clip)]
-        clip_fps = _clip_fps(entry, fps)
-        if all(p.is_file() for p in paths):
-            skipped += 1
+    for first in range(0, len(entries), clips_per_call):
+        group = list(range(first, min(first + clips_per_call, len(entries))))
+        paths = {i: [out / "clips" / f"{fake_name(entries[i], k)}.{fmt}" for k in range(per_clip)] for i in group}
+        clip_fps = {i: _clip_fps(entries[i], fps) for i in group}
+        if all(p.is_file() for i in group for p in paths[i]):
+            skipped += len(group)
         else:
-            video = to_tensor(dataset.frames(index))  # (F, 3, H, W) in [-1, 1]
-            prompts = [entry.prompt] if entry.prompt is not None else None
-            with torch.no_grad():
-                cond = backbone.encode_condition(video[None, 0].to(device), prompts)
-                latents = backbone.sample(cond, per_clip, generator_for(seed, "generate", index),
-                                          stochastic=not deterministic, num_inference_steps=steps)
-                fakes = backbone.decode(latents.flatten(0, 1))  # (K, F, 3, H, W)
-            for k, path in enumerate(paths):
-                write_video(path, to_uint8(fakes[k]), clip_fps)
-        for k, path in enumerate(paths):
-            record = {"path": f"clips/{path.name}", "source": entry.relpath, "sample": k, "seed": seed,
-                      "fps": clip_fps}
-            if entry.prompt is not None:
-                record["prompt"] = entry.prompt
-            records.append(record)
+            gen = (generator_for(seed, "generate", first) if clips_per_call == 1
+                   else generator_for(seed, "generate", "group", clips_per_call, first))
+            fakes = _sample_group(backbone, dataset, [entries[i] for i in group], group, per_clip, gen, device,
+                                  steps, deterministic)  # (N, K, F, 3, H, W)
+            for n, i in enumerate(group):
+                for k, path in enumerate(paths[i]):
+                    write_video(path, to_uint8(fakes[n, k]), clip_fps[i])
+        for i in group:
+            for k, path in enumerate(paths[i]):
+                record = {"path": f"clips/{path.name}", "source": entries[i].relpath, "sample": k, "seed": seed,
+                          "fps": clip_fps[i]}
+                if entries[i].prompt is not None:
+                    record["prompt"] = entries[i].prompt
+                records.append(record)
         if bar is not None:
-            bar.update(1)
+            bar.update(len(group))
     if bar is not None:
         bar.close()
     if skipped:
         logger.info("%d real clips already had all %d fakes in %s (kept)", skipped, per_clip, out / "clips")
     return write_manifest(out / "manifest.jsonl", records)
+
+
+def _sample_group(backbone, dataset: VideoClipDataset, entries: list[ClipEntry], indices: list[int], per_clip: int,
+                  generator: torch.Generator, device: str, steps: int | None, deterministic: bool) -> torch.Tensor:
+    """``per_clip`` samples for each of ``entries`` (dataset rows ``indices``) in one sampler call: (N, K, F, 3, H, W)."""
+    with_prompt = [e.prompt is not None for e in entries]
+    if any(with_prompt) and not all(with_prompt):
+        missing = [e.relpath for e, has in zip(entries, with_prompt) if not has]
+        raise DataError(f"clips {', '.join(missing[:5])} have no prompt while others in the same sampler call do; "
+                        "give every clip a prompt, or use --clips-per-call 1")
+    prompts = [e.prompt for e in entries] if all(with_prompt) else None
+    first_frames = torch.stack([to_tensor(dataset.frames(i))[0] for i in indices])  # (N, 3, H, W) in [-1, 1]
+    with torch.no_grad():
+        cond = backbone.encode_condition(first_frames.to(device), prompts)
+        latents = backbone.sample(cond, per_clip, generator, stochastic=not deterministic, num_inference_steps=steps)
+        fakes = backbone.decode(latents.flatten(0, 1))  # (N*K, F, 3, H, W)
+    return fakes.unflatten(0, (len(indices), per_clip))
 
 
 def main(argv: list[str], prog: str = "shiftvdm generate") -> int:
@@ -179,11 +201,13 @@ def main(argv: list[str], prog: str = "shiftvdm generate") -> int:
     parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
     parser.add_argument("--max-clips", type=int, default=0, help="only the first N real clips (0 = all)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument("--clips-per-call", type=int, default=1,
+                        help="real clips sampled together in one call (faster for small models; fakes depend on it)")
     args = parser.parse_args(argv)
     manifest = generate(args.model, args.data, args.out, args.per_clip, lora=args.lora, steps=args.steps,
                         seed=args.seed, frames=args.frames, height=args.height, width=args.width, fps=args.fps,
                         fmt=args.format, deterministic=args.deterministic, device=args.device,
-                        max_clips=args.max_clips, progress=not args.no_progress)
+                        max_clips=args.max_clips, progress=not args.no_progress, clips_per_call=args.clips_per_call)
     print(f"wrote {manifest} ({sum(1 for _ in open(manifest))} generated clips)")
     return 0
 

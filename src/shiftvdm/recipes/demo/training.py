@@ -67,29 +67,17 @@ def sft_stage(cfg: DemoConfig, out: Path) -> dict[str, Any]:
 
 
 def critic_stage(cfg: DemoConfig, out: Path) -> dict[str, Any]:
-    """Fakes from the SFT model on target first frames, then Eq. 7 pre-training of IC and LC."""
-    from shiftvdm.backbone import load_backbone_from_path
-    from shiftvdm.data.manifest import write_manifest
+    """Fakes from the SFT model on target first frames (`shiftvdm generate`), then Eq. 7 pre-training of IC and LC."""
+    from shiftvdm.recipes.generate import generate
     from shiftvdm.recipes.train_reward import TrainRewardConfig, train_reward
 
     sets = load_sets(out)
-    n, k = cfg.data.critic_clips, cfg.data.fakes_per_clip
-    real = sets["target"][:n]
     folder = out / "critic_data"
-    write_clip_folder(folder / "real", real)
-    backbone = load_backbone_from_path(out / "runs" / "sft" / "model")
+    write_clip_folder(folder / "real", sets["target"][: cfg.data.critic_clips])
+    # a rerun resumes generate's own output; the whole set in few sampler calls (the toy model is small)
+    generate(out / "runs" / "sft" / "model", folder / "real", folder / "fake", cfg.data.fakes_per_clip,
+             seed=cfg.seed + 1000, fmt="npy", fps=8, device="cpu", clips_per_call=64)
     fake_dir = folder / "fake"
-    fake_dir.mkdir(parents=True, exist_ok=True)
-    rows = []
-    from shiftvdm.data.video_io import write_video
-
-    for j in range(k):
-        clips = sample_clips(backbone, real[:, 0], seed=cfg.seed + 1000 + j, desc=f"fakes {j + 1}/{k}")
-        for i, clip in enumerate(clips):
-            name = f"clip_{i:05d}_fake{j}.npy"
-            write_video(fake_dir / name, clip, fps=8)
-            rows.append({"path": name, "source": f"clip_{i:05d}", "fps": 8})
-    write_manifest(fake_dir / "manifest.jsonl", rows)
     rc = config_from_dict(TrainRewardConfig, deep_merge({"seed": cfg.seed}, cfg.critic), "demo critic stage")
     if (out / "critic").exists():
         shutil.rmtree(out / "critic")
