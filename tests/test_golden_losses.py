@@ -122,7 +122,11 @@ def test_four_shift_steps_log_the_recorded_losses(name, tmp_path):
     assert [sorted(r) for r in got] == [sorted(r) for r in want]  # same records, same keys
     for g, w in zip(got, want):
         for key, value in w.items():
-            assert g[key] == pytest.approx(value, rel=1e-5, abs=1e-9), (name, g["step"], key)
+            # loss/aw is a zero-sum (advantage-weighted) mix of per-rollout losses of the size of loss/real, so
+            # its rounding error scales with loss/real, not with its own small value: on another CPU (AVX-512
+            # EPYC vs the recording machine) SVD's loss/real moved by 6e-8 relative and loss/aw by 2.9e-4
+            tol = 1e-5 * abs(w.get("loss/real", value)) if key == "loss/aw" else 1e-9
+            assert g[key] == pytest.approx(value, rel=1e-5, abs=tol), (name, g["step"], key)
     steps = [r for r in got if "loss/total" in r]
     assert len(steps) == 4 and all(abs(r["loss/aw"]) > 1e-5 for r in steps)  # the fake terms take part
 
