@@ -13,6 +13,10 @@ Stages (each reused when the demo runs again in the same folder):
 
 Every number in the report is measured by this run; the summary lines and the success criteria are computed
 from them by the fixed rules in :mod:`shiftvdm.eval.report`.
+
+This module runs the stages in order; the stages themselves are in ``config`` (the demo config and the stage
+configs), ``datasets``, ``training`` (fakes via `shiftvdm generate`), ``evaluation`` and ``budget`` (the
+up-front time estimate).
 """
 
 from __future__ import annotations
