@@ -145,8 +145,8 @@ def generate(model: str | Path, data: str | Path, out: str | Path, per_clip: int
         else:
             gen = (generator_for(seed, "generate", first) if clips_per_call == 1
                    else generator_for(seed, "generate", "group", clips_per_call, first))
-            fakes = _sample_group(backbone, dataset, [entries[i] for i in group], group, per_clip, gen, device,
-                                  steps, deterministic)  # (N, K, F, 3, H, W)
+            fakes = _sample_group(backbone, dataset, entries, group, per_clip, gen, device, steps,
+                                  deterministic)  # (N, K, F, 3, H, W)
             for n, i in enumerate(group):
                 for k, path in enumerate(paths[i]):
                     write_video(path, to_uint8(fakes[n, k]), clip_fps[i])
@@ -166,9 +166,10 @@ def generate(model: str | Path, data: str | Path, out: str | Path, per_clip: int
     return write_manifest(out / "manifest.jsonl", records)
 
 
-def _sample_group(backbone, dataset: VideoClipDataset, entries: list[ClipEntry], indices: list[int], per_clip: int,
+def _sample_group(backbone, dataset: VideoClipDataset, all_entries: list[ClipEntry], indices: list[int], per_clip: int,
                   generator: torch.Generator, device: str, steps: int | None, deterministic: bool) -> torch.Tensor:
-    """``per_clip`` samples for each of ``entries`` (dataset rows ``indices``) in one sampler call: (N, K, F, 3, H, W)."""
+    """``per_clip`` samples for each clip ``indices`` of the dataset in one sampler call: (N, K, F, 3, H, W)."""
+    entries = [all_entries[i] for i in indices]
     with_prompt = [e.prompt is not None for e in entries]
     if any(with_prompt) and not all(with_prompt):
         missing = [e.relpath for e, has in zip(entries, with_prompt) if not has]

@@ -72,16 +72,15 @@ def critic_stage(cfg: DemoConfig, out: Path) -> dict[str, Any]:
     from shiftvdm.recipes.train_reward import TrainRewardConfig, train_reward
 
     sets = load_sets(out)
-    folder = out / "critic_data"
-    write_clip_folder(folder / "real", sets["target"][: cfg.data.critic_clips])
+    real_dir, fake_dir = out / "critic_data" / "real", out / "critic_data" / "fake"
+    write_clip_folder(real_dir, sets["target"][: cfg.data.critic_clips])
     # a rerun resumes generate's own output; the whole set in few sampler calls (the toy model is small)
-    generate(out / "runs" / "sft" / "model", folder / "real", folder / "fake", cfg.data.fakes_per_clip,
+    generate(out / "runs" / "sft" / "model", real_dir, fake_dir, cfg.data.fakes_per_clip,
              seed=cfg.seed + 1000, fmt="npy", fps=8, device="cpu", clips_per_call=64)
-    fake_dir = folder / "fake"
     rc = config_from_dict(TrainRewardConfig, deep_merge({"seed": cfg.seed}, cfg.critic), "demo critic stage")
     if (out / "critic").exists():
         shutil.rmtree(out / "critic")
-    metrics = train_reward(rc, folder / "real", fake_dir, out / "critic")
+    metrics = train_reward(rc, real_dir, fake_dir, out / "critic")
     final = metrics.get("final", {})  # validation AUC / accuracy of IC and LC at the end of pre-training
     return {"final": {k: round(float(v), 4) for k, v in final.items() if isinstance(v, (int, float))},
             "seconds": {k: round(float(v), 1) for k, v in metrics.get("seconds", {}).items()}}
