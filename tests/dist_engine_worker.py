@@ -91,8 +91,7 @@ def main() -> None:
     state = {n: full_tensor(p.detach()).clone() for n, p in net.named_parameters() if p.requires_grad}
     if rank == 0:
         torch.save(state, out)
-    if world > 1:
-        torch.distributed.destroy_process_group()
+    dist.shutdown()  # rank 1 waits for rank 0's save instead of tearing gloo down under it
 
 
 def check_agreement(dist: Distributed, out: str) -> None:
@@ -121,7 +120,7 @@ def check_agreement(dist: Distributed, out: str) -> None:
     dist.barrier()  # reached by both: no rank is left inside a collective
     with open(f"{out}.rank{dist.rank}.json", "w") as fh:
         json.dump({"caught": caught, "seen": seen, "slowest": slowest, "raised": raised}, fh)
-    torch.distributed.destroy_process_group()
+    dist.shutdown()
 
 
 def run_deepspeed(net, owner, data, targets, adv, share, world, out) -> None:

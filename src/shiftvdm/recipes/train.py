@@ -153,6 +153,9 @@ def _main(argv: list[str], prog: str, mode: str) -> int:
         clear_run(cfg.run.out_dir)
     with new_output_dir(cfg.run.out_dir):  # a run refused before its first checkpoint leaves no folder
         result = run_training(cfg, resume=args.resume)
+    from shiftvdm.train.distributed import shutdown_process_group
+
+    shutdown_process_group()  # every rank got here: end gloo/NCCL cleanly instead of at interpreter exit
     print(f"{mode}: {result.steps} steps ({result.stopped_by}); outputs in {cfg.run.out_dir}")
     return 0
 

@@ -39,6 +39,19 @@ def _dist() -> Any:
     return dist
 
 
+def shutdown_process_group() -> None:
+    """End of a process whose run succeeded on every rank: wait for all, then destroy the process group.
+
+    Without the wait, a rank that finishes first (its peer still writing the final checkpoint) tears gloo
+    down under the peer, which aborts with "terminate called without an active exception" (SIGABRT, exit
+    -6): 10 of 60 two-process runs on CPU, 0 of 60 with the wait. Without the destroy the same can happen
+    at interpreter exit. Not for error paths: a rank that failed alone would leave the others waiting.
+    """
+    if _dist().is_available() and _dist().is_initialized():
+        _dist().barrier()
+        _dist().destroy_process_group()
+
+
 class Distributed:
     """Rank, world size and the agreement collectives (all no-ops on one process)."""
 
@@ -104,6 +117,9 @@ class Distributed:
     def barrier(self) -> None:
         if self.world > 1:
             _dist().barrier()
+
+    def shutdown(self) -> None:
+        shutdown_process_group()
 
     def together(self, fn: Callable[[], T], what: str) -> T:
         """Run ``fn`` (which must hold no collective) on every rank; if it raises on any rank, every rank
