@@ -11,7 +11,7 @@ import torch
 
 from shiftvdm.errors import ConfigError
 from shiftvdm.recipes import dry_run as dr
-from shiftvdm.recipes.dry_run import DryRunConfig, resolve_dry_run
+from shiftvdm.recipes.dry_run import resolve_dry_run
 
 GIB = 1024**3
 

@@ -11,7 +11,6 @@ To change them on purpose: run ``.venv/bin/python tests/test_golden_losses.py``,
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import pytest
@@ -126,7 +125,10 @@ def test_four_shift_steps_log_the_recorded_losses(name, tmp_path):
             # its rounding error scales with loss/real, not with its own small value: on another CPU (AVX-512
             # EPYC vs the recording machine) SVD's loss/real moved by 6e-8 relative and loss/aw by 2.9e-4
             tol = 1e-5 * abs(w.get("loss/real", value)) if key == "loss/aw" else 1e-9
-            assert g[key] == pytest.approx(value, rel=1e-5, abs=tol), (name, g["step"], key)
+            # gradient norms after a few Adam steps carry the CPUs' rounding further (Adam rescales tiny
+            # differences): on an Intel Xeon SVD's disc/grad_norm at step 4 moved by 3e-5 relative
+            rel = 1e-4 if key.endswith("grad_norm") else 1e-5
+            assert g[key] == pytest.approx(value, rel=rel, abs=tol), (name, g["step"], key)
     steps = [r for r in got if "loss/total" in r]
     assert len(steps) == 4 and all(abs(r["loss/aw"]) > 1e-5 for r in steps)  # the fake terms take part
 

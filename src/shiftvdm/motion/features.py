@@ -493,7 +493,6 @@ def appearance_correlation_torch(blurred: Sequence[torch.Tensor], points: torch.
     shift = torch.arange(-corr_radius, corr_radius + 1, dtype=dtype, device=device)
     sy, sx = torch.meshgrid(shift, shift, indexing="ij")
     shift_offsets = torch.stack([sx.reshape(-1), sy.reshape(-1)], dim=1)  # (K, 2)
-    num_shifts, num_taps = shift_offsets.shape[0], patch_offsets.shape[0]
     # Every shifted patch's taps lie on one (2(r+p)+1)² window around the point (offsets are integer
     # multiples of the scale), so each window is sampled once and the K patches are picked from it.
     reach = corr_radius + patch_radius
