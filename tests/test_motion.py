@@ -160,6 +160,32 @@ def test_lk_tracks_are_deterministic_and_in_range():
     assert not np.any(a.visible[1:] & ~a.visible[:-1])  # a lost point stays lost
 
 
+
+def test_lk_round_trip_on_forward_successes_only_matches_all_points():
+    """The backward pass runs only where the forward pass succeeded; per step, the visibility and
+    confidence must equal those of a round trip of every point (flat backgrounds fail forward often)."""
+    clips = make_sprite_clips(3, 6, 16, seed=2, num_sprites=1, sprite_size=5.0, background="flat")
+    tracker = get_tracker("lk")
+    queries = random_queries(64, 16, 16, np.random.default_rng(0), margin=1)
+    failed_forward = 0
+    for video in clips.videos:
+        tracks = tracker(video, queries)
+        gray = np.stack([cv2.resize(cv2.cvtColor(f, cv2.COLOR_RGB2GRAY), (64, 64), interpolation=cv2.INTER_CUBIC)
+                         for f in video])
+        for t in range(len(video) - 1):
+            current = (tracks.points[t] * 4 + 1.5).astype(np.float32)
+            forward, ok_fw = tracker._lk(gray[t], gray[t + 1], current)
+            backward, ok_bw = tracker._lk(gray[t + 1], gray[t], forward)
+            fb_error = np.linalg.norm(backward - current, axis=1) / 4
+            ok = ok_fw & ok_bw
+            failed_forward += int((~ok_fw).sum())
+            expected_conf = np.where(ok, np.exp(-np.where(ok, fb_error, 0.0) / tracker.confidence_scale_px), 0.0)
+            np.testing.assert_array_equal(tracks.confidence[t + 1], expected_conf.astype(np.float32))
+            inside = np.all((forward - 1.5) / 4 >= 0, axis=1) & np.all((forward - 1.5) / 4 <= 15, axis=1)
+            expected_alive = tracks.visible[t] & ok & (inside | ~ok_fw) & (fb_error <= tracker.fb_threshold_px)
+            np.testing.assert_array_equal(tracks.visible[t + 1], expected_alive)
+    assert failed_forward > 0  # the skipped backward passes were exercised
+
 def test_tracker_bad_inputs():
     video = np.zeros((4, 16, 16, 3), np.uint8)
     tracker = get_tracker("lk")

@@ -88,8 +88,14 @@ class LucasKanadeTracker:
         alive = np.ones(num_points, dtype=bool)
         for t in range(num_frames - 1):
             forward, ok_fw = self._lk(gray[t], gray[t + 1], current)
-            backward, ok_bw = self._lk(gray[t + 1], gray[t], forward)
-            fb_error = np.linalg.norm(backward - current, axis=1) / scale
+            # The round trip only matters where the forward pass succeeded (elsewhere ok is False and
+            # the error is never read); LK treats points independently, so tracking the subset back
+            # gives the same numbers and skips the points on flat background that fail forward.
+            fb_error = np.full(num_points, np.inf, dtype=np.float32)
+            ok_bw = np.zeros(num_points, dtype=bool)
+            if ok_fw.any():
+                backward, ok_bw[ok_fw] = self._lk(gray[t + 1], gray[t], forward[ok_fw])
+                fb_error[ok_fw] = np.linalg.norm(backward - current[ok_fw], axis=1) / scale
             ok = ok_fw & ok_bw & np.isfinite(fb_error)
             nxt = np.where(ok_fw[:, None], forward, current)
             nxt_orig = (nxt - offset) / scale
