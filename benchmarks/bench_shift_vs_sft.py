@@ -31,10 +31,10 @@ from shiftvdm.backbone.toy import ToyBackbone
 from shiftvdm.config import config_from_dict, deep_merge, load_config
 from shiftvdm.data.synthetic import make_sprite_clips
 from shiftvdm.recipes.demo.config import DemoConfig
-from shiftvdm.rewards.critic import MotionCritic, MotionFeatures
+from shiftvdm.recipes.train import TrainingParts, assemble
+from shiftvdm.rewards.critic import MotionCritic
 from shiftvdm.train.clips import TensorClips
 from shiftvdm.train.config import TrainConfig
-from shiftvdm.train.runtime import Runtime
 from shiftvdm.train import shift as shift_module
 from shiftvdm.train.shift import train
 
@@ -56,11 +56,11 @@ def arm_config(demo: DemoConfig, out: Path, steps: int, passes: int, sft: bool) 
 def measure(cfg: TrainConfig, demo: DemoConfig, clips: TensorClips) -> dict[str, float]:
     backbone = ToyBackbone(load_config_toy(demo))
     critic = None if cfg.mode == "sft" else MotionCritic(critic_config(demo))
-    rt = Runtime(cfg, backbone, critic, Path(cfg.run.out_dir), features_from_state=MotionFeatures.from_state_dict)
-    cpu = track_cpu_time(rt)
+    parts = assemble(cfg, backbone, critic)
+    cpu = track_cpu_time(parts)
     extract = track_feature_time(critic) if critic is not None else {}
     t0, c0 = time.perf_counter(), time.process_time()
-    result = train(cfg, backbone, critic, clips, rt)
+    result = train(cfg, backbone, clips, parts.state, parts.engine, parts.dist, parts.hooks)
     wall, cpu_total = time.perf_counter() - t0, time.process_time() - c0
     timers = result.timers
     b, P = cfg.rollout.batch_size, cfg.rollout.group_size
@@ -76,10 +76,10 @@ def measure(cfg: TrainConfig, demo: DemoConfig, clips: TensorClips) -> dict[str,
     return out
 
 
-def track_cpu_time(rt: Runtime) -> dict[str, float]:
-    """Also accumulate each phase's process CPU time (all threads), beside the runtime's wall clock.
+def track_cpu_time(parts: TrainingParts) -> dict[str, float]:
+    """Also accumulate each phase's process CPU time (all threads), beside the run's wall clock.
 
-    Phases timed through ``rt.timed`` (rollout, decode, reward, ...) are wrapped there; the generator
+    Phases timed through ``state.timed`` (rollout, decode, reward, ...) are wrapped there; the generator
     and discriminator updates (timed inline by ``train``) through the module functions they call.
     """
     cpu: dict[str, float] = {}
@@ -93,8 +93,8 @@ def track_cpu_time(rt: Runtime) -> dict[str, float]:
                 cpu[phase] = cpu.get(phase, 0.0) + time.process_time() - c0
         return run
 
-    wall_timed = rt.timed
-    rt.timed = lambda phase, fn: wrap(phase, wall_timed)(phase, fn)  # type: ignore[method-assign]
+    wall_timed = parts.state.timed
+    parts.state.timed = lambda phase, fn: wrap(phase, wall_timed)(phase, fn)  # type: ignore[method-assign]
     for name, phase in (("shift_step", "generator"), ("refresh_discriminators", "discriminator")):
         original = getattr(shift_module, "_bench_" + name, None) or getattr(shift_module, name)
         setattr(shift_module, "_bench_" + name, original)

@@ -16,7 +16,8 @@ import sys
 import torch
 from torch import nn
 
-from shiftvdm.train.distributed import Distributed, GradientEngine, full_tensor
+from shiftvdm.train.distributed import Distributed, full_tensor
+from shiftvdm.train.engine import make_engine
 
 GLOBAL_BATCH, DIM, P, STEPS = 4, 8, 2, 3
 
@@ -75,7 +76,7 @@ def main() -> None:
     if kind == "deepspeed":
         run_deepspeed(net, owner, data, targets, adv, share, world, out)
         return
-    engine = GradientEngine(net, dist, kind)
+    engine = make_engine(net, dist, kind)
     params = [p for p in net.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=1e-2)
     for s in range(STEPS):

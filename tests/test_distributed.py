@@ -1,7 +1,8 @@
 """Two CPU processes over gloo: ranks agree before every collective, and the engine syncs gradients.
 
 Each launch has a timeout, so a hang (the failure these tests guard against) fails instead of blocking.
-The NaN and clock hooks are test hooks (env SHIFTVDM_TEST_NAN_AT / SHIFTVDM_TEST_CLOCK_AHEAD).
+Faults (a NaN on one rank, one rank's clock ahead) are injected by tests/fault_entry.py, which every rank runs
+in place of ``-m shiftvdm``: the production code has no test hook.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from shiftvdm.train.distributed import Distributed
 TOY = {"num_frames": 4, "size": 16, "block_out_channels": [16, 16], "layers_per_block": 1, "num_mid_blocks": 1,
        "num_inference_steps": 2, "mid_attention": False}
 WORKER = Path(__file__).with_name("dist_engine_worker.py")
+FAULT_ENTRY = Path(__file__).with_name("fault_entry.py")
 TIMEOUT = 420  # seconds per launch: a hang fails the test
 
 
@@ -71,12 +73,14 @@ def write_config(setup: dict[str, Path], run: Path, **run_opts) -> Path:
     return path
 
 
-def launch(config: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+def launch(config: Path, *args: str, faults: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    """``shiftvdm shift`` on 2 processes; ``faults`` (e.g. {"nan": "1:2"}) go to tests/fault_entry.py."""
     # accelerate's launcher as a module of this interpreter (an environment with deepspeed may lack the script)
+    entry = [str(FAULT_ENTRY), *(f"{k}={v}" for k, v in faults.items())] if faults else ["-m", "shiftvdm"]
     cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
            "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(free_port()),
-           "-m", "shiftvdm", "shift", "--config", str(config), *args]
-    full_env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "DS_ACCELERATOR": "cpu", **(env or {})}
+           *entry, "shift", "--config", str(config), *args]
+    full_env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "DS_ACCELERATOR": "cpu"}
     return subprocess.run(cmd, env=full_env, capture_output=True, text=True, timeout=TIMEOUT)
 
 
@@ -100,7 +104,7 @@ def needs(engine: str) -> None:
 def test_nan_on_one_rank_is_skipped_by_both(engine, setup):
     needs(engine)
     run = setup["root"] / f"nan-{engine}"
-    proc = launch(write_config(setup, run, distributed=engine), env={"SHIFTVDM_TEST_NAN_AT": "1:2"})  # rank 1, step 2
+    proc = launch(write_config(setup, run, distributed=engine), faults={"nan": "1:2"})  # rank 1, step 2
     assert proc.returncode == 0, proc.stderr[-3000:]
     for rank in range(2):
         c = counters(run, rank)
@@ -115,7 +119,7 @@ def test_nan_on_one_rank_is_skipped_by_both(engine, setup):
 @pytest.mark.slow
 def test_time_limit_stops_both_then_resume_is_exact(setup, capsys):
     ahead = setup["root"] / "ahead"  # rank 1's clock reads 1000 s late: it alone is over the limit
-    proc = launch(write_config(setup, ahead, time_limit_s=500.0), env={"SHIFTVDM_TEST_CLOCK_AHEAD": "1:1000"})
+    proc = launch(write_config(setup, ahead, time_limit_s=500.0), faults={"clock": "1:1000"})
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert [counters(ahead, r)["step"] for r in range(2)] == [1, 1]  # both stopped after the same step
     assert json.loads((ahead / "summary.json").read_text())["steps"] == 1
@@ -256,7 +260,7 @@ def test_engine_stop_and_resume_is_exact(engine, setup):
     assert proc.returncode == 0, proc.stderr[-3000:]
     stopped = setup["root"] / f"{engine}_stopped"  # rank 1's clock is ahead: both stop after step 1, mid-buffer
     proc = launch(write_config(setup, stopped, distributed=engine, time_limit_s=500.0),
-                  env={"SHIFTVDM_TEST_CLOCK_AHEAD": "1:1000"})
+                  faults={"clock": "1:1000"})
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert [counters(stopped, r)["step"] for r in range(2)] == [1, 1]
     proc = launch(write_config(setup, stopped, distributed=engine, time_limit_s=0.0), "--resume")
@@ -272,7 +276,7 @@ def test_deepspeed_without_the_package_is_refused_with_the_install_line(monkeypa
     from types import SimpleNamespace
 
     from shiftvdm.errors import TrainingError
-    from shiftvdm.train.distributed import GradientEngine
+    from shiftvdm.train.engine import make_engine
 
     real_import = builtins.__import__
 
@@ -284,9 +288,9 @@ def test_deepspeed_without_the_package_is_refused_with_the_install_line(monkeypa
     monkeypatch.setattr(builtins, "__import__", no_deepspeed)
     two = SimpleNamespace(rank=0, world=2, device=torch.device("cpu"))  # the refusal comes before any collective
     with pytest.raises(TrainingError, match=r"run.distributed=deepspeed needs the deepspeed package.*shiftvdm\[deepspeed\]"):
-        GradientEngine(torch.nn.Linear(2, 2), two, "deepspeed")
+        make_engine(torch.nn.Linear(2, 2), two, "deepspeed")
     with pytest.raises(TrainingError, match="expected ddp, fsdp2 or deepspeed"):
-        GradientEngine(torch.nn.Linear(2, 2), two, "zero3")
+        make_engine(torch.nn.Linear(2, 2), two, "zero3")
 
 
 def test_gathered_weights_reach_the_state_dict_of_every_part():
@@ -311,7 +315,7 @@ def test_two_process_resume_without_the_buffer_is_exact(setup, ddp_straight):
     # weights and RNG, and the run continues bit for bit (the straight run: ddp_straight, same settings otherwise)
     stopped = setup["root"] / "nobuffer"
     proc = launch(write_config(setup, stopped, time_limit_s=500.0, checkpoint_buffer=False),
-                  env={"SHIFTVDM_TEST_CLOCK_AHEAD": "1:1000"})
+                  faults={"clock": "1:1000"})
     assert proc.returncode == 0, proc.stderr[-3000:]
     for r in range(2):
         last = sorted((stopped / "checkpoints" / f"rank{r}").glob("step-*"))[-1]

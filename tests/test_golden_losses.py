@@ -21,12 +21,12 @@ from shiftvdm.backbone.tiny import tiny_svd_components
 from shiftvdm.backbone.toy import ToyBackbone, ToyConfig
 from shiftvdm.config import config_from_dict
 from shiftvdm.data.synthetic import make_sprite_clips
-from shiftvdm.rewards.critic import CriticConfig, MotionCritic, MotionFeatures
+from shiftvdm.recipes.train import assemble
+from shiftvdm.rewards.critic import CriticConfig, MotionCritic
 from shiftvdm.rewards.ic import ICConfig
 from shiftvdm.rewards.lc import LCConfig
 from shiftvdm.train.clips import TensorClips
 from shiftvdm.train.config import TrainConfig
-from shiftvdm.train.runtime import Runtime
 from shiftvdm.train.shift import train
 
 # logged keys compared per record (time and lr are not behaviour of the step)
@@ -107,8 +107,8 @@ def run(name: str, out: Path) -> list[dict[str, float]]:
     model = backbone(name)
     critic = MotionCritic(CriticConfig(num_queries=16, ic=ICConfig(encoder="cnn", image_size=(16, 16), cnn_channels=(8, 16)),
                                        lc=LCConfig(dim=16, depth=1, heads=2)))
-    rt = Runtime(cfg, model, critic, out, features_from_state=MotionFeatures.from_state_dict)
-    result = train(cfg, model, critic, clips, rt)
+    parts = assemble(cfg, model, critic)
+    result = train(cfg, model, clips, parts.state, parts.engine, parts.dist, parts.hooks)
     assert result.steps == 4
     records = [json.loads(line) for line in (out / "logs" / "metrics.jsonl").read_text().splitlines()]
     return [{"step": r["step"], **{k: r[k] for k in KEYS if k in r}} for r in records]

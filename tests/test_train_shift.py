@@ -18,14 +18,15 @@ from shiftvdm.backbone.toy import ToyBackbone, ToyConfig
 from shiftvdm.config import config_from_dict
 from shiftvdm.data.synthetic import make_sprite_clips
 from shiftvdm.errors import CheckpointError, TrainingError
-from shiftvdm.rewards.critic import CriticConfig, MotionCritic, MotionFeatures
+from shiftvdm.rewards.critic import CriticConfig, MotionCritic
 from shiftvdm.rewards.ic import ICConfig
 from shiftvdm.rewards.lc import LCConfig
 from shiftvdm.train import shift as shift_mod
 from shiftvdm.train.buffer import RolloutBuffer
 from shiftvdm.train.clips import TensorClips
 from shiftvdm.train.config import TrainConfig
-from shiftvdm.train.runtime import Runtime
+from shiftvdm.recipes.train import TrainingParts, assemble
+from shiftvdm.train.checkpointing import resume as resume_run
 from shiftvdm.train.shift import chunk_indices, shift_step, train
 
 TOY = ToyConfig(num_frames=4, size=16, block_out_channels=(16, 16), layers_per_block=1, num_mid_blocks=1,
@@ -78,12 +79,29 @@ def make_parts(cfg: TrainConfig, clips: TensorClips):
     if cfg.lora.enabled:
         backbone.add_lora(cfg.lora.rank, cfg.lora.alpha)
     critic = MotionCritic(critic_config())
-    rt = Runtime(cfg, backbone, critic, Path(cfg.run.out_dir), features_from_state=MotionFeatures.from_state_dict)
-    return backbone, critic, rt
+    return backbone, critic, assemble(cfg, backbone, critic)
 
 
-def weights(rt: Runtime) -> list[torch.Tensor]:
-    return [p.detach().clone() for p in rt.params]
+def weights(rt: TrainingParts) -> list[torch.Tensor]:
+    return [p.detach().clone() for p in rt.state.params]
+
+
+def collect(backbone, critic, clips, indices, cfg, rt: TrainingParts):
+    return shift_mod.collect_buffer(backbone, critic, clips, indices, cfg, rt.state, rt.dist.device)
+
+
+def step(backbone, batch, cfg, rt: TrainingParts):
+    return shift_step(backbone, batch, cfg, rt.state, rt.engine, rt.dist)
+
+
+def run_train(cfg, backbone, clips, rt: TrainingParts):
+    return train(cfg, backbone, clips, rt.state, rt.engine, rt.dist, rt.hooks)
+
+
+def use_sgd(rt: TrainingParts) -> None:
+    """θ' = θ − ∇J: the update is the gradient itself."""
+    rt.state.optimizer = torch.optim.SGD(rt.state.params, lr=1.0)
+    rt.state.lr_scheduler = torch.optim.lr_scheduler.LambdaLR(rt.state.optimizer, lambda s: 1.0)
 
 
 def test_chunks_are_disjoint_across_processes_and_cover_the_data():
@@ -100,22 +118,21 @@ def test_chunks_are_disjoint_across_processes_and_cover_the_data():
 def test_hybrid_loss_and_gradient_match_a_hand_computation(tmp_path, clips):
     cfg = make_cfg(tmp_path, optim={"lr": 1.0, "weight_decay": 0.0, "max_grad_norm": 1e9}, loss={"lambda_aw": 0.3})
     backbone, critic, rt = make_parts(cfg, clips)
-    rt.optimizer = torch.optim.SGD(rt.params, lr=1.0)  # θ' = θ − ∇J exposes the gradient
-    rt.lr_scheduler = torch.optim.lr_scheduler.LambdaLR(rt.optimizer, lambda s: 1.0)
-    buffer = shift_mod.collect_buffer(backbone, critic, clips, [0, 1], cfg, rt)
+    use_sgd(rt)  # θ' = θ − ∇J exposes the gradient
+    buffer = collect(backbone, critic, clips, [0, 1], cfg, rt)
     buffer.adv_fake = torch.tensor([[1.5, -1.5], [-0.5, 0.5]])  # a fresh critic's rewards are ~1e-4: set Ã
     batch = buffer.batch(torch.tensor([0, 1]))
     before = weights(rt)
 
     # J by hand, with the same draw the step will use (the "noise" stream at step 0)
-    draw = backbone.draw_noise(batch.x, rt.generator("noise", 0))
+    draw = backbone.draw_noise(batch.x, rt.state.generator("noise", 0))
     L_real = backbone.denoising_loss(batch.x, batch.cond, draw)
     L_fake = torch.stack([backbone.denoising_loss(batch.x_fake[:, p], batch.cond, draw) for p in range(2)], 1)
     J = L_real.mean() + 0.3 * (batch.adv_fake * L_fake).mean()
-    grads = torch.autograd.grad(J, rt.params)
+    grads = torch.autograd.grad(J, rt.state.params)
 
     assert all(g.abs().sum() > 0 for g in grads[1::2])  # every lora_B tensor gets a gradient
-    metrics = shift_step(backbone, batch, cfg, rt)
+    metrics = step(backbone, batch, cfg, rt)
     assert metrics["loss/real"] == pytest.approx(L_real.mean().item(), rel=1e-6)
     assert metrics["loss/total"] == pytest.approx(J.item(), rel=1e-5)
     for b, a, g in zip(before, weights(rt), grads):
@@ -127,12 +144,12 @@ def test_match_noise_shares_one_draw(tmp_path, clips, monkeypatch):
     for match in (True, False):
         cfg = make_cfg(tmp_path / str(match), loss={"match_noise": match})
         backbone, critic, rt = make_parts(cfg, clips)
-        buffer = shift_mod.collect_buffer(backbone, critic, clips, [0, 1], cfg, rt)
+        buffer = collect(backbone, critic, clips, [0, 1], cfg, rt)
         buffer.adv_fake = torch.ones_like(buffer.adv_fake)  # every fake term runs
         used = []
         real_loss = backbone.denoising_loss
         monkeypatch.setattr(backbone, "denoising_loss", lambda x, c, d: used.append(d) or real_loss(x, c, d))
-        shift_step(backbone, buffer.batch(torch.tensor([0, 1])), cfg, rt)
+        step(backbone, buffer.batch(torch.tensor([0, 1])), cfg, rt)
         assert len(used) == 3  # real + P = 2 fakes
         same = [u is used[0] for u in used[1:]]
         assert all(same) if match else not any(same)
@@ -146,14 +163,13 @@ def test_zero_advantages_make_shift_equal_sft(tmp_path, clips):
         cfg = make_cfg(tmp_path / name, loss={"lambda_aw": 0.0 if adv is None else 0.5},
                        optim={"weight_decay": 0.0, "max_grad_norm": 1e9})
         backbone, critic, rt = make_parts(cfg, clips)
-        rt.optimizer = torch.optim.SGD(rt.params, lr=1.0)  # θ' = θ − ∇J: the update is the gradient itself
-        rt.lr_scheduler = torch.optim.lr_scheduler.LambdaLR(rt.optimizer, lambda s: 1.0)
-        buffer = shift_mod.collect_buffer(backbone, critic, clips, [0, 1], cfg, rt)
+        use_sgd(rt)
+        buffer = collect(backbone, critic, clips, [0, 1], cfg, rt)
         if adv is not None:
             buffer.adv_fake = adv
             if swap_fake:  # clip 0's first rollout replaced by an unrelated latent
                 buffer.x_fake[0, 0] = torch.randn(buffer.x_fake[0, 0].shape, generator=torch.Generator().manual_seed(1))
-        assert shift_step(backbone, buffer.batch(torch.tensor([0, 1])), cfg, rt) is not None
+        assert step(backbone, buffer.batch(torch.tensor([0, 1])), cfg, rt) is not None
         return weights(rt)
 
     sft = sgd_step("sft", None)
@@ -188,7 +204,7 @@ def test_rollouts_are_reused_exactly_passes_per_buffer_times(tmp_path, clips, mo
     calls = []
     real_sample = backbone.sample
     monkeypatch.setattr(backbone, "sample", lambda *a, **k: calls.append(1) or real_sample(*a, **k))
-    train(cfg, backbone, critic, clips, rt)
+    run_train(cfg, backbone, clips, rt)
     assert len(buffers) == 2  # 12 steps = 2 buffers × 3 passes × 2 minibatches
     for counts in uses.values():
         assert counts == {0: 3, 1: 3, 2: 3, 3: 3}
@@ -203,16 +219,16 @@ def test_generator_and_discriminator_never_update_each_other(tmp_path, clips, mo
     real_refresh = shift_mod.refresh_discriminators
     seen = {}
 
-    def watched_refresh(critic_, buffer, n, cfg_, rt_):
+    def watched_refresh(critic_, buffer, n, cfg_, state_, dist_):
         seen["d_after_g"] = [p.detach().clone() for p in critic_.parameters()]
-        g = weights(rt_)
-        out = real_refresh(critic_, buffer, n, cfg_, rt_)
-        seen["g_changed_by_d"] = any(not torch.equal(a, b) for a, b in zip(g, weights(rt_)))
+        g = weights(rt)
+        out = real_refresh(critic_, buffer, n, cfg_, state_, dist_)
+        seen["g_changed_by_d"] = any(not torch.equal(a, b) for a, b in zip(g, weights(rt)))
         return out
 
     monkeypatch.setattr(shift_mod, "refresh_discriminators", watched_refresh)
     g_before = weights(rt)
-    train(cfg, backbone, critic, clips, rt)
+    run_train(cfg, backbone, clips, rt)
     assert all(torch.equal(a, b) for a, b in zip(d_before, seen["d_after_g"]))  # G steps left D untouched
     assert not seen["g_changed_by_d"]  # D steps left G untouched
     assert any(not torch.equal(a, b) for a, b in zip(g_before, weights(rt)))
@@ -225,7 +241,7 @@ def test_generator_and_discriminator_never_update_each_other(tmp_path, clips, mo
 def run_to(cfg: TrainConfig, clips, stop_at: int | None = None, resume: bool = False):
     backbone, critic, rt = make_parts(cfg, clips)
     if resume:
-        assert rt.resume()
+        assert resume_run(rt.checkpointer, rt.state)
 
     def killer(_b, step):
         if stop_at is not None and step == stop_at:
@@ -233,8 +249,9 @@ def run_to(cfg: TrainConfig, clips, stop_at: int | None = None, resume: bool = F
         return {}
 
     cfg.run.eval_every = 1
+    rt.hooks.evaluate = killer
     try:
-        train(cfg, backbone, critic, clips, rt, evaluate=killer)
+        run_train(cfg, backbone, clips, rt)
     except KeyboardInterrupt:
         pass
     return rt
@@ -254,13 +271,13 @@ def test_kill_and_resume_is_bit_exact(tmp_path, clips):
     saved = torch.load(tmp_path / "b" / "checkpoints" / "step-0000006" / "trainer_state.pt", weights_only=True)
     assert saved["critic_replay"] is not None and saved["buffer"] is not None
     resumed = run_to(make_cfg(tmp_path / "b", discriminator=REGULARISED, run=run), clips, resume=True)
-    assert resumed.state.step == straight.state.step == 8
+    assert resumed.state.counters.step == straight.state.counters.step == 8
     for a, b in zip(weights(straight), weights(resumed)):
         assert torch.equal(a, b)
-    for (ka, va), (kb, vb) in zip(straight.critic.state_dict().items(), resumed.critic.state_dict().items()):
+    for (ka, va), (kb, vb) in zip(straight.state.critic.state_dict().items(), resumed.state.critic.state_dict().items()):
         assert ka == kb and torch.equal(va, vb), ka  # discriminator and its EMA
-    assert straight.state.d_steps == resumed.state.d_steps > 0
-    sa, sb = straight.optimizer.state_dict()["state"], resumed.optimizer.state_dict()["state"]
+    assert straight.state.counters.d_steps == resumed.state.counters.d_steps > 0
+    sa, sb = straight.state.optimizer.state_dict()["state"], resumed.state.optimizer.state_dict()["state"]
     assert all(torch.equal(sa[k]["exp_avg"], sb[k]["exp_avg"]) for k in sa)
 
 
@@ -273,10 +290,10 @@ def test_resume_without_the_buffer_in_the_checkpoint_is_bit_exact(tmp_path, clip
     saved = torch.load(tmp_path / "b" / "checkpoints" / "step-0000006" / "trainer_state.pt", weights_only=True)
     assert saved["buffer"] is None and saved["buffer_origin"]["params"] is not None
     resumed = run_to(make_cfg(tmp_path / "b", discriminator=REGULARISED, run=run), clips, resume=True)
-    assert resumed.state.step == straight.state.step == 8
+    assert resumed.state.counters.step == straight.state.counters.step == 8
     for a, b in zip(weights(straight), weights(resumed)):
         assert torch.equal(a, b)
-    for (ka, va), (kb, vb) in zip(straight.critic.state_dict().items(), resumed.critic.state_dict().items()):
+    for (ka, va), (kb, vb) in zip(straight.state.critic.state_dict().items(), resumed.state.critic.state_dict().items()):
         assert ka == kb and torch.equal(va, vb), ka
     logged = [l for l in (tmp_path / "b" / "logs" / "buffers-rank0.jsonl").read_text().splitlines()]
     assert len(logged) == 2  # the re-rolled buffer is not recorded twice
@@ -286,7 +303,7 @@ def test_resume_refuses_a_changed_run(tmp_path, clips):
     run_to(make_cfg(tmp_path, run={"max_steps": 2}), clips)
     backbone, critic, rt = make_parts(make_cfg(tmp_path, loss={"lambda_aw": 0.9}), clips)
     with pytest.raises(CheckpointError, match="loss.lambda_aw"):
-        rt.resume()
+        resume_run(rt.checkpointer, rt.state)
 
 
 def test_resume_refuses_a_changed_cosine_length(tmp_path, clips):
@@ -294,23 +311,23 @@ def test_resume_refuses_a_changed_cosine_length(tmp_path, clips):
     run_to(make_cfg(tmp_path, optim=cosine, run={"max_steps": 2}), clips)
     backbone, critic, rt = make_parts(make_cfg(tmp_path, optim=cosine, run={"max_steps": 4}), clips)
     with pytest.raises(CheckpointError, match=r"run.max_steps was 2, now 4; the cosine"):
-        rt.resume()
+        resume_run(rt.checkpointer, rt.state)
     backbone, critic, rt = make_parts(make_cfg(tmp_path, run={"max_steps": 4}), clips)  # constant: may extend
     with pytest.raises(CheckpointError, match="optim.schedule"):  # (the schedule itself may not change)
-        rt.resume()
+        resume_run(rt.checkpointer, rt.state)
 
 
 def test_interrupted_checkpoint_write_keeps_the_previous_one(tmp_path, clips, monkeypatch):
     rt = run_to(make_cfg(tmp_path, run={"max_steps": 2}), clips)
     good = sorted((tmp_path / "checkpoints").iterdir())
     monkeypatch.setattr(torch, "save", lambda *a, **k: (_ for _ in ()).throw(OSError("disk full")))
-    rt.state.step = 3
+    rt.state.counters.step = 3
     with pytest.raises(OSError, match="disk full"):
-        rt.save_checkpoint()
+        rt.hooks.save_checkpoint()
     assert sorted((tmp_path / "checkpoints").iterdir()) == good  # no partial folder, old ones intact
     monkeypatch.undo()
-    assert Runtime(rt.cfg, *make_parts(rt.cfg, clips)[:2], tmp_path,
-                   features_from_state=MotionFeatures.from_state_dict).resume()
+    fresh = make_parts(rt.hooks.cfg, clips)[2]
+    assert resume_run(fresh.checkpointer, fresh.state)
 
 
 def test_nonfinite_steps_are_skipped_then_stop_the_run(tmp_path, clips, monkeypatch):
@@ -319,10 +336,10 @@ def test_nonfinite_steps_are_skipped_then_stop_the_run(tmp_path, clips, monkeypa
     backbone, critic, rt = make_parts(cfg, clips)
     real_loss = backbone.denoising_loss
     monkeypatch.setattr(backbone, "denoising_loss",
-                        lambda x, c, d: real_loss(x, c, d) * (float("nan") if rt.state.step >= 3 else 1.0))
+                        lambda x, c, d: real_loss(x, c, d) * (float("nan") if rt.state.counters.step >= 3 else 1.0))
     with pytest.raises(TrainingError, match="non-finite"):
-        train(cfg, backbone, None, clips, rt)
-    assert rt.state.nonfinite_steps == 3
+        run_train(cfg, backbone, clips, rt)
+    assert rt.state.counters.nonfinite_steps == 3
     last = sorted((tmp_path / "checkpoints").iterdir())[-1]
     assert last.name == "step-0000005"  # checkpoints of skipped steps hold the last good weights
     state = torch.load(last / "trainer_state.pt", weights_only=True)
@@ -339,9 +356,9 @@ def test_outputs_of_a_finished_run(tmp_path, clips):
     for k in ("loss/real", "loss/aw", "reward/fake", "reward/real", "adv/abs_mean", "disc/loss", "lambda_aw",
               "grad_norm/sft", "grad_norm/aw", "lr"):
         assert k in keys, k
-    assert rt.state.timers["generator"] > 0 and rt.state.timers["rollout"] > 0
+    assert rt.state.counters.timers["generator"] > 0 and rt.state.counters.timers["rollout"] > 0
     shutil.rmtree(tmp_path / "checkpoints")
-    copy.deepcopy(rt.state)
+    copy.deepcopy(rt.state.counters)
 
 
 @pytest.mark.parametrize("critic_decay, train_decay, expected", [(0.5, None, 0.5), (0.9, None, 0.9), (0.5, 0.0, 0.0)])
@@ -361,3 +378,19 @@ def test_critic_ema_decay_takes_effect(clips, critic_decay, train_decay, expecte
     assert any(not torch.equal(b, l) for b, l in zip(before, live))  # the step moved the live weights
     for b, l, e in zip(before, live, critic.ema_ic.parameters()):
         torch.testing.assert_close(e.detach(), b * expected + l * (1 - expected))
+
+
+def test_the_algorithm_file_reaches_no_part_through_another():
+    """train/shift.py takes its parts explicitly: no attribute chain deeper than two names (``state.x``,
+    ``engine.step``), so nothing is reached through a service object (``rt.engine.term``, ``cfg.run.seed``)."""
+    import ast
+
+    tree = ast.parse(Path(shift_mod.__file__).read_text())
+    deep = []
+    for node in ast.walk(tree):
+        names, inner = 1, node
+        while isinstance(inner, ast.Attribute):
+            names, inner = names + 1, inner.value
+        if isinstance(node, ast.Attribute) and isinstance(inner, ast.Name) and names > 2:
+            deep.append(f"line {node.lineno}: {ast.unparse(node)}")
+    assert not deep, deep

@@ -7,32 +7,47 @@ from __future__ import annotations
 
 import argparse
 import logging
-from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
+from accelerate import Accelerator, DistributedDataParallelKwargs
+from torch import Tensor
 
+from shiftvdm.backbone import backbone_config, load_backbone
+from shiftvdm.backbone.base import Backbone
 from shiftvdm.config import config_from_dict, deep_merge, load_yaml_with_base, parse_overrides, resolve_config_path
-from shiftvdm.errors import CheckpointError, ConfigError
+from shiftvdm.errors import CheckpointError, ConfigError, TrainingError
+from shiftvdm.rewards.critic import MotionCritic, MotionFeatures
+from shiftvdm.train.checkpointing import Checkpointer
+from shiftvdm.train.checkpointing import resume as resume_run
+from shiftvdm.train.clips import open_training_clips
 from shiftvdm.train.config import TrainConfig
+from shiftvdm.train.distributed import Distributed, shutdown_process_group
+from shiftvdm.train.engine import GradientEngine, make_engine
+from shiftvdm.train.hooks import Evaluate, RunHooks
+from shiftvdm.train.memory import memory_plan
+from shiftvdm.train.optim import WeightEMA, build_optimizers
+from shiftvdm.train.shift import TrainResult, train
+from shiftvdm.train.state import TrainState
+from shiftvdm.utils.outputs import check_run_dir, clear_run, new_output_dir
 
 logger = logging.getLogger(__name__)
 
-# What each command means, before any config file: SFT is SHIFT with λ_aw = 0 (no rollouts, no rewards).
-STAGE_DEFAULTS: dict[str, dict[str, Any]] = {
-    "pretrain": {"mode": "pretrain", "lora": {"enabled": False}, "loss": {"lambda_aw": 0.0},
-                 "rollout": {"passes_per_buffer": 1}, "discriminator": {"refresh": False}},
-    "sft": {"mode": "sft", "loss": {"lambda_aw": 0.0}, "rollout": {"passes_per_buffer": 1},
-            "discriminator": {"refresh": False}},
-    "shift": {"mode": "shift"},
-}
+STAGES = ("pretrain", "sft", "shift")
+
+
+def stage_defaults(mode: str) -> dict[str, Any]:
+    """What each command means before any config file: the preset ``stages/<mode>`` (configs/stages/*.yaml);
+    SFT is SHIFT with λ_aw = 0 (no rollouts, no rewards)."""
+    return load_yaml_with_base(resolve_config_path(f"stages/{mode}"))
 
 
 def merge_train_config(mode: str, config: str | None, overrides: list[str]) -> tuple[TrainConfig, str]:
     """Stage defaults, then the preset (with its base), then the dotted overrides -> (config, its source)."""
-    data = dict(STAGE_DEFAULTS[mode])
-    source = f"`shiftvdm {mode}` defaults"
+    data = stage_defaults(mode)
+    source = f"`shiftvdm {mode}` defaults (preset stages/{mode})"
     if config:
         path = resolve_config_path(config)
         data = deep_merge(data, load_yaml_with_base(path))
@@ -44,28 +59,52 @@ def merge_train_config(mode: str, config: str | None, overrides: list[str]) -> t
 
 def resolve_train_config(mode: str, config: str | None, overrides: list[str]) -> TrainConfig:
     cfg, source = merge_train_config(mode, config, overrides)
-    from shiftvdm.backbone import backbone_config
-    from shiftvdm.train.losses import needs_rollouts
-
     backbone_config(cfg.backbone.name, dict(cfg.backbone.options), f"{source}: backbone.options")
-
-    if mode in ("pretrain", "sft") and needs_rollouts(cfg.loss):
-        raise ConfigError(f"{source}: `shiftvdm {mode}` trains without rollouts, but loss.lambda_aw="
-                          f"{cfg.loss.lambda_aw} / loss.asymmetric={cfg.loss.asymmetric}; use `shiftvdm shift` instead")
-    if mode == "shift" and needs_rollouts(cfg.loss) and not cfg.discriminator.critic:
+    if mode == "shift" and cfg.uses_rollouts and not cfg.discriminator.critic:
         raise ConfigError(f"{source}: discriminator.critic is required for SHIFT (a folder written by "
                           "`shiftvdm train-reward`)")
     return cfg
 
 
-def build_training(cfg: TrainConfig, clips: Any = None, accelerator: Any = None):
-    """Assemble backbone, critic, clips and runtime for a config. Returns (backbone, critic, clips, runtime)."""
-    from shiftvdm.backbone import load_backbone
-    from shiftvdm.train.clips import open_training_clips
-    from shiftvdm.train.losses import needs_rollouts
-    from shiftvdm.train.runtime import Runtime
+@dataclass
+class TrainingParts:
+    """What train/shift.py's ``train`` takes besides the config, the backbone and the clips."""
 
-    clips = clips if clips is not None else open_training_clips(cfg.data)
+    state: TrainState
+    engine: GradientEngine
+    dist: Distributed
+    hooks: RunHooks
+    checkpointer: Checkpointer
+
+
+def assemble(cfg: TrainConfig, backbone: Backbone, critic: Any, *, accelerator: Any = None,
+             evaluate: Evaluate | None = None, sample_frames: Tensor | None = None,
+             sample_prompts: list[str] | None = None) -> TrainingParts:
+    """The run around a built backbone and critic: engine, optimizers, state, checkpointer and hooks.
+
+    The engine comes first: FSDP2 replaces the parameters with sharded ones, and the optimizer must hold those.
+    """
+    dist = Distributed.from_accelerator(accelerator)
+    engine = make_engine(backbone.denoiser, dist, cfg.run.distributed, mixed_precision=cfg.run.mixed_precision,
+                         accelerator=accelerator, find_unused_parameters=cfg.run.find_unused_parameters)
+    params = [p for p in backbone.trainable_parameters() if p.requires_grad]
+    if not params:
+        raise TrainingError("the backbone has no trainable parameters (LoRA not added and full training off?)")
+    optimizer, scheduler, d_optimizer = build_optimizers(cfg, params, critic)
+    engine.attach_optimizer(optimizer, cfg.rollout.batch_size, cfg.optim.max_grad_norm)  # DeepSpeed
+    ema = WeightEMA(params, cfg.optim.ema_decay) if cfg.optim.ema_decay > 0 else None
+    features_from_state = MotionFeatures.from_state_dict if critic is not None else None  # the buffer's on load
+    state = TrainState(cfg.run.seed, dist.rank, params, optimizer, scheduler, d_optimizer, ema, critic,
+                       features_from_state, engine=engine)
+    run_dir = Path(cfg.run.out_dir)
+    checkpointer = Checkpointer(cfg, run_dir, dist)
+    hooks = RunHooks(cfg, run_dir, dist, backbone, state, engine, checkpointer, evaluate=evaluate,
+                     sample_frames=sample_frames, sample_prompts=sample_prompts)
+    return TrainingParts(state, engine, dist, hooks, checkpointer)
+
+
+def build_backbone(cfg: TrainConfig, accelerator: Any = None) -> Backbone:
+    """The backbone of ``cfg``: loaded, on the device, the SFT LoRA fused when given, LoRA added."""
     backbone = load_backbone(cfg.backbone)
     f, h, w = backbone.video_shape
     if (f, h, w) != (cfg.data.num_frames, cfg.data.height, cfg.data.width):
@@ -81,42 +120,37 @@ def build_training(cfg: TrainConfig, clips: Any = None, accelerator: Any = None)
         backbone.add_lora(cfg.lora.rank, cfg.lora.alpha, cfg.lora.targets)
     if cfg.run.gradient_checkpointing:
         backbone.enable_gradient_checkpointing()
-    critic = None
-    features_from_state = None
-    if needs_rollouts(cfg.loss):
-        from shiftvdm.rewards.critic import MotionCritic, MotionFeatures
+    return backbone
 
-        critic = MotionCritic.load(cfg.discriminator.critic, accelerator.device if accelerator is not None else "cpu")
-        features_from_state = MotionFeatures.from_state_dict
-    first = clips.load(list(range(min(cfg.run.num_samples, len(clips)))))
-    from shiftvdm.train.memory import memory_plan
 
-    plan = memory_plan(cfg, backbone, accelerator.num_processes if accelerator is not None else 1,
-                       critic.config if critic is not None else None)
-    if accelerator is None or accelerator.is_main_process:
-        logger.info("%s", plan.table())
-    plan.check()  # refuse a plan that does not fit, naming the setting to change
-    rt = Runtime(cfg, backbone, critic, Path(cfg.run.out_dir), accelerator=accelerator,
-                 features_from_state=features_from_state, sample_frames=first[0][:, 0], sample_prompts=first[1])
-    return backbone, critic, clips, rt
+def default_accelerator(cfg: TrainConfig) -> Any:
+    """Accelerate's process group and device (DDP kwargs from the config); one CPU process without a launcher."""
+    ddp = DistributedDataParallelKwargs(find_unused_parameters=cfg.run.find_unused_parameters)
+    return Accelerator(cpu=not torch.cuda.is_available(), kwargs_handlers=[ddp])
 
 
 def run_training(cfg: TrainConfig, *, resume: bool = False, clips: Any = None,
-                 evaluate: Callable | None = None, accelerator: Any = None):
+                 evaluate: Evaluate | None = None, accelerator: Any = None) -> TrainResult:
     """Train (or resume) one run; returns the TrainResult. Used by the CLI, the demo and tests."""
-    from shiftvdm.train.shift import train
-
-    if accelerator is None:
-        from accelerate import Accelerator
-
-        from accelerate import DistributedDataParallelKwargs
-
-        ddp = DistributedDataParallelKwargs(find_unused_parameters=cfg.run.find_unused_parameters)
-        accelerator = Accelerator(cpu=not torch.cuda.is_available(), kwargs_handlers=[ddp])
-    backbone, critic, clips, rt = build_training(cfg, clips, accelerator)
-    if resume and not rt.resume():
+    accelerator = accelerator if accelerator is not None else default_accelerator(cfg)
+    clips = clips if clips is not None else open_training_clips(cfg.data)
+    backbone = build_backbone(cfg, accelerator)
+    device = accelerator.device
+    critic = MotionCritic.load(cfg.discriminator.critic, device) if cfg.uses_rollouts else None
+    first = clips.load(list(range(min(cfg.run.num_samples, len(clips)))))
+    plan = memory_plan(cfg, backbone, accelerator.num_processes, critic.config if critic is not None else None)
+    if accelerator.is_main_process:
+        logger.info("%s", plan.table())
+    plan.check()  # refuse a plan that does not fit, naming the setting to change
+    parts = assemble(cfg, backbone, critic, accelerator=accelerator, evaluate=evaluate, sample_frames=first[0][:, 0],
+                     sample_prompts=first[1])
+    if resume and not resume_run(parts.checkpointer, parts.state):
         raise CheckpointError(f"--resume: no checkpoint under {Path(cfg.run.out_dir) / 'checkpoints'}")
-    return train(cfg, backbone, critic, clips, rt, evaluate)
+    try:
+        return train(cfg, backbone, clips, parts.state, parts.engine, parts.dist, parts.hooks)
+    except TrainingError as exc:  # a stopped run says where it can resume from
+        note = parts.hooks.last_checkpoint_note()
+        raise TrainingError(f"{exc} {note[:1].upper()}{note[1:]}.") from exc
 
 
 def _main(argv: list[str], prog: str, mode: str) -> int:
@@ -142,7 +176,6 @@ def _main(argv: list[str], prog: str, mode: str) -> int:
 
         return run_dry_run(mode, args.config, overrides)
     cfg = resolve_train_config(mode, args.config, overrides)
-    from shiftvdm.utils.outputs import check_run_dir, clear_run, new_output_dir
 
     if args.resume and args.overwrite:
         raise ConfigError("--resume continues the run in run.out_dir and --overwrite replaces it; pass one")
@@ -153,8 +186,6 @@ def _main(argv: list[str], prog: str, mode: str) -> int:
         clear_run(cfg.run.out_dir)
     with new_output_dir(cfg.run.out_dir):  # a run refused before its first checkpoint leaves no folder
         result = run_training(cfg, resume=args.resume)
-    from shiftvdm.train.distributed import shutdown_process_group
-
     shutdown_process_group()  # every rank got here: end gloo/NCCL cleanly instead of at interpreter exit
     print(f"{mode}: {result.steps} steps ({result.stopped_by}); outputs in {cfg.run.out_dir}")
     return 0

@@ -21,8 +21,8 @@ import torch
 from shiftvdm.config import config_differences, config_from_dict, config_to_dict
 from shiftvdm.errors import CheckpointError, DamagedCheckpointError
 from shiftvdm.train.config import TrainConfig
-from shiftvdm.train.distributed import Distributed, full_tensor
-from shiftvdm.train.state import TrainingState, read_checkpoint
+from shiftvdm.train.distributed import Distributed, full_state_dicts, full_tensor, gather_full
+from shiftvdm.train.state import TrainState, read_checkpoint
 from shiftvdm.utils.checkpoint import clean_stale_temps, file_sizes, read_newest_intact, save_json, truncate_logs
 from shiftvdm.utils.step_checkpoints import checkpoint_dirs, latest_checkpoint, write_checkpoint
 
@@ -51,15 +51,23 @@ class Checkpointer:
         logs = [self.run_dir / "logs" / f"buffers-rank{self.dist.rank}.jsonl"]
         return file_sizes(logs + ([metrics_file] if self.dist.is_main else []))
 
-    def save(self, training: TrainingState, metrics_file: Path, write_lora: Callable[[Path], None] | None) -> Path:
-        """Write ``training`` at its current step (``write_lora`` on process 0 adds the weights for use)."""
-        self.dist.barrier()
-        state = training.state_dict(with_buffer=self.cfg.run.checkpoint_buffer)
-        state.update({"config": config_to_dict(self.cfg), "world_size": self.dist.world,
-                      "log_sizes": self.log_sizes(metrics_file)})
-        extra = {"lora.safetensors": write_lora} if self.dist.is_main and write_lora is not None else {}
-        path = write_checkpoint(self.root, training.counters.step, state, extra, keep=self.cfg.run.keep_checkpoints)
-        self.dist.barrier()
+    def save(self, training: TrainState, metrics_file: Path, backbone: Any = None) -> Path:
+        """Write ``training`` at its current step; with LoRA, process 0 adds the weights for use (the EMA ones
+        when kept, gathered whole under FSDP2 while the state keeps this rank's shards). Called on every rank."""
+        write_lora = None
+        if backbone is not None and self.cfg.lora.enabled:
+            def write_lora(path: Path) -> None:
+                with training.ema_applied():
+                    backbone.save_lora(path)
+        full = gathered_weights(backbone.denoiser, training) if write_lora is not None else {}
+        with full_state_dicts(backbone.denoiser if full else None, full):
+            self.dist.barrier()
+            state = training.state_dict(with_buffer=self.cfg.run.checkpoint_buffer)
+            state.update({"config": config_to_dict(self.cfg), "world_size": self.dist.world,
+                          "log_sizes": self.log_sizes(metrics_file)})
+            extra = {"lora.safetensors": write_lora} if self.dist.is_main and write_lora is not None else {}
+            path = write_checkpoint(self.root, training.counters.step, state, extra, keep=self.cfg.run.keep_checkpoints)
+            self.dist.barrier()
         return path
 
     def check_world_size(self) -> None:
@@ -126,6 +134,30 @@ class Checkpointer:
         return path, state
 
 
+def resume(checkpointer: Checkpointer, training: TrainState, path: Path | None = None) -> bool:
+    """Restore the latest (or given) checkpoint of the run into ``training``. False when there is none.
+
+    On several processes every rank resumes the same step: the newest step present on all ranks whose files
+    every rank reads intact (an empty or cut trainer_state.pt falls back to an older step on all).
+    """
+    found = checkpointer.load(path)
+    if found is None:
+        return False
+    path, state = found
+    training.load_state_dict(state, path)
+    logger.info("resumed from %s at step %d", path, training.counters.step)
+    return True
+
+
+def gathered_weights(denoiser: Any, training: TrainState) -> dict[str, torch.Tensor]:
+    """FSDP2: the whole weights for use (the EMA ones when kept), gathered on every rank; else empty.
+    A collective under FSDP2: call it on every rank."""
+    if not training.sharded:
+        return {}
+    with training.ema_applied():
+        return gather_full(denoiser, training.params)
+
+
 def weights_digest(params: list[torch.nn.Parameter]) -> str:
     """SHA-256 of the trainable weights: equal on every process when gradients are averaged."""
     h = hashlib.sha256()
@@ -134,22 +166,20 @@ def weights_digest(params: list[torch.nn.Parameter]) -> str:
     return h.hexdigest()
 
 
-def export_final(cfg: TrainConfig, run_dir: Path, backbone: Any, training: TrainingState,
+def export_final(cfg: TrainConfig, run_dir: Path, backbone: Any, training: TrainState,
                  last_metrics: dict[str, float]) -> None:
     """Weights for use (process 0): the LoRA (safetensors) or the full model folder, with the EMA weights when
     kept; the refreshed critic; summary.json."""
-    from shiftvdm.train.losses import needs_rollouts
-
     with training.ema_applied():
         if cfg.lora.enabled:
             backbone.save_lora(run_dir / "lora.safetensors")
         else:
             backbone.save_pretrained(run_dir / "model")
-    if training.critic is not None and cfg.discriminator.refresh and needs_rollouts(cfg.loss):
+    if training.critic is not None and cfg.discriminator.refresh and cfg.uses_rollouts:
         training.critic.save(run_dir / "critic")
     c = training.counters
     save_json({"steps": c.step, "d_steps": c.d_steps, "timers": c.timers, "nonfinite_steps": c.nonfinite_steps,
                "last_metrics": last_metrics}, run_dir / "summary.json")
 
 
-__all__ = ["Checkpointer", "RESUMABLE_CHANGES", "export_final", "weights_digest"]
+__all__ = ["Checkpointer", "RESUMABLE_CHANGES", "export_final", "gathered_weights", "resume", "weights_digest"]

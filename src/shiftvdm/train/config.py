@@ -12,7 +12,7 @@ from typing import Literal
 from shiftvdm.backbone import BackboneConfig
 from shiftvdm.rewards.discriminator_training import DiscriminatorTrainConfig
 from shiftvdm.train.advantages import AdvantageConfig
-from shiftvdm.train.losses import LossConfig
+from shiftvdm.train.losses import LossConfig, needs_rollouts
 
 
 def _finite(name: str, value: float, *, low: float | None = None, high: float | None = None,
@@ -172,3 +172,14 @@ class TrainConfig:
     rollout: RolloutConfig = field(default_factory=RolloutConfig)
     discriminator: DiscriminatorConfig = field(default_factory=DiscriminatorConfig)
     run: RunConfig = field(default_factory=RunConfig)
+
+    def __post_init__(self) -> None:
+        if self.mode in ("pretrain", "sft") and self.uses_rollouts:
+            raise ValueError(f"mode {self.mode} trains without rollouts, but loss.lambda_aw={self.loss.lambda_aw} / "
+                             f"loss.asymmetric={self.loss.asymmetric}; use `shiftvdm shift` (mode shift) instead")
+
+    @property
+    def uses_rollouts(self) -> bool:
+        """Whether the run samples rollouts and scores them (λ_aw > 0 or the asymmetric real term): the one
+        place this is decided. Without them a run is SFT: the buffer holds real clips only, no critic is loaded."""
+        return needs_rollouts(self.loss)

@@ -1,4 +1,4 @@
-"""The distributed layer of training: agreement between processes, and the engine that syncs gradients.
+"""The distributed layer of training: agreement between processes, and FSDP2's sharded state.
 
 Agreement rule: a collective (gradient sync, barrier) hangs when one process skips it, so every
 skip / stop / error decision is reduced across processes *before* the next collective:
@@ -7,10 +7,8 @@ skip / stop / error decision is reduced across processes *before* the next colle
 - an error on one rank in the data path or the discriminator refresh -> every rank stops with its message;
 - resume -> one checkpoint step for all ranks, the newest intact on every rank.
 
-Engine: the generator's gradients are synchronised by torch's own machinery, chosen by
-``run.distributed``: ``ddp`` (Accelerate's prepared DistributedDataParallel, reducing on the last of
-the 1+P backwards only), ``fsdp2`` (``torch.distributed.fsdp.fully_shard`` of the denoiser, frozen base
-included: for Wan2.2-A14B), ``deepspeed`` (ZeRO-2, train/deepspeed_zero.py). One process needs no engine.
+The engines that sync the generator's gradients live in train/engine.py; the FSDP2 sharding and the
+per-rank shard state they need are at the end of this file.
 """
 
 from __future__ import annotations
@@ -28,9 +26,6 @@ from shiftvdm.errors import ShiftvdmError, TrainingError
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
 
-# Test hook only: inject a NaN into the real loss of one rank at one step ("rank:step", steps from 1).
-NAN_HOOK_ENV = "SHIFTVDM_TEST_NAN_AT"
-CLOCK_HOOK_ENV = "SHIFTVDM_TEST_CLOCK_AHEAD"  # test hook only: one rank's clock runs ahead ("rank:seconds")
 
 
 def _dist() -> Any:
@@ -173,164 +168,6 @@ class Distributed:
             offset += g.numel()
 
 
-def injected_nan(rank: int, step: int) -> bool:
-    """Test hook (env ``SHIFTVDM_TEST_NAN_AT=rank:step``): make this rank's loss NaN at this step."""
-    import os
-
-    spec = os.environ.get(NAN_HOOK_ENV, "")
-    if not spec:
-        return False
-    r, s = spec.split(":")
-    return int(r) == rank and int(s) == step
-
-
-def test_clock_ahead(rank: int) -> float:
-    """Test hook (env ``SHIFTVDM_TEST_CLOCK_AHEAD=rank:seconds``): this rank's clock reads that much later."""
-    import os
-
-    spec = os.environ.get(CLOCK_HOOK_ENV, "")
-    if not spec:
-        return 0.0
-    r, s = spec.split(":")
-    return float(s) if int(r) == rank else 0.0
-
-
-class _Routed:
-    """Calls go through the engine's wrapper (so its hooks run); attributes come from the module."""
-
-    def __init__(self, wrapper: nn.Module, module: nn.Module) -> None:
-        self._wrapper, self._module = wrapper, module
-
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        return self._wrapper(*args, **kwargs)
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._module, name)
-
-
-class GradientEngine:
-    """Synchronises one module's gradients over processes: ``none`` (one process), ``ddp`` or ``fsdp2``.
-
-    Usage per step, with ``n`` backward passes known in advance (the real term plus the rollouts with a
-    non-zero advantage on this rank)::
-
-        for i, term in enumerate(terms):
-            with engine.term(sync=(i == n - 1)):   # only the last backward reduces
-                loss = forward(); loss.backward()
-
-    Gradients accumulate locally over the first n-1 backwards (memory flat in P) and the last one
-    averages the accumulated sum across processes: the result equals one process at world × batch.
-    Every rank must make its synchronising backward even when its loss is NaN (the step is then
-    skipped by agreement), else the others wait forever.
-    """
-
-    def __init__(self, module: nn.Module, dist: Distributed, kind: str = "ddp", *, accelerator: Any = None,
-                 find_unused_parameters: bool = False) -> None:
-        self.module, self.dist = module, dist
-        self.kind = "none" if dist.world == 1 else kind
-        self.wrapper: nn.Module = module
-        if self.kind == "ddp":
-            if accelerator is not None and accelerator.num_processes > 1:
-                # Accelerate builds the DDP wrapper (device ids, its kwargs handlers); no device move here
-                self.wrapper = accelerator.prepare_model(module, device_placement=False)
-            else:
-                from torch.nn.parallel import DistributedDataParallel as DDP
-
-                ids = [dist.device.index] if dist.device.type == "cuda" else None
-                self.wrapper = DDP(module, device_ids=ids, find_unused_parameters=find_unused_parameters)
-        elif self.kind == "fsdp2":
-            shard_module(module, dist)
-        elif self.kind == "deepspeed":
-            from shiftvdm.train.deepspeed_zero import import_deepspeed
-
-            import_deepspeed()  # refused up front, with the install line, when it is missing
-            self.zero: Any = None  # the ZeRO-2 optimizer, from attach_optimizer
-        elif self.kind != "none":
-            raise TrainingError(f"run.distributed={kind!r}: expected ddp, fsdp2 or deepspeed")
-
-    def attach_optimizer(self, optimizer: torch.optim.Optimizer, micro_batch: int, max_grad_norm: float) -> None:
-        """DeepSpeed: wrap the module and the trainer's optimizer in a ZeRO-2 engine (a no-op for the others,
-        whose optimizer works on the module's own parameters)."""
-        if self.kind == "deepspeed":
-            from shiftvdm.train import deepspeed_zero
-
-            self.wrapper, self.zero = deepspeed_zero.initialize(self.module, optimizer, micro_batch, max_grad_norm)
-
-    def backward(self, loss: Tensor) -> None:
-        if self.kind == "deepspeed":
-            self.wrapper.backward(loss)  # type: ignore[operator]  # ZeRO's hooks take the gradients over
-        else:
-            loss.backward()
-
-    def clip_grad_norm_(self, params: list[nn.Parameter], max_norm: float) -> Tensor:
-        """The total gradient norm before clipping; clips in place (DeepSpeed clips inside ``step``)."""
-        if self.kind == "deepspeed":
-            from shiftvdm.train.deepspeed_zero import grad_norm
-
-            return grad_norm(self.zero)
-        return torch.nn.utils.clip_grad_norm_(params, max_norm)
-
-    def step(self, optimizer: torch.optim.Optimizer) -> None:
-        if self.kind == "deepspeed":
-            self.wrapper.step()  # type: ignore[operator]  # clip + the client optimizer on this rank's partition
-        else:
-            optimizer.step()
-
-    def discard_gradients(self, optimizer: torch.optim.Optimizer) -> None:
-        """Drop this step's gradients (a skipped step)."""
-        optimizer.zero_grad(set_to_none=True)
-        if self.kind == "deepspeed":
-            from shiftvdm.train.deepspeed_zero import drop_gradients
-
-            drop_gradients(self.zero)
-
-    @property
-    def per_parameter_gradients(self) -> bool:
-        """False under ZeRO-2: the reduced gradients live in its flat partitions, not in ``p.grad``."""
-        return self.kind != "deepspeed"
-
-    def state_dict(self) -> dict[str, Any] | None:
-        """What the engine itself adds to a checkpoint (DeepSpeed: the fp32 master partition)."""
-        if self.kind != "deepspeed":
-            return None
-        from shiftvdm.train.deepspeed_zero import master_state
-
-        return {"zero2_master": master_state(self.zero)}
-
-    def load_state_dict(self, state: dict[str, Any] | None) -> None:
-        if self.kind == "deepspeed":
-            from shiftvdm.train.deepspeed_zero import load_master_state
-
-            load_master_state(self.zero, (state or {}).get("zero2_master"))
-
-    @contextlib.contextmanager
-    def term(self, sync: bool) -> Iterator[None]:
-        """One forward+backward; the gradient reduction happens only when ``sync``."""
-        if self.kind == "ddp" and not sync:
-            with self.wrapper.no_sync():  # DDP reads the flag at forward time: wrap forward and backward
-                yield
-        elif self.kind == "fsdp2":
-            self.module.set_requires_gradient_sync(sync)  # type: ignore[operator]
-            yield
-        elif self.kind == "deepspeed":
-            self.wrapper.set_gradient_accumulation_boundary(sync)  # type: ignore[operator]
-            yield
-        else:
-            yield
-
-    @contextlib.contextmanager
-    def routed(self, owner: Any, attr: str = "denoiser") -> Iterator[None]:
-        """Make ``owner.attr(...)`` call the wrapper for the duration (the backbone calls its denoiser)."""
-        if self.wrapper is self.module:
-            yield
-            return
-        setattr(owner, attr, _Routed(self.wrapper, self.module))
-        try:
-            yield
-        finally:
-            setattr(owner, attr, self.module)
-
-
 def shard_units(module: nn.Module) -> list[nn.Module]:
     """The modules FSDP2 shards one by one: every direct child with parameters, and for a container
     (ModuleList / ModuleDict, which has no forward for FSDP2's hooks) each of its items, e.g. each block."""
@@ -443,5 +280,5 @@ def full_state_dicts(module: nn.Module, full: dict[str, Tensor]) -> Iterator[Non
             handle.remove()
 
 
-__all__ = ["Distributed", "GradientEngine", "NAN_HOOK_ENV", "full_state_dicts", "full_tensor", "gather_full", "injected_nan", "is_sharded",
-           "like", "local_tree", "shard_module", "sharded_optimizer_state"]
+__all__ = ["Distributed", "full_state_dicts", "full_tensor", "gather_full", "is_sharded", "like", "local_tree",
+           "shard_module", "sharded_optimizer_state", "shutdown_process_group"]

@@ -59,15 +59,15 @@ def step_config(cfg: Any, group_size: int, inference_steps: int, seed: int, vide
 
 def run_step(cfg: Any, backbone: Any, critic: Any, clips: Any, accelerator: Any) -> dict[str, Any]:
     """One full SHIFT step through the real trainer; its wall time, its own peak RSS and its metrics."""
-    from shiftvdm.train.runtime import Runtime  # lazily: the meta-only dry run never needs the trainer
+    from shiftvdm.recipes.train import assemble  # lazily: the meta-only dry run never needs the trainer
     from shiftvdm.train.shift import train
 
     with measure_peak() as peak:
         first = clips.load([0])
-        rt = Runtime(cfg, backbone, critic, Path(cfg.run.out_dir), accelerator=accelerator, features_from_state=None,
-                     sample_frames=first[0][:, 0], sample_prompts=first[1])
-        result = train(cfg, backbone, critic, clips, rt)
-    del rt
+        parts = assemble(cfg, backbone, critic, accelerator=accelerator, sample_frames=first[0][:, 0],
+                         sample_prompts=first[1])
+        result = train(cfg, backbone, clips, parts.state, parts.engine, parts.dist, parts.hooks)
+    del parts
     gc.collect()  # the next step's peak must not include this step's trainer
     return {"group_size": cfg.rollout.group_size, **peak, "steps": result.steps, "timers": dict(result.timers),
             "metrics": dict(result.last_metrics)}

@@ -1,5 +1,5 @@
-"""Training state: counters, named random streams, everything a checkpoint holds, and the atomic checkpoint
-folder layout used for exact resume.
+"""Training state: counters, named random streams, and everything a checkpoint holds (the folder layout and
+the atomic writer are train/checkpointing.py's and utils/step_checkpoints.py's).
 
 Every random draw of training is derived from (seed, stream, counters) (utils/seeding.py), so the
 counters stored here together with the buffer, the weights and the optimizer states regenerate the
@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 from torch import nn
@@ -28,6 +29,8 @@ from shiftvdm.utils.seeding import generator_for
 from shiftvdm.utils.step_checkpoints import STATE_FILE
 
 logger = logging.getLogger(__name__)
+T = TypeVar("T")
+
 
 @dataclass
 class Counters:
@@ -53,19 +56,14 @@ def read_checkpoint(path: Path) -> dict[str, Any]:
     return load_torch(file)
 
 
-def counters_from_dict(d: dict[str, Any]) -> Counters:
-    return Counters(**d)
-
-
-def counters_to_dict(c: Counters) -> dict[str, Any]:
-    return asdict(c)
-
-
-class TrainingState:
+class TrainState:
     """What a run is at one moment: counters, trainable weights, optimizer and schedule states, the weight
-    EMA, the refreshed critic with its replay store of older fakes, the current rollout buffer and the global
-    torch RNG. ``state_dict`` / ``load_state_dict`` are what a checkpoint writes and restores; with the named
-    random streams (``generator``) they regenerate the rest of the run bit for bit."""
+    EMA, the critic (scorer and, when refreshed, its optimizer and replay store of older fakes), the current
+    rollout buffer and the global torch RNG. ``state_dict`` / ``load_state_dict`` are what a checkpoint writes
+    and restores; with the named random streams (``generator``) they regenerate the rest of the run bit for bit.
+
+    The training loop reads and advances ``counters``; it hands each new rollout buffer to ``buffer`` so that a
+    checkpoint holds it."""
 
     def __init__(self, seed: int, rank: int, params: list[nn.Parameter], optimizer: torch.optim.Optimizer,
                  lr_scheduler: torch.optim.lr_scheduler.LRScheduler, d_optimizer: torch.optim.Optimizer | None,
@@ -85,6 +83,23 @@ class TrainingState:
     def generator(self, stream: str, *counters: int) -> torch.Generator:
         """The generator for one named stream at given counters, distinct per process."""
         return generator_for(self.seed, stream, self.rank, *counters)
+
+    def timed(self, phase: str, fn: Callable[[], T]) -> T:
+        """``fn()``, its wall seconds added to the run's timer ``phase`` (kept in checkpoints)."""
+        t0 = time.perf_counter()
+        out = fn()
+        self.counters.add_time(phase, time.perf_counter() - t0)
+        return out
+
+    def params_finite(self) -> bool:
+        """One fused reduction over the trainable set: the norm of a tensor holding NaN/inf is NaN/inf."""
+        norms = torch._foreach_norm([p.detach() for p in self.params])
+        return bool(torch.isfinite(torch.stack(norms).sum()))
+
+    def update_weight_ema(self) -> None:
+        """Fold the weights after this step into the EMA (``optim.ema_decay`` > 0)."""
+        if self.ema is not None:
+            self.ema.update(self.params, self.counters.step + 1)
 
     @contextlib.contextmanager
     def ema_applied(self) -> Iterator[None]:

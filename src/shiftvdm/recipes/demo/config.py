@@ -68,11 +68,11 @@ def load_demo_config(config: str | None, quick: bool, overrides: list[str]) -> D
 
 
 def train_config(cfg: DemoConfig, out_dir: Path, *sections: dict[str, Any], mode: str):
-    from shiftvdm.recipes.train import STAGE_DEFAULTS
+    from shiftvdm.recipes.train import stage_defaults
     from shiftvdm.train.config import TrainConfig
 
     d = cfg.data
-    data: dict[str, Any] = deep_merge(STAGE_DEFAULTS[mode], {
+    data: dict[str, Any] = deep_merge(stage_defaults(mode), {
         "backbone": cfg.backbone,
         "data": {"train": "(in memory)", "num_frames": d.num_frames, "height": d.size, "width": d.size},
         "run": {"out_dir": str(out_dir), "seed": cfg.seed},
@@ -80,7 +80,5 @@ def train_config(cfg: DemoConfig, out_dir: Path, *sections: dict[str, Any], mode
     for s in sections:
         data = deep_merge(data, s)
     if mode in ("pretrain", "sft"):  # what the stage means wins over shared arm settings (SFT = no rollouts)
-        data = deep_merge(data, {"loss": {"lambda_aw": 0.0, "asymmetric": False}, "discriminator": {"refresh": False},
-                                 "rollout": {"passes_per_buffer": 1}})
-    data["mode"] = mode
+        data = deep_merge(data, stage_defaults(mode))
     return config_from_dict(TrainConfig, data, f"demo {mode} stage")

@@ -1,0 +1,184 @@
+"""What a run does around Algorithm 1, at fixed points of the loop: logs, the progress bar, sample clips, the
+recipe's evaluation, periodic checkpoints, the training clocks and the time budget, and the end of the run.
+
+train/shift.py calls ``begin`` once, ``after_buffer`` for each new rollout buffer, ``after_step`` after each
+generator step, ``out_of_time`` to stop, and ``finish`` at the end; nothing here changes what the run computes
+(evaluation and sample writing are taken off the training clocks).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+from shiftvdm.backbone.base import Backbone
+from shiftvdm.config import dump_config
+from shiftvdm.data.video_io import to_uint8, write_video
+from shiftvdm.train.buffer import RolloutBuffer
+from shiftvdm.train.checkpointing import Checkpointer, export_final, gathered_weights, weights_digest
+from shiftvdm.train.config import TrainConfig
+from shiftvdm.train.distributed import Distributed, full_state_dicts
+from shiftvdm.train.engine import GradientEngine
+from shiftvdm.train.numerics import check_params_finite
+from shiftvdm.train.state import TrainState
+from shiftvdm.utils.checkpoint import save_json
+from shiftvdm.utils.metrics_log import MetricsLogger
+from shiftvdm.utils.seeding import generator_for
+
+logger = logging.getLogger(__name__)
+
+Evaluate = Callable[[Backbone, int], dict[str, float]]
+
+
+def now(clock: str) -> float:
+    """``clock`` "cpu": this process's CPU time over all its threads, which other processes' load does not
+    inflate; "wall": seconds."""
+    return time.process_time() if clock == "cpu" else time.perf_counter()
+
+
+class RunHooks:
+    """The run's side effects, for one process (process 0 writes the shared files)."""
+
+    def __init__(self, cfg: TrainConfig, run_dir: Path, dist: Distributed, backbone: Backbone, state: TrainState,
+                 engine: GradientEngine, checkpointer: Checkpointer, *, evaluate: Evaluate | None = None,
+                 sample_frames: Tensor | None = None, sample_prompts: list[str] | None = None) -> None:
+        self.cfg, self.run_dir, self.dist = cfg, Path(run_dir), dist
+        self.backbone, self.state, self.engine, self.checkpointer = backbone, state, engine, checkpointer
+        self.evaluate = evaluate
+        self.sample_frames, self.sample_prompts = sample_frames, sample_prompts
+        self.metrics = MetricsLogger(self.run_dir / "logs", enabled=dist.is_main)
+        self.last_metrics: dict[str, float] = {}
+        self._t_start = {"wall": 0.0, "cpu": 0.0}  # per clock
+        self._t_offset = {"wall": 0.0, "cpu": 0.0}
+        self._bar_seconds = 0.0  # seconds shown by a time-budget progress bar
+
+    # ----- clocks ---------------------------------------------------------------------------------------
+    def elapsed(self, clock: str = "wall") -> float:
+        """Training seconds so far on ``clock`` ("wall" or "cpu"), evaluation and sample writing excluded."""
+        return self._t_offset[clock] + (now(clock) - self._t_start[clock])
+
+    def _clocks(self) -> dict[str, float]:
+        return {clock: now(clock) for clock in self._t_start}
+
+    def _pause(self, since: dict[str, float]) -> None:
+        """Take the time since ``since`` (a _clocks() reading) off the training clocks."""
+        for clock, t0 in since.items():
+            self._t_offset[clock] -= now(clock) - t0
+
+    def out_of_time(self) -> bool:
+        """Agreed on every rank: any rank over the limit stops all (the slowest clock decides)."""
+        run = self.cfg.run
+        if run.time_limit_s <= 0:
+            return False
+        return self.dist.any(self.elapsed(run.time_limit_clock) >= run.time_limit_s)
+
+    # ----- the run's fixed points -----------------------------------------------------------------------
+    def begin(self) -> None:
+        c, run, counters = self.cfg, self.cfg.run, self.state.counters
+        self._t_offset = {clock: counters.timers.get(clock, 0.0) for clock in self._t_offset}
+        self._t_start = self._clocks()
+        if not self.dist.is_main:
+            return
+        (self.run_dir / "logs").mkdir(parents=True, exist_ok=True)
+        dump_config(c, self.run_dir / "config.yaml")
+        if run.time_limit_s > 0:  # a time budget ends the run: the bar counts seconds, not steps
+            self._bar_seconds = min(self._t_offset[run.time_limit_clock], run.time_limit_s)
+            cpu = ", CPU s" if run.time_limit_clock == "cpu" else ""
+            self.metrics.open(total=run.time_limit_s, initial=self._bar_seconds, desc=f"{c.mode} (time budget{cpu})",
+                              progress=run.progress, unit="s")
+        else:
+            self.metrics.open(total=run.max_steps, initial=counters.step, desc=c.mode, progress=run.progress)
+        logger.info("***** Running %s ***** processes=%d P=%d buffer=%d passes/buffer=%d batch/process=%d "
+                    "lambda_aw=%g max_steps=%d run_dir=%s", c.mode, self.dist.world, c.rollout.group_size,
+                    c.rollout.buffer_size, c.rollout.passes_per_buffer, c.rollout.batch_size, c.loss.lambda_aw,
+                    run.max_steps, self.run_dir)
+
+    def log(self, metrics: dict[str, float], step: int) -> None:
+        self.metrics.log(metrics, step, time=self.elapsed())
+
+    def after_buffer(self, buffer: RolloutBuffer, metrics: dict[str, float]) -> None:
+        """A new buffer (not a re-roll after a resume): which clips this process rolled out (every process writes
+        its own file), the reward statistics and histograms."""
+        counters = self.state.counters
+        path = self.run_dir / "logs" / f"buffers-rank{self.dist.rank}.jsonl"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "a") as fh:
+            fh.write(json.dumps({"buffer": counters.chunks_done, "epoch": counters.epoch, "step": counters.step,
+                                 "clip_ids": buffer.clip_ids.tolist()}) + "\n")
+        if self.dist.is_main and buffer.adv_fake is not None:
+            self.metrics.histograms({"hist/adv_fake": buffer.adv_fake, "hist/reward_fake": buffer.rewards["r_fake"],
+                                     "hist/reward_real": buffer.rewards["r_real"]}, counters.step)
+        self.log(metrics, step=counters.step)
+
+    def after_step(self, metrics: dict[str, float]) -> None:
+        """Logs, progress, samples, the evaluation hook and the periodic checkpoint of step ``counters.step``."""
+        counters, run = self.state.counters, self.cfg.run
+        s = counters.step
+        counters.timers["wall"] = self.elapsed("wall")
+        counters.timers["cpu"] = self.elapsed("cpu")
+        self.last_metrics = metrics
+        if s % max(1, run.log_every) == 0:
+            self.log({**metrics, "nonfinite_steps": counters.nonfinite_steps}, step=s)
+        postfix = {"loss": f"{metrics['loss/real']:.4f}"} if "loss/real" in metrics else {}
+        if run.time_limit_s > 0:
+            shown = min(counters.timers[run.time_limit_clock], run.time_limit_s)
+            self.metrics.advance(shown - self._bar_seconds, step=str(s), **postfix)
+            self._bar_seconds = shown
+        else:
+            self.metrics.advance(1, **postfix)
+        if run.sample_every and s % run.sample_every == 0:
+            self.write_samples(s)
+        if self.evaluate is not None and run.eval_every and s % run.eval_every == 0:
+            self.run_evaluation(s)
+        if run.checkpoint_every and s % run.checkpoint_every == 0 and s < run.max_steps:
+            self.save_checkpoint()
+
+    def run_evaluation(self, step: int) -> None:
+        t0 = self._clocks()
+        with self.state.ema_applied():
+            result = self.evaluate(self.backbone, step) if self.evaluate else {}
+        self.log({f"eval/{k}": v for k, v in result.items()}, step=step)
+        self._pause(t0)  # evaluation time is not training time
+
+    def write_samples(self, step: int) -> None:
+        # under FSDP2 every forward is a collective: every rank samples, process 0 writes
+        if self.sample_frames is None or (not self.dist.is_main and self.engine.kind != "fsdp2"):
+            return
+        t0 = self._clocks()
+        with self.state.ema_applied(), torch.no_grad():
+            cond = self.backbone.encode_condition(self.sample_frames.to(self.dist.device), self.sample_prompts)
+            lat = self.backbone.sample(cond, 1, generator_for(self.cfg.run.seed, "samples"), stochastic=False)
+            video = self.backbone.decode(lat[:, 0]).cpu()  # (n, F, 3, H, W)
+        grid = torch.cat(list(video), dim=-1)  # clips side by side: (F, 3, H, n*W)
+        if self.dist.is_main:
+            write_video(self.run_dir / "samples" / f"step-{step:07d}.gif", to_uint8(grid), fps=8)
+        self._pause(t0)
+
+    def save_checkpoint(self) -> Path:
+        check_params_finite(self.state, self.dist, "before a checkpoint")  # never write a non-finite checkpoint
+        return self.checkpointer.save(self.state, self.metrics.path, self.backbone)
+
+    def last_checkpoint_note(self) -> str:
+        return self.checkpointer.last_checkpoint_note()
+
+    def finish(self, metrics: dict[str, float]) -> None:
+        """The last checkpoint, the weights for use, summary.json and this process's weight digest."""
+        counters = self.state.counters
+        counters.timers["wall"] = self.elapsed("wall")
+        counters.timers["cpu"] = self.elapsed("cpu")
+        save_json({"rank": self.dist.rank, "steps": counters.step, "weights_sha256": weights_digest(self.state.params)},
+                  self.run_dir / "logs" / f"final-rank{self.dist.rank}.json")
+        self.save_checkpoint()
+        with full_state_dicts(self.backbone.denoiser, gathered_weights(self.backbone.denoiser, self.state)):
+            if self.dist.is_main:  # FSDP2: written whole
+                export_final(self.cfg, self.run_dir, self.backbone, self.state, self.last_metrics)
+                self.metrics.close()
+
+
+__all__ = ["Evaluate", "RunHooks", "now"]

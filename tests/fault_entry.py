@@ -1,0 +1,57 @@
+"""`shiftvdm` with a fault injected into one process, for tests/test_distributed.py (not a test module).
+
+Launched in place of ``-m shiftvdm`` by ``accelerate launch`` / torchrun, so the fault reaches every rank's
+process without any hook in the production code:
+
+    accelerate launch ... tests/fault_entry.py nan=1:2 clock=1:1000 shift --config run.yaml
+
+- ``nan=RANK:STEP``: on that rank, the first backward of generator step STEP (counted from 1) gets a NaN loss,
+  injected through the gradient engine (so the step's gradient is non-finite on that rank only);
+- ``clock=RANK:SECONDS``: that rank's training clock reads SECONDS late (it alone is over a time limit).
+"""
+
+from __future__ import annotations
+
+import sys
+
+from shiftvdm.cli import main
+from shiftvdm.train import hooks, shift
+
+
+def inject_nan(rank: int, at_step: int) -> None:
+    real_step = shift.shift_step
+
+    def faulty_step(backbone, batch, cfg, state, engine, dist):
+        if dist.rank != rank or state.counters.step + 1 != at_step:
+            return real_step(backbone, batch, cfg, state, engine, dist)
+        real_backward = engine.backward
+
+        def nan_backward(loss):
+            del engine.backward  # only the first backward of the step: the class's method again
+            real_backward(loss * float("nan"))
+
+        engine.backward = nan_backward
+        try:
+            return real_step(backbone, batch, cfg, state, engine, dist)
+        finally:
+            vars(engine).pop("backward", None)
+
+    shift.shift_step = faulty_step  # train() looks the step up in its module at every call
+
+
+def clock_ahead(rank: int, seconds: float) -> None:
+    real_elapsed = hooks.RunHooks.elapsed
+
+    def elapsed(self, clock="wall"):
+        return real_elapsed(self, clock) + (seconds if self.dist.rank == rank else 0.0)
+
+    hooks.RunHooks.elapsed = elapsed
+
+
+if __name__ == "__main__":
+    args = sys.argv[1:]
+    while args and "=" in args[0] and not args[0].startswith("-"):
+        name, value = args.pop(0).split("=", 1)
+        r, v = value.split(":")
+        {"nan": lambda: inject_nan(int(r), int(v)), "clock": lambda: clock_ahead(int(r), float(v))}[name]()
+    sys.exit(main(args))
