@@ -79,7 +79,12 @@ def test_bf16_base_with_float32_lora_moves_every_entry(name):
     # neither moves get no gradient: SVD's attn2 to_q/to_k attend to one context token (softmax ≡ 1).
     ref = run(make(name, "float32"), steps=4, lr=1e-5, autocast=False)
     low = run(backbone, steps=4, lr=1e-5, autocast=True)
-    assert ref["moved"] > 0.85 and low["moved"] >= ref["moved"] - 1e-3, (ref["moved"], low["moved"])
+    # Every entry with a gradient above AdamW's eps moves. Entries whose gradient is tiny move or not by rounding
+    # (Adam normalises any non-zero gradient to a step of ~lr), which differs by CPU: on an AMD EPYC the bf16-base
+    # SVD run moved 88.65 % against the float32 run's 89.24 % (both 100 % / 99.99 % of the entries with a
+    # gradient), where the recording machine had them within 1e-3. A bf16 LoRA moves < 70 % (test below).
+    assert low["moved_of_grad"] >= 0.999, low["moved_of_grad"]
+    assert ref["moved"] > 0.85 and low["moved"] >= ref["moved"] - 0.01, (ref["moved"], low["moved"])
 
 
 @pytest.mark.parametrize("name", ["svd", "wan"])
