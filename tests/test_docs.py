@@ -7,14 +7,16 @@ those files. For each simple command (split at `&&`, `||`, `;`, `|`):
   `accelerate launch`): SUB is a command of `shiftvdm` (and a nested one such as `data synth` where the
   command has them), and every `-x`/`--flag` it is given is defined in that command's `--help`;
 - `accelerate launch --flag ...`: every flag before `-m` is one of accelerate's launch flags;
-- `python benchmarks/X.py --flag ...`: the script exists and defines every flag it is given.
+- `python benchmarks/X.py --flag ...`: the script exists and defines every flag it is given;
+- `--config NAME` and `shiftvdm config show NAME`: NAME is a shipped preset (or a .yaml path).
 
 Dotted config overrides (`optim.lr=1e-4`) are not checked here; `tests/test_config.py` covers the schema.
 A code block whose commands cannot be checked (a cluster submission, say) opts out with the line
 `<!-- docs-test: skip -->` right above its fence; keep that rare.
 
 `--help` runs in this process through `shiftvdm.cli.main`, once per (sub)command. The README's test
-command must stay identical to the one `.ci/run` runs, and every relative link must name a file that exists.
+command must stay identical to the one `.ci/run` runs, the README stays within 150 lines, its presets table
+lists exactly the shipped presets, and every relative link names a file that exists.
 """
 
 from __future__ import annotations
@@ -205,7 +207,20 @@ def check_shiftvdm(args: list[str]) -> list[str]:
         path, rest = path + (rest[0],), rest[1:]
         help_text = shiftvdm_help(path)
     known = defined_flags(help_text)
-    return [f"`shiftvdm {' '.join(path)}` has no option {flag}" for flag in flags_used(rest) if flag not in known]
+    problems = [f"`shiftvdm {' '.join(path)}` has no option {flag}" for flag in flags_used(rest) if flag not in known]
+    return problems + check_presets(path, rest)
+
+
+def check_presets(path: tuple[str, ...], rest: list[str]) -> list[str]:
+    """A preset named by `--config NAME` (or `config show NAME`) is shipped; YAML paths are the user's."""
+    from shiftvdm.config import list_presets
+
+    names = [rest[i + 1] for i, a in enumerate(rest[:-1]) if a == "--config"]
+    names += [a.split("=", 1)[1] for a in rest if a.startswith("--config=")]
+    if path == ("config", "show"):
+        names += [a for a in rest if not a.startswith("-") and "=" not in a][:1]
+    return [f"`{name}` is not a shipped preset (shiftvdm config list)" for name in names
+            if not name.endswith((".yaml", ".yml")) and name != "..." and name not in list_presets()]
 
 
 def check_command(tokens: tuple[str, ...]) -> list[str]:
@@ -240,10 +255,22 @@ def check_command(tokens: tuple[str, ...]) -> list[str]:
     return problems
 
 
-COMMANDS_IN_DOCS = all_commands()
+def is_checked(tokens: tuple[str, ...]) -> bool:
+    """Commands this test has something to say about (the others, `cd` or `pip`, are left alone)."""
+    names = [Path(t).name for t in tokens if not re.match(r"^[A-Za-z_]\w*=", t)]
+    return bool(names) and (names[0] in {"shiftvdm", "accelerate"} or "shiftvdm" in names
+                            or any(re.match(r"^(\./)?benchmarks/", t) for t in tokens))
 
 
-@pytest.mark.parametrize("command", COMMANDS_IN_DOCS, ids=lambda c: c.where)
+COMMANDS_IN_DOCS = [c for c in all_commands() if is_checked(c.tokens)]
+
+
+def _id(command: Command) -> str:
+    words = [Path(t).name for t in command.tokens if not t.startswith("-") and "=" not in t][:3]
+    return f"{command.where}:{'-'.join(words)}"
+
+
+@pytest.mark.parametrize("command", COMMANDS_IN_DOCS, ids=_id)
 def test_command_runs_as_written(command: Command) -> None:
     problems = check_command(command.tokens)
     assert not problems, f"{command}\n  " + "\n  ".join(problems)
@@ -251,7 +278,7 @@ def test_command_runs_as_written(command: Command) -> None:
 
 def test_docs_have_commands_to_check() -> None:
     ours = [c for c in COMMANDS_IN_DOCS if "shiftvdm" in {Path(t).name for t in c.tokens}]
-    assert len(ours) >= 10, "the extractor found almost no shiftvdm commands: is it still reading the fences?"
+    assert len(ours) >= 20, "the extractor found almost no shiftvdm commands: is it still reading the fences?"
 
 
 def test_checker_catches_a_renamed_flag_and_command() -> None:
@@ -262,6 +289,9 @@ def test_checker_catches_a_renamed_flag_and_command() -> None:
     assert check_command(("shiftvdm", "data", "synthesise")) != []
     assert check_command(("accelerate", "launch", "--num-gpus", "2", "-m", "shiftvdm", "shift")) != []
     assert check_command(("accelerate", "launch", "--num_processes", "2", "-m", "shiftvdm", "shift", "--resum")) != []
+    assert check_command(("shiftvdm", "shift", "--config", "svd_shift_davi")) != []
+    assert check_command(("shiftvdm", "config", "show", "baselines/rwr")) != []
+    assert check_command(("shiftvdm", "shift", "--config", "my_run.yaml")) == []
     assert check_command(("python", "benchmarks/no_such_script.py")) != []
     assert check_command(("python", "benchmarks/efficacy.py", "--seed", "1")) != []
 
@@ -312,3 +342,14 @@ def test_relative_links_resolve() -> None:
             if not (path.parent / target.split("#", 1)[0]).exists():
                 broken.append(f"{path.relative_to(ROOT)}: {target}")
     assert not broken, "links to missing files:\n" + "\n".join(broken)
+
+
+def test_readme_presets_table_lists_every_shipped_preset() -> None:
+    from shiftvdm.config import list_presets
+
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    section = text.split("## Presets and baselines", 1)[1].split("\n## ", 1)[0]
+    first_cells = [row.split("|")[1] for row in section.splitlines() if row.startswith("| `")]
+    listed = {name for cell in first_cells for name in re.findall(r"`([^`]+)`", cell)}
+    assert listed == set(list_presets()), (f"README presets table: missing {sorted(set(list_presets()) - listed)}, "
+                                           f"not shipped {sorted(listed - set(list_presets()))}")
