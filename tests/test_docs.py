@@ -8,9 +8,10 @@ those files. For each simple command (split at `&&`, `||`, `;`, `|`):
   command has them), and every `-x`/`--flag` it is given is defined in that command's `--help`;
 - `accelerate launch --flag ...`: every flag before `-m` is one of accelerate's launch flags;
 - `python benchmarks/X.py --flag ...`: the script exists and defines every flag it is given;
-- `--config NAME` and `shiftvdm config show NAME`: NAME is a shipped preset (or a .yaml path).
-
-Dotted config overrides (`optim.lr=1e-4`) are not checked here; `tests/test_config.py` covers the schema.
+- `--config NAME` and `shiftvdm config show NAME`: NAME is a shipped preset (or a .yaml path);
+- `shiftvdm pretrain|sft|shift --config NAME k=v ...`: every dotted override names a key of the config
+  (through `shiftvdm config show`). The overrides of `demo`, `train-reward` and the benchmark scripts are
+  not checked.
 A code block whose commands cannot be checked (a cluster submission, say) opts out with the line
 `<!-- docs-test: skip -->` right above its fence; keep that rare.
 
@@ -208,7 +209,38 @@ def check_shiftvdm(args: list[str]) -> list[str]:
         help_text = shiftvdm_help(path)
     known = defined_flags(help_text)
     problems = [f"`shiftvdm {' '.join(path)}` has no option {flag}" for flag in flags_used(rest) if flag not in known]
-    return problems + check_presets(path, rest)
+    return problems + check_presets(path, rest) + check_overrides(path, rest)
+
+
+TRAINING_COMMANDS = {"pretrain", "sft", "shift"}
+
+
+def check_overrides(path: tuple[str, ...], rest: list[str]) -> list[str]:
+    """The dotted overrides of `shiftvdm pretrain|sft|shift --config NAME k=v ...` name keys the config has:
+    `shiftvdm config show --stage SUB NAME k=v ...` must not call one unknown. Errors about values (a folder
+    that is required, say) are not this test's business."""
+    if path[0] not in TRAINING_COMMANDS or "--config" not in rest[:-1]:
+        return []
+    name = rest[rest.index("--config") + 1]
+    overrides = tuple(a for i, a in enumerate(rest) if "=" in a and not a.startswith("-")
+                      and not (i and rest[i - 1].startswith("--") and "=" not in rest[i - 1])
+                      and not a.startswith("dry_run."))
+    error = shiftvdm_run(("config", "show", "--stage", path[0], name, *overrides))
+    return [f"`shiftvdm {path[0]} --config {name}`: {error.strip()}"] if "unknown" in error else []
+
+
+@functools.lru_cache(maxsize=None)
+def shiftvdm_run(argv: tuple[str, ...]) -> str:
+    """stderr of `shiftvdm ARGV`, run in this process (stdout dropped)."""
+    from shiftvdm import cli
+
+    err = io.StringIO()
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(err):
+        try:
+            cli.main(list(argv))
+        except SystemExit:
+            pass
+    return err.getvalue()
 
 
 def check_presets(path: tuple[str, ...], rest: list[str]) -> list[str]:
@@ -292,6 +324,8 @@ def test_checker_catches_a_renamed_flag_and_command() -> None:
     assert check_command(("shiftvdm", "shift", "--config", "svd_shift_davi")) != []
     assert check_command(("shiftvdm", "config", "show", "baselines/rwr")) != []
     assert check_command(("shiftvdm", "shift", "--config", "my_run.yaml")) == []
+    assert check_command(("shiftvdm", "sft", "--config", "svd_sft_davis", "optim.lr=1e-4", "--out", "r")) == []
+    assert check_command(("shiftvdm", "sft", "--config", "svd_sft_davis", "optim.lrr=1e-4")) != []
     assert check_command(("python", "benchmarks/no_such_script.py")) != []
     assert check_command(("python", "benchmarks/efficacy.py", "--seed", "1")) != []
 
