@@ -1,7 +1,8 @@
 """Backbones: one module per model family, all behind the Backbone protocol (backbone/base.py).
 
-Every backbone module provides a config dataclass and ``from_pretrained(path, config, given)`` (a
-diffusers-format folder; ``given`` names the options the user set). Random init (to pre-train the tiny CPU
+Every backbone module provides a config dataclass, ``from_pretrained(path, config, given)`` (a
+diffusers-format folder; ``given`` names the options the user set) and ``latent_layout(options)`` (its latents'
+shape per clip, a :class:`~shiftvdm.backbone.base.LatentLayout`, for the memory plan). Random init (to pre-train the tiny CPU
 models from scratch) is the tiny preset of each family, built in backbone/tiny.py. The registry maps a short
 name to the module and builds every family the same way.
 """
@@ -14,7 +15,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Literal
 
-from shiftvdm.backbone.base import Backbone, Condition, NoiseDraw
+from shiftvdm.backbone.base import Backbone, Condition, LatentLayout, NoiseDraw
 from shiftvdm.errors import CheckpointError, ConfigError
 
 # name -> (module, config dataclass name)
@@ -66,6 +67,11 @@ def backbone_config(name: str, options: dict[str, Any], source: str = "backbone.
     return config_from_dict(cls, options, source)
 
 
+def latent_layout(name: str, options: dict[str, Any]) -> LatentLayout:
+    """The latent layout of backbone family ``name`` with ``options`` (the family module's ``latent_layout``)."""
+    return backbone_module(name).latent_layout(dict(options))
+
+
 TINY_PRESETS = ("tiny", "tiny-pixel")  # `backbone.pretrained` values that build a random-init tiny SVD
 
 
@@ -115,5 +121,5 @@ def load_backbone_from_path(path: str | Path, **options: Any) -> Backbone:
     return load_backbone(BackboneConfig(name=name, pretrained=str(path), options=options))
 
 
-__all__ = ["BACKBONES", "Backbone", "BackboneConfig", "Condition", "NoiseDraw", "backbone_config", "detect_backbone",
-           "load_backbone", "load_backbone_from_path"]
+__all__ = ["BACKBONES", "Backbone", "BackboneConfig", "Condition", "LatentLayout", "NoiseDraw", "backbone_config",
+           "detect_backbone", "latent_layout", "load_backbone", "load_backbone_from_path"]

@@ -7,8 +7,9 @@ that fits is then materialised: each parameter allocated directly in the preset'
 library keeps in fp32, as ``from_pretrained`` does) and filled with seeded random values, so no fp32 copy of a
 5 B model ever exists.
 
-Stand-ins for what a full-size step needs but need not be real: ``RandomTextEncoder`` (UMT5-XXL's width and
-padding, a fixed random vector per token) and ``MovingSquares`` (deterministic clips with plain motion).
+``RandomTextEncoder`` stands in for UMT5-XXL (its width and padding, a fixed random vector per token): a full-size
+step needs the embeddings, not the 6.7 B-parameter encoder. The dry run's own parts (its clips, the step, its
+printed plan) are in recipes/dry_run/.
 Every function takes ``root``, the folder of architecture configs (tests point it at tiny configs).
 """
 
@@ -221,16 +222,6 @@ def conditioning_bytes(arch: str, options: dict[str, Any], height: int, width: i
     return cond
 
 
-def built_summary(backbone: Any) -> dict[str, Any]:
-    """What a built backbone holds: trainable parameters and their dtypes, the frozen denoiser's dtypes."""
-    trainable = backbone.trainable_parameters()
-    return {"trainable_parameters_built": sum(p.numel() for p in trainable),
-            "lora_dtype": sorted({str(p.dtype).replace("torch.", "") for p in trainable}),
-            "frozen_dtypes": sorted({str(p.dtype).replace("torch.", "") for p in backbone.denoiser.parameters()
-                                     if not p.requires_grad}),
-            "bytes_per_trainable": max((p.element_size() for p in trainable), default=4)}
-
-
 class RandomTextEncoder(nn.Module):
     """Stands in for UMT5-XXL: one fixed random ``d_model`` vector per token id (the width and the padding of the
     real encoder, no 6.7 B-parameter forward). The Wan backbone caches each prompt's embeddings as usual."""
@@ -300,35 +291,7 @@ def build_backbone(arch: str, options: dict[str, Any], video_shape: tuple[int, i
     return WanBackbone(cfg, components)
 
 
-class MovingSquares:
-    """Deterministic clips in [-1, 1]: a bright square moving over a smooth gradient (a few px per frame)."""
-
-    def __init__(self, count: int, shape: tuple[int, int, int], prompt: str = "a white square moves right") -> None:
-        self.count, self.shape, self.prompt = count, shape, prompt
-
-    def __len__(self) -> int:
-        return self.count
-
-    def load(self, indices: list[int]) -> tuple[Tensor, list[str]]:
-        frames, height, width = self.shape
-        ys = torch.linspace(-1, 1, height).view(height, 1)
-        xs = torch.linspace(-1, 1, width).view(1, width)
-        clips = []
-        for i in indices:
-            video = torch.empty(frames, 3, height, width)
-            side = max(2, height // 4)
-            for f in range(frames):
-                background = 0.5 * (xs * torch.cos(torch.tensor(0.3 * i)) + ys * 0.5).expand(height, width)
-                video[f] = background
-                x0 = (2 * f + 3 * i) % max(1, width - side)
-                y0 = (f + i) % max(1, height - side)
-                video[f, :, y0:y0 + side, x0:x0 + side] = 0.9
-            clips.append(video)
-        return torch.stack(clips), [self.prompt] * len(indices)
-
-
-
-__all__ = ["ARCHITECTURES", "ARCHITECTURES_DIR", "MetaSummary", "MovingSquares", "RandomTextEncoder",
-           "architecture_config", "architecture_for", "build_backbone", "built_summary", "build_on_meta", "component_bytes",
+__all__ = ["ARCHITECTURES", "ARCHITECTURES_DIR", "MetaSummary", "RandomTextEncoder",
+           "architecture_config", "architecture_for", "build_backbone", "build_on_meta", "component_bytes",
            "conditioning_bytes", "family_options", "lora_parameter_count", "materialize_", "parameter_count",
            "summarize_on_meta"]

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from shiftvdm.config import config_from_dict, config_to_dict, deep_merge, load_config
-from shiftvdm.data.scenarios import Scenario
+from shiftvdm.recipes.demo.scenarios import Scenario
 
 
 @dataclass

@@ -24,7 +24,7 @@ def scenario_sets(cfg: DemoConfig) -> dict[str, SpriteClips]:
 
 
 def make_data(cfg: DemoConfig, out: Path) -> dict[str, Any]:
-    from shiftvdm.data.scenarios import queries_on_objects
+    from shiftvdm.recipes.demo.scenarios import queries_on_objects
     from shiftvdm.rewards.critic import CriticConfig, MotionCritic
 
     data_dir = out / "data"

@@ -10,8 +10,8 @@ import numpy as np
 import torch
 
 from shiftvdm.config import config_to_dict
-from shiftvdm.data.scenarios import Scenario
-from shiftvdm.eval.report import (
+from shiftvdm.recipes.demo.scenarios import Scenario
+from shiftvdm.recipes.demo.report import (
     DEMO_COLUMNS,
     REFERENCE,
     comparison_verdicts,
@@ -23,7 +23,7 @@ from shiftvdm.recipes.demo.config import SHIFT_ARM, TIME_MATCHED_ARM, DemoConfig
 from shiftvdm.recipes.demo.datasets import load_sets, write_clip_folder
 from shiftvdm.utils.checkpoint import save_json
 from shiftvdm.utils.seeding import generator_for
-from shiftvdm.utils.stages import Stages
+from shiftvdm.recipes.demo.stages import Stages
 
 
 def sample_clips(backbone, first_frames_uint8: np.ndarray, seed: int, batch: int = 64, desc: str | None = None) -> np.ndarray:
