@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from shiftvdm.backbone.base import Backbone, Condition, LatentLayout, NoiseDraw
+from shiftvdm.config import config_from_dict
 from shiftvdm.errors import CheckpointError, ConfigError
 
 # name -> (module, config dataclass name)
@@ -49,8 +50,6 @@ def backbone_module(name: str) -> Any:
 
 def backbone_config(name: str, options: dict[str, Any], source: str = "backbone.options") -> Any:
     """The family's own config dataclass built strictly from ``options``."""
-    from shiftvdm.config import config_from_dict
-
     module = backbone_module(name)
     cls = getattr(module, BACKBONES[name][1])
     valid = {f.name for f in fields(cls)}
@@ -88,6 +87,8 @@ def load_backbone(cfg: BackboneConfig) -> Backbone:
                           f"(got {options['pretrained_path']!r} here and {cfg.pretrained!r} there)")
     config = backbone_config(cfg.name, options)
     if cfg.pretrained is None or cfg.pretrained in TINY_PRESETS:
+        # kept lazy: tiny.py imports every family module (diffusers' SVD and Wan models), which this registry
+        # otherwise imports only for the family a config names (backbone_module)
         from shiftvdm.backbone.tiny import random_init
 
         return random_init(cfg.name, config, cfg.pretrained)

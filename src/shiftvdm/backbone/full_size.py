@@ -26,7 +26,11 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from shiftvdm.backbone import backbone_config
 from shiftvdm.backbone.base import DTYPES
+from shiftvdm.backbone.svd import SVDBackbone
+from shiftvdm.backbone.tiny import build_tiny_tokenizer
+from shiftvdm.backbone.wan import WanBackbone
 from shiftvdm.errors import ConfigError
 
 ARCHITECTURES_DIR = Path(__file__).resolve().parent / "configs"
@@ -194,8 +198,6 @@ class MetaSummary:
 def summarize_on_meta(arch: str, options: dict[str, Any], lora: Any, root: Path | None = None) -> MetaSummary:
     """Counts and bytes of every component of ``arch``, and the LoRA size for ``lora`` (a LoraConfig:
     ``enabled``, ``rank``, ``targets``; targets None = the backbone's default)."""
-    from shiftvdm.backbone import backbone_config
-
     t0 = time.perf_counter()
     meta = build_on_meta(arch, root)
     family, fam_options = family_options(arch, options)
@@ -245,14 +247,10 @@ def build_backbone(arch: str, options: dict[str, Any], video_shape: tuple[int, i
                    root: Path | None = None) -> Any:
     """The real-size backbone with random weights, dtypes as ``options`` say, at ``video_shape``
     (an SVDBackbone or WanBackbone; ``root`` = the folder of architecture configs)."""
-    from shiftvdm.backbone import backbone_config
-
     frames, height, width = video_shape
     meta = build_on_meta(arch, root)
     if arch == "svd_xt":
         from diffusers import EulerDiscreteScheduler
-
-        from shiftvdm.backbone.svd import SVDBackbone
 
         cfg = backbone_config("svd", {**options, "num_frames": frames, "height": height, "width": width})
         dtype = DTYPES[cfg.dtype]
@@ -269,9 +267,6 @@ def build_backbone(arch: str, options: dict[str, Any], video_shape: tuple[int, i
                            scheduler=EulerDiscreteScheduler.from_config(architecture_config(arch, "scheduler", root)))
 
     from diffusers import UniPCMultistepScheduler
-
-    from shiftvdm.backbone.tiny import build_tiny_tokenizer
-    from shiftvdm.backbone.wan import WanBackbone
 
     layout = "ti2v" if arch == "wan22_ti2v_5b" else "i2v_a14b"
     cfg = backbone_config("wan", {**options, "layout": layout, "num_frames": frames, "height": height, "width": width})

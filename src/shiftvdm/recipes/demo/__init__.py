@@ -30,6 +30,7 @@ from pathlib import Path
 import torch
 
 from shiftvdm.config import deep_merge
+from shiftvdm.errors import DataError
 from shiftvdm.recipes.demo.budget import calibrate, estimate_line, estimate_stage_seconds
 from shiftvdm.recipes.demo.config import (
     DEFAULT_SCENARIO,
@@ -41,6 +42,7 @@ from shiftvdm.recipes.demo.config import (
 )
 from shiftvdm.recipes.demo.datasets import make_data
 from shiftvdm.recipes.demo.evaluation import eval_stage, write_metrics
+from shiftvdm.recipes.demo.report import build_report
 from shiftvdm.recipes.demo.training import (
     arm_stage,
     critic_stage,
@@ -56,8 +58,6 @@ logger = logging.getLogger(__name__)
 
 
 def run_demo(cfg: DemoConfig, out: Path) -> Path:
-    from shiftvdm.recipes.demo.report import build_report
-
     out.mkdir(parents=True, exist_ok=True)
     stages = Stages(out, label="demo")
     t0 = stages.t0
@@ -122,8 +122,6 @@ def main_report(argv: list[str], prog: str = "shiftvdm report") -> int:
     parser = argparse.ArgumentParser(prog=prog, description="rebuild report.html of a demo run folder")
     parser.add_argument("run_dir")
     args = parser.parse_args(argv)
-    from shiftvdm.errors import DataError
-    from shiftvdm.recipes.demo.report import build_report
 
     run_dir = Path(args.run_dir)
     if not run_dir.is_dir():

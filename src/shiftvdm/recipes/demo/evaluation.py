@@ -9,7 +9,10 @@ from typing import Any
 import numpy as np
 import torch
 
+from shiftvdm.backbone import load_backbone_from_path
 from shiftvdm.config import config_to_dict
+from shiftvdm.data.video_io import to_uint8
+from shiftvdm.eval import evaluate_videos, prepare_reference
 from shiftvdm.recipes.demo.scenarios import Scenario
 from shiftvdm.recipes.demo.report import (
     DEMO_COLUMNS,
@@ -30,8 +33,6 @@ def sample_clips(backbone, first_frames_uint8: np.ndarray, seed: int, batch: int
     """One clip per conditioning frame with the stochastic sampler and a fixed seed: uint8 (N, T, H, W, 3).
     With ``desc``, a progress bar (clips) is shown."""
     from tqdm.auto import tqdm
-
-    from shiftvdm.data.video_io import to_uint8
 
     out = []
     gen = generator_for(seed, "demo-eval")
@@ -60,9 +61,6 @@ def models_to_evaluate(cfg: DemoConfig, out: Path, steps: int) -> dict[str, Path
 
 
 def eval_stage(cfg: DemoConfig, out: Path, steps: int) -> dict[str, Any]:
-    from shiftvdm.backbone import load_backbone_from_path
-    from shiftvdm.eval import evaluate_videos, prepare_reference
-
     sets = load_sets(out)
     heldout = sets["heldout"]
     logging.getLogger("shiftvdm.eval").setLevel(logging.WARNING)  # one line per model instead of per clip
