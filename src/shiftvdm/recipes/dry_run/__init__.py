@@ -150,7 +150,6 @@ def run_dry_run(mode: str, config: str | None, overrides: list[str], echo=print)
     return 0 if report.get("steps") or report.get("not_run") else 1
 
 
-
 def main(argv: list[str], prog: str, mode: str) -> int:
     """``shiftvdm <stage> --config X --dry-run [dry_run.field=value ...]`` (recipes/launch.py sends it here).
 
