@@ -138,7 +138,7 @@ def _main(argv: list[str], prog: str, mode: str) -> int:
     if args.skip_bad:
         overrides.append("data.skip_bad=true")
     if args.dry_run:  # the command line sends --dry-run to recipes/dry_run/ (recipes/launch.py), never through here
-        raise ConfigError(f"--dry-run: run it as `{prog} --config ... --dry-run` (recipes/launch.py decides)")
+        raise ConfigError(f"--dry-run: `{prog}` runs it through recipes.launch.main_{mode}; recipes.train only trains")
     cfg = resolve_train_config(mode, args.config, overrides)
     from shiftvdm.utils.outputs import check_run_dir, clear_run, new_output_dir
 

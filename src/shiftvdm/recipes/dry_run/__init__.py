@@ -156,7 +156,7 @@ def main(argv: list[str], prog: str, mode: str) -> int:
     Takes a run's command line: ``--out`` and ``--skip-bad`` become their overrides as in a run, ``--resume`` and
     ``--overwrite`` change nothing (the steps run in ``dry_run.out_dir`` or a temporary folder).
     """
-    parser = argparse.ArgumentParser(prog=f"{prog} --dry-run", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog=prog, description=__doc__.splitlines()[0])
     parser.add_argument("--dry-run", action="store_true", help="this dry run (without it: a training run)")
     parser.add_argument("--config", help="YAML file or shipped preset name (see `shiftvdm config list`)")
     parser.add_argument("--out", help="run folder (same as run.out_dir=...; the steps run in dry_run.out_dir)")
