@@ -639,9 +639,9 @@ class SVDBackbone:
 
 
 def latent_layout(options: dict[str, Any]) -> LatentLayout:
-    """SVD's VAE latents: 4 channels, 8× smaller each side, one latent frame per frame. The memory plan counts
-    this layout for every SVD config, the tiny pixel-space preset included (its UNet sees 3·f² channels per f×f
-    patch, as many elements as the pixels)."""
+    """SVD's VAE latents: 4 channels, 8× smaller each side, one latent frame per frame. Given for every SVD config:
+    the tiny pixel-space preset's "latents" are its pixels (3·f² channels per f×f patch, 48× as many elements),
+    which the memory plan undercounts by that factor at that preset's 16-64 px clips."""
     return LatentLayout(channels=4, spatial=8)
 
 
