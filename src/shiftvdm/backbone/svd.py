@@ -641,7 +641,7 @@ class SVDBackbone:
 def latent_layout(options: dict[str, Any]) -> LatentLayout:
     """SVD's VAE latents: 4 channels, 8× smaller each side, one latent frame per frame. Given for every SVD config:
     the tiny pixel-space preset's "latents" are its pixels (3·f² channels per f×f patch, 48× as many elements),
-    which the memory plan undercounts by that factor at that preset's 16-64 px clips."""
+    which the memory plan undercounts by that factor (bytes that matter little at that preset's tiny clip sizes)."""
     return LatentLayout(channels=4, spatial=8)
 
 
