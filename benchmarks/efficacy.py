@@ -4,7 +4,7 @@ By default every seed starts from the same base model, SFT model and pre-trained
 from a finished demo run) and re-runs the arms and the evaluation with its own seed, which drives data
 order, rollouts, noise and discriminator sampling. ``--share base`` shares only the data and the base
 (SFT and discriminator pre-training re-run per seed); ``--full`` re-runs every stage per seed. At the end it
-prints, per success criterion fixed in advance (``eval/report.SUCCESS_CRITERIA``), how many seeds meet it.
+prints, per success criterion fixed in advance (``recipes/demo/report.SUCCESS_CRITERIA``), how many seeds meet it.
 
     shiftvdm demo --out shiftvdm-demo                      # once
     python benchmarks/efficacy.py --base-run shiftvdm-demo --seeds 1 2 3
@@ -23,10 +23,10 @@ import numpy as np
 
 import torch
 
-from shiftvdm.eval.report import success_criteria
+from shiftvdm.recipes.demo.report import success_criteria
 from shiftvdm.recipes.demo import run_demo
 from shiftvdm.recipes.demo.config import DEFAULT_SCENARIO, SCENARIO_PRESETS, load_demo_config
-from shiftvdm.utils.threads import choose_threads
+from shiftvdm.recipes.demo.threads import choose_threads
 from shiftvdm.utils.checkpoint import save_json
 
 SHARED_STAGES = ("data", "pretrain", "sft", "critic")
@@ -95,7 +95,7 @@ def main() -> None:
             cells.append(f"{np.nanmean(vals):9.3f} ± {np.nanstd(vals):.3f} ({np.nanmin(vals):.2f}-{np.nanmax(vals):.2f})"
                          if len(vals) else "–")
         print(f"{model:28}" + "".join(f"{c:>22}" for c in cells))
-    # the success criteria fixed in advance (eval/report.SUCCESS_CRITERIA), per seed, and how many seeds meet each
+    # the success criteria fixed in advance (recipes/demo/report.SUCCESS_CRITERIA), per seed, and how many seeds meet each
     criteria = {seed: success_criteria(models_of) for seed, models_of in results.items()}
     tally: dict[str, list[bool | None]] = {}
     for rows in criteria.values():

@@ -14,13 +14,13 @@ from __future__ import annotations
 import argparse
 import dataclasses
 
-from shiftvdm.config import config_from_dict
-from shiftvdm.backbone import full_size
+from shiftvdm.backbone import backbone_config, full_size
 from shiftvdm.backbone.base import DTYPES
+from shiftvdm.config import config_from_dict, deep_merge, load_yaml_with_base, parse_overrides, resolve_config_path
 from shiftvdm.recipes.train import resolve_train_config
-from shiftvdm.rewards.pretraining import TrainRewardConfig
 from shiftvdm.rewards.critic import CriticConfig
-from shiftvdm.train.memory import memory_plan
+from shiftvdm.rewards.pretraining import TrainRewardConfig
+from shiftvdm.train.memory import ModelSizes, latent_numel, memory_plan
 
 PRESETS = {"svd_shift_davis": "critic_svd_davis", "wan22_ti2v5b_shift_wisa": "critic_wan22_wisa"}
 
@@ -37,10 +37,8 @@ def main() -> None:
         meta = full_size.build_on_meta(arch)
         dtype = DTYPES[options.get("dtype", "bfloat16")]
         frozen = sum(full_size.component_bytes(m, dtype) for m in meta.values())
-        from shiftvdm.backbone import backbone_config
-
-        family = "svd" if arch == "svd_xt" else "wan"
-        bcfg = backbone_config(family, {**options, **({"layout": "ti2v"} if family == "wan" else {})})
+        family, family_options = full_size.family_options(arch, options)
+        bcfg = backbone_config(family, family_options)
         targets = cfg.lora.targets if cfg.lora.targets is not None else bcfg.lora_target_modules
         denoisers = [k for k in ("unet", "transformer", "transformer_2") if k in meta]
         lora = sum(full_size.lora_parameter_count(meta[k], cfg.lora.rank, targets) for k in denoisers)
@@ -49,15 +47,10 @@ def main() -> None:
             cfg = dataclasses.replace(cfg, discriminator=dataclasses.replace(cfg.discriminator, refresh=True))
         else:
             ckpt = ["critic.flow_checkpoint=SEA-RAFT-M.pth", "critic.tracker_checkpoint=scaled_offline.pth"]
-            from shiftvdm.config import deep_merge, load_yaml_with_base, parse_overrides, resolve_config_path
-
             data = deep_merge(load_yaml_with_base(resolve_config_path(critic_preset)), parse_overrides(ckpt))
             critic = config_from_dict(TrainRewardConfig, data).critic
-        from shiftvdm.train.memory import ModelSizes, latent_numel
-
         d = cfg.data
-        lat = latent_numel(family, {**options, "layout": "ti2v"} if family == "wan" else options, d.num_frames,
-                           d.height, d.width)
+        lat = latent_numel(family, family_options, d.num_frames, d.height, d.width)
         plan = memory_plan(cfg, ModelSizes(frozen, lora, lat), args.world, critic, device_capacity=80 * 1024 ** 3,
                            host_capacity=None, local_ranks=8)
         print(f"== {preset} ({'before' if args.before else critic_preset}), refresh={cfg.discriminator.refresh}")

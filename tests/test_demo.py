@@ -134,7 +134,7 @@ def test_sft_arm_never_inherits_rollout_settings():
 def test_thread_choice_follows_the_request_or_the_free_cores(monkeypatch):
     import os
 
-    import shiftvdm.utils.threads as demo
+    import shiftvdm.recipes.demo.threads as demo
 
     assert demo.choose_threads(3) == 3  # an explicit request wins
     busy = demo.busy_cores(0.05)
@@ -154,7 +154,7 @@ UNIT = {"train": {4: 1.0, 8: 2.0, 16: 4.0}, "sample_clip_step": 0.1, "feature_cl
 
 def test_stage_estimate_arithmetic():
     from shiftvdm.recipes.demo.budget import estimate_line, estimate_stage_seconds
-    from shiftvdm.utils.stages import remaining_seconds
+    from shiftvdm.recipes.demo.stages import remaining_seconds
 
     est = estimate_stage_seconds(load_demo_config(str(TEST_PRESET), False, []), UNIT)
     # the test preset: 3 sampler steps, 4 curve clips, 8 held-out clips
@@ -178,7 +178,7 @@ def test_stage_estimate_arithmetic():
 def test_stage_prints_remaining_time_and_records_its_threads(tmp_path, capsys):
     import torch
 
-    from shiftvdm.utils.stages import Stages
+    from shiftvdm.recipes.demo.stages import Stages
 
     before = torch.get_num_threads()
     try:

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from scipy.stats import ks_2samp
 
-from shiftvdm.data.scenarios import ClipLook, MotionLaw, Scenario, queries_on_objects
+from shiftvdm.recipes.demo.scenarios import ClipLook, MotionLaw, Scenario, queries_on_objects
 from shiftvdm.data.synthetic import make_sprite_clips
 from shiftvdm.errors import ConfigError
 from shiftvdm.recipes.demo.config import SCENARIO_PRESETS, load_demo_config

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from shiftvdm.backbone import LatentLayout, latent_layout
 from shiftvdm.config import config_from_dict
 from shiftvdm.errors import ConfigError
 from shiftvdm.rewards import CriticConfig, ICConfig, LCConfig
@@ -67,3 +68,11 @@ def test_latent_sizes_of_the_shipped_backbones():
     assert latent_numel("svd", {}, 24, 320, 576) == 4 * 24 * 40 * 72
     assert latent_numel("wan", {"layout": "ti2v"}, 49, 480, 832) == 48 * 13 * 30 * 52
     assert latent_numel("toy", {}, 8, 16, 16) == 3 * 8 * 16 * 16
+
+
+def test_latent_sizes_come_from_each_backbones_layout():
+    """train/memory.py reads the family module's ``latent_layout`` (no name switch of its own)."""
+    assert latent_layout("wan", {"layout": "i2v_a14b"}) == LatentLayout(channels=16, spatial=8, temporal=4)
+    assert latent_numel("wan", {"layout": "i2v_a14b"}, 81, 480, 832) == 16 * 21 * 60 * 104
+    assert latent_numel("wan", {}, 49, 480, 832) == 48 * 13 * 30 * 52  # no layout given: TI2V, the 5 B preset's
+    assert latent_layout("svd", {}).shape(14, 320, 576) == (4, 14, 40, 72)

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from shiftvdm.eval.report import (REFERENCE, best_models, comparison_verdicts, metric_table, motion_trail,
-                                  separating_columns)
+from shiftvdm.recipes.demo.report import (REFERENCE, best_models, comparison_verdicts, metric_table,
+                                          motion_trail, separating_columns)
 
 MODELS = {
     REFERENCE: {"static": 0.0, "dd": 1.0, "w1": 0.0, "area": 9.0},
@@ -60,7 +60,7 @@ def test_motion_trail_marks_the_path_and_leaves_a_static_clip_alone():
 
 
 def test_success_criteria_follow_their_rules():
-    from shiftvdm.eval.report import success_criteria
+    from shiftvdm.recipes.demo.report import success_criteria
 
     def row(w1, static=0.1, lost=0.05, img=0.01):
         return {"sprite_speed_w1": w1, "sprite_static_fraction": static, "sprite_lost_fraction": lost,

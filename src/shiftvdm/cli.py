@@ -17,9 +17,9 @@ from shiftvdm.errors import ShiftvdmError
 COMMANDS: dict[str, tuple[str, str, str]] = {
     "demo": ("shiftvdm.recipes.demo", "main", "run the whole method end to end on CPU and write a report"),
     "data": ("shiftvdm.recipes.data", "main", "make a synthetic sprite dataset (synth) or check a dataset (check)"),
-    "pretrain": ("shiftvdm.recipes.train", "main_pretrain", "train a base model's full weights from scratch"),
-    "sft": ("shiftvdm.recipes.train", "main_sft", "supervised fine-tuning (LoRA or full)"),
-    "shift": ("shiftvdm.recipes.train", "main_shift", "SHIFT fine-tuning (Algorithm 1) and its baselines"),
+    "pretrain": ("shiftvdm.recipes.launch", "main_pretrain", "train a base model's full weights from scratch"),
+    "sft": ("shiftvdm.recipes.launch", "main_sft", "supervised fine-tuning (LoRA or full)"),
+    "shift": ("shiftvdm.recipes.launch", "main_shift", "SHIFT fine-tuning (Algorithm 1) and its baselines"),
     "generate": ("shiftvdm.recipes.generate", "main", "generate K clips per real clip (discriminator fakes)"),
     "train-reward": ("shiftvdm.recipes.train_reward", "main", "pre-train the IC and LC motion discriminators (Eq. 7)"),
     "sample": ("shiftvdm.recipes.sample", "main", "sample a clip from an image"),

@@ -1,7 +1,8 @@
 """Backbones: one module per model family, all behind the Backbone protocol (backbone/base.py).
 
-Every backbone module provides a config dataclass and ``from_pretrained(path, config, given)`` (a
-diffusers-format folder; ``given`` names the options the user set). Random init (to pre-train the tiny CPU
+Every backbone module provides a config dataclass, ``from_pretrained(path, config, given)`` (a
+diffusers-format folder; ``given`` names the options the user set) and ``latent_layout(options)`` (its latents'
+shape per clip, a :class:`~shiftvdm.backbone.base.LatentLayout`, for the memory plan). Random init (to pre-train the tiny CPU
 models from scratch) is the tiny preset of each family, built in backbone/tiny.py. The registry maps a short
 name to the module and builds every family the same way.
 """
@@ -14,7 +15,8 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Literal
 
-from shiftvdm.backbone.base import Backbone, Condition, NoiseDraw
+from shiftvdm.backbone.base import Backbone, Condition, LatentLayout, NoiseDraw
+from shiftvdm.config import config_from_dict
 from shiftvdm.errors import CheckpointError, ConfigError
 
 # name -> (module, config dataclass name)
@@ -48,8 +50,6 @@ def backbone_module(name: str) -> Any:
 
 def backbone_config(name: str, options: dict[str, Any], source: str = "backbone.options") -> Any:
     """The family's own config dataclass built strictly from ``options``."""
-    from shiftvdm.config import config_from_dict
-
     module = backbone_module(name)
     cls = getattr(module, BACKBONES[name][1])
     valid = {f.name for f in fields(cls)}
@@ -64,6 +64,11 @@ def backbone_config(name: str, options: dict[str, Any], source: str = "backbone.
                         + (f"; did you mean `{close[0]}`?" if close else ""))
         raise ConfigError("\n".join(msgs))
     return config_from_dict(cls, options, source)
+
+
+def latent_layout(name: str, options: dict[str, Any]) -> LatentLayout:
+    """The latent layout of backbone family ``name`` with ``options`` (the family module's ``latent_layout``)."""
+    return backbone_module(name).latent_layout(dict(options))
 
 
 TINY_PRESETS = ("tiny", "tiny-pixel")  # `backbone.pretrained` values that build a random-init tiny SVD
@@ -82,6 +87,8 @@ def load_backbone(cfg: BackboneConfig) -> Backbone:
                           f"(got {options['pretrained_path']!r} here and {cfg.pretrained!r} there)")
     config = backbone_config(cfg.name, options)
     if cfg.pretrained is None or cfg.pretrained in TINY_PRESETS:
+        # kept lazy: tiny.py imports every family module (diffusers' SVD and Wan models), which this registry
+        # otherwise imports only for the family a config names (backbone_module)
         from shiftvdm.backbone.tiny import random_init
 
         return random_init(cfg.name, config, cfg.pretrained)
@@ -115,5 +122,5 @@ def load_backbone_from_path(path: str | Path, **options: Any) -> Backbone:
     return load_backbone(BackboneConfig(name=name, pretrained=str(path), options=options))
 
 
-__all__ = ["BACKBONES", "Backbone", "BackboneConfig", "Condition", "NoiseDraw", "backbone_config", "detect_backbone",
-           "load_backbone", "load_backbone_from_path"]
+__all__ = ["BACKBONES", "Backbone", "BackboneConfig", "Condition", "LatentLayout", "NoiseDraw", "backbone_config",
+           "detect_backbone", "latent_layout", "load_backbone", "load_backbone_from_path"]

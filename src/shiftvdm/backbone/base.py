@@ -7,6 +7,7 @@ only behind it. Shapes: B conditionings, P videos per conditioning, F frames, H�
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol, runtime_checkable
@@ -36,6 +37,28 @@ def cast_frozen(module: nn.Module, dtype: torch.dtype, keep: tuple[str, ...] = (
         if keep and any(k in name.split(".") for k in keep):
             sub.to(torch.float32)
     return module
+
+
+@dataclass(frozen=True)
+class LatentLayout:
+    """How a family's latents relate to its clips, known from its config alone (train/memory.py counts with it).
+
+    A clip of F frames × H × W pixels is ``channels`` × ((F − 1) // ``temporal`` + 1) × H/``spatial`` × W/``spatial``
+    latent elements: ``temporal`` = 1 keeps one latent frame per frame, a causal video VAE (Wan) keeps the first
+    frame and one latent frame per ``temporal`` frames after it.
+    """
+
+    channels: int  # latent channels
+    spatial: int = 1  # pixels per latent cell along each side
+    temporal: int = 1  # frames per latent frame after the first
+
+    def shape(self, num_frames: int, height: int, width: int) -> tuple[int, int, int, int]:
+        """(C, latent frames, h, w) of one clip."""
+        return (self.channels, (num_frames - 1) // self.temporal + 1, height // self.spatial, width // self.spatial)
+
+    def numel(self, num_frames: int, height: int, width: int) -> int:
+        """Latent elements of one clip."""
+        return math.prod(self.shape(num_frames, height, width))
 
 
 @dataclass

@@ -7,8 +7,9 @@ that fits is then materialised: each parameter allocated directly in the preset'
 library keeps in fp32, as ``from_pretrained`` does) and filled with seeded random values, so no fp32 copy of a
 5 B model ever exists.
 
-Stand-ins for what a full-size step needs but need not be real: ``RandomTextEncoder`` (UMT5-XXL's width and
-padding, a fixed random vector per token) and ``MovingSquares`` (deterministic clips with plain motion).
+``RandomTextEncoder`` stands in for UMT5-XXL (its width and padding, a fixed random vector per token): a full-size
+step needs the embeddings, not the 6.7 B-parameter encoder. The dry run's own parts (its clips, the step, its
+printed plan) are in recipes/dry_run/.
 Every function takes ``root``, the folder of architecture configs (tests point it at tiny configs).
 """
 
@@ -25,7 +26,11 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from shiftvdm.backbone import backbone_config
 from shiftvdm.backbone.base import DTYPES
+from shiftvdm.backbone.svd import SVDBackbone
+from shiftvdm.backbone.tiny import build_tiny_tokenizer
+from shiftvdm.backbone.wan import WanBackbone
 from shiftvdm.errors import ConfigError
 
 ARCHITECTURES_DIR = Path(__file__).resolve().parent / "configs"
@@ -193,8 +198,6 @@ class MetaSummary:
 def summarize_on_meta(arch: str, options: dict[str, Any], lora: Any, root: Path | None = None) -> MetaSummary:
     """Counts and bytes of every component of ``arch``, and the LoRA size for ``lora`` (a LoraConfig:
     ``enabled``, ``rank``, ``targets``; targets None = the backbone's default)."""
-    from shiftvdm.backbone import backbone_config
-
     t0 = time.perf_counter()
     meta = build_on_meta(arch, root)
     family, fam_options = family_options(arch, options)
@@ -221,16 +224,6 @@ def conditioning_bytes(arch: str, options: dict[str, Any], height: int, width: i
     return cond
 
 
-def built_summary(backbone: Any) -> dict[str, Any]:
-    """What a built backbone holds: trainable parameters and their dtypes, the frozen denoiser's dtypes."""
-    trainable = backbone.trainable_parameters()
-    return {"trainable_parameters_built": sum(p.numel() for p in trainable),
-            "lora_dtype": sorted({str(p.dtype).replace("torch.", "") for p in trainable}),
-            "frozen_dtypes": sorted({str(p.dtype).replace("torch.", "") for p in backbone.denoiser.parameters()
-                                     if not p.requires_grad}),
-            "bytes_per_trainable": max((p.element_size() for p in trainable), default=4)}
-
-
 class RandomTextEncoder(nn.Module):
     """Stands in for UMT5-XXL: one fixed random ``d_model`` vector per token id (the width and the padding of the
     real encoder, no 6.7 B-parameter forward). The Wan backbone caches each prompt's embeddings as usual."""
@@ -254,14 +247,10 @@ def build_backbone(arch: str, options: dict[str, Any], video_shape: tuple[int, i
                    root: Path | None = None) -> Any:
     """The real-size backbone with random weights, dtypes as ``options`` say, at ``video_shape``
     (an SVDBackbone or WanBackbone; ``root`` = the folder of architecture configs)."""
-    from shiftvdm.backbone import backbone_config
-
     frames, height, width = video_shape
     meta = build_on_meta(arch, root)
     if arch == "svd_xt":
         from diffusers import EulerDiscreteScheduler
-
-        from shiftvdm.backbone.svd import SVDBackbone
 
         cfg = backbone_config("svd", {**options, "num_frames": frames, "height": height, "width": width})
         dtype = DTYPES[cfg.dtype]
@@ -278,9 +267,6 @@ def build_backbone(arch: str, options: dict[str, Any], video_shape: tuple[int, i
                            scheduler=EulerDiscreteScheduler.from_config(architecture_config(arch, "scheduler", root)))
 
     from diffusers import UniPCMultistepScheduler
-
-    from shiftvdm.backbone.tiny import build_tiny_tokenizer
-    from shiftvdm.backbone.wan import WanBackbone
 
     layout = "ti2v" if arch == "wan22_ti2v_5b" else "i2v_a14b"
     cfg = backbone_config("wan", {**options, "layout": layout, "num_frames": frames, "height": height, "width": width})
@@ -300,35 +286,7 @@ def build_backbone(arch: str, options: dict[str, Any], video_shape: tuple[int, i
     return WanBackbone(cfg, components)
 
 
-class MovingSquares:
-    """Deterministic clips in [-1, 1]: a bright square moving over a smooth gradient (a few px per frame)."""
-
-    def __init__(self, count: int, shape: tuple[int, int, int], prompt: str = "a white square moves right") -> None:
-        self.count, self.shape, self.prompt = count, shape, prompt
-
-    def __len__(self) -> int:
-        return self.count
-
-    def load(self, indices: list[int]) -> tuple[Tensor, list[str]]:
-        frames, height, width = self.shape
-        ys = torch.linspace(-1, 1, height).view(height, 1)
-        xs = torch.linspace(-1, 1, width).view(1, width)
-        clips = []
-        for i in indices:
-            video = torch.empty(frames, 3, height, width)
-            side = max(2, height // 4)
-            for f in range(frames):
-                background = 0.5 * (xs * torch.cos(torch.tensor(0.3 * i)) + ys * 0.5).expand(height, width)
-                video[f] = background
-                x0 = (2 * f + 3 * i) % max(1, width - side)
-                y0 = (f + i) % max(1, height - side)
-                video[f, :, y0:y0 + side, x0:x0 + side] = 0.9
-            clips.append(video)
-        return torch.stack(clips), [self.prompt] * len(indices)
-
-
-
-__all__ = ["ARCHITECTURES", "ARCHITECTURES_DIR", "MetaSummary", "MovingSquares", "RandomTextEncoder",
-           "architecture_config", "architecture_for", "build_backbone", "built_summary", "build_on_meta", "component_bytes",
+__all__ = ["ARCHITECTURES", "ARCHITECTURES_DIR", "MetaSummary", "RandomTextEncoder",
+           "architecture_config", "architecture_for", "build_backbone", "build_on_meta", "component_bytes",
            "conditioning_bytes", "family_options", "lora_parameter_count", "materialize_", "parameter_count",
            "summarize_on_meta"]

@@ -28,6 +28,7 @@ import torch
 from torch import Tensor, nn
 
 from shiftvdm.errors import CheckpointError, ConfigError
+from shiftvdm.utils.checkpoint import save_safetensors
 
 ADAPTER = "default"
 LORA_METADATA_KEY = "lora_adapter_metadata"  # diffusers.loaders.lora_base.LORA_ADAPTER_METADATA_KEY
@@ -126,8 +127,6 @@ def lora_state(module: nn.Module, prefix: str) -> tuple[dict[str, Tensor], dict[
 
 def save_lora(module: nn.Module, path: str | Path, prefix: str) -> None:
     """Write ``module``'s LoRA to ``path`` (.safetensors) in the diffusers/peft format (module docstring)."""
-    from shiftvdm.utils.checkpoint import save_safetensors
-
     path = Path(path)
     if path.suffix != ".safetensors":
         raise ValueError(f"{path}: a LoRA file must end in .safetensors")

@@ -42,7 +42,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from shiftvdm.backbone import lora
-from shiftvdm.backbone.base import DTYPES, Condition, NoiseDraw, cast_frozen
+from shiftvdm.backbone.base import DTYPES, Condition, LatentLayout, NoiseDraw, cast_frozen
 from shiftvdm.backbone.edm import (
     append_dims,
     edm_denoise,
@@ -636,6 +636,13 @@ class SVDBackbone:
         """
         rank, alpha = lora.load_lora(self.unet, path, LORA_PREFIX)
         logger.info("loaded LoRA (r=%d, alpha=%g) from %s", rank, alpha, path)
+
+
+def latent_layout(options: dict[str, Any]) -> LatentLayout:
+    """SVD's VAE latents: 4 channels, 8× smaller each side, one latent frame per frame. Given for every SVD config:
+    the tiny pixel-space preset's "latents" are its pixels (3·f² channels per f×f patch, 48× as many elements),
+    which the memory plan undercounts by that factor (bytes that matter little at that preset's tiny clip sizes)."""
+    return LatentLayout(channels=4, spatial=8)
 
 
 def from_pretrained(path: str | Path | None = None, config: SVDConfig | None = None,

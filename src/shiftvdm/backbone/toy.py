@@ -31,6 +31,7 @@ import logging
 import math
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -40,7 +41,7 @@ from diffusers.models.modeling_utils import ModelMixin
 from torch import Tensor, nn
 
 from shiftvdm.backbone import lora
-from shiftvdm.backbone.base import DTYPES, Condition, NoiseDraw, cast_frozen
+from shiftvdm.backbone.base import DTYPES, Condition, LatentLayout, NoiseDraw, cast_frozen
 from shiftvdm.backbone.edm import (
     edm_loss_weight,
     edm_scalings,
@@ -568,6 +569,11 @@ class ToyBackbone:
 def from_config(config: ToyConfig) -> ToyBackbone:
     """A freshly initialised ToyBackbone (weights from ``config.init_seed``), for pre-training."""
     return ToyBackbone(config)
+
+
+def latent_layout(options: dict[str, Any]) -> LatentLayout:
+    """The toy model works in pixel space: its "latents" are the RGB frames."""
+    return LatentLayout(channels=3)
 
 
 def from_pretrained(path: str | Path, config: ToyConfig | None = None, given: set[str] | None = None) -> ToyBackbone:

@@ -39,7 +39,7 @@ import torch
 from torch import Tensor, nn
 
 from shiftvdm.backbone import lora
-from shiftvdm.backbone.base import DTYPES, Condition, NoiseDraw
+from shiftvdm.backbone.base import DTYPES, Condition, LatentLayout, NoiseDraw
 from shiftvdm.errors import CheckpointError, ConfigError, DataError
 from shiftvdm.utils.checkpoint import atomic_write
 from shiftvdm.utils.seeding import generator_for
@@ -821,6 +821,15 @@ def _with_video_shape(config: WanConfig, path: Path | None) -> WanConfig:
     for name, default in zip(("num_frames", "height", "width"), _DEFAULT_VIDEO_SHAPE):
         values[name] = getattr(config, name) if getattr(config, name) is not None else int(saved.get(name, default))
     return replace(config, **values)
+
+
+def latent_layout(options: dict[str, Any]) -> LatentLayout:
+    """Wan's causal video VAE: Wan2.2-TI2V 48 channels at 16× each side; the other layouts 16 channels at 8×; both
+    keep the first frame and one latent frame per 4 after it. ``options`` without a layout count as TI2V (the
+    5 B preset's)."""
+    if options.get("layout", "ti2v") == "ti2v":
+        return LatentLayout(channels=48, spatial=16, temporal=4)
+    return LatentLayout(channels=16, spatial=8, temporal=4)
 
 
 def from_pretrained(path: str | Path, config: WanConfig | None = None, given: set[str] | None = None) -> WanBackbone:

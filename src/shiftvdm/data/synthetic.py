@@ -29,6 +29,7 @@ from shiftvdm.data.manifest import write_manifest
 from shiftvdm.data.video_io import write_video
 from shiftvdm.errors import DataError
 from shiftvdm.utils.checkpoint import atomic_write, save_json
+from shiftvdm.utils.outputs import check_output_dir
 from shiftvdm.utils.seeding import numpy_rng_for
 
 logger = logging.getLogger(__name__)
@@ -410,7 +411,6 @@ def write_synthetic_dataset(
         raise DataError(f"fps must be a positive number, got {fps}")
     clips = make_sprite_clips(num_clips, num_frames, size, seed, **sprite_options)  # bad settings fail here, first
     manifest_path = out_dir / "manifest.jsonl"
-    from shiftvdm.utils.outputs import check_output_dir
 
     check_output_dir(out_dir, "--out")  # a file, a read-only folder, a folder under a file: refused before work
     if out_dir.exists() and any(out_dir.iterdir()):

@@ -6,6 +6,9 @@ import argparse
 
 import yaml
 
+from shiftvdm.config import config_to_dict, list_presets, load_yaml_with_base, resolve_config_path
+from shiftvdm.recipes.train import resolve_train_config
+
 
 def main(argv: list[str], prog: str = "shiftvdm config") -> int:
     parser = argparse.ArgumentParser(prog=prog, description=__doc__.splitlines()[0])
@@ -18,13 +21,10 @@ def main(argv: list[str], prog: str = "shiftvdm config") -> int:
     show.add_argument("overrides", nargs="*", help="dotted overrides")
     args = parser.parse_args(argv)
 
-    from shiftvdm.config import config_to_dict, list_presets, load_yaml_with_base, resolve_config_path
-
     if args.action == "list":
         for name in list_presets():
             print(name)
         return 0
-    from shiftvdm.recipes.train import resolve_train_config
 
     stage = args.stage or load_yaml_with_base(resolve_config_path(args.config)).get("mode", "shift")
     cfg = resolve_train_config(stage, args.config, args.overrides)

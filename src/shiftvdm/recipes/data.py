@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import argparse
 
+from shiftvdm.data.check import check_dataset, format_report
+from shiftvdm.data.synthetic import write_synthetic_dataset
+
 
 def _int_pair(text: str) -> tuple[int, int]:
     parts = text.split(",")
@@ -68,8 +71,6 @@ def _parser(prog: str) -> argparse.ArgumentParser:
 def main(argv: list[str], prog: str = "shiftvdm data") -> int:
     args = _parser(prog).parse_args(argv)
     if args.action == "synth":
-        from shiftvdm.data.synthetic import write_synthetic_dataset
-
         manifest = write_synthetic_dataset(
             args.out, args.clips, args.frames, args.size, args.seed, fps=args.fps, format=args.format,
             overwrite=args.overwrite, num_sprites=args.sprites, sprite_size=args.sprite_size, speed=args.speed,
@@ -78,8 +79,6 @@ def main(argv: list[str], prog: str = "shiftvdm data") -> int:
         print(f"wrote {args.clips} clips of {args.frames}x{args.size}x{args.size} to {args.out} ({manifest.name}, "
               "ground_truth.npz, dataset.json)")
         return 0
-
-    from shiftvdm.data.check import check_dataset, format_report
 
     report = check_dataset(args.manifest, num_frames=args.frames, fps=args.fps)
     if report.ok:

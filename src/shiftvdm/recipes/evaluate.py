@@ -15,9 +15,11 @@ import sys
 
 from tqdm.contrib.logging import logging_redirect_tqdm
 
-from shiftvdm.errors import ConfigError
+from shiftvdm.data.manifest import is_dataset_file
+from shiftvdm.errors import ConfigError, DataError
 from shiftvdm.eval.suite import DEFAULT_METRICS, METRIC_GROUPS, MIN_FRAMES, evaluate_videos
 from shiftvdm.motion.base import FLOW_ESTIMATORS, TRACKERS, get_flow_estimator, get_tracker
+from shiftvdm.utils.outputs import check_output_file
 
 logger = logging.getLogger(__name__)
 
@@ -86,10 +88,6 @@ def build_parser(prog: str) -> argparse.ArgumentParser:
 def check_inputs(args: argparse.Namespace) -> None:
     """Every path given exists (even when the chosen metrics do not read it) and --json can be written."""
     from pathlib import Path
-
-    from shiftvdm.data.manifest import is_dataset_file
-    from shiftvdm.errors import DataError
-    from shiftvdm.utils.outputs import check_output_file
 
     if not 0.0 <= args.sprite_threshold <= 1.0:  # False for NaN too
         raise ConfigError(f"--sprite-threshold must be a gray level in [0, 1], got {args.sprite_threshold}")

@@ -22,7 +22,9 @@ import os
 import shutil
 from pathlib import Path
 
+from shiftvdm.backbone import detect_backbone, load_backbone_from_path
 from shiftvdm.errors import ConfigError, DataError
+from shiftvdm.utils.outputs import check_creatable, check_output_dir
 
 logger = logging.getLogger(__name__)
 
@@ -47,12 +49,9 @@ def main(argv: list[str], prog: str = "shiftvdm export") -> int:
         raise ConfigError(f"--out {out}: folder exists and is not empty (choose another folder or pass --overwrite)")
     if not Path(args.lora).is_file():
         raise DataError(f"{args.lora}: missing (no such LoRA file)")
-    from shiftvdm.utils.outputs import check_creatable, check_output_dir
 
     check_output_dir(out, "--out", inputs=[("--model", args.model), ("--lora", args.lora)])
     check_creatable(out.parent / f".{out.name}.export-{os.getpid()}", "--out")  # the staging folder beside OUT
-
-    from shiftvdm.backbone import detect_backbone, load_backbone_from_path
 
     name = detect_backbone(args.model)
     backbone = load_backbone_from_path(args.model, dtype=args.dtype)  # the base in the written dtype

@@ -23,9 +23,12 @@ from pathlib import Path
 
 import torch
 
+from shiftvdm.backbone import detect_backbone, load_backbone_from_path
 from shiftvdm.data.images import load_image
-from shiftvdm.data.video_io import save_raw_frames
+from shiftvdm.data.manifest import is_dataset_file
+from shiftvdm.data.video_io import save_raw_frames, write_video
 from shiftvdm.errors import ConfigError, DataError
+from shiftvdm.utils.outputs import check_output_file
 
 logger = logging.getLogger(__name__)
 
@@ -128,14 +131,9 @@ def main(argv: list[str], prog: str = "shiftvdm sample") -> int:
         raise DataError(f"{args.lora}: missing (no such LoRA file)")
     if args.guidance is not None:
         parse_guidance(args.guidance)
-    from shiftvdm.data.manifest import is_dataset_file
-    from shiftvdm.utils.outputs import check_output_file
 
     check_output_file(out, "--out", inputs=[("--image", args.image), ("--lora", args.lora), ("--model", args.model)],
                       dataset_file=is_dataset_file)
-
-    from shiftvdm.backbone import detect_backbone, load_backbone_from_path
-    from shiftvdm.data.video_io import write_video
 
     name = detect_backbone(args.model)
     backbone = load_backbone_from_path(args.model, **backbone_options(name, args))

@@ -163,7 +163,7 @@ def _main(argv: list[str], prog: str, mode: str) -> int:
     parser.add_argument("--skip-bad", action="store_true", help="drop bad data entries instead of stopping")
     parser.add_argument("--dry-run", action="store_true",
                         help="build the preset's real architecture at full size with random weights and run one SHIFT "
-                             "step per group size at a small clip size (recipes/dry_run.py; options dry_run.*=...)")
+                             "step per group size at a small clip size (recipes/dry_run/; options dry_run.*=...)")
     parser.add_argument("overrides", nargs="*", help="dotted overrides, e.g. optim.lr=1e-4 run.max_steps=100")
     args = parser.parse_args(argv)
     overrides = list(args.overrides)
@@ -171,10 +171,8 @@ def _main(argv: list[str], prog: str, mode: str) -> int:
         overrides.append(f"run.out_dir={args.out}")
     if args.skip_bad:
         overrides.append("data.skip_bad=true")
-    if args.dry_run:
-        from shiftvdm.recipes.dry_run import run_dry_run
-
-        return run_dry_run(mode, args.config, overrides)
+    if args.dry_run:  # the command line sends --dry-run to recipes/dry_run/ (recipes/launch.py), never through here
+        raise ConfigError(f"--dry-run: `{prog}` runs it through recipes.launch.main_{mode}; recipes.train only trains")
     cfg = resolve_train_config(mode, args.config, overrides)
 
     if args.resume and args.overwrite:

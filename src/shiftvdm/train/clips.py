@@ -7,6 +7,8 @@ import logging
 import torch
 from torch import Tensor
 
+from shiftvdm.data.check import check_dataset, format_report
+from shiftvdm.data.dataset import VideoClipDataset
 from shiftvdm.errors import DataError
 
 logger = logging.getLogger(__name__)
@@ -50,9 +52,6 @@ class DatasetClips:
 
 def open_training_clips(data_cfg) -> DatasetClips:
     """Check every entry first (as `shiftvdm data check`), then stop with the list or drop bad ones."""
-    from shiftvdm.data.check import check_dataset, format_report
-    from shiftvdm.data.dataset import VideoClipDataset
-
     if not data_cfg.train:
         raise DataError("data.train is empty: give a manifest (jsonl/json/csv) or a folder of videos")
     report = check_dataset(data_cfg.train, num_frames=data_cfg.num_frames, fps=data_cfg.fps)

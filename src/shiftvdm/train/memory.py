@@ -33,7 +33,9 @@ from typing import Any
 import torch
 from torch import nn
 
+from shiftvdm.backbone import latent_layout
 from shiftvdm.errors import ConfigError
+from shiftvdm.rewards.critic import MotionCritic
 
 GIB = 1024 ** 3
 
@@ -49,16 +51,9 @@ class ModelSizes:
 
 
 def latent_numel(backbone: str, options: dict[str, Any], frames: int, height: int, width: int) -> int:
-    """Latent elements of one clip: SVD 4·F·H/8·W/8; Wan2.2-TI2V 48·((F−1)/4+1)·H/16·W/16;
-    other Wan layouts 16·((F−1)/4+1)·H/8·W/8; toy (pixel space) 3·F·H·W."""
-    if backbone == "svd":
-        return 4 * frames * (height // 8) * (width // 8)
-    if backbone == "wan":
-        t = (frames - 1) // 4 + 1
-        if options.get("layout", "ti2v") == "ti2v":
-            return 48 * t * (height // 16) * (width // 16)
-        return 16 * t * (height // 8) * (width // 8)
-    return 3 * frames * height * width
+    """Latent elements of one clip of backbone family ``backbone`` with ``options``, as its spec gives them
+    (each family module's ``latent_layout``, e.g. SVD 4·F·H/8·W/8)."""
+    return latent_layout(backbone, options).numel(frames, height, width)
 
 
 def model_sizes(backbone: Any, cfg: Any) -> ModelSizes:
@@ -134,8 +129,6 @@ class MemoryPlan:
 
 def _critic_sizes(critic_config: Any) -> tuple[int, int, int, int]:
     """(trainable discriminator params, all critic params, IC channels, LC feature dim), built on the meta device."""
-    from shiftvdm.rewards.critic import MotionCritic
-
     with torch.device("meta"):
         critic = MotionCritic(critic_config)
     trainable = sum(p.numel() for p in critic.discriminator_parameters())
@@ -213,46 +206,7 @@ def memory_plan(cfg: Any, backbone: Any, world_size: int, critic_config: Any = N
     return MemoryPlan(rows, world_size, device_capacity, host_capacity, local_ranks, notes)
 
 
-# ----- the full-size dry run: static plans from meta-device counts, and measured peaks -------------
-
-def static_memory_plan(component_sizes: dict[str, int], lora_params: int, lora_bytes_each: int,
-                       weight_ema: bool) -> list[tuple[str, int]]:
-    """Per-rank static memory: frozen components, LoRA weights, their gradients and AdamW moments (fp32)."""
-    rows = [(f"frozen {name}", size) for name, size in component_sizes.items()]
-    rows += [("LoRA weights", lora_params * lora_bytes_each), ("LoRA gradients", lora_params * lora_bytes_each),
-             ("AdamW moments (2 × fp32)", lora_params * 8)]
-    if weight_ema:
-        rows.append(("weight EMA", lora_params * lora_bytes_each))
-    return rows
-
-
-def static_plan_table(rows: list[tuple[str, int]]) -> str:
-    """The static plan as printed by the dry run, with its total (the stand-in text encoder left out)."""
-    total = sum(size for name, size in rows if "not built" not in name)
-    lines = ["  static memory plan per rank (model and optimizer; activations and the buffer come on top):"]
-    lines += [f"    {name:<48} {f'{size / GIB:.2f} GiB':>12}" for name, size in rows]
-    lines.append(f"    {'total (without the text encoder)':<48} {f'{total / GIB:.2f} GiB':>12}")
-    return "\n".join(lines)
-
-
-def full_size_plan(cfg: Any, arch: str, frozen_bytes: int, lora_params: int, world_size: int,
-                   root: Any = None) -> MemoryPlan:
-    """The per-rank plan of a preset at its *full* clip size, for a shipped architecture (backbone/full_size.py)
-    counted on the meta device, with ``CriticConfig()`` defaults.
-
-    ``frozen_bytes`` counts every frozen component a real run holds (the text encoder included); the stored
-    conditioning is ``full_size.conditioning_bytes``.
-    """
-    from shiftvdm.backbone.full_size import conditioning_bytes, family_options
-    from shiftvdm.rewards.critic import CriticConfig
-
-    d = cfg.data
-    family, options = family_options(arch, dict(cfg.backbone.options))
-    sizes = ModelSizes(frozen_bytes=frozen_bytes, trainable_params=lora_params,
-                       latent_numel=latent_numel(family, options, d.num_frames, d.height, d.width),
-                       cond_bytes=conditioning_bytes(arch, options, d.height, d.width, root))
-    return memory_plan(cfg, sizes, world_size, CriticConfig(), device_capacity=None)
-
+# ----- measured memory: what the kernel says is available, and the peak of a block of work ---------------
 
 def meminfo(key: str) -> int:
     """A /proc/meminfo field in bytes (``MemAvailable``, ``MemTotal``); 0 where there is none."""
@@ -309,6 +263,5 @@ def peak_rss() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
-__all__ = ["MemoryPlan", "MemoryRow", "ModelSizes", "buffer_share", "full_size_plan", "latent_numel", "mem_available",
-           "meminfo", "measure_peak", "memory_plan", "model_sizes", "peak_rss", "reset_peak_rss", "static_memory_plan",
-           "static_plan_table"]
+__all__ = ["GIB", "MemoryPlan", "MemoryRow", "ModelSizes", "buffer_share", "latent_numel", "mem_available", "meminfo",
+           "measure_peak", "memory_plan", "model_sizes", "peak_rss", "reset_peak_rss"]

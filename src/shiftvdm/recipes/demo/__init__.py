@@ -1,7 +1,7 @@
 """`shiftvdm demo [--quick] [--out DIR]`: the whole method end to end on CPU, on data it makes itself.
 
 Stages (each reused when the demo runs again in the same folder):
-  data       synthetic sprite clips of the scenario (``--scenario``, see shiftvdm.data.scenarios): generic
+  data       synthetic sprite clips of the scenario (``--scenario``, see shiftvdm.recipes.demo.scenarios): generic
              pre-training set, the user's target set, held-out set (conditioning frames for evaluation)
   pretrain   a tiny base image-to-video model from scratch on the generic set
   sft        supervised fine-tuning on the target set, as a user would
@@ -12,7 +12,7 @@ Stages (each reused when the demo runs again in the same folder):
   report     report.html + metrics.json (`shiftvdm report DIR` rebuilds it)
 
 Every number in the report is measured by this run; the summary lines and the success criteria are computed
-from them by the fixed rules in :mod:`shiftvdm.eval.report`.
+from them by the fixed rules in :mod:`shiftvdm.recipes.demo.report`.
 
 This module runs the stages in order; the stages themselves are in ``config`` (the demo config and the stage
 configs), ``datasets``, ``training`` (fakes via `shiftvdm generate`), ``evaluation`` and ``budget`` (the
@@ -30,6 +30,7 @@ from pathlib import Path
 import torch
 
 from shiftvdm.config import deep_merge
+from shiftvdm.errors import DataError
 from shiftvdm.recipes.demo.budget import calibrate, estimate_line, estimate_stage_seconds
 from shiftvdm.recipes.demo.config import (
     DEFAULT_SCENARIO,
@@ -41,6 +42,7 @@ from shiftvdm.recipes.demo.config import (
 )
 from shiftvdm.recipes.demo.datasets import make_data
 from shiftvdm.recipes.demo.evaluation import eval_stage, write_metrics
+from shiftvdm.recipes.demo.report import build_report
 from shiftvdm.recipes.demo.training import (
     arm_stage,
     critic_stage,
@@ -49,15 +51,13 @@ from shiftvdm.recipes.demo.training import (
     sft_stage,
     time_budget,
 )
-from shiftvdm.utils.stages import Stages
-from shiftvdm.utils.threads import choose_threads
+from shiftvdm.recipes.demo.stages import Stages
+from shiftvdm.recipes.demo.threads import choose_threads
 
 logger = logging.getLogger(__name__)
 
 
 def run_demo(cfg: DemoConfig, out: Path) -> Path:
-    from shiftvdm.eval.report import build_report
-
     out.mkdir(parents=True, exist_ok=True)
     stages = Stages(out, label="demo")
     t0 = stages.t0
@@ -103,7 +103,7 @@ def main(argv: list[str], prog: str = "shiftvdm demo") -> int:
     parser.add_argument("--quick", action="store_true", help="a small run of every stage (~3 min; shows no effect)")
     parser.add_argument("--out", default=None, help="run folder (default: shiftvdm-demo, or shiftvdm-demo-quick)")
     parser.add_argument("--scenario", choices=sorted(SCENARIO_PRESETS), default=None,
-                        help=f"which shipped scenario to run (default: {DEFAULT_SCENARIO}); see `shiftvdm.data.scenarios`")
+                        help=f"which shipped scenario to run (default: {DEFAULT_SCENARIO}); see `shiftvdm.recipes.demo.scenarios`")
     parser.add_argument("--config", default=None, help="demo config (default: the shipped preset of --scenario)")
     parser.add_argument("overrides", nargs="*", help="dotted overrides of the demo config, e.g. data.heldout_clips=512")
     args = parser.parse_args(argv)
@@ -122,8 +122,6 @@ def main_report(argv: list[str], prog: str = "shiftvdm report") -> int:
     parser = argparse.ArgumentParser(prog=prog, description="rebuild report.html of a demo run folder")
     parser.add_argument("run_dir")
     args = parser.parse_args(argv)
-    from shiftvdm.errors import DataError
-    from shiftvdm.eval.report import build_report
 
     run_dir = Path(args.run_dir)
     if not run_dir.is_dir():

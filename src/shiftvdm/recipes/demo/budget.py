@@ -8,8 +8,11 @@ from typing import Any
 
 import torch
 
+from shiftvdm.backbone import BackboneConfig, load_backbone
 from shiftvdm.config import config_from_dict, deep_merge
+from shiftvdm.eval import evaluate_videos, prepare_reference
 from shiftvdm.recipes.demo.config import SHIFT_ARM, TIME_MATCHED_ARM, DemoConfig
+from shiftvdm.rewards.critic import CriticConfig, MotionCritic
 
 
 def _timed(fn: Callable[[], Any], repeats: int) -> float:
@@ -26,9 +29,6 @@ def calibrate(cfg: DemoConfig, repeats: int = 2, clips: int = 4) -> dict[str, An
     ``feature_clip`` (critic features, s per clip), ``reference_clip`` / ``eval_clip`` (evaluation
     metrics of the real reference / of one model, s per clip). Torch's global RNG state is saved and restored
     and every draw uses its own generator, so no stage's random stream moves."""
-    from shiftvdm.backbone import BackboneConfig, load_backbone
-    from shiftvdm.rewards.critic import CriticConfig, MotionCritic
-
     d = cfg.data
     batches = sorted({int(s.get("rollout", {}).get("batch_size", 8)) for s in (cfg.pretrain, cfg.sft, cfg.arms_common)})
     with torch.random.fork_rng(devices=[]):
@@ -57,7 +57,6 @@ def calibrate(cfg: DemoConfig, repeats: int = 2, clips: int = 4) -> dict[str, An
         videos = torch.rand(clips, d.num_frames, 3, d.size, d.size, generator=gen) * 2 - 1
         queries = critic.sample_queries(d.size, d.size, gen)
         unit["feature_clip"] = _timed(lambda: critic.features(videos, queries), 1) / clips
-        from shiftvdm.eval import evaluate_videos, prepare_reference
 
         pixels = MotionCritic.videos_to_uint8(videos)
         t0 = time.perf_counter()

@@ -6,8 +6,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from shiftvdm.config import config_from_dict, config_to_dict, deep_merge, load_config
-from shiftvdm.data.scenarios import Scenario
+from shiftvdm.config import config_from_dict, config_to_dict, deep_merge, load_config, parse_overrides
+from shiftvdm.recipes.demo.scenarios import Scenario
+from shiftvdm.recipes.train import stage_defaults
+from shiftvdm.train.config import TrainConfig
 
 
 @dataclass
@@ -57,8 +59,6 @@ TIME_MATCHED_ARM = "continued_sft"  # the arm that also runs for SHIFT's trainin
 
 def load_demo_config(config: str | None, quick: bool, overrides: list[str]) -> DemoConfig:
     """The demo config; with ``quick`` its ``quick`` section is applied, and the command-line overrides win over both."""
-    from shiftvdm.config import parse_overrides
-
     cfg = load_config(DemoConfig, config or "demo_cpu", overrides)  # validates the overrides against the preset
     if quick and cfg.quick:
         data = deep_merge(deep_merge(config_to_dict(cfg), cfg.quick), parse_overrides(overrides))
@@ -68,9 +68,6 @@ def load_demo_config(config: str | None, quick: bool, overrides: list[str]) -> D
 
 
 def train_config(cfg: DemoConfig, out_dir: Path, *sections: dict[str, Any], mode: str):
-    from shiftvdm.recipes.train import stage_defaults
-    from shiftvdm.train.config import TrainConfig
-
     d = cfg.data
     data: dict[str, Any] = deep_merge(stage_defaults(mode), {
         "backbone": cfg.backbone,

@@ -11,7 +11,10 @@ import torch
 
 from shiftvdm.config import config_from_dict
 from shiftvdm.data.synthetic import SpriteClips
+from shiftvdm.data.video_io import write_video
 from shiftvdm.recipes.demo.config import DemoConfig
+from shiftvdm.recipes.demo.scenarios import queries_on_objects
+from shiftvdm.rewards.critic import CriticConfig, MotionCritic
 from shiftvdm.utils.seeding import generator_for
 
 
@@ -24,9 +27,6 @@ def scenario_sets(cfg: DemoConfig) -> dict[str, SpriteClips]:
 
 
 def make_data(cfg: DemoConfig, out: Path) -> dict[str, Any]:
-    from shiftvdm.data.scenarios import queries_on_objects
-    from shiftvdm.rewards.critic import CriticConfig, MotionCritic
-
     data_dir = out / "data"
     data_dir.mkdir(parents=True, exist_ok=True)
     sets = scenario_sets(cfg)
@@ -60,8 +60,6 @@ def load_sets(out: Path) -> dict[str, np.ndarray]:
 
 def write_clip_folder(folder: Path, clips_uint8: np.ndarray) -> None:
     """Clips as .npy files (float (T, H, W, 3) in [0, 1]) named clip_00000.npy, ..., read by `shiftvdm eval`."""
-    from shiftvdm.data.video_io import write_video
-
     if folder.exists():
         shutil.rmtree(folder)
     folder.mkdir(parents=True)

@@ -9,9 +9,12 @@ from typing import Any
 import numpy as np
 import torch
 
+from shiftvdm.backbone import load_backbone_from_path
 from shiftvdm.config import config_to_dict
-from shiftvdm.data.scenarios import Scenario
-from shiftvdm.eval.report import (
+from shiftvdm.data.video_io import to_uint8
+from shiftvdm.eval import evaluate_videos, prepare_reference
+from shiftvdm.recipes.demo.scenarios import Scenario
+from shiftvdm.recipes.demo.report import (
     DEMO_COLUMNS,
     REFERENCE,
     comparison_verdicts,
@@ -23,15 +26,13 @@ from shiftvdm.recipes.demo.config import SHIFT_ARM, TIME_MATCHED_ARM, DemoConfig
 from shiftvdm.recipes.demo.datasets import load_sets, write_clip_folder
 from shiftvdm.utils.checkpoint import save_json
 from shiftvdm.utils.seeding import generator_for
-from shiftvdm.utils.stages import Stages
+from shiftvdm.recipes.demo.stages import Stages
 
 
 def sample_clips(backbone, first_frames_uint8: np.ndarray, seed: int, batch: int = 64, desc: str | None = None) -> np.ndarray:
     """One clip per conditioning frame with the stochastic sampler and a fixed seed: uint8 (N, T, H, W, 3).
     With ``desc``, a progress bar (clips) is shown."""
     from tqdm.auto import tqdm
-
-    from shiftvdm.data.video_io import to_uint8
 
     out = []
     gen = generator_for(seed, "demo-eval")
@@ -60,9 +61,6 @@ def models_to_evaluate(cfg: DemoConfig, out: Path, steps: int) -> dict[str, Path
 
 
 def eval_stage(cfg: DemoConfig, out: Path, steps: int) -> dict[str, Any]:
-    from shiftvdm.backbone import load_backbone_from_path
-    from shiftvdm.eval import evaluate_videos, prepare_reference
-
     sets = load_sets(out)
     heldout = sets["heldout"]
     logging.getLogger("shiftvdm.eval").setLevel(logging.WARNING)  # one line per model instead of per clip

@@ -9,16 +9,19 @@ from typing import Any
 import numpy as np
 import torch
 
+from shiftvdm.backbone.toy import residual_std
 from shiftvdm.config import config_from_dict, deep_merge
+from shiftvdm.eval import sprite_motion_metrics
 from shiftvdm.recipes.demo.config import DemoConfig, train_config
 from shiftvdm.recipes.demo.datasets import load_sets, write_clip_folder
 from shiftvdm.recipes.demo.evaluation import sample_clips
+from shiftvdm.recipes.generate import generate
+from shiftvdm.recipes.train import run_training
+from shiftvdm.recipes.train_reward import TrainRewardConfig, train_reward
+from shiftvdm.train.clips import TensorClips
 
 
 def train_stage(cfg, clips_uint8: np.ndarray, evaluate=None):
-    from shiftvdm.recipes.train import run_training
-    from shiftvdm.train.clips import TensorClips
-
     run_dir = Path(cfg.run.out_dir)
     resume = (run_dir / "checkpoints").is_dir() and any((run_dir / "checkpoints").iterdir())
     if not resume and run_dir.exists():
@@ -29,8 +32,6 @@ def train_stage(cfg, clips_uint8: np.ndarray, evaluate=None):
 def curve_hook(cfg: DemoConfig, heldout: np.ndarray, snapshot: tuple[int, Path] | None = None):
     """Training-curve evaluation: sprite metrics of held-out samples, incl. the hacking monitor (speed W1
     to held-out real clips, which the reward never sees); optionally saves the model at one step."""
-    from shiftvdm.eval import sprite_motion_metrics
-
     frames = heldout[: cfg.eval.curve_clips, 0]
     reference = heldout[: cfg.eval.curve_clips]
 
@@ -47,8 +48,6 @@ def pretrain_stage(cfg: DemoConfig, out: Path) -> dict[str, Any]:
     sets = load_sets(out)
     sections = [cfg.pretrain]
     if cfg.backbone.get("name") == "toy" and "sigma_data" not in cfg.backbone.get("options", {}):
-        from shiftvdm.backbone.toy import residual_std
-
         # EDM's σ_data is the std of what is diffused: the residuals x_t − x_0 of this data, in [-1, 1] units
         videos = torch.from_numpy(sets["generic"][:2000]).permute(0, 1, 4, 2, 3).float() / 127.5 - 1
         sections.append({"backbone": {"options": {"sigma_data": round(residual_std(videos), 4)}}})
@@ -68,9 +67,6 @@ def sft_stage(cfg: DemoConfig, out: Path) -> dict[str, Any]:
 
 def critic_stage(cfg: DemoConfig, out: Path) -> dict[str, Any]:
     """Fakes from the SFT model on target first frames (`shiftvdm generate`), then Eq. 7 pre-training of IC and LC."""
-    from shiftvdm.recipes.generate import generate
-    from shiftvdm.recipes.train_reward import TrainRewardConfig, train_reward
-
     sets = load_sets(out)
     real_dir, fake_dir = out / "critic_data" / "real", out / "critic_data" / "fake"
     write_clip_folder(real_dir, sets["target"][: cfg.data.critic_clips])

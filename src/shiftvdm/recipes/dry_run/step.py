@@ -1,9 +1,9 @@
-"""Parts of the full-size dry run (``shiftvdm shift --dry-run``, assembled in recipes/dry_run.py).
+"""Parts of the full-size dry run (``shiftvdm shift --dry-run``, assembled in recipes/dry_run/).
 
 The preset's backbone and critic materialised for the step (``materialise``, ``step_critic``), the preset
 cut to one measured SHIFT step (``step_config``, ``run_step``) and the lines the dry run prints,
 each a pure function of figures already measured, so the recipe only builds, runs and echoes. The meta-device
-build and its counts are backbone/full_size.py; the plans are train/memory.py.
+build and its counts are backbone/full_size.py; the plans are train/memory.py and ``plan`` here.
 """
 
 from __future__ import annotations
@@ -14,8 +14,22 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from shiftvdm.backbone.full_size import build_backbone, built_summary
-from shiftvdm.train.memory import GIB, MemoryPlan, measure_peak, peak_rss, static_plan_table
+from shiftvdm.backbone.full_size import build_backbone
+from shiftvdm.recipes.dry_run.plan import static_plan_table
+from shiftvdm.recipes.train import assemble
+from shiftvdm.rewards.critic import CriticConfig, MotionCritic
+from shiftvdm.train.memory import GIB, MemoryPlan, measure_peak, peak_rss
+from shiftvdm.train.shift import train
+
+
+def built_summary(backbone: Any) -> dict[str, Any]:
+    """What a built backbone holds: trainable parameters and their dtypes, the frozen denoiser's dtypes."""
+    trainable = backbone.trainable_parameters()
+    return {"trainable_parameters_built": sum(p.numel() for p in trainable),
+            "lora_dtype": sorted({str(p.dtype).replace("torch.", "") for p in trainable}),
+            "frozen_dtypes": sorted({str(p.dtype).replace("torch.", "") for p in backbone.denoiser.parameters()
+                                     if not p.requires_grad}),
+            "bytes_per_trainable": max((p.element_size() for p in trainable), default=4)}
 
 
 def materialise(cfg: Any, arch: str, video_shape: tuple[int, int, int], seed: int,
@@ -35,8 +49,6 @@ def materialise(cfg: Any, arch: str, video_shape: tuple[int, int, int], seed: in
 def step_critic(critic_dir: str | None) -> tuple[Any, str]:
     """The critic of the step: ``discriminator.critic`` if it names an existing folder, else a random-init
     ``MotionCritic(CriticConfig())``; with how the report names it."""
-    from shiftvdm.rewards.critic import CriticConfig, MotionCritic
-
     if critic_dir and Path(critic_dir).is_dir():
         return MotionCritic.load(critic_dir), str(critic_dir)
     return MotionCritic(CriticConfig()), "random-init MotionCritic(CriticConfig())"
@@ -59,9 +71,6 @@ def step_config(cfg: Any, group_size: int, inference_steps: int, seed: int, vide
 
 def run_step(cfg: Any, backbone: Any, critic: Any, clips: Any, accelerator: Any) -> dict[str, Any]:
     """One full SHIFT step through the real trainer; its wall time, its own peak RSS and its metrics."""
-    from shiftvdm.recipes.train import assemble  # lazily: the meta-only dry run never needs the trainer
-    from shiftvdm.train.shift import train
-
     with measure_peak() as peak:
         first = clips.load([0])
         parts = assemble(cfg, backbone, critic, accelerator=accelerator, sample_frames=first[0][:, 0],
@@ -129,5 +138,5 @@ def peak_ratio_line(steps: list[dict[str, Any]]) -> str | None:
             f"{fmt_gib(hi['peak_rss'])}   (ratio {hi['peak_rss'] / lo['peak_rss']:.3f})")
 
 
-__all__ = ["built_line", "fmt_gib", "materialise", "not_run_reason", "peak_ratio_line", "plan_lines", "run_step", "step_config",
+__all__ = ["built_line", "built_summary", "fmt_gib", "materialise", "not_run_reason", "peak_ratio_line", "plan_lines", "run_step", "step_config",
            "step_critic", "step_line", "step_start_line"]

@@ -21,6 +21,8 @@ from typing import Any
 
 import numpy as np
 
+from shiftvdm.utils.checkpoint import atomic_write
+
 logger = logging.getLogger(__name__)
 
 # curves plotted per arm, with their axis labels
@@ -342,7 +344,6 @@ def build_report(run_dir: str | Path, *, grid_clips: int = 8) -> Path:
         parts.append(f"<h2>Stages</h2><table><tr><th>stage</th><th>seconds</th><th>status</th></tr>{rows}</table>")
     page = (f"<!doctype html><html lang=en><head><meta charset=utf-8><title>{html.escape(metrics.get('title', 'report'))}"
             f"</title><style>{CSS}</style></head><body>{''.join(parts)}<script>{LOAD_CHECK}</script></body></html>")
-    from shiftvdm.utils.checkpoint import atomic_write
 
     out = run_dir / "report.html"
     atomic_write(out, lambda p: p.write_text(page))

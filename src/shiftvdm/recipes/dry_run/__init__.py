@@ -8,14 +8,16 @@
    sampler steps, once per group size P, with the peak resident memory of each step measured on its own.
 
 The critic is a random-init ``MotionCritic`` unless ``discriminator.critic`` names an existing folder. The parts
-are backbone/full_size.py (building, counting, stand-ins), train/memory.py (plans, peak RSS) and
-train/dry_run_step.py (the one-step config, the measured step, the printed lines). Options are
-dotted overrides under ``dry_run.`` (:class:`DryRunConfig`), e.g.
+are backbone/full_size.py (building, counting, the text encoder's stand-in), train/memory.py (the plan, peak RSS),
+and here: ``plan`` (the static and the full-size plan), ``squares`` (the clips) and ``step`` (the one-step config,
+the measured step, the printed lines). recipes/launch.py sends ``--dry-run`` here. Options are dotted overrides
+under ``dry_run.`` (:class:`DryRunConfig`), e.g.
 ``shiftvdm shift --config svd_shift_davis --dry-run dry_run.group_sizes=[2,8] dry_run.height=64``.
 """
 
 from __future__ import annotations
 
+import argparse
 import gc
 import json
 import tempfile
@@ -25,14 +27,18 @@ from typing import Any
 
 import torch
 
-from shiftvdm.backbone.full_size import (ARCHITECTURES, ARCHITECTURES_DIR, MovingSquares, architecture_config,
-                                         architecture_for, build_on_meta, component_bytes, lora_parameter_count,
-                                         parameter_count, summarize_on_meta)
+from shiftvdm.backbone.full_size import (ARCHITECTURES, ARCHITECTURES_DIR, architecture_config, architecture_for,
+                                         build_on_meta, component_bytes, lora_parameter_count, parameter_count,
+                                         summarize_on_meta)
+from shiftvdm.config import config_from_dict, parse_overrides
 from shiftvdm.errors import ConfigError
-from shiftvdm.train.dry_run_step import (built_line, materialise, not_run_reason, peak_ratio_line, plan_lines,
-                                         run_step, step_config, step_critic, step_line, step_start_line)
-from shiftvdm.train.memory import full_size_plan, meminfo, static_memory_plan
+from shiftvdm.recipes.dry_run.plan import full_size_plan, static_memory_plan
+from shiftvdm.recipes.dry_run.squares import MovingSquares
+from shiftvdm.recipes.dry_run.step import (built_line, materialise, not_run_reason, peak_ratio_line, plan_lines,
+                                           run_step, step_config, step_critic, step_line, step_start_line)
+from shiftvdm.recipes.train import merge_train_config
 from shiftvdm.train.memory import mem_available as _mem_available  # module-level so tests can stand in
+from shiftvdm.train.memory import meminfo
 
 # Small clip sizes that still pass every component's size rules (SVD: 8× VAE, 3 UNet downsamplings;
 # Wan: 4k+1 frames, multiples of VAE stride × patch).
@@ -128,9 +134,6 @@ def dry_run(cfg: Any, dry: DryRunConfig, echo=print) -> dict[str, Any]:
 
 def resolve_dry_run(mode: str, config: str | None, overrides: list[str]) -> tuple[Any, DryRunConfig]:
     """The preset's TrainConfig (without the folder and critic checks a real run needs) and the dry-run options."""
-    from shiftvdm.config import config_from_dict, parse_overrides
-    from shiftvdm.recipes.train import merge_train_config
-
     mine = [o for o in overrides if o.startswith("dry_run.")]
     rest = [o for o in overrides if not o.startswith("dry_run.")]
     dry = config_from_dict(DryRunConfig, parse_overrides(mine).get("dry_run", {}), "dry_run.*")
@@ -147,5 +150,28 @@ def run_dry_run(mode: str, config: str | None, overrides: list[str], echo=print)
     return 0 if report.get("steps") or report.get("not_run") else 1
 
 
+def main(argv: list[str], prog: str, mode: str) -> int:
+    """``shiftvdm <stage> --config X --dry-run [dry_run.field=value ...]`` (recipes/launch.py sends it here).
+
+    Takes a run's command line: ``--out`` and ``--skip-bad`` become their overrides as in a run, ``--resume`` and
+    ``--overwrite`` change nothing (the steps run in ``dry_run.out_dir`` or a temporary folder).
+    """
+    parser = argparse.ArgumentParser(prog=prog, description=__doc__.splitlines()[0])
+    parser.add_argument("--dry-run", action="store_true", help="this dry run (without it: a training run)")
+    parser.add_argument("--config", help="YAML file or shipped preset name (see `shiftvdm config list`)")
+    parser.add_argument("--out", help="run folder (same as run.out_dir=...; the steps run in dry_run.out_dir)")
+    parser.add_argument("--skip-bad", action="store_true", help="same as data.skip_bad=true")
+    parser.add_argument("--resume", action="store_true", help="no effect on a dry run")
+    parser.add_argument("--overwrite", action="store_true", help="no effect on a dry run")
+    parser.add_argument("overrides", nargs="*", help="dotted overrides, e.g. dry_run.group_sizes=[2,8] lora.rank=16")
+    args = parser.parse_args(argv)
+    overrides = list(args.overrides)
+    if args.out:
+        overrides.append(f"run.out_dir={args.out}")
+    if args.skip_bad:
+        overrides.append("data.skip_bad=true")
+    return run_dry_run(mode, args.config, overrides)
+
+
 __all__ = ["ARCHITECTURES", "DryRunConfig", "architecture_config", "architecture_for", "build_on_meta", "component_bytes",
-           "dry_run", "lora_parameter_count", "parameter_count", "resolve_dry_run", "run_dry_run"]
+           "dry_run", "lora_parameter_count", "main", "parameter_count", "resolve_dry_run", "run_dry_run"]
