@@ -18,7 +18,6 @@ from shiftvdm.data.synthetic import write_synthetic_dataset
 from shiftvdm.rewards.critic import CriticConfig, MotionCritic
 from shiftvdm.rewards.ic import ICConfig
 from shiftvdm.rewards.lc import LCConfig
-from support import save_pretrained_toy
 
 TOY_OPTIONS = {"num_frames": 4, "size": 16, "block_out_channels": [16, 16], "layers_per_block": 1,
                "num_mid_blocks": 1, "num_inference_steps": 2, "mid_attention": False}
@@ -108,9 +107,8 @@ def free_port() -> int:
 
 
 @pytest.mark.slow
-def test_two_processes_share_work_and_weights(tmp_path, sprites):
-    base = tmp_path / "base"
-    save_pretrained_toy(base)
+def test_two_processes_share_work_and_weights(tmp_path, sprites, pretrained_toy_dir):
+    base = pretrained_toy_dir
     critic_dir = tmp_path / "critic"
     MotionCritic(CriticConfig(num_queries=8, ic=ICConfig(encoder="cnn", image_size=(16, 16), cnn_channels=(8, 8)),
                               lc=LCConfig(dim=16, depth=1, heads=2))).save(critic_dir)
