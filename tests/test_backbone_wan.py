@@ -26,6 +26,7 @@ from shiftvdm.backbone.wan import (
     from_pretrained,
 )
 from shiftvdm.errors import CheckpointError, ConfigError, DataError
+from support import fill_zero_init
 
 STEPS = 3
 GUIDANCE = 5.0
