@@ -61,16 +61,14 @@ def pretrained_toy_dir(tmp_path_factory) -> Path:
 @pytest.fixture
 def tiny_svd():
     """A random-init tiny latent-space SVD (float32, 4 frames of 32×32, 2 sampling steps). No LoRA yet."""
-    from shiftvdm.backbone.svd import SVDConfig
-    from shiftvdm.backbone.tiny import tiny_svd_backbone
+    from support import tiny_backbone
 
-    return tiny_svd_backbone(SVDConfig(num_frames=4, height=32, width=32, num_inference_steps=2))
+    return tiny_backbone("svd")
 
 
 @pytest.fixture
 def tiny_wan():
     """A random-init tiny Wan2.2-TI2V (float32, 2 sampling steps). No LoRA yet."""
-    from shiftvdm.backbone.tiny import tiny_wan_backbone
-    from shiftvdm.backbone.wan import WanConfig
+    from support import tiny_backbone
 
-    return tiny_wan_backbone(WanConfig(layout="ti2v", dtype="float32", num_inference_steps=2))
+    return tiny_backbone("wan")

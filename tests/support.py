@@ -85,6 +85,27 @@ def small_toy(*, seed: int = 1, **options: Any) -> ToyBackbone:
     return backbone
 
 
+def tiny_backbone(name: str, **options: Any):
+    """A random-init tiny float32 backbone of family ``name`` ("svd", "wan" or "toy") whose LoRA receives gradients:
+    4 frames, 2 sampling steps (SVD: latent preset, 32×32; Wan: the TI2V preset, 4 clips per sampling batch; toy:
+    :func:`small_toy`). ``options`` override fields of the family's config. No LoRA yet."""
+    if name == "svd":
+        from shiftvdm.backbone.svd import SVDConfig
+        from shiftvdm.backbone.tiny import tiny_svd_backbone
+
+        return tiny_svd_backbone(SVDConfig(**{"num_frames": 4, "height": 32, "width": 32, "num_inference_steps": 2,
+                                              **options}))
+    if name == "wan":
+        from shiftvdm.backbone.tiny import tiny_wan_backbone
+        from shiftvdm.backbone.wan import WanConfig
+
+        return tiny_wan_backbone(WanConfig(**{"layout": "ti2v", "dtype": "float32", "num_inference_steps": 2,
+                                              "sample_batch_size": 4, **options}))
+    if name == "toy":
+        return small_toy(**{"num_inference_steps": 2, **options})
+    raise ValueError(f"tiny_backbone: unknown family {name!r}; expected svd, wan or toy")
+
+
 def base_weights(backbone) -> dict[str, torch.Tensor]:
     """Copies of every non-LoRA parameter of ``backbone.denoiser``, by name (for bit-identity checks)."""
     return {n: p.detach().clone() for n, p in backbone.denoiser.named_parameters() if "lora_" not in n}
@@ -96,4 +117,4 @@ def lora_weights(backbone) -> dict[str, torch.Tensor]:
 
 
 __all__ = ["TOY_SMALL", "TOY_TRAIN", "base_weights", "fill_zero_init", "lora_weights", "pretrained_toy",
-           "save_pretrained_toy", "small_toy"]
+           "save_pretrained_toy", "small_toy", "tiny_backbone"]

@@ -6,24 +6,16 @@ import pytest
 import torch
 
 from shiftvdm.backbone.base import Backbone, NoiseDraw
-from shiftvdm.backbone.svd import SVDConfig
-from shiftvdm.backbone.tiny import tiny_svd_backbone, tiny_wan_backbone
-from shiftvdm.backbone.wan import WanConfig
-from support import fill_zero_init, small_toy
+from support import fill_zero_init, tiny_backbone
 
 torch.set_num_threads(1)
 NAMES = ("svd", "wan", "toy")
 
 
 def make(name: str) -> Backbone:
-    """A tiny float32 backbone of family ``name`` whose LoRA receives gradients."""
-    if name == "svd":
-        return tiny_svd_backbone(SVDConfig(num_frames=4, height=32, width=32, num_inference_steps=2))
-    if name == "wan":
-        return tiny_wan_backbone(WanConfig(layout="ti2v", dtype="float32", num_inference_steps=2,
-                                           sample_batch_size=4))
-    # fresh toy nets have a zero output conv (no gradient reaches anything): filled, a pre-trained stand-in
-    return small_toy(num_inference_steps=2)
+    """A tiny float32 backbone of family ``name`` whose LoRA receives gradients (the toy's zero output conv is
+    filled, a pre-trained stand-in: otherwise no gradient reaches anything)."""
+    return tiny_backbone(name)
 
 
 def clip(backbone: Backbone, batch: int = 2, seed: int = 0) -> torch.Tensor:
