@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from support import base_weights, fill_zero_init, lora_weights, pretrained_toy, small_toy, tiny_backbone
+from support import base_weights, fill_zero_init, lora_weights, tiny_backbone
 
 
 def test_fill_touches_only_all_zero_tensors_and_is_seeded():
@@ -30,8 +30,8 @@ def test_fill_touches_only_all_zero_tensors_and_is_seeded():
         fill_zero_init([only.weight], only="weight")
 
 
-def test_filled_toy_gives_every_lora_matrix_a_gradient():
-    backbone = pretrained_toy(num_inference_steps=2)
+def test_filled_toy_gives_every_lora_matrix_a_gradient(toy_backbone, small_toy_backbone):
+    backbone = toy_backbone
     backbone.add_lora(2, 2)
     video = torch.rand(2, 4, 3, 16, 16, generator=torch.Generator().manual_seed(0)) * 2 - 1
     x = backbone.encode_video(video)
@@ -43,8 +43,14 @@ def test_filled_toy_gives_every_lora_matrix_a_gradient():
     assert set(lora_weights(backbone)) == {n for n, _ in backbone.denoiser.named_parameters() if "lora_" in n}
     assert not any("lora_" in n for n in base_weights(backbone))
     # the small toy: its zero output conv weight is filled, so the output depends on the input
-    small = small_toy()
-    assert small.denoiser.conv_out.weight.any()
+    assert small_toy_backbone.denoiser.conv_out.weight.any()
+
+
+def test_tiny_svd_and_wan_fixtures(tiny_svd, tiny_wan):
+    for backbone in (tiny_svd, tiny_wan):
+        assert not backbone.has_lora and backbone.config.num_inference_steps == 2
+        assert all(p.dtype == torch.float32 for p in backbone.denoiser.parameters())
+    assert tiny_svd.video_shape == (4, 32, 32)
 
 
 def test_tiny_backbone_families_and_refusal():
