@@ -23,14 +23,13 @@ from pathlib import Path
 import torch
 import yaml
 
-from shiftvdm.backbone.toy import ToyBackbone, ToyConfig
 from shiftvdm.data.synthetic import write_synthetic_dataset
 from shiftvdm.rewards.critic import CriticConfig, MotionCritic
 from shiftvdm.rewards.ic import ICConfig
 from shiftvdm.rewards.lc import LCConfig
 
-TOY = {"num_frames": 4, "size": 16, "block_out_channels": [16, 16], "layers_per_block": 1, "num_mid_blocks": 1,
-       "num_inference_steps": 2, "mid_attention": False}
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from support import save_pretrained_toy  # noqa: E402  (tests/support.py: the shared test models)
 
 
 def port() -> int:
@@ -77,12 +76,7 @@ def main() -> None:
         root = Path(tmp)
         write_synthetic_dataset(root / "sprites", 8, 4, 16, seed=1, format="npy", num_sprites=1,
                                 sprite_size=(3.0, 4.0), speed=(1.5, 2.5), background="flat", overwrite=True)
-        toy = ToyBackbone(ToyConfig(**{**TOY, "block_out_channels": (16, 16)}))
-        with torch.no_grad():
-            for p in toy.denoiser.parameters():
-                if not p.any():
-                    p.normal_(0, 0.05, generator=torch.Generator().manual_seed(0))
-        toy.save_pretrained(root / "base")
+        save_pretrained_toy(root / "base")
         MotionCritic(CriticConfig(num_queries=8, ic=ICConfig(encoder="cnn", image_size=(16, 16), cnn_channels=(8, 8)),
                                   lc=LCConfig(dim=16, depth=1, heads=2))).save(root / "critic")
         rows = {"1 process": run(root, 1, args.steps)}

@@ -6,29 +6,16 @@ import pytest
 import torch
 
 from shiftvdm.backbone.base import Backbone, NoiseDraw
-from shiftvdm.backbone.svd import SVDConfig
-from shiftvdm.backbone.tiny import tiny_svd_backbone, tiny_wan_backbone
-from shiftvdm.backbone.toy import ToyBackbone, ToyConfig
-from shiftvdm.backbone.wan import WanConfig
+from support import fill_zero_init, tiny_backbone
 
 torch.set_num_threads(1)
 NAMES = ("svd", "wan", "toy")
 
 
 def make(name: str) -> Backbone:
-    """A tiny float32 backbone of family ``name`` whose LoRA receives gradients."""
-    if name == "svd":
-        return tiny_svd_backbone(SVDConfig(num_frames=4, height=32, width=32, num_inference_steps=2))
-    if name == "wan":
-        return tiny_wan_backbone(WanConfig(layout="ti2v", dtype="float32", num_inference_steps=2,
-                                           sample_batch_size=4))
-    toy = ToyBackbone(ToyConfig(num_frames=4, size=16, block_out_channels=(8, 16), layers_per_block=1,
-                                num_mid_blocks=1, norm_num_groups=4, num_fourier_freqs=4, attention_head_dim=8,
-                                sigma_data=0.3, num_inference_steps=2))
-    with torch.no_grad():  # fresh toy nets have a zero output conv (no gradient reaches anything): stand in for
-        w = toy.denoiser.conv_out.weight  # a pre-trained model
-        w.copy_(torch.randn(w.shape, generator=torch.Generator().manual_seed(1)) * 0.05)
-    return toy
+    """A tiny float32 backbone of family ``name`` whose LoRA receives gradients (the toy's zero output conv is
+    filled, a pre-trained stand-in: otherwise no gradient reaches anything)."""
+    return tiny_backbone(name)
 
 
 def clip(backbone: Backbone, batch: int = 2, seed: int = 0) -> torch.Tensor:
@@ -38,11 +25,7 @@ def clip(backbone: Backbone, batch: int = 2, seed: int = 0) -> torch.Tensor:
 
 def perturb_lora(backbone: Backbone, seed: int = 3) -> None:
     """Give lora_B non-zero values so the adapter changes the output."""
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for param in backbone.trainable_parameters():
-            if param.abs().sum() == 0:
-                param.copy_(torch.randn(param.shape, generator=gen) * 0.05)
+    fill_zero_init(backbone.trainable_parameters(), std=0.05, seed=seed)
 
 
 @pytest.fixture(scope="module", params=NAMES)

@@ -32,6 +32,7 @@ from shiftvdm.backbone.lora import lora_config
 from shiftvdm.backbone.svd import SVDBackbone, SVDConfig
 from shiftvdm.backbone.tiny import save_tiny_svd, svd_scheduler
 from shiftvdm.errors import CheckpointError, ConfigError
+from support import fill_zero_init
 
 FRAMES = 4  # tiny clips: 4 frames of 32×32 px (16×16 latents, or an 8×8 grid of 4×4 patches in pixel space)
 SIZE = 32
@@ -336,11 +337,7 @@ def test_lora_trains_only_lora_weights(latent_svd):
 
 
 def _randomise_lora(svd: SVDBackbone, seed: int) -> None:
-    g = gen(seed)
-    with torch.no_grad():
-        for name, param in svd.unet.named_parameters():
-            if "lora_B" in name:
-                param.copy_(torch.randn(param.shape, generator=g) * 0.3)
+    fill_zero_init(svd.unet, std=0.3, seed=seed, only="lora_B")  # a fresh LoRA's zero B matrices
 
 
 def test_save_load_lora_and_fuse_keep_outputs(latent_dir, tmp_path):

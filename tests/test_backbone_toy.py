@@ -11,6 +11,7 @@ from shiftvdm.backbone.base import Backbone
 from shiftvdm.backbone import detect_backbone, load_backbone_from_path
 from shiftvdm.backbone.toy import BACKBONE_CONFIG_NAME, ToyBackbone, ToyConfig, residual_std
 from shiftvdm.errors import CheckpointError, ConfigError
+from support import fill_zero_init
 
 FRAMES, SIZE = 4, 8
 
@@ -30,10 +31,7 @@ def videos(batch: int, seed: int = 0) -> torch.Tensor:
 
 def perturbed(backbone: ToyBackbone, seed: int = 1) -> ToyBackbone:
     """Give the zero-initialised output conv some weight so outputs depend on every layer."""
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in backbone.denoiser.conv_out.parameters():
-            p.copy_(torch.randn(p.shape, generator=gen) * 0.1)
+    fill_zero_init(backbone.denoiser, std=0.1, seed=seed, only="conv_out")
     return backbone
 
 

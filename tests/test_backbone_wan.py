@@ -26,6 +26,7 @@ from shiftvdm.backbone.wan import (
     from_pretrained,
 )
 from shiftvdm.errors import CheckpointError, ConfigError, DataError
+from support import fill_zero_init
 
 STEPS = 3
 GUIDANCE = 5.0
@@ -71,11 +72,7 @@ def run_pipeline(pipe, image, cond, layout: str, num_videos: int, seed: int = 0,
 
 def random_lora_b(backbone: WanBackbone, seed: int = 3) -> None:
     """Give the (zero-initialised) LoRA B matrices random values so the LoRA changes outputs."""
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, param in backbone.denoiser.named_parameters():
-            if "lora_B" in name:
-                param.copy_(torch.randn(param.shape, generator=gen) * 0.3)
+    fill_zero_init(backbone.denoiser, std=0.3, seed=seed, only="lora_B")
 
 
 # --- parity with diffusers ---------------------------------------------------------------------

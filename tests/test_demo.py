@@ -11,10 +11,12 @@ import shutil
 import subprocess
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from shiftvdm.cli import main as cli
 from shiftvdm.config import config_from_dict, deep_merge
+from shiftvdm.eval.suite import evaluate_videos, prepare_reference
 from shiftvdm.recipes.demo.config import load_demo_config, train_config
 
 pytestmark = pytest.mark.timeout(900)  # ~30 s on a loaded 2-core machine
@@ -50,16 +52,43 @@ def test_every_stage_leaves_its_outputs(quick_run):
     assert any("eval/static_fraction" in r for r in shift_log)  # training curves of held-out motion
 
 
+def clips_in(folder: Path) -> np.ndarray:
+    return np.stack([np.load(f) for f in sorted(folder.glob("clip_*.npy"))])
+
+
 def test_metrics_and_report(quick_run):
     metrics = json.loads((quick_run / "metrics.json").read_text())
-    for model in ("real (held-out)", "base", "sft", "shift", "shift_static", "rwr_sft", "continued_sft@6steps",
-                  "continued_sft@equal-time"):
-        row = metrics["models"][model]
-        assert 0.0 <= row["sprite_static_fraction"] <= 1.0
-        assert row["frechet_motion_combined"] is not None
-    assert metrics["models"]["real (held-out)"]["sprite_static_fraction"] < 0.2  # the target data moves
-    assert any(line.startswith("Motion gap") for line in metrics["summary"])
+    models, real = metrics["models"], "real (held-out)"
+    assert list(models) == ["real (held-out)", "base", "sft", "continued_sft@6steps", "continued_sft@equal-time",
+                            "shift", "shift_static", "rwr_sft"]
+    assert all(list(row) == metrics["columns"] for row in models.values())
+    # the reference row is the held-out set scored against itself: zero distances, and the target data moves
+    assert models[real]["sprite_speed_w1"] == 0.0 and models[real]["sprite_static_fraction"] == 0.0
+    assert abs(models[real]["frechet_motion_combined"]) < 1e-6 and abs(models[real]["image_stats_frechet"]) < 1e-6
+    # each row is its own model's samples: the shown clips are the held-out ones and each model's own, and
+    # scoring a model's saved samples against the held-out clips again gives its row exactly
+    heldout = clips_in(quick_run / "data" / "heldout")
+    shown = clips_in(quick_run / "samples" / real)
+    np.testing.assert_array_equal(shown, heldout[: len(shown)])
+    samples = {name: clips_in(quick_run / "samples" / name) for name in models if name != real}
+    assert all(s.shape == heldout.shape for s in samples.values())  # one sample per held-out frame
+    assert not np.array_equal(samples["base"], samples["sft"])  # SFT changed the model that was sampled
+    assert not np.array_equal(samples["sft"], samples["continued_sft@equal-time"])
+    reference = prepare_reference(quick_run / "data" / "heldout", sprites=True)
+    for name in ("sft", "shift"):
+        again = evaluate_videos(quick_run / "samples" / name, reference=reference, sprites=True, fps=8).aggregate
+        assert {c: again.get(c) for c in metrics["columns"]} == models[name], name
+        assert json.loads((quick_run / "eval" / f"{name}.json").read_text())["aggregate"] == metrics["all_metrics"][name]
+    # the verdicts quote the table: the motion-gap line's percentages and the criteria's inputs are the rows'
+    gap = next(line for line in metrics["summary"] if line.startswith("Motion gap"))
+    for name in (real, "base", "sft"):
+        assert f"{100 * models[name]['sprite_static_fraction']:.1f}%" in gap, (name, gap)
     assert any("Hacking monitor" in line for line in metrics["summary"])
+    criteria = {c["name"]: c for c in metrics["criteria"]}
+    collapse = criteria["sft_collapses"]
+    assert collapse["values"] == {"sft_w1": models["sft"]["sprite_speed_w1"], "base_w1": models["base"]["sprite_speed_w1"]}
+    assert collapse["passed"] == (collapse["values"]["sft_w1"] >= 1.2 * collapse["values"]["base_w1"])
+    assert criteria["shift_restores"]["values"]["shift_w1"] == models["shift"]["sprite_speed_w1"]
     assert all(name in metrics["model_help"] for name in metrics["models"])  # every row is explained
     page = (quick_run / "report.html").read_text()
     for text in ("Metrics on held-out conditioning frames", "Clips side by side", "Training curves",

@@ -18,7 +18,7 @@ import pytest
 import torch
 import yaml
 
-from shiftvdm.backbone.toy import ToyBackbone, ToyConfig
+from shiftvdm.backbone.toy import ToyBackbone
 from shiftvdm.cli import main as cli
 from shiftvdm.data.synthetic import write_synthetic_dataset
 from shiftvdm.rewards.critic import CriticConfig, MotionCritic
@@ -26,8 +26,6 @@ from shiftvdm.rewards.ic import ICConfig
 from shiftvdm.rewards.lc import LCConfig
 from shiftvdm.train.distributed import Distributed
 
-TOY = {"num_frames": 4, "size": 16, "block_out_channels": [16, 16], "layers_per_block": 1, "num_mid_blocks": 1,
-       "num_inference_steps": 2, "mid_attention": False}
 WORKER = Path(__file__).with_name("dist_engine_worker.py")
 FAULT_ENTRY = Path(__file__).with_name("fault_entry.py")
 TIMEOUT = 420  # seconds per launch: a hang fails the test
@@ -40,20 +38,14 @@ def free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def setup(tmp_path_factory) -> dict[str, Path]:
+def setup(tmp_path_factory, pretrained_toy_dir) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("dist")
     sprites = root / "sprites"
     write_synthetic_dataset(sprites, 8, 4, 16, seed=1, format="npy", num_sprites=1, sprite_size=(3.0, 4.0),
                             speed=(1.5, 2.5), background="flat", overwrite=True)
-    toy = ToyBackbone(ToyConfig(**{**TOY, "block_out_channels": (16, 16)}))
-    with torch.no_grad():
-        for p in toy.denoiser.parameters():
-            if not p.any():
-                p.normal_(0, 0.05, generator=torch.Generator().manual_seed(0))
-    toy.save_pretrained(root / "base")
     MotionCritic(CriticConfig(num_queries=8, ic=ICConfig(encoder="cnn", image_size=(16, 16), cnn_channels=(8, 8)),
                               lc=LCConfig(dim=16, depth=1, heads=2))).save(root / "critic")
-    return {"root": root, "sprites": sprites, "base": root / "base", "critic": root / "critic"}
+    return {"root": root, "sprites": sprites, "base": pretrained_toy_dir, "critic": root / "critic"}
 
 
 def write_config(setup: dict[str, Path], run: Path, **run_opts) -> Path:

@@ -18,7 +18,6 @@ import torch
 
 from shiftvdm.backbone.svd import SVDBackbone, SVDConfig
 from shiftvdm.backbone.tiny import tiny_svd_components
-from shiftvdm.backbone.toy import ToyBackbone, ToyConfig
 from shiftvdm.config import config_from_dict
 from shiftvdm.data.synthetic import make_sprite_clips
 from shiftvdm.recipes.train import assemble
@@ -28,6 +27,7 @@ from shiftvdm.rewards.lc import LCConfig
 from shiftvdm.train.clips import TensorClips
 from shiftvdm.train.config import TrainConfig
 from shiftvdm.train.shift import train
+from support import pretrained_toy
 
 # logged keys compared per record (time and lr are not behaviour of the step)
 KEYS = ("loss/real", "loss/aw", "loss/total", "grad_norm", "grad_norm/aw", "adv/abs_mean", "reward/fake", "disc/loss",
@@ -59,13 +59,8 @@ GOLDEN_PER_SAMPLE = {"toy": [6.74838399887085, 1.9426324367523193, 8.47459411621
 def backbone(name: str):
     if name == "toy":
         torch.manual_seed(0)  # the toy UNet and its LoRA A draw from the global generator
-        model = ToyBackbone(ToyConfig(num_frames=4, size=16, block_out_channels=(16, 16), layers_per_block=1,
-                                      num_mid_blocks=1, norm_num_groups=8, num_inference_steps=3, mid_attention=False))
-        gen = torch.Generator().manual_seed(0)
-        with torch.no_grad():  # fill the zero-initialised output layers, as after pre-training (else LoRA grads are 0)
-            for p in model.denoiser.parameters():
-                if not p.any():
-                    p.copy_(0.05 * torch.randn(p.shape, generator=gen))
+        # zero-initialised output layers filled, as after pre-training (else LoRA grads are 0)
+        model = pretrained_toy(norm_num_groups=8, num_inference_steps=3)
     else:
         torch.manual_seed(0)
         model = SVDBackbone(**tiny_svd_components(seed=0, pixel_space=True, num_frames=4, patch_size=2),

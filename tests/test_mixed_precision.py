@@ -14,8 +14,8 @@ import torch
 from shiftvdm.backbone.base import Backbone
 from shiftvdm.backbone.svd import SVDConfig
 from shiftvdm.backbone.tiny import tiny_svd_backbone, tiny_wan_backbone
-from shiftvdm.backbone.toy import ToyBackbone, ToyConfig
 from shiftvdm.backbone.wan import WanConfig
+from support import small_toy
 
 torch.set_num_threads(1)
 
@@ -26,12 +26,7 @@ def make(name: str, dtype: str) -> Backbone:
     elif name == "wan":
         backbone = tiny_wan_backbone(WanConfig(layout="ti2v", dtype=dtype))
     else:
-        backbone = ToyBackbone(ToyConfig(num_frames=4, size=16, block_out_channels=(8, 16), layers_per_block=1,
-                                         num_mid_blocks=1, norm_num_groups=4, num_fourier_freqs=4,
-                                         attention_head_dim=8, sigma_data=0.3, dtype=dtype))
-        with torch.no_grad():  # a fresh toy net has a zero output conv: no gradient would reach the LoRA
-            w = backbone.denoiser.conv_out.weight
-            w.copy_((torch.randn(w.shape, generator=torch.Generator().manual_seed(1)) * 0.05).to(w.dtype))
+        backbone = small_toy(dtype=dtype)  # a fresh toy's zero output conv, filled: else no gradient reaches the LoRA
     backbone.add_lora(4, 4.0)
     return backbone
 

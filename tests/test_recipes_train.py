@@ -11,10 +11,8 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
 import yaml
 
-from shiftvdm.backbone.toy import ToyBackbone, ToyConfig
 from shiftvdm.cli import main as cli
 from shiftvdm.data.synthetic import write_synthetic_dataset
 from shiftvdm.rewards.critic import CriticConfig, MotionCritic
@@ -109,14 +107,8 @@ def free_port() -> int:
 
 
 @pytest.mark.slow
-def test_two_processes_share_work_and_weights(tmp_path, sprites):
-    base = tmp_path / "base"
-    toy = ToyBackbone(ToyConfig(**{**TOY_OPTIONS, "block_out_channels": (16, 16)}))
-    with torch.no_grad():
-        for p in toy.denoiser.parameters():
-            if not p.any():
-                p.normal_(0, 0.05, generator=torch.Generator().manual_seed(0))
-    toy.save_pretrained(base)
+def test_two_processes_share_work_and_weights(tmp_path, sprites, pretrained_toy_dir):
+    base = pretrained_toy_dir
     critic_dir = tmp_path / "critic"
     MotionCritic(CriticConfig(num_queries=8, ic=ICConfig(encoder="cnn", image_size=(16, 16), cnn_channels=(8, 8)),
                               lc=LCConfig(dim=16, depth=1, heads=2))).save(critic_dir)

@@ -16,6 +16,7 @@ from PIL import Image
 from shiftvdm.backbone.svd import SVDBackbone, SVDConfig
 from shiftvdm.backbone.tiny import save_tiny_svd
 from shiftvdm.cli import main as cli
+from support import fill_zero_init, small_toy
 
 FRAMES, SIZE, STEPS = 4, 32, 2
 
@@ -37,11 +38,7 @@ def lora_path(model_dir, tmp_path_factory) -> Path:
     """A LoRA with non-zero lora_B (a fresh one would be a no-op), saved by the backbone."""
     backbone = SVDBackbone.from_pretrained(model_dir)
     backbone.add_lora(4, 4)
-    gen = torch.Generator().manual_seed(0)
-    with torch.no_grad():
-        for name, param in backbone.unet.named_parameters():
-            if "lora_B" in name:
-                param.copy_(torch.randn(param.shape, generator=gen) * 0.3)
+    fill_zero_init(backbone.unet, std=0.3, seed=0, only="lora_B")
     path = tmp_path_factory.mktemp("lora") / "lora.safetensors"
     backbone.save_lora(path)
     return path
@@ -129,15 +126,7 @@ def test_bad_inputs_give_clear_errors(case, model_dir, image_path, tmp_path, cap
 
 # ---------------------------------------------------------------------- every backbone (Wan, toy)
 def _toy_folder(path: Path) -> Path:
-    from shiftvdm.backbone.toy import ToyBackbone, ToyConfig
-
-    toy = ToyBackbone(ToyConfig(num_frames=4, size=16, block_out_channels=(8, 16), layers_per_block=1,
-                                num_mid_blocks=1, norm_num_groups=4, num_fourier_freqs=4, attention_head_dim=8,
-                                sigma_data=0.3, num_inference_steps=3))
-    with torch.no_grad():  # a non-zero output conv, as a trained model has
-        w = toy.denoiser.conv_out.weight
-        w.copy_(torch.randn(w.shape, generator=torch.Generator().manual_seed(1)) * 0.05)
-    toy.save_pretrained(path)
+    small_toy(num_inference_steps=3).save_pretrained(path)  # a non-zero output conv, as a trained model has
     return path
 
 
@@ -173,11 +162,7 @@ def test_sample_and_export_work_for_every_backbone(name, other_models, image_pat
 
     # export: LoRA fused into a folder that diffusers loads back, reproducing the fused model
     backbone.add_lora(4, 4.0)
-    with torch.no_grad():
-        gen = torch.Generator().manual_seed(0)
-        for param in backbone.trainable_parameters():
-            if param.abs().sum() == 0:
-                param.copy_(torch.randn(param.shape, generator=gen) * 0.3)
+    fill_zero_init(backbone.trainable_parameters(), std=0.3, seed=0)
     backbone.save_lora(tmp_path / "lora.safetensors")
     exported = tmp_path / "exported"
     assert cli(["export", "--model", str(model), "--lora", str(tmp_path / "lora.safetensors"),

@@ -14,7 +14,6 @@ from pathlib import Path
 import pytest
 import torch
 
-from shiftvdm.backbone.toy import ToyBackbone, ToyConfig
 from shiftvdm.config import config_from_dict
 from shiftvdm.data.synthetic import make_sprite_clips
 from shiftvdm.errors import CheckpointError, TrainingError
@@ -28,10 +27,7 @@ from shiftvdm.train.config import TrainConfig
 from shiftvdm.recipes.train import TrainingParts, assemble
 from shiftvdm.train.checkpointing import resume as resume_run
 from shiftvdm.train.shift import chunk_indices, shift_step, train
-
-TOY = ToyConfig(num_frames=4, size=16, block_out_channels=(16, 16), layers_per_block=1, num_mid_blocks=1,
-                norm_num_groups=8, num_inference_steps=3, mid_attention=False)
-
+from support import pretrained_toy
 
 def critic_config() -> CriticConfig:
     return CriticConfig(num_queries=16, ic=ICConfig(encoder="cnn", image_size=(16, 16), cnn_channels=(8, 16)),
@@ -62,20 +58,9 @@ def make_cfg(out: Path, **sections) -> TrainConfig:
     return config_from_dict(TrainConfig, data)
 
 
-def pretrained_like_toy() -> ToyBackbone:
-    """A toy backbone whose zero-initialised layers (output convs) are filled, as after pre-training;
-    otherwise every LoRA gradient is exactly zero and gradient checks would pass trivially."""
-    backbone = ToyBackbone(TOY)
-    gen = torch.Generator().manual_seed(0)
-    with torch.no_grad():
-        for p in backbone.denoiser.parameters():
-            if not p.any():
-                p.copy_(0.05 * torch.randn(p.shape, generator=gen))
-    return backbone
-
-
 def make_parts(cfg: TrainConfig, clips: TensorClips):
-    backbone = pretrained_like_toy()
+    # zero-initialised layers filled, as after pre-training: otherwise every LoRA gradient is exactly zero
+    backbone = pretrained_toy(norm_num_groups=8, num_inference_steps=3)
     if cfg.lora.enabled:
         backbone.add_lora(cfg.lora.rank, cfg.lora.alpha)
     critic = MotionCritic(critic_config())
