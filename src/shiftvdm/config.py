@@ -4,12 +4,17 @@ Merge order: dataclass defaults, then the YAML file (which may name one ``base:`
 overrides such as ``optim.lr=1e-4``. Loading is strict: an unknown key is an error naming the key
 and the closest valid one, a wrong type names the field, the expected type and the value. All
 problems are gathered and reported together.
+
+Renamed keys (:data:`RENAMED_KEYS`) keep working for one release: ``config_from_dict`` (which every
+reader goes through: YAML files, overrides, the config a checkpoint saved) maps an old key to its new
+name with a logged warning naming the new key, and refuses a config that gives both.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import difflib
+import logging
 import types
 import typing
 from importlib import resources
@@ -22,6 +27,18 @@ from shiftvdm.errors import ConfigError, quote
 
 T = TypeVar("T")
 _MISSING = object()
+logger = logging.getLogger(__name__)
+
+# Renamed config keys, per schema (the dataclass given to ``config_from_dict``, by module and name):
+# (old dotted key, new dotted key), the more specific first. The old key is accepted until RENAMED_UNTIL
+# with a warning naming the new one; a config giving both (the same setting twice) is refused.
+RENAMED_UNTIL = "0.3"
+RENAMED_KEYS: dict[str, tuple[tuple[str, str], ...]] = {
+    # issue 25: one name for the thing that turns clips into rewards, the critic
+    "shiftvdm.train.config.TrainConfig": (("discriminator.critic", "critic.path"), ("discriminator", "critic")),
+    # the demo's critic pre-training stage (`shiftvdm train-critic` settings), no longer critic.critic.*
+    "shiftvdm.recipes.demo.config.DemoConfig": (("critic", "critic_training"),),
+}
 
 
 def preset_dir() -> Path:
@@ -315,8 +332,81 @@ def _build(cls: type[T], data: dict[str, Any], where: str, errors: list[str]) ->
         return _MISSING  # type: ignore[return-value]
 
 
+def _leaves(value: Any, name: str) -> list[str]:
+    if isinstance(value, dict) and value:
+        return [leaf for k, v in value.items() for leaf in _leaves(v, f"{name}.{k}")]
+    return [name]
+
+
+def _pop_path(data: dict[str, Any], keys: list[str]) -> tuple[bool, Any, dict[str, Any]]:
+    """(found, value, data without it): the dicts along the path are copied, ``data`` is not changed."""
+    if not keys or not isinstance(data, dict) or keys[0] not in data:
+        return False, None, data
+    out = dict(data)
+    if len(keys) == 1:
+        return True, out.pop(keys[0]), out
+    found, value, inner = _pop_path(out[keys[0]], keys[1:])
+    if found:
+        out[keys[0]] = inner
+    return found, value, out
+
+
+def _put_path(data: dict[str, Any], keys: list[str], value: Any, name: str, clashes: list[str]) -> dict[str, Any]:
+    """``data`` with ``value`` at ``keys`` (mappings merged); a leaf given on both sides goes to ``clashes``."""
+    out = dict(data)
+    key = keys[0]
+    here = f"{name}.{key}" if name else key
+    if len(keys) > 1:
+        inner = out.get(key, {})
+        if not isinstance(inner, dict):
+            clashes.append(here)
+            return out
+        out[key] = _put_path(inner, keys[1:], value, here, clashes)
+    elif key not in out:
+        out[key] = value
+    elif isinstance(out[key], dict) and isinstance(value, dict):
+        for sub, v in value.items():
+            out[key] = _put_path(out[key], [sub], v, here, clashes)
+    else:
+        clashes.append(here)
+    return out
+
+
+def apply_renamed_keys(cls: type, data: dict[str, Any], source: str = "") -> dict[str, Any]:
+    """``data`` with the old keys of ``cls`` (:data:`RENAMED_KEYS`) moved to their new names, each logged as a
+    warning naming the new key; ConfigError naming both when a setting is given under both names."""
+    table = RENAMED_KEYS.get(f"{cls.__module__}.{cls.__qualname__}", ())
+    prefix = f"{source}: " if source else ""
+    problems: list[str] = []
+    for old, new in table:
+        found, value, data = _pop_path(data, old.split("."))
+        if not found:
+            continue
+        if isinstance(value, dict) and not value:
+            continue  # an emptied section (its only key was renamed on its own)
+        clashes: list[str] = []
+        data = _put_path(data, new.split("."), value, "", clashes)
+        for clash in clashes:
+            problems.append(f"{old + clash[len(new):]} and {clash} are both given: {old} is the old name of {new} "
+                            f"(accepted until {RENAMED_UNTIL}); give only {clash}")
+        leaves = _leaves(value, old)
+        if leaves == [old]:
+            logger.warning("%s%s is renamed %s; accepted until %s", prefix, old, new, RENAMED_UNTIL)
+        else:
+            logger.warning("%s%s is renamed %s (%s); accepted until %s", prefix, old, new,
+                           ", ".join(f"{leaf} -> {new}{leaf[len(old):]}" for leaf in leaves), RENAMED_UNTIL)
+    if problems:
+        raise ConfigError(f"{prefix}invalid config:\n  " + "\n  ".join(problems))
+    return data
+
+
 def config_from_dict(cls: type[T], data: dict[str, Any], source: str = "") -> T:
-    """Build ``cls`` from a nested dict, strictly; raise ConfigError listing every problem."""
+    """Build ``cls`` from a nested dict, strictly; raise ConfigError listing every problem.
+
+    Old names of renamed keys (:data:`RENAMED_KEYS`) are accepted with a warning (``apply_renamed_keys``).
+    """
+    if isinstance(data, dict):
+        data = apply_renamed_keys(cls, data, source)
     errors: list[str] = []
     cfg = _build(cls, data, "", errors)
     if errors:
@@ -377,7 +467,7 @@ def config_differences(a: Any, b: Any, prefix: str = "") -> list[str]:
 
 
 __all__ = [
-    "config_differences", "config_from_dict", "config_to_dict", "deep_merge", "dump_config", "list_presets",
+    "RENAMED_KEYS", "RENAMED_UNTIL", "apply_renamed_keys", "config_differences", "config_from_dict", "config_to_dict", "deep_merge", "dump_config", "list_presets",
     "load_config", "parse_overrides", "preset_dir", "resolve_config_path",
 ]
 

@@ -1,4 +1,4 @@
-"""MotionCritic: videos -> motion features -> IC/LC logits -> clipped, weighted pixel-motion reward.
+"""MotionCritic, the critic (scorer): videos -> motion features -> IC/LC logits -> clipped, weighted reward.
 
 METHOD.md step 2: r = logit D(x) ≈ log p_data(x)/p_θ(x) in feature space, clipped to
 [r_min, r_max] (the paper's clipping, which the reference code lacks), and
@@ -8,7 +8,8 @@ discriminators when one is kept (``use_ema``), so no gradient ever reaches the g
 The feature extractors (flow estimator, point tracker) are frozen and held outside the module's
 state: they are never trained and never saved with the critic (unlike the reference, which saved
 SEA-RAFT, with drifted BatchNorm statistics, inside the IC checkpoint). Only ``ic`` and ``lc``
-train; ``ema_ic`` / ``ema_lc`` follow them through ``update_ema``.
+train, by ``CriticTrainer`` (rewards/critic_training.py: optimizer, replay store, Eq. 7 step);
+``ema_ic`` / ``ema_lc`` follow them through ``update_ema``, which the trainer calls after each step.
 
 Bad input policy (never a silent NaN reward):
     * ``features`` raises DataError for clips with fewer than 2 frames, a wrong shape, or any
@@ -50,6 +51,7 @@ from shiftvdm.motion.features import (
     track_feature_dim,
     track_features_torch,
 )
+from shiftvdm.rewards.critic_training import CriticTrainConfig, critic_step
 from shiftvdm.rewards.ic import ICConfig, ICDiscriminator
 from shiftvdm.rewards.lc import LCConfig, build_lc_discriminator
 from shiftvdm.rewards.protocol import GroupScores, ReplayStore
@@ -222,8 +224,7 @@ class MotionCritic(nn.Module):
         # Frozen extractors in a tuple so nn.Module does not register (and save) their weights.
         self._extractors: tuple[FlowEstimator | None, PointTracker | None] | None = None
         self.last_timings: dict[str, float] = {}
-        # Older fakes for the refresh's replay regulariser: state of its own (checkpointed by the trainer).
-        self.replay = ReplayStore(from_state=MotionFeatures.from_state_dict)
+        self._shim_replay: ReplayStore | None = None  # only for the refresh_step shim (see there)
 
     @staticmethod
     def _frozen_copy(module: nn.Module) -> nn.Module:
@@ -552,24 +553,32 @@ class MotionCritic(nn.Module):
         feats = feats.to("cpu")
         return GroupScores(rewards, feats.index(slice(0, num)), feats.index(slice(num, None)))
 
-    def refresh_step(self, real: MotionFeatures, fake: MotionFeatures, optimizer: torch.optim.Optimizer,
-                     generator: torch.Generator, config: Any = None, sync_grads: Any = None) -> dict[str, float]:
-        """One Eq. 7 step on cached features (rewards/discriminator_training.py), then the EMA update."""
-        from shiftvdm.rewards.discriminator_training import discriminator_step
-
-        return discriminator_step(self, real, fake, optimizer, generator, config, sync_grads=sync_grads)
-
     @staticmethod
     def features_from_state(state: dict[str, Any]) -> MotionFeatures:
         """Features saved with ``MotionFeatures.state_dict`` (buffer and replay checkpoints)."""
         return MotionFeatures.from_state_dict(state)
 
+    # ----- kept for train/ until it switches to CriticTrainer (issue 25); remove then -------------
+    # The same step as CriticTrainer.step (critic_step), with the caller's optimizer and a replay store
+    # parked here; the numbers are those of CriticTrainer.step with that optimizer and store.
+    def refresh_step(self, real: MotionFeatures, fake: MotionFeatures, optimizer: torch.optim.Optimizer,
+                     generator: torch.Generator, config: CriticTrainConfig | None = None,
+                     sync_grads: Any = None) -> dict[str, float]:
+        """Shim: ``critic_step`` with ``optimizer`` and this critic's parked replay store."""
+        return critic_step(self, real, fake, optimizer, generator, config, self._replay_shim(), sync_grads)
+
     def replay_state(self) -> dict[str, Any] | None:
-        """The replay store's state (None when empty), for the training checkpoint."""
-        return self.replay.state_dict()
+        """Shim: the parked replay store's state (None when empty)."""
+        return self._replay_shim().state_dict()
 
     def load_replay_state(self, state: dict[str, Any] | None) -> None:
-        self.replay.load_state_dict(state)
+        """Shim: restore the parked replay store."""
+        self._replay_shim().load_state_dict(state)
+
+    def _replay_shim(self) -> ReplayStore:
+        if self._shim_replay is None:
+            self._shim_replay = ReplayStore(from_state=MotionFeatures.from_state_dict)
+        return self._shim_replay
 
     def _clip_reward(self, logits: Tensor, present: bool) -> Tensor:
         """Clip to [r_min, r_max]; NaN (non-finite features) -> r_min; an absent branch stays 0."""
@@ -578,7 +587,11 @@ class MotionCritic(nn.Module):
         cfg = self.config
         return torch.nan_to_num(logits, nan=cfg.r_min).clamp(cfg.r_min, cfg.r_max)
 
-    # ----- training support ---------------------------------------------------------------------
+    # ----- what the trainer trains ---------------------------------------------------------------
+    def discriminators(self) -> dict[str, nn.Module]:
+        """The two trainable networks by the feature branch they read: {"ic": IC, "lc": LC}, in that order."""
+        return {"ic": self.ic, "lc": self.lc}
+
     def discriminator_parameters(self) -> list[nn.Parameter]:
         """The trainable parameters: IC and LC discriminators (not the EMA copies, not the extractors)."""
         return list(self.ic.parameters()) + list(self.lc.parameters())
@@ -617,7 +630,7 @@ class MotionCritic(nn.Module):
         config_file = folder / CONFIG_NAME
         if not config_file.is_file():
             raise CheckpointError(f"{folder}: not a critic folder ({CONFIG_NAME} missing; "
-                                  "make one with `shiftvdm train-reward`)")
+                                  "make one with `shiftvdm train-critic`)")
         try:
             data = json.loads(config_file.read_text())
         except json.JSONDecodeError as exc:

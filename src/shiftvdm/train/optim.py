@@ -10,6 +10,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from shiftvdm.rewards.critic_training import build_optimizer as build_critic_optimizer
 from shiftvdm.train.config import TrainConfig
 from shiftvdm.utils.ema import ema_update_
 
@@ -36,10 +37,8 @@ def build_optimizers(cfg: TrainConfig, params: list[nn.Parameter], critic: Any
     optimizer = torch.optim.AdamW(params, lr=o.lr, betas=o.betas, weight_decay=o.weight_decay, eps=o.eps)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(cfg))
     d_optimizer = None
-    if critic is not None and cfg.discriminator.refresh:
-        d = cfg.discriminator.train
-        d_optimizer = torch.optim.AdamW(critic.discriminator_parameters(), lr=d.lr, betas=d.betas,
-                                        weight_decay=d.weight_decay)
+    if critic is not None and cfg.critic.refresh:  # kept until train/ builds a CriticTrainer (it owns this optimizer)
+        d_optimizer = build_critic_optimizer(critic, cfg.critic.train)
     return optimizer, scheduler, d_optimizer
 
 
