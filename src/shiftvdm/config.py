@@ -31,7 +31,8 @@ logger = logging.getLogger(__name__)
 
 # Renamed config keys, per schema (the dataclass given to ``config_from_dict``, by module and name):
 # (old dotted key, new dotted key), the more specific first. The old key is accepted until RENAMED_UNTIL
-# with a warning naming the new one; a config giving both (the same setting twice) is refused.
+# with a warning naming the new one; a config giving both with different values is refused naming both (the
+# same value under both names is accepted: e.g. a stage default still written under the old name).
 RENAMED_UNTIL = "0.3"
 RENAMED_KEYS: dict[str, tuple[tuple[str, str], ...]] = {
     # issue 25: one name for the thing that turns clips into rewards, the critic
@@ -352,7 +353,8 @@ def _pop_path(data: dict[str, Any], keys: list[str]) -> tuple[bool, Any, dict[st
 
 
 def _put_path(data: dict[str, Any], keys: list[str], value: Any, name: str, clashes: list[str]) -> dict[str, Any]:
-    """``data`` with ``value`` at ``keys`` (mappings merged); a leaf given on both sides goes to ``clashes``."""
+    """``data`` with ``value`` at ``keys`` (mappings merged); a leaf given on both sides with different values
+    goes to ``clashes`` (the value already there is kept)."""
     out = dict(data)
     key = keys[0]
     here = f"{name}.{key}" if name else key
@@ -367,14 +369,15 @@ def _put_path(data: dict[str, Any], keys: list[str], value: Any, name: str, clas
     elif isinstance(out[key], dict) and isinstance(value, dict):
         for sub, v in value.items():
             out[key] = _put_path(out[key], [sub], v, here, clashes)
-    else:
+    elif out[key] != value:
         clashes.append(here)
     return out
 
 
 def apply_renamed_keys(cls: type, data: dict[str, Any], source: str = "") -> dict[str, Any]:
     """``data`` with the old keys of ``cls`` (:data:`RENAMED_KEYS`) moved to their new names, each logged as a
-    warning naming the new key; ConfigError naming both when a setting is given under both names."""
+    warning naming the new key; ConfigError naming both when a setting is given under both names with
+    different values."""
     table = RENAMED_KEYS.get(f"{cls.__module__}.{cls.__qualname__}", ())
     prefix = f"{source}: " if source else ""
     problems: list[str] = []
@@ -387,8 +390,8 @@ def apply_renamed_keys(cls: type, data: dict[str, Any], source: str = "") -> dic
         clashes: list[str] = []
         data = _put_path(data, new.split("."), value, "", clashes)
         for clash in clashes:
-            problems.append(f"{old + clash[len(new):]} and {clash} are both given: {old} is the old name of {new} "
-                            f"(accepted until {RENAMED_UNTIL}); give only {clash}")
+            problems.append(f"{old + clash[len(new):]} and {clash} are both given, with different values: {old} is "
+                            f"the old name of {new} (accepted until {RENAMED_UNTIL}); give only {clash}")
         leaves = _leaves(value, old)
         if leaves == [old]:
             logger.warning("%s%s is renamed %s; accepted until %s", prefix, old, new, RENAMED_UNTIL)
