@@ -154,9 +154,15 @@ def _read_yaml(path: Path) -> dict[str, Any]:
     return data
 
 
-def load_yaml_with_base(path: Path) -> dict[str, Any]:
-    """Read a YAML config; a ``base:`` key names one other file (path relative to this one, or a preset)."""
+def load_yaml_with_base(path: Path, schema: type | None = None) -> dict[str, Any]:
+    """Read a YAML config; a ``base:`` key names one other file (path relative to this one, or a preset).
+
+    With ``schema`` (the config's dataclass), each file's renamed keys are mapped to their new names as it
+    is read (``apply_renamed_keys``), so a file in new names overrides a base in old names and vice versa.
+    """
     data = _read_yaml(path)
+    if schema is not None:
+        data = apply_renamed_keys(schema, data, str(path))
     base = data.pop("base", None)
     if base is None:
         return data
@@ -164,6 +170,8 @@ def load_yaml_with_base(path: Path) -> dict[str, Any]:
         raise ConfigError(f"{path}: `base:` must name one YAML file or preset, got {quote(base)}")
     base_path = (path.parent / base) if (path.parent / str(base)).is_file() else resolve_config_path(base)
     base_data = _read_yaml(base_path)
+    if schema is not None:
+        base_data = apply_renamed_keys(schema, base_data, str(base_path))
     if "base" in base_data:
         raise ConfigError(f"{base_path}: a base config may not name another base (only one level is allowed)")
     return deep_merge(base_data, data)
@@ -179,8 +187,12 @@ def deep_merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def parse_overrides(overrides: list[str]) -> dict[str, Any]:
-    """``["optim.lr=1e-4", "loss.match_noise=false"]`` -> nested dict (values parsed as YAML scalars)."""
+def parse_overrides(overrides: list[str], schema: type | None = None) -> dict[str, Any]:
+    """``["optim.lr=1e-4", "loss.match_noise=false"]`` -> nested dict (values parsed as YAML scalars).
+
+    With ``schema``, renamed keys are mapped to their new names (``apply_renamed_keys``) before the overrides
+    are merged over a file, so an old-name override still overrides the file's new-name value.
+    """
     result: dict[str, Any] = {}
     for item in overrides:
         if "=" not in item:
@@ -199,7 +211,7 @@ def parse_overrides(overrides: list[str]) -> dict[str, Any]:
             if not isinstance(node, dict):
                 raise ConfigError(f"override `{item}` conflicts with another override of `{key}`")
         node[keys[-1]] = value
-    return result
+    return result if schema is None else apply_renamed_keys(schema, result, "overrides")
 
 
 def _type_name(tp: Any) -> str:
@@ -424,10 +436,10 @@ def load_config(cls: type[T], config: str | Path | None = None, overrides: list[
     source = "defaults"
     if config is not None:
         path = resolve_config_path(config)
-        data = load_yaml_with_base(path)
+        data = load_yaml_with_base(path, cls)
         source = str(path)
     if overrides:
-        data = deep_merge(data, parse_overrides(overrides))
+        data = deep_merge(data, parse_overrides(overrides, cls))
         source += " + overrides"
     return config_from_dict(cls, data, source)
 
