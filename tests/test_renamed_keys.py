@@ -124,3 +124,15 @@ def test_the_table_names_schemas_that_exist():
         fields = {f for f in cls.__dataclass_fields__}
         for old, new in pairs:
             assert new.split(".")[0] in fields and old.split(".")[0] not in fields, (schema, old, new)
+
+
+def test_train_reward_is_an_alias_of_train_critic_with_a_one_line_note(capsys):
+    from shiftvdm.cli import _usage, main
+
+    with pytest.raises(SystemExit) as done:
+        main(["train-reward", "--help"])
+    assert done.value.code == 0
+    out, err = capsys.readouterr()
+    assert err.strip() == "shiftvdm: `train-reward` is renamed `train-critic`; the old name works until 0.3"
+    assert "usage: shiftvdm train-critic" in out
+    assert "train-critic" in _usage() and "train-reward" not in _usage()
