@@ -1,4 +1,4 @@
-"""`shiftvdm generate`: K generated clips per real clip, conditioned on its first frame (discriminator fakes).
+"""`shiftvdm generate`: K generated clips per real clip, conditioned on its first frame (the critic's fakes).
 
     shiftvdm generate --model PATH [--lora PATH] --data REAL --out DIR --per-clip K
                       [--steps N --seed S --frames T --height H --width W --fps F --format mp4|npy|gif]
