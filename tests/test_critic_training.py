@@ -106,3 +106,24 @@ def test_a_checkpoint_written_at_e17d547_gives_the_trainer_state():
     resumed.load_state_dict(trainer_state_from_e17d547(old))
     assert resumed.steps == 2 and run_steps(resumed, 2, 3) == run_steps(trainer, 2, 3)
     assert trainer_state_from_e17d547({**old, "d_optimizer": None}) is None  # that run did not refresh
+
+
+def test_pretraining_resumes_from_its_trainer_state_and_from_a_checkpoint_written_before_it(tmp_path):
+    """`train-critic` checkpoints hold {"trainer": CriticTrainer.state_dict(), ...}; one written at e17d547
+    ({"step", "optimizer"} + the critic/ folder, no replay store) still resumes."""
+    from shiftvdm.rewards.pretraining import _restore
+    from shiftvdm.utils.step_checkpoints import write_checkpoint
+
+    trainer = CriticTrainer(small_critic(), REGULARISED)
+    run_steps(trainer, 0, 2)
+    write_checkpoint(tmp_path / "new" / "checkpoints", 2, {"trainer": trainer.state_dict(), "history": "[]",
+                                                           "log_sizes": None}, {"critic": trainer.critic.save})
+    write_checkpoint(tmp_path / "old" / "checkpoints", 2, {"step": 2, "optimizer": trainer.optimizer.state_dict(),
+                                                           "history": "[]", "log_sizes": None},
+                     {"critic": trainer.critic.save})
+    want = trainer.critic.state_dict()
+    for run, replay in (("new", 6), ("old", 0)):
+        resumed = CriticTrainer(small_critic(), REGULARISED)
+        assert _restore(resumed, tmp_path / run) == ([], None)
+        got = resumed.critic.state_dict()
+        assert resumed.steps == 2 and len(resumed.replay) == replay and all(torch.equal(want[k], got[k]) for k in want)

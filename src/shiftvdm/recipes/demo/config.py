@@ -80,7 +80,7 @@ def train_config(cfg: DemoConfig, out_dir: Path, *sections: dict[str, Any], mode
     for s in sections:
         data = deep_merge(data, s)
     if mode in ("pretrain", "sft"):  # what the stage means wins over shared arm settings (SFT = no rollouts)
-        data = deep_merge(data, {"loss": {"lambda_aw": 0.0, "asymmetric": False}, "discriminator": {"refresh": False},
+        data = deep_merge(data, {"loss": {"lambda_aw": 0.0, "asymmetric": False}, "critic": {"refresh": False},
                                  "rollout": {"passes_per_buffer": 1}})
     data["mode"] = mode
     return config_from_dict(TrainConfig, data, f"demo {mode} stage")
