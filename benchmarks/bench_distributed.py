@@ -45,7 +45,7 @@ def run(root: Path, nproc: int, steps: int, engine: str = "ddp") -> dict:
            "lora": {"rank": 2, "alpha": 2}, "optim": {"lr": 1e-3, "warmup_steps": 0}, "loss": {"lambda_aw": 0.5},
            "rollout": {"group_size": 4, "buffer_size": 8, "passes_per_buffer": 2, "batch_size": 2 // nproc,
                        "rollout_batch_size": 2, "num_inference_steps": 2},
-           "discriminator": {"critic": str(root / "critic"), "d_to_g": 0.5, "train": {"lr": 1e-3}},
+           "critic": {"path": str(root / "critic"), "d_to_g": 0.5, "train": {"lr": 1e-3}},
            "run": {"out_dir": str(out), "max_steps": steps, "checkpoint_every": 0, "progress": False,
                    "distributed": engine}}
     path = root / f"run{nproc}-{engine}.yaml"

@@ -112,7 +112,7 @@ def demo_buffer_ab(repeats: int, workers: int = 1) -> None:
     from shiftvdm.recipes.demo.config import DemoConfig
 
     demo = load_config(DemoConfig, "demo_cpu")
-    critic = MotionCritic(config_from_dict(CriticConfig, {**demo.critic.get("critic", {}), "workers": workers})).eval()
+    critic = MotionCritic(config_from_dict(CriticConfig, {**demo.critic_training.get("critic", {}), "workers": workers})).eval()
     d, r = demo.data, demo.arms_common["rollout"]
     n, group = int(r["buffer_size"]), int(r["group_size"])
     clips = to_tensor(make_sprite_clips(n * (1 + group), d.num_frames, d.size, seed=1).videos)
@@ -144,7 +144,7 @@ def demo_buffer_split(repeats: int, size: int, queries: int, workers: int = 1, s
     from shiftvdm.recipes.demo.config import DemoConfig
 
     demo = load_config(DemoConfig, "demo_cpu")
-    critic_cfg = {**demo.critic.get("critic", {}), "workers": workers, "num_queries": queries}
+    critic_cfg = {**demo.critic_training.get("critic", {}), "workers": workers, "num_queries": queries}
     critic_cfg["ic"] = {**critic_cfg.get("ic", {}), "image_size": [size, size]}
     if sampling:
         critic_cfg["query_sampling"] = sampling

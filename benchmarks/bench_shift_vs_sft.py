@@ -7,7 +7,7 @@ epochs — then the SHIFT/SFT ratios. The authors report SHIFT at 2.46× SFT's t
     python benchmarks/bench_shift_vs_sft.py                    # the demo's toy preset, 60 steps each
     python benchmarks/bench_shift_vs_sft.py --steps 120 --passes 10
     python benchmarks/bench_shift_vs_sft.py --size 32 --queries 256   # 32×32 frames (data, backbone, IC size)
-    python benchmarks/bench_shift_vs_sft.py critic.critic.workers=2   # any demo-config override
+    python benchmarks/bench_shift_vs_sft.py critic_training.critic.workers=2   # any demo-config override
 
 Both runs use the same backbone, data, batch size and seed; SFT is the same trainer with λ_aw = 0.
 The reward share (issue 14 item 5: goal ≤ 15 % of a SHIFT step) is printed on its own line, by wall
@@ -47,7 +47,7 @@ def arm_config(demo: DemoConfig, out: Path, steps: int, passes: int, sft: bool) 
         "data": {"train": "(memory)", "num_frames": d.num_frames, "height": d.size, "width": d.size},
         "rollout": {"passes_per_buffer": 1 if sft else passes},
         "loss": {"lambda_aw": 0.0} if sft else {},
-        "discriminator": {"critic": "(memory)", "refresh": not sft},
+        "critic": {"path": "(memory)", "refresh": not sft},
         "run": {"out_dir": str(out), "max_steps": steps, "eval_every": 0, "progress": False, "log_grad_norm_every": 0},
     })
     return config_from_dict(TrainConfig, data)
@@ -95,7 +95,7 @@ def track_cpu_time(parts: TrainingParts) -> dict[str, float]:
 
     wall_timed = parts.state.timed
     parts.state.timed = lambda phase, fn: wrap(phase, wall_timed)(phase, fn)  # type: ignore[method-assign]
-    for name, phase in (("shift_step", "generator"), ("refresh_discriminators", "discriminator")):
+    for name, phase in (("shift_step", "generator"), ("refresh_critic", "discriminator")):
         original = getattr(shift_module, "_bench_" + name, None) or getattr(shift_module, name)
         setattr(shift_module, "_bench_" + name, original)
         setattr(shift_module, name, wrap(phase, original))
@@ -126,28 +126,28 @@ def load_config_toy(demo: DemoConfig):
 def critic_config(demo: DemoConfig):
     from shiftvdm.rewards.critic import CriticConfig
 
-    return config_from_dict(CriticConfig, demo.critic.get("critic", {}))
+    return config_from_dict(CriticConfig, demo.critic_training.get("critic", {}))
 
 
 def size_overrides(size: int, queries: int) -> list[str]:
     """Demo-config overrides for ``size``×``size`` frames: data, backbone and IC image size move together."""
     out = []
     if size:
-        out += [f"data.size={size}", f"backbone.options.size={size}", f"critic.critic.ic.image_size=[{size},{size}]"]
+        out += [f"data.size={size}", f"backbone.options.size={size}", f"critic_training.critic.ic.image_size=[{size},{size}]"]
     if queries:
-        out.append(f"critic.critic.num_queries={queries}")
+        out.append(f"critic_training.critic.num_queries={queries}")
     return out
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("overrides", nargs="*", help="demo-config overrides, e.g. critic.critic.workers=2")
+    parser.add_argument("overrides", nargs="*", help="demo-config overrides, e.g. critic_training.critic.workers=2")
     parser.add_argument("--steps", type=int, default=60, help="generator updates per arm")
     parser.add_argument("--passes", type=int, default=0, help="SHIFT passes per buffer (0 = the demo preset's)")
     parser.add_argument("--clips", type=int, default=512, help="real clips (one epoch = every clip once)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--size", type=int, default=0, help="frame side in px (0 = the preset's); sets data.size, "
-                        "backbone.options.size and critic.critic.ic.image_size")
+                        "backbone.options.size and critic_training.critic.ic.image_size")
     parser.add_argument("--queries", type=int, default=0, help="LC queries per clip (0 = the preset's)")
     parser.add_argument("--sprite-size", type=float, default=0.0, help="sprite side in px (0 = 3 px per 16 px of frame)")
     args = parser.parse_args()

@@ -31,7 +31,7 @@ def main() -> None:
     parser.add_argument("--before", action="store_true")
     args = parser.parse_args()
     for preset, critic_preset in PRESETS.items():
-        cfg = resolve_train_config("shift", preset, ["discriminator.critic=(plan)"])
+        cfg = resolve_train_config("shift", preset, ["critic.path=(plan)"])
         options = dict(cfg.backbone.options)
         arch = full_size.architecture_for(cfg.backbone.name, options)
         meta = full_size.build_on_meta(arch)
@@ -44,7 +44,7 @@ def main() -> None:
         lora = sum(full_size.lora_parameter_count(meta[k], cfg.lora.rank, targets) for k in denoisers)
         if args.before:
             critic = CriticConfig()
-            cfg = dataclasses.replace(cfg, discriminator=dataclasses.replace(cfg.discriminator, refresh=True))
+            cfg = dataclasses.replace(cfg, critic=dataclasses.replace(cfg.critic, refresh=True))
         else:
             ckpt = ["critic.flow_checkpoint=SEA-RAFT-M.pth", "critic.tracker_checkpoint=scaled_offline.pth"]
             data = deep_merge(load_yaml_with_base(resolve_config_path(critic_preset)), parse_overrides(ckpt))
@@ -53,7 +53,7 @@ def main() -> None:
         lat = latent_numel(family, family_options, d.num_frames, d.height, d.width)
         plan = memory_plan(cfg, ModelSizes(frozen, lora, lat), args.world, critic, device_capacity=80 * 1024 ** 3,
                            host_capacity=None, local_ranks=8)
-        print(f"== {preset} ({'before' if args.before else critic_preset}), refresh={cfg.discriminator.refresh}")
+        print(f"== {preset} ({'before' if args.before else critic_preset}), refresh={cfg.critic.refresh}")
         print(plan.table())
 
 

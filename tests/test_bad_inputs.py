@@ -187,7 +187,7 @@ def build_case(cid: str, w: dict[str, Path], tmp: Path) -> Case:
         if cid == "M-trainreward-one-real":
             (d / "real.jsonl").write_text(json.dumps({"path": names[0]}) + "\n")
             (d / "fake.jsonl").write_text(json.dumps({"path": names[1], "source": names[0]}) + "\n")
-            return Case(cid, ["train-reward", "--real", str(d / "real.jsonl"), "--fake", str(d / "fake.jsonl"),
+            return Case(cid, ["train-critic", "--real", str(d / "real.jsonl"), "--fake", str(d / "fake.jsonl"),
                               "--out", str(tmp / "rw"), "progress=false"], 1, ["at least 2 real clips"],
                         absent=[str(tmp / "rw")])
     if cid.startswith("C-"):
@@ -304,7 +304,7 @@ def build_case(cid: str, w: dict[str, Path], tmp: Path) -> Case:
         copy = tmp / "dscopy"
         shutil.copytree(w["ds"], copy)
         out = str(w["afile"]) if cid == "L-trainreward-out-is-file" else str(copy)
-        return Case(cid, ["train-reward", "--real", str(copy), "--fake", str(copy), "--out", out,
+        return Case(cid, ["train-critic", "--real", str(copy), "--fake", str(copy), "--out", out,
                           "max_steps=2", "progress=false"], 2, ["--out"], keep=[out])
     if cid in ("L-report-not-demo", "L-report-empty-dir"):
         folder = tmp / "notdemo"

@@ -148,7 +148,7 @@ def test_shipped_quick_preset_loads_and_is_valid():
     for name, arm in cfg.arms.items():
         tc = train_config(cfg, Path("x"), cfg.arms_common, arm, mode=arm.get("mode", "shift"))
         assert tc.run.max_steps == 6 and tc.data.num_frames == cfg.data.num_frames, name
-    rc = config_from_dict(TrainRewardConfig, deep_merge({"seed": cfg.seed}, cfg.critic), "demo critic stage")
+    rc = config_from_dict(TrainRewardConfig, deep_merge({"seed": cfg.seed}, cfg.critic_training), "demo critic stage")
     assert rc.max_steps == 20
     small = load_demo_config(str(TEST_PRESET), False, [])
     assert small.data.heldout_clips < cfg.data.heldout_clips and small.data.generic_clips < cfg.data.generic_clips
@@ -157,7 +157,7 @@ def test_shipped_quick_preset_loads_and_is_valid():
 def test_sft_arm_never_inherits_rollout_settings():
     cfg = load_demo_config(None, True, [])
     tc = train_config(cfg, Path("x"), cfg.arms_common, cfg.arms["continued_sft"], mode="sft")
-    assert tc.loss.lambda_aw == 0.0 and not tc.discriminator.refresh and tc.rollout.passes_per_buffer == 1
+    assert tc.loss.lambda_aw == 0.0 and not tc.critic.refresh and tc.rollout.passes_per_buffer == 1
 
 
 def test_thread_choice_follows_the_request_or_the_free_cores(monkeypatch):

@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from shiftvdm.rewards.critic import CriticConfig, MotionCritic, MotionFeatures
-from shiftvdm.rewards.discriminator_training import DiscriminatorTrainConfig, discriminator_step
+from shiftvdm.rewards.critic_training import CriticTrainConfig, CriticTrainer
 from shiftvdm.rewards.ic import ICConfig
 from shiftvdm.rewards.lc import LCConfig
 
@@ -67,13 +67,19 @@ def features(ic: torch.Tensor, lc: torch.Tensor) -> MotionFeatures:
     return MotionFeatures(ic.clone(), lc.clone())
 
 
-def step(critic: MotionCritic, real: MotionFeatures, fake: MotionFeatures, seed: int = 0, **cfg):
-    """One library step with SGD(lr=1) and no clipping: returns the metrics and −Δθ (= the gradient)."""
+def trainer_for(critic: MotionCritic, **cfg) -> CriticTrainer:
+    """The library's trainer with SGD(lr=1) and no clipping, so −Δθ is the gradient."""
+    config = CriticTrainConfig(lr=1.0, max_grad_norm=1e9, **cfg)
+    return CriticTrainer(critic, config, optimizer=torch.optim.SGD(critic.discriminator_parameters(), lr=1.0))
+
+
+def step(critic: MotionCritic, real: MotionFeatures, fake: MotionFeatures, seed: int = 0,
+         trainer: CriticTrainer | None = None, **cfg):
+    """One library step (``trainer``'s, or a fresh one's): returns the metrics and −Δθ (= the gradient)."""
+    trainer = trainer or trainer_for(critic, **cfg)
     params = critic.discriminator_parameters()
     before = [p.detach().clone() for p in params]
-    optimizer = torch.optim.SGD(params, lr=1.0)
-    config = DiscriminatorTrainConfig(lr=1.0, max_grad_norm=1e9, **cfg)
-    metrics = discriminator_step(critic, real, fake, optimizer, torch.Generator().manual_seed(seed), config)
+    metrics = trainer.step(real, fake, torch.Generator().manual_seed(seed))
     return metrics, [b - p.detach() for b, p in zip(before, params)]
 
 
@@ -125,7 +131,7 @@ def test_label_smoothing_is_one_sided_and_has_its_known_value():
         want_w = (0.5 - (1 - eps)) * REAL_IC.flatten(1).double().mean(0) + 0.5 * FAKE_IC.flatten(1).double().mean(0)
         torch.testing.assert_close(grads[0], want_w, rtol=1e-12, atol=1e-14)
     with pytest.raises(ValueError, match="label_smoothing"):
-        DiscriminatorTrainConfig(label_smoothing=0.5)
+        CriticTrainConfig(label_smoothing=0.5)
 
 
 def test_r1_penalty_is_taken_on_real_inputs_with_its_closed_form_gradient():
@@ -152,22 +158,23 @@ def test_r1_penalty_is_taken_on_real_inputs_with_its_closed_form_gradient():
 
 def test_replay_mixes_half_the_fakes_from_older_batches_drawn_by_the_generator():
     critic = critic_with(LinearD(W_IC, B_IC), LinearD(W_LC, B_LC))
+    trainer = trainer_for(critic, replay_size=4)
     real = features(REAL_IC, REAL_LC)
     old = features(FAKE_IC, FAKE_LC)
-    metrics_first, _ = step(critic, real, old, replay_size=4)
+    metrics_first, _ = step(critic, real, old, trainer=trainer)
     # the store was empty: the first step trains on the fresh fakes alone, then keeps them
     assert metrics_first["disc/loss_ic"] == pytest.approx(linear_hand(REAL_IC, FAKE_IC, W_IC, B_IC, 1.0)[0], rel=1e-12)
-    assert len(critic.replay) == 3
+    assert len(trainer.replay) == 3
 
     w_now = [critic.ic.w.detach().tolist(), float(critic.ic.b.detach())]
     new_ic, new_lc = FAKE_IC + 10.0, FAKE_LC - 10.0
-    metrics, _ = step(critic, real, features(new_ic, new_lc), seed=5, replay_size=4)
+    metrics, _ = step(critic, real, features(new_ic, new_lc), seed=5, trainer=trainer)
     # 3 fakes: the first 3 − 3//2 = 2 fresh ones, then 1 drawn from the 3 stored with the step's generator
     drawn = torch.randint(3, (1,), generator=torch.Generator().manual_seed(5))
     mixed_ic = torch.cat([new_ic[:2], FAKE_IC[drawn]])
     assert metrics["disc/loss_ic"] == pytest.approx(linear_hand(REAL_IC, mixed_ic, w_now[0], w_now[1], 1.0)[0], rel=1e-12)
     # FIFO at capacity 4: the oldest two of the 6 clips seen are dropped
-    torch.testing.assert_close(critic.replay.items.ic, torch.cat([FAKE_IC[2:], new_ic]))
+    torch.testing.assert_close(trainer.replay.items.ic, torch.cat([FAKE_IC[2:], new_ic]))
 
 
 def test_ema_follows_the_update_with_its_decay():

@@ -57,7 +57,7 @@ def write_config(setup: dict[str, Path], run: Path, **run_opts) -> Path:
         "loss": {"lambda_aw": 0.5},
         "rollout": {"group_size": 2, "buffer_size": 4, "passes_per_buffer": 1, "batch_size": 1,
                     "rollout_batch_size": 2, "num_inference_steps": 2},
-        "discriminator": {"critic": str(setup["critic"]), "d_to_g": 1.0, "train": {"lr": 1e-3}},
+        "critic": {"path": str(setup["critic"]), "d_to_g": 1.0, "train": {"lr": 1e-3}},
         "run": {"out_dir": str(run), "max_steps": 4, "checkpoint_every": 2, "progress": False, **run_opts},
     }
     path = run.parent / f"{run.name}.yaml"

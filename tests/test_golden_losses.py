@@ -95,7 +95,7 @@ def run(name: str, out: Path) -> list[dict[str, float]]:
         "advantage": {"scale": "group_std"},
         "rollout": {"group_size": 2, "buffer_size": 4, "passes_per_buffer": 2, "batch_size": 2,
                     "rollout_batch_size": 2, "num_inference_steps": 2},
-        "discriminator": {"critic": "in-memory", "refresh": True, "d_to_g": 0.5, "train": {"lr": 1e-3}},
+        "critic": {"path": "in-memory", "refresh": True, "d_to_g": 0.5, "train": {"lr": 1e-3}},
         "run": {"out_dir": str(out), "seed": 7, "max_steps": 4, "checkpoint_every": 0, "progress": False,
                 "log_grad_norm_every": 1, "log_every": 1},
     })

@@ -30,10 +30,7 @@ RANK = {"errors": 0, "utils": 0, "config": 1, "data": 2, "motion": 2, "backbone"
         "train": 4, "recipes": 5, "cli": 6, "__main__": 6}
 # Circles another branch removes: each entry's test is an expected failure until it lands there (strict: once the
 # circle is gone the entry must go too).
-KNOWN_CIRCLES = {
-    # rewards/critic.py trains itself through a lazy import of discriminator_training, which imports the critic.
-    frozenset({"shiftvdm.rewards.critic", "shiftvdm.rewards.discriminator_training"}): "fixed on branch critic",
-}
+KNOWN_CIRCLES: dict[frozenset[str], str] = {}  # none: a circle found here is a failure
 
 
 def module_name(path: Path) -> str:
@@ -244,9 +241,3 @@ def test_no_import_circle():
     circles = [c for c in import_circles(package_graph()) if frozenset(c) not in KNOWN_CIRCLES]
     assert circles == [], "modules that import each other (directly or through others): " + "; ".join(
         " <-> ".join(c) for c in circles)
-
-
-@pytest.mark.parametrize("circle", sorted(KNOWN_CIRCLES, key=sorted), ids=lambda c: " <-> ".join(sorted(c)))
-@pytest.mark.xfail(strict=True, reason="a known circle, removed on another branch (see KNOWN_CIRCLES)")
-def test_known_circle_is_gone(circle):
-    assert sorted(circle) not in import_circles(package_graph()), KNOWN_CIRCLES[circle]

@@ -16,7 +16,7 @@ def tiny_case(refresh: bool = True, feature_dtype: str = "float32"):
     cfg = config_from_dict(TrainConfig, {
         "data": {"num_frames": 5, "height": 16, "width": 16},
         "rollout": {"group_size": 2, "buffer_size": 6, "batch_size": 2, "rollout_batch_size": 1},
-        "discriminator": {"refresh": refresh}, "loss": {"lambda_aw": 0.1}})
+        "critic": {"refresh": refresh}, "loss": {"lambda_aw": 0.1}})
     critic = CriticConfig(num_queries=4, corr_scales=(1,), corr_radius=1, feature_dtype=feature_dtype,
                           ic=ICConfig(dim=8, depth=1, heads=2, image_size=(16, 16)), lc=LCConfig(dim=8, depth=1, heads=2))
     return cfg, critic, ModelSizes(frozen_bytes=1000, trainable_params=10, latent_numel=100, cond_bytes=8)
@@ -46,7 +46,7 @@ def test_plan_arithmetic_by_hand():
     assert plan.total("host") == host and r["buffer in every checkpoint"] == host
     half = rows(memory_plan(cfg, sizes, 2, tiny_case(feature_dtype="float16")[1]))
     assert half["buffer: IC maps for the refresh"] * 2 == r["buffer: IC maps for the refresh"]
-    off = rows(memory_plan(cfg.__class__(**{**cfg.__dict__, "discriminator": cfg.discriminator.__class__(refresh=False)}),
+    off = rows(memory_plan(cfg.__class__(**{**cfg.__dict__, "critic": cfg.critic.__class__(refresh=False)}),
                            sizes, 2, critic))
     assert "buffer: IC maps for the refresh" not in off  # no refresh reads them: not kept
     assert "memory plan per rank (2 ranks)" in plan.table()

@@ -9,8 +9,8 @@ from shiftvdm.config import config_to_dict, list_presets, load_yaml_with_base, r
 from shiftvdm.errors import ConfigError
 from shiftvdm.recipes.train import resolve_train_config
 
-# demo_cpu is the demo's own config; critic_* are `train-reward` presets (tests/test_rewards.py checks those)
-TRAIN_PRESETS = [p for p in list_presets() if p != "demo_cpu" and "critic" not in load_yaml_with_base(resolve_config_path(p))]
+# demo_* are the demo's own configs; critic_* are `train-critic` presets (tests/test_rewards.py checks those)
+TRAIN_PRESETS = [p for p in list_presets() if not p.startswith(("demo_", "critic_"))]
 BASELINES = [p for p in TRAIN_PRESETS if p.startswith("baselines/")]
 
 
@@ -36,7 +36,7 @@ def same(a, b) -> bool:
 
 def resolved(preset: str) -> dict:
     stage = load_yaml_with_base(resolve_config_path(preset)).get("mode", "shift")
-    return config_to_dict(resolve_train_config(stage, preset, ["discriminator.critic=critic"]))
+    return config_to_dict(resolve_train_config(stage, preset, ["critic.path=critic"]))
 
 
 @pytest.mark.parametrize("preset", TRAIN_PRESETS)
@@ -45,7 +45,7 @@ def test_every_setting_a_preset_writes_reaches_the_resolved_config(preset):
     raw = load_yaml_with_base(resolve_config_path(preset))
     cfg = resolved(preset)
     wrong = [(key, value, lookup(cfg, key)) for key, value in leaves(raw)
-             if key != "discriminator.critic" and not same(lookup(cfg, key), value)]
+             if key != "critic.path" and not same(lookup(cfg, key), value)]
     assert not wrong, wrong
 
 
@@ -62,17 +62,17 @@ def test_each_baseline_changes_its_base_only_in_the_fields_it_names(preset):
 
 
 def test_authors_constants():
-    svd = resolve_train_config("shift", "svd_shift_davis", ["discriminator.critic=c"])
+    svd = resolve_train_config("shift", "svd_shift_davis", ["critic.path=c"])
     assert (svd.loss.lambda_aw, svd.rollout.group_size, svd.rollout.passes_per_buffer, svd.lora.rank) == (0.001, 8, 10, 32)
-    assert (svd.optim.lr, svd.optim.betas, svd.advantage.clip, svd.discriminator.refresh) == (1e-5, (0.9, 0.95), 10.0, False)
-    wan = resolve_train_config("shift", "wan22_ti2v5b_shift_wisa", ["discriminator.critic=c"])
-    assert (wan.loss.lambda_aw, wan.rollout.buffer_size, wan.discriminator.refresh, wan.optim.weight_decay) == (0.01, 512, True, 0.0)
-    rwr = resolve_train_config("shift", "baselines/rwr_sft", ["discriminator.critic=c"])
-    assert (rwr.advantage.center, rwr.discriminator.refresh) == ("none", False)
+    assert (svd.optim.lr, svd.optim.betas, svd.advantage.clip, svd.critic.refresh) == (1e-5, (0.9, 0.95), 10.0, False)
+    wan = resolve_train_config("shift", "wan22_ti2v5b_shift_wisa", ["critic.path=c"])
+    assert (wan.loss.lambda_aw, wan.rollout.buffer_size, wan.critic.refresh, wan.optim.weight_decay) == (0.01, 512, True, 0.0)
+    rwr = resolve_train_config("shift", "baselines/rwr_sft", ["critic.path=c"])
+    assert (rwr.advantage.center, rwr.critic.refresh) == ("none", False)
     sft = resolve_train_config("sft", "svd_sft_davis", [])
     assert sft.loss.lambda_aw == 0.0
 
 
 def test_backbone_option_typos_are_caught_at_config_time():
     with pytest.raises(ConfigError, match="did you mean `num_frames`"):
-        resolve_train_config("shift", "svd_shift_davis", ["discriminator.critic=c", "backbone.options.num_frame=8"])
+        resolve_train_config("shift", "svd_shift_davis", ["critic.path=c", "backbone.options.num_frame=8"])

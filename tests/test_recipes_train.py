@@ -121,7 +121,7 @@ def test_two_processes_share_work_and_weights(tmp_path, sprites, pretrained_toy_
         "loss": {"lambda_aw": 0.5},
         "rollout": {"group_size": 2, "buffer_size": 4, "passes_per_buffer": 1, "batch_size": 1,
                     "rollout_batch_size": 2, "num_inference_steps": 2},
-        "discriminator": {"critic": str(critic_dir), "d_to_g": 1.0, "train": {"lr": 1e-3}},
+        "critic": {"path": str(critic_dir), "d_to_g": 1.0, "train": {"lr": 1e-3}},
         "run": {"out_dir": str(run), "max_steps": 4, "checkpoint_every": 2, "progress": False},
     })
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}

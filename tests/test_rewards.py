@@ -1,4 +1,4 @@
-"""IC/LC discriminators, the MotionCritic reward API, Eq. 7 steps and critic save/load."""
+"""IC/LC discriminators, the MotionCritic reward API, the CriticTrainer's Eq. 7 steps and critic save/load."""
 
 from __future__ import annotations
 
@@ -13,16 +13,16 @@ from shiftvdm.data.video_io import to_tensor
 from shiftvdm.errors import CheckpointError, DataError
 from shiftvdm.rewards import (
     CriticConfig,
-    DiscriminatorTrainConfig,
+    CriticTrainConfig,
+    CriticTrainer,
     ICConfig,
     ICDiscriminator,
     LCConfig,
     LCDiscriminator,
     MotionCritic,
     MotionFeatures,
-    discriminator_step,
 )
-from shiftvdm.rewards.discriminator_training import roc_auc
+from shiftvdm.rewards.critic_training import roc_auc
 
 
 def small_config(**changes) -> CriticConfig:
@@ -159,14 +159,13 @@ def test_bad_inputs_never_give_nan_rewards(critic_and_features, videos):
 
 # ----- Eq. 7 steps -----------------------------------------------------------------------------
 
-def test_discriminator_step_moves_only_discriminator_weights(videos):
+def test_critic_step_moves_only_discriminator_weights(videos):
     critic = MotionCritic(small_config())
     real = critic.features(videos)
     fake = critic.features(videos[:, :1].expand(-1, 5, -1, -1, -1).contiguous())  # frozen clips
     snapshot = {k: v.clone() for k, v in critic.state_dict().items()}
-    optimizer = torch.optim.AdamW(critic.discriminator_parameters(), lr=1e-3)
-    metrics = discriminator_step(critic, real, fake, optimizer, torch.Generator().manual_seed(0),
-                                 DiscriminatorTrainConfig(lr=1e-3, ema_decay=0.5))
+    trainer = CriticTrainer(critic, CriticTrainConfig(lr=1e-3, ema_decay=0.5))
+    metrics = trainer.step(real, fake, torch.Generator().manual_seed(0))
     for key in ("disc/loss", "disc/loss_ic", "disc/loss_lc", "disc/acc_real_ic", "disc/acc_fake_lc", "disc/grad_norm"):
         assert np.isfinite(metrics[key]), key
     assert metrics["disc/loss_ic"] == pytest.approx(2 * np.log(2), abs=0.05)  # logits start near 0
@@ -182,22 +181,21 @@ def test_discriminator_step_moves_only_discriminator_weights(videos):
     torch.testing.assert_close(critic.features(videos).lc, real.lc, rtol=0, atol=0)
 
 
-def test_discriminator_step_with_regularisers_and_bad_features(critic_and_features):
+def test_critic_step_with_regularisers_and_bad_features(critic_and_features):
     critic, feats = critic_and_features
     critic = MotionCritic(critic.config)
-    optimizer = torch.optim.AdamW(critic.discriminator_parameters(), lr=1e-3)
-    cfg = DiscriminatorTrainConfig(r1_gamma=1.0, instance_noise=0.1, label_smoothing=0.1, replay_size=6)
+    cfg = CriticTrainConfig(lr=1e-3, r1_gamma=1.0, instance_noise=0.1, label_smoothing=0.1, replay_size=6)
+    trainer = CriticTrainer(critic, cfg)
     for _ in range(3):
-        metrics = discriminator_step(critic, feats, feats.index([3, 2, 1, 0]), optimizer,
-                                     torch.Generator().manual_seed(1), cfg)
+        metrics = trainer.step(feats, feats.index([3, 2, 1, 0]), torch.Generator().manual_seed(1))
     assert metrics["disc/r1_ic"] >= 0 and metrics["disc/skipped"] == 0
-    assert len(critic.replay) == 6
+    assert len(trainer.replay) == 6
     bad = MotionFeatures(feats.ic.clone(), feats.lc)
     bad.ic[0, 0, 0, 0, 0] = float("inf")
     with pytest.raises(DataError, match="fake features"):
-        discriminator_step(critic, feats, bad, optimizer, torch.Generator(), cfg)
+        trainer.step(feats, bad, torch.Generator())
     with pytest.raises(ValueError, match="label_smoothing"):
-        DiscriminatorTrainConfig(label_smoothing=0.7)
+        CriticTrainConfig(label_smoothing=0.7)
 
 
 def test_roc_auc():

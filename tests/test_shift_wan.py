@@ -56,7 +56,7 @@ def test_shift_on_tiny_wan_ti2v(tmp_path, monkeypatch):
         "loss": {"lambda_aw": 1.0},
         "rollout": {"group_size": 2, "buffer_size": 2, "passes_per_buffer": 2, "batch_size": 1, "rollout_batch_size": 2,
                     "num_inference_steps": 2},
-        "discriminator": {"critic": str(critic), "d_to_g": 1.0},
+        "critic": {"path": str(critic), "d_to_g": 1.0},
         "run": {"out_dir": str(run), "max_steps": 4, "checkpoint_every": 0, "progress": False,
                 "mixed_precision": "no"},
     }))

@@ -1,4 +1,4 @@
-"""`shiftvdm train-reward`: leak-free split, discriminators that separate real from degraded motion, resume."""
+"""`shiftvdm train-critic`: leak-free split, discriminators that separate real from degraded motion, resume."""
 
 from __future__ import annotations
 

@@ -49,7 +49,7 @@ def make_cfg(out: Path, **sections) -> TrainConfig:
         "loss": {"lambda_aw": 0.5},
         "rollout": {"group_size": 2, "buffer_size": 4, "passes_per_buffer": 2, "batch_size": 2,
                     "rollout_batch_size": 2, "num_inference_steps": 2},
-        "discriminator": {"critic": "in-memory", "refresh": True, "d_to_g": 0.5, "train": {"lr": 1e-3}},
+        "critic": {"path": "in-memory", "refresh": True, "d_to_g": 0.5, "train": {"lr": 1e-3}},
         "run": {"out_dir": str(out), "seed": 7, "max_steps": 6, "checkpoint_every": 1, "keep_checkpoints": 3,
                 "progress": False, "log_grad_norm_every": 1},
     }
@@ -201,17 +201,17 @@ def test_generator_and_discriminator_never_update_each_other(tmp_path, clips, mo
     backbone, critic, rt = make_parts(cfg, clips)
     d_before = [p.detach().clone() for p in critic.parameters()]
     frozen_before = {k: v.clone() for k, v in critic.state_dict().items() if "ema" not in k}
-    real_refresh = shift_mod.refresh_discriminators
+    real_refresh = shift_mod.refresh_critic
     seen = {}
 
-    def watched_refresh(critic_, buffer, n, cfg_, state_, dist_):
-        seen["d_after_g"] = [p.detach().clone() for p in critic_.parameters()]
+    def watched_refresh(trainer, buffer, n, cfg_, state_, dist_):
+        seen["d_after_g"] = [p.detach().clone() for p in trainer.critic.parameters()]
         g = weights(rt)
-        out = real_refresh(critic_, buffer, n, cfg_, state_, dist_)
+        out = real_refresh(trainer, buffer, n, cfg_, state_, dist_)
         seen["g_changed_by_d"] = any(not torch.equal(a, b) for a, b in zip(g, weights(rt)))
         return out
 
-    monkeypatch.setattr(shift_mod, "refresh_discriminators", watched_refresh)
+    monkeypatch.setattr(shift_mod, "refresh_critic", watched_refresh)
     g_before = weights(rt)
     run_train(cfg, backbone, clips, rt)
     assert all(torch.equal(a, b) for a, b in zip(d_before, seen["d_after_g"]))  # G steps left D untouched
@@ -248,14 +248,14 @@ REGULARISED = {"train": {"lr": 1e-3, "r1_gamma": 1.0, "label_smoothing": 0.1, "r
 def test_kill_and_resume_is_bit_exact(tmp_path, clips):
     # with the demo's discriminator regularisers, including the replay of older fakes
     run = {"max_steps": 8}
-    straight = run_to(make_cfg(tmp_path / "a", discriminator=REGULARISED, run=run), clips)
-    cfg_b = make_cfg(tmp_path / "b", discriminator=REGULARISED, run=run)
+    straight = run_to(make_cfg(tmp_path / "a", critic=REGULARISED, run=run), clips)
+    cfg_b = make_cfg(tmp_path / "b", critic=REGULARISED, run=run)
     run_to(cfg_b, clips, stop_at=7)  # killed mid-buffer; step 6's checkpoint holds a refreshed D and its replay
     assert (tmp_path / "b" / "checkpoints" / "step-0000006").is_dir()
     assert not (tmp_path / "b" / "checkpoints" / "step-0000007").exists()
     saved = torch.load(tmp_path / "b" / "checkpoints" / "step-0000006" / "trainer_state.pt", weights_only=True)
-    assert saved["critic_replay"] is not None and saved["buffer"] is not None
-    resumed = run_to(make_cfg(tmp_path / "b", discriminator=REGULARISED, run=run), clips, resume=True)
+    assert saved["critic"]["replay"] is not None and saved["buffer"] is not None
+    resumed = run_to(make_cfg(tmp_path / "b", critic=REGULARISED, run=run), clips, resume=True)
     assert resumed.state.counters.step == straight.state.counters.step == 8
     for a, b in zip(weights(straight), weights(resumed)):
         assert torch.equal(a, b)
@@ -270,11 +270,11 @@ def test_resume_without_the_buffer_in_the_checkpoint_is_bit_exact(tmp_path, clip
     # run.checkpoint_buffer=false: the checkpoint keeps the weights and RNG the buffer was rolled out with, and the
     # resume rolls it out again from them (with the regularisers and replay of the test above)
     run = {"max_steps": 8, "checkpoint_buffer": False}
-    straight = run_to(make_cfg(tmp_path / "a", discriminator=REGULARISED, run=run), clips)
-    run_to(make_cfg(tmp_path / "b", discriminator=REGULARISED, run=run), clips, stop_at=7)  # mid-buffer 2
+    straight = run_to(make_cfg(tmp_path / "a", critic=REGULARISED, run=run), clips)
+    run_to(make_cfg(tmp_path / "b", critic=REGULARISED, run=run), clips, stop_at=7)  # mid-buffer 2
     saved = torch.load(tmp_path / "b" / "checkpoints" / "step-0000006" / "trainer_state.pt", weights_only=True)
     assert saved["buffer"] is None and saved["buffer_origin"]["params"] is not None
-    resumed = run_to(make_cfg(tmp_path / "b", discriminator=REGULARISED, run=run), clips, resume=True)
+    resumed = run_to(make_cfg(tmp_path / "b", critic=REGULARISED, run=run), clips, resume=True)
     assert resumed.state.counters.step == straight.state.counters.step == 8
     for a, b in zip(weights(straight), weights(resumed)):
         assert torch.equal(a, b)
@@ -316,7 +316,7 @@ def test_interrupted_checkpoint_write_keeps_the_previous_one(tmp_path, clips, mo
 
 
 def test_nonfinite_steps_are_skipped_then_stop_the_run(tmp_path, clips, monkeypatch):
-    cfg = make_cfg(tmp_path, loss={"lambda_aw": 0.0}, discriminator={"refresh": False},
+    cfg = make_cfg(tmp_path, loss={"lambda_aw": 0.0}, critic={"refresh": False},
                    run={"max_steps": 8, "max_nonfinite_steps": 2})
     backbone, critic, rt = make_parts(cfg, clips)
     real_loss = backbone.denoising_loss
@@ -348,17 +348,16 @@ def test_outputs_of_a_finished_run(tmp_path, clips):
 
 @pytest.mark.parametrize("critic_decay, train_decay, expected", [(0.5, None, 0.5), (0.9, None, 0.9), (0.5, 0.0, 0.0)])
 def test_critic_ema_decay_takes_effect(clips, critic_decay, train_decay, expected):
-    """CriticConfig.ema_decay is the EMA rate unless the stage sets discriminator.train.ema_decay."""
+    """CriticConfig.ema_decay is the EMA rate unless the stage sets critic.train.ema_decay."""
     from dataclasses import replace
 
-    from shiftvdm.rewards.discriminator_training import DiscriminatorTrainConfig, discriminator_step
+    from shiftvdm.rewards.critic_training import CriticTrainConfig, CriticTrainer
 
     critic = MotionCritic(replace(critic_config(), ema_decay=critic_decay))
     real, fake = critic.features(clips.load([0, 1])[0]), critic.features(clips.load([2, 3])[0])
     before = [p.detach().clone() for p in critic.ema_ic.parameters()]
-    opt = torch.optim.AdamW(critic.discriminator_parameters(), lr=1e-2)
-    discriminator_step(critic, real, fake, opt, torch.Generator().manual_seed(0),
-                       DiscriminatorTrainConfig(lr=1e-2, ema_decay=train_decay))
+    CriticTrainer(critic, CriticTrainConfig(lr=1e-2, ema_decay=train_decay)).step(real, fake,
+                                                                                  torch.Generator().manual_seed(0))
     live = [p.detach() for p in critic.ic.parameters()]
     assert any(not torch.equal(b, l) for b, l in zip(before, live))  # the step moved the live weights
     for b, l, e in zip(before, live, critic.ema_ic.parameters()):

@@ -20,14 +20,17 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "pretrain": ("shiftvdm.recipes.launch", "main_pretrain", "train a base model's full weights from scratch"),
     "sft": ("shiftvdm.recipes.launch", "main_sft", "supervised fine-tuning (LoRA or full)"),
     "shift": ("shiftvdm.recipes.launch", "main_shift", "SHIFT fine-tuning (Algorithm 1) and its baselines"),
-    "generate": ("shiftvdm.recipes.generate", "main", "generate K clips per real clip (discriminator fakes)"),
-    "train-reward": ("shiftvdm.recipes.train_reward", "main", "pre-train the IC and LC motion discriminators (Eq. 7)"),
+    "generate": ("shiftvdm.recipes.generate", "main", "generate K clips per real clip (the critic's fakes)"),
+    "train-critic": ("shiftvdm.recipes.train_reward", "main", "pre-train the critic's IC and LC discriminators (Eq. 7)"),
     "sample": ("shiftvdm.recipes.sample", "main", "sample a clip from an image"),
     "export": ("shiftvdm.recipes.export", "main", "fuse a LoRA and write a diffusers-format model folder"),
     "eval": ("shiftvdm.recipes.evaluate", "main", "motion and appearance metrics on a folder of videos"),
     "report": ("shiftvdm.recipes.demo", "main_report", "rebuild report.html from a demo run folder"),
     "config": ("shiftvdm.recipes.config_cmd", "main", "show a shipped or resolved config"),
 }
+
+# renamed command -> its new name: still runs, with a one-line note, until the release named
+RENAMED_COMMANDS: dict[str, tuple[str, str]] = {"train-reward": ("train-critic", "0.3")}
 
 
 def _usage() -> str:
@@ -54,6 +57,10 @@ def main(argv: list[str] | None = None) -> int:
         print(__version__)
         return 0
     command, rest = argv[0], argv[1:]
+    if command in RENAMED_COMMANDS:
+        new, until = RENAMED_COMMANDS[command]
+        print(f"shiftvdm: `{command}` is renamed `{new}`; the old name works until {until}", file=sys.stderr)
+        command = new
     if command not in COMMANDS:
         import difflib
 

@@ -4,12 +4,17 @@ Merge order: dataclass defaults, then the YAML file (which may name one ``base:`
 overrides such as ``optim.lr=1e-4``. Loading is strict: an unknown key is an error naming the key
 and the closest valid one, a wrong type names the field, the expected type and the value. All
 problems are gathered and reported together.
+
+Renamed keys (:data:`RENAMED_KEYS`) keep working for one release: ``config_from_dict`` (which every
+reader goes through: YAML files, overrides, the config a checkpoint saved) maps an old key to its new
+name with a logged warning naming the new key, and refuses a config that gives both.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import difflib
+import logging
 import types
 import typing
 from importlib import resources
@@ -22,6 +27,19 @@ from shiftvdm.errors import ConfigError, quote
 
 T = TypeVar("T")
 _MISSING = object()
+logger = logging.getLogger(__name__)
+
+# Renamed config keys, per schema (the dataclass given to ``config_from_dict``, by module and name):
+# (old dotted key, new dotted key), the more specific first. The old key is accepted until RENAMED_UNTIL
+# with a warning naming the new one; a config giving both with different values is refused naming both (the
+# same value under both names is accepted: e.g. a stage default still written under the old name).
+RENAMED_UNTIL = "0.3"
+RENAMED_KEYS: dict[str, tuple[tuple[str, str], ...]] = {
+    # issue 25: one name for the thing that turns clips into rewards, the critic
+    "shiftvdm.train.config.TrainConfig": (("discriminator.critic", "critic.path"), ("discriminator", "critic")),
+    # the demo's critic pre-training stage (`shiftvdm train-critic` settings), no longer critic.critic.*
+    "shiftvdm.recipes.demo.config.DemoConfig": (("critic", "critic_training"),),
+}
 
 
 def preset_dir() -> Path:
@@ -136,9 +154,15 @@ def _read_yaml(path: Path) -> dict[str, Any]:
     return data
 
 
-def load_yaml_with_base(path: Path) -> dict[str, Any]:
-    """Read a YAML config; a ``base:`` key names one other file (path relative to this one, or a preset)."""
+def load_yaml_with_base(path: Path, schema: type | None = None) -> dict[str, Any]:
+    """Read a YAML config; a ``base:`` key names one other file (path relative to this one, or a preset).
+
+    With ``schema`` (the config's dataclass), each file's renamed keys are mapped to their new names as it
+    is read (``apply_renamed_keys``), so a file in new names overrides a base in old names and vice versa.
+    """
     data = _read_yaml(path)
+    if schema is not None:
+        data = apply_renamed_keys(schema, data, str(path))
     base = data.pop("base", None)
     if base is None:
         return data
@@ -146,6 +170,8 @@ def load_yaml_with_base(path: Path) -> dict[str, Any]:
         raise ConfigError(f"{path}: `base:` must name one YAML file or preset, got {quote(base)}")
     base_path = (path.parent / base) if (path.parent / str(base)).is_file() else resolve_config_path(base)
     base_data = _read_yaml(base_path)
+    if schema is not None:
+        base_data = apply_renamed_keys(schema, base_data, str(base_path))
     if "base" in base_data:
         raise ConfigError(f"{base_path}: a base config may not name another base (only one level is allowed)")
     return deep_merge(base_data, data)
@@ -161,8 +187,12 @@ def deep_merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def parse_overrides(overrides: list[str]) -> dict[str, Any]:
-    """``["optim.lr=1e-4", "loss.match_noise=false"]`` -> nested dict (values parsed as YAML scalars)."""
+def parse_overrides(overrides: list[str], schema: type | None = None) -> dict[str, Any]:
+    """``["optim.lr=1e-4", "loss.match_noise=false"]`` -> nested dict (values parsed as YAML scalars).
+
+    With ``schema``, renamed keys are mapped to their new names (``apply_renamed_keys``) before the overrides
+    are merged over a file, so an old-name override still overrides the file's new-name value.
+    """
     result: dict[str, Any] = {}
     for item in overrides:
         if "=" not in item:
@@ -181,7 +211,7 @@ def parse_overrides(overrides: list[str]) -> dict[str, Any]:
             if not isinstance(node, dict):
                 raise ConfigError(f"override `{item}` conflicts with another override of `{key}`")
         node[keys[-1]] = value
-    return result
+    return result if schema is None else apply_renamed_keys(schema, result, "overrides")
 
 
 def _type_name(tp: Any) -> str:
@@ -315,8 +345,83 @@ def _build(cls: type[T], data: dict[str, Any], where: str, errors: list[str]) ->
         return _MISSING  # type: ignore[return-value]
 
 
+def _leaves(value: Any, name: str) -> list[str]:
+    if isinstance(value, dict) and value:
+        return [leaf for k, v in value.items() for leaf in _leaves(v, f"{name}.{k}")]
+    return [name]
+
+
+def _pop_path(data: dict[str, Any], keys: list[str]) -> tuple[bool, Any, dict[str, Any]]:
+    """(found, value, data without it): the dicts along the path are copied, ``data`` is not changed."""
+    if not keys or not isinstance(data, dict) or keys[0] not in data:
+        return False, None, data
+    out = dict(data)
+    if len(keys) == 1:
+        return True, out.pop(keys[0]), out
+    found, value, inner = _pop_path(out[keys[0]], keys[1:])
+    if found:
+        out[keys[0]] = inner
+    return found, value, out
+
+
+def _put_path(data: dict[str, Any], keys: list[str], value: Any, name: str, clashes: list[str]) -> dict[str, Any]:
+    """``data`` with ``value`` at ``keys`` (mappings merged); a leaf given on both sides with different values
+    goes to ``clashes`` (the value already there is kept)."""
+    out = dict(data)
+    key = keys[0]
+    here = f"{name}.{key}" if name else key
+    if len(keys) > 1:
+        inner = out.get(key, {})
+        if not isinstance(inner, dict):
+            clashes.append(here)
+            return out
+        out[key] = _put_path(inner, keys[1:], value, here, clashes)
+    elif key not in out:
+        out[key] = value
+    elif isinstance(out[key], dict) and isinstance(value, dict):
+        for sub, v in value.items():
+            out[key] = _put_path(out[key], [sub], v, here, clashes)
+    elif out[key] != value:
+        clashes.append(here)
+    return out
+
+
+def apply_renamed_keys(cls: type, data: dict[str, Any], source: str = "") -> dict[str, Any]:
+    """``data`` with the old keys of ``cls`` (:data:`RENAMED_KEYS`) moved to their new names, each logged as a
+    warning naming the new key; ConfigError naming both when a setting is given under both names with
+    different values."""
+    table = RENAMED_KEYS.get(f"{cls.__module__}.{cls.__qualname__}", ())
+    prefix = f"{source}: " if source else ""
+    problems: list[str] = []
+    for old, new in table:
+        found, value, data = _pop_path(data, old.split("."))
+        if not found:
+            continue
+        if isinstance(value, dict) and not value:
+            continue  # an emptied section (its only key was renamed on its own)
+        clashes: list[str] = []
+        data = _put_path(data, new.split("."), value, "", clashes)
+        for clash in clashes:
+            problems.append(f"{old + clash[len(new):]} and {clash} are both given, with different values: {old} is "
+                            f"the old name of {new} (accepted until {RENAMED_UNTIL}); give only {clash}")
+        leaves = _leaves(value, old)
+        if leaves == [old]:
+            logger.warning("%s%s is renamed %s; accepted until %s", prefix, old, new, RENAMED_UNTIL)
+        else:
+            logger.warning("%s%s is renamed %s (%s); accepted until %s", prefix, old, new,
+                           ", ".join(f"{leaf} -> {new}{leaf[len(old):]}" for leaf in leaves), RENAMED_UNTIL)
+    if problems:
+        raise ConfigError(f"{prefix}invalid config:\n  " + "\n  ".join(problems))
+    return data
+
+
 def config_from_dict(cls: type[T], data: dict[str, Any], source: str = "") -> T:
-    """Build ``cls`` from a nested dict, strictly; raise ConfigError listing every problem."""
+    """Build ``cls`` from a nested dict, strictly; raise ConfigError listing every problem.
+
+    Old names of renamed keys (:data:`RENAMED_KEYS`) are accepted with a warning (``apply_renamed_keys``).
+    """
+    if isinstance(data, dict):
+        data = apply_renamed_keys(cls, data, source)
     errors: list[str] = []
     cfg = _build(cls, data, "", errors)
     if errors:
@@ -331,10 +436,10 @@ def load_config(cls: type[T], config: str | Path | None = None, overrides: list[
     source = "defaults"
     if config is not None:
         path = resolve_config_path(config)
-        data = load_yaml_with_base(path)
+        data = load_yaml_with_base(path, cls)
         source = str(path)
     if overrides:
-        data = deep_merge(data, parse_overrides(overrides))
+        data = deep_merge(data, parse_overrides(overrides, cls))
         source += " + overrides"
     return config_from_dict(cls, data, source)
 
@@ -377,7 +482,7 @@ def config_differences(a: Any, b: Any, prefix: str = "") -> list[str]:
 
 
 __all__ = [
-    "config_differences", "config_from_dict", "config_to_dict", "deep_merge", "dump_config", "list_presets",
+    "RENAMED_KEYS", "RENAMED_UNTIL", "apply_renamed_keys", "config_differences", "config_from_dict", "config_to_dict", "deep_merge", "dump_config", "list_presets",
     "load_config", "parse_overrides", "preset_dir", "resolve_config_path",
 ]
 

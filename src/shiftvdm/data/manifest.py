@@ -112,7 +112,7 @@ def _read_text(path: Path) -> str:
 
 
 def require_inside_root(entry: ClipEntry) -> None:
-    """The one outside-root rule for every reader (check, training, eval, generate, train-reward)."""
+    """The one outside-root rule for every reader (check, training, eval, generate, train-critic)."""
     if entry.outside_root:
         raise DataError(f"{entry.path}: path outside the dataset root (listed as {entry.relpath!r}); "
                         "manifests may only name files inside their own folder")

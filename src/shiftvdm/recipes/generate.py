@@ -1,10 +1,10 @@
-"""`shiftvdm generate`: K generated clips per real clip, conditioned on its first frame (discriminator fakes).
+"""`shiftvdm generate`: K generated clips per real clip, conditioned on its first frame (the critic's fakes).
 
     shiftvdm generate --model PATH [--lora PATH] --data REAL --out DIR --per-clip K
                       [--steps N --seed S --frames T --height H --width W --fps F --format mp4|npy|gif]
 
 Writes ``DIR/clips/<real clip>_<k>.<ext>`` and ``DIR/manifest.jsonl``, one line per fake with
-``source`` = the real clip's manifest path (what `shiftvdm train-reward` pairs and splits by), the
+``source`` = the real clip's manifest path (what `shiftvdm train-critic` pairs and splits by), the
 sample index ``k`` and the seed. Each real clip's K samples come from their own generator,
 ``generator_for(seed, "generate", clip index)``, so a rerun skips finished clips and gives the same
 result as an uninterrupted run. ``--clips-per-call N`` samples N real clips' fakes in one sampler call

@@ -19,7 +19,8 @@ from shiftvdm.backbone import backbone_config, load_backbone
 from shiftvdm.backbone.base import Backbone
 from shiftvdm.config import config_from_dict, deep_merge, load_yaml_with_base, parse_overrides, resolve_config_path
 from shiftvdm.errors import CheckpointError, ConfigError, TrainingError
-from shiftvdm.rewards.critic import MotionCritic, MotionFeatures
+from shiftvdm.rewards.critic import MotionCritic
+from shiftvdm.rewards.critic_training import CriticTrainer
 from shiftvdm.train.checkpointing import Checkpointer
 from shiftvdm.train.checkpointing import resume as resume_run
 from shiftvdm.train.clips import open_training_clips
@@ -28,7 +29,7 @@ from shiftvdm.train.distributed import Distributed, shutdown_process_group
 from shiftvdm.train.engine import GradientEngine, make_engine
 from shiftvdm.train.hooks import Evaluate, RunHooks
 from shiftvdm.train.memory import memory_plan
-from shiftvdm.train.optim import WeightEMA, build_optimizers
+from shiftvdm.train.optim import WeightEMA, build_generator_optimizer
 from shiftvdm.train.shift import TrainResult, train
 from shiftvdm.train.state import TrainState
 from shiftvdm.utils.outputs import check_run_dir, clear_run, new_output_dir
@@ -41,7 +42,7 @@ STAGES = ("pretrain", "sft", "shift")
 def stage_defaults(mode: str) -> dict[str, Any]:
     """What each command means before any config file: the preset ``stages/<mode>`` (configs/stages/*.yaml);
     SFT is SHIFT with λ_aw = 0 (no rollouts, no rewards)."""
-    return load_yaml_with_base(resolve_config_path(f"stages/{mode}"))
+    return load_yaml_with_base(resolve_config_path(f"stages/{mode}"), TrainConfig)
 
 
 def merge_train_config(mode: str, config: str | None, overrides: list[str]) -> tuple[TrainConfig, str]:
@@ -50,9 +51,9 @@ def merge_train_config(mode: str, config: str | None, overrides: list[str]) -> t
     source = f"`shiftvdm {mode}` defaults (preset stages/{mode})"
     if config:
         path = resolve_config_path(config)
-        data = deep_merge(data, load_yaml_with_base(path))
+        data = deep_merge(data, load_yaml_with_base(path, TrainConfig))
         source = str(path)
-    data = deep_merge(data, parse_overrides(overrides))
+    data = deep_merge(data, parse_overrides(overrides, TrainConfig))
     data["mode"] = mode
     return config_from_dict(TrainConfig, data, source), source
 
@@ -60,9 +61,9 @@ def merge_train_config(mode: str, config: str | None, overrides: list[str]) -> t
 def resolve_train_config(mode: str, config: str | None, overrides: list[str]) -> TrainConfig:
     cfg, source = merge_train_config(mode, config, overrides)
     backbone_config(cfg.backbone.name, dict(cfg.backbone.options), f"{source}: backbone.options")
-    if mode == "shift" and cfg.uses_rollouts and not cfg.discriminator.critic:
-        raise ConfigError(f"{source}: discriminator.critic is required for SHIFT (a folder written by "
-                          "`shiftvdm train-reward`)")
+    if mode == "shift" and cfg.uses_rollouts and not cfg.critic.path:
+        raise ConfigError(f"{source}: critic.path is required for SHIFT (a folder written by "
+                          "`shiftvdm train-critic`)")
     return cfg
 
 
@@ -90,12 +91,11 @@ def assemble(cfg: TrainConfig, backbone: Backbone, critic: Any, *, accelerator: 
     params = [p for p in backbone.trainable_parameters() if p.requires_grad]
     if not params:
         raise TrainingError("the backbone has no trainable parameters (LoRA not added and full training off?)")
-    optimizer, scheduler, d_optimizer = build_optimizers(cfg, params, critic)
+    optimizer, scheduler = build_generator_optimizer(cfg, params)
     engine.attach_optimizer(optimizer, cfg.rollout.batch_size, cfg.optim.max_grad_norm)  # DeepSpeed
     ema = WeightEMA(params, cfg.optim.ema_decay) if cfg.optim.ema_decay > 0 else None
-    features_from_state = MotionFeatures.from_state_dict if critic is not None else None  # the buffer's on load
-    state = TrainState(cfg.run.seed, dist.rank, params, optimizer, scheduler, d_optimizer, ema, critic,
-                       features_from_state, engine=engine)
+    trainer = CriticTrainer(critic, cfg.critic.train) if critic is not None and cfg.critic.refresh else None
+    state = TrainState(cfg.run.seed, dist.rank, params, optimizer, scheduler, ema, critic, trainer, engine=engine)
     run_dir = Path(cfg.run.out_dir)
     checkpointer = Checkpointer(cfg, run_dir, dist)
     hooks = RunHooks(cfg, run_dir, dist, backbone, state, engine, checkpointer, evaluate=evaluate,
@@ -136,7 +136,7 @@ def run_training(cfg: TrainConfig, *, resume: bool = False, clips: Any = None,
     clips = clips if clips is not None else open_training_clips(cfg.data)
     backbone = build_backbone(cfg, accelerator)
     device = accelerator.device
-    critic = MotionCritic.load(cfg.discriminator.critic, device) if cfg.uses_rollouts else None
+    critic = MotionCritic.load(cfg.critic.path, device) if cfg.uses_rollouts else None
     first = clips.load(list(range(min(cfg.run.num_samples, len(clips)))))
     plan = memory_plan(cfg, backbone, accelerator.num_processes, critic.config if critic is not None else None)
     if accelerator.is_main_process:
@@ -178,7 +178,7 @@ def _main(argv: list[str], prog: str, mode: str) -> int:
     if args.resume and args.overwrite:
         raise ConfigError("--resume continues the run in run.out_dir and --overwrite replaces it; pass one")
     inputs = [("data.train", cfg.data.train), ("lora.init_from", cfg.lora.init_from),
-              ("discriminator.critic", cfg.discriminator.critic), ("--config", args.config)]
+              ("critic.path", cfg.critic.path), ("--config", args.config)]
     check_run_dir(cfg.run.out_dir, resume=args.resume, overwrite=args.overwrite, inputs=inputs)
     if args.overwrite:
         clear_run(cfg.run.out_dir)

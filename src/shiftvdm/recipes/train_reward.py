@@ -1,6 +1,8 @@
-"""`shiftvdm train-reward`: pre-train the IC and LC motion discriminators with the paper's Eq. 7.
+"""`shiftvdm train-critic`: pre-train the critic's IC and LC motion discriminators with the paper's Eq. 7.
 
-    shiftvdm train-reward --real REAL --fake FAKE --out DIR [--config YAML] [key=value ...] [--resume]
+(`train-reward` is the command's old name, accepted until 0.3.)
+
+    shiftvdm train-critic --real REAL --fake FAKE --out DIR [--config YAML] [key=value ...] [--resume]
 
 REAL and FAKE are manifests or folders of clips (`shiftvdm generate` writes FAKE with each fake's
 ``source``). The recipe checks the run folder, loads the manifests and hands over to
@@ -28,7 +30,7 @@ _checkpoints = run_checkpoints  # the name tests/test_bad_inputs.py reads
 
 def train_reward(cfg: TrainRewardConfig, real: str | Path, fake: str | Path, out: str | Path,
                  resume: bool = False) -> dict:
-    """Run discriminator pre-training; returns the final metrics (also written to ``out/metrics.json``)."""
+    """Run critic pre-training; returns the final metrics (also written to ``out/metrics.json``)."""
     out = Path(out)
     check_output_dir(out, "--out", inputs=[("--real", real), ("--fake", fake)])
     if run_checkpoints(out) and not resume:
@@ -49,8 +51,9 @@ def train_reward(cfg: TrainRewardConfig, real: str | Path, fake: str | Path, out
     return pretrain_discriminators(cfg, critic, data, out, resume=resume)
 
 
-def main(argv: list[str], prog: str = "shiftvdm train-reward") -> int:
-    parser = argparse.ArgumentParser(prog=prog, description="Pre-train the IC and LC motion discriminators (Eq. 7).")
+def main(argv: list[str], prog: str = "shiftvdm train-critic") -> int:
+    parser = argparse.ArgumentParser(prog=prog, description="Pre-train the critic's IC and LC motion discriminators "
+                                                            "(Eq. 7).")
     parser.add_argument("--real", required=True, help="manifest or folder of real clips")
     parser.add_argument("--fake", required=True, help="manifest or folder of generated clips (with their source)")
     parser.add_argument("--out", required=True, help="output folder (critic/, checkpoints/, logs/, metrics.json)")

@@ -1,13 +1,17 @@
-"""Pixel-motion rewards: IC and LC discriminators, the MotionCritic (features -> clipped logits), Eq. 7 training."""
+"""Pixel-motion rewards: the critic (motion features -> IC and LC discriminators -> clipped rewards) and its
+trainer (Eq. 7 on cached features, optimizer, replay store, EMA update)."""
 
 from shiftvdm.rewards.critic import CriticConfig, MotionCritic, MotionFeatures, RewardOutput
-from shiftvdm.rewards.discriminator_training import DiscriminatorTrainConfig, discriminator_step, pretrain_config
+from shiftvdm.rewards.critic_training import CriticTrainConfig, CriticTrainer, critic_step, pretrain_config
 from shiftvdm.rewards.ic import ICConfig, ICDiscriminator
 from shiftvdm.rewards.lc import LCConfig, LCDiscriminator
+from shiftvdm.rewards.protocol import Critic
 
 __all__ = [
+    "Critic",
     "CriticConfig",
-    "DiscriminatorTrainConfig",
+    "CriticTrainConfig",
+    "CriticTrainer",
     "ICConfig",
     "ICDiscriminator",
     "LCConfig",
@@ -15,6 +19,6 @@ __all__ = [
     "MotionCritic",
     "MotionFeatures",
     "RewardOutput",
-    "discriminator_step",
+    "critic_step",
     "pretrain_config",
 ]

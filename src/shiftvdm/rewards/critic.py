@@ -1,4 +1,4 @@
-"""MotionCritic: videos -> motion features -> IC/LC logits -> clipped, weighted pixel-motion reward.
+"""MotionCritic, the critic (scorer): videos -> motion features -> IC/LC logits -> clipped, weighted reward.
 
 METHOD.md step 2: r = logit D(x) ≈ log p_data(x)/p_θ(x) in feature space, clipped to
 [r_min, r_max] (the paper's clipping, which the reference code lacks), and
@@ -8,7 +8,8 @@ discriminators when one is kept (``use_ema``), so no gradient ever reaches the g
 The feature extractors (flow estimator, point tracker) are frozen and held outside the module's
 state: they are never trained and never saved with the critic (unlike the reference, which saved
 SEA-RAFT, with drifted BatchNorm statistics, inside the IC checkpoint). Only ``ic`` and ``lc``
-train; ``ema_ic`` / ``ema_lc`` follow them through ``update_ema``.
+train, by ``CriticTrainer`` (rewards/critic_training.py: optimizer, replay store, Eq. 7 step);
+``ema_ic`` / ``ema_lc`` follow them through ``update_ema``, which the trainer calls after each step.
 
 Bad input policy (never a silent NaN reward):
     * ``features`` raises DataError for clips with fewer than 2 frames, a wrong shape, or any
@@ -52,7 +53,7 @@ from shiftvdm.motion.features import (
 )
 from shiftvdm.rewards.ic import ICConfig, ICDiscriminator
 from shiftvdm.rewards.lc import LCConfig, build_lc_discriminator
-from shiftvdm.rewards.protocol import GroupScores, ReplayStore
+from shiftvdm.rewards.protocol import GroupScores
 from shiftvdm.utils.checkpoint import load_safetensors, save_json, save_safetensors
 from shiftvdm.utils.ema import ema_update_
 from shiftvdm.utils.seeding import derive_seed, generator_for
@@ -222,8 +223,6 @@ class MotionCritic(nn.Module):
         # Frozen extractors in a tuple so nn.Module does not register (and save) their weights.
         self._extractors: tuple[FlowEstimator | None, PointTracker | None] | None = None
         self.last_timings: dict[str, float] = {}
-        # Older fakes for the refresh's replay regulariser: state of its own (checkpointed by the trainer).
-        self.replay = ReplayStore(from_state=MotionFeatures.from_state_dict)
 
     @staticmethod
     def _frozen_copy(module: nn.Module) -> nn.Module:
@@ -552,24 +551,10 @@ class MotionCritic(nn.Module):
         feats = feats.to("cpu")
         return GroupScores(rewards, feats.index(slice(0, num)), feats.index(slice(num, None)))
 
-    def refresh_step(self, real: MotionFeatures, fake: MotionFeatures, optimizer: torch.optim.Optimizer,
-                     generator: torch.Generator, config: Any = None, sync_grads: Any = None) -> dict[str, float]:
-        """One Eq. 7 step on cached features (rewards/discriminator_training.py), then the EMA update."""
-        from shiftvdm.rewards.discriminator_training import discriminator_step
-
-        return discriminator_step(self, real, fake, optimizer, generator, config, sync_grads=sync_grads)
-
     @staticmethod
     def features_from_state(state: dict[str, Any]) -> MotionFeatures:
         """Features saved with ``MotionFeatures.state_dict`` (buffer and replay checkpoints)."""
         return MotionFeatures.from_state_dict(state)
-
-    def replay_state(self) -> dict[str, Any] | None:
-        """The replay store's state (None when empty), for the training checkpoint."""
-        return self.replay.state_dict()
-
-    def load_replay_state(self, state: dict[str, Any] | None) -> None:
-        self.replay.load_state_dict(state)
 
     def _clip_reward(self, logits: Tensor, present: bool) -> Tensor:
         """Clip to [r_min, r_max]; NaN (non-finite features) -> r_min; an absent branch stays 0."""
@@ -578,7 +563,11 @@ class MotionCritic(nn.Module):
         cfg = self.config
         return torch.nan_to_num(logits, nan=cfg.r_min).clamp(cfg.r_min, cfg.r_max)
 
-    # ----- training support ---------------------------------------------------------------------
+    # ----- what the trainer trains ---------------------------------------------------------------
+    def discriminators(self) -> dict[str, nn.Module]:
+        """The two trainable networks by the feature branch they read: {"ic": IC, "lc": LC}, in that order."""
+        return {"ic": self.ic, "lc": self.lc}
+
     def discriminator_parameters(self) -> list[nn.Parameter]:
         """The trainable parameters: IC and LC discriminators (not the EMA copies, not the extractors)."""
         return list(self.ic.parameters()) + list(self.lc.parameters())
@@ -617,7 +606,7 @@ class MotionCritic(nn.Module):
         config_file = folder / CONFIG_NAME
         if not config_file.is_file():
             raise CheckpointError(f"{folder}: not a critic folder ({CONFIG_NAME} missing; "
-                                  "make one with `shiftvdm train-reward`)")
+                                  "make one with `shiftvdm train-critic`)")
         try:
             data = json.loads(config_file.read_text())
         except json.JSONDecodeError as exc:

@@ -1,16 +1,19 @@
-"""Discriminator pre-training (the paper's Eq. 7 on real clips and generated fakes), used by `shiftvdm train-reward`.
+"""Critic pre-training (the paper's Eq. 7 on real clips and generated fakes), used by `shiftvdm train-critic`.
 
     1. pair every fake with its real clip (manifest ``source``, else a file name ``<real stem>_<k>``);
     2. split by REAL CLIP into train / validation, a real clip and all its fakes on the same side
        (the reference split real clips only and paired fakes by category, leaking validation clips);
     3. compute the frozen extractors' features once (a real clip and its fakes share query points)
        and cache them in ``out/features/``;
-    4. AdamW on the discriminators only (``discriminator_step``: BCE, real = 1, fake = 0, then EMA),
+    4. AdamW on the discriminators only (``CriticTrainer.step``, the step SHIFT's refresh takes: BCE,
+       real = 1, fake = 0, then EMA),
        validation accuracy and ROC-AUC of IC, LC and the combined reward; metrics in ``out/logs/``
        (JSON lines + TensorBoard, utils/metrics_log.py);
-    5. atomic checkpoints in ``out/checkpoints/`` (utils/step_checkpoints.py; a resume continues exactly:
-       batches and dropout are seeded from (seed, step)), the final critic in ``out/critic/`` and
-       ``out/metrics.json``.
+    5. atomic checkpoints in ``out/checkpoints/`` (utils/step_checkpoints.py): ``trainer_state.pt`` holds
+       ``{"trainer": CriticTrainer.state_dict(), "history", "log_sizes"}`` (the trainer's state, as a SHIFT
+       run that refreshes its critic holds it) and ``critic/`` a critic folder; a resume continues exactly
+       (batches and dropout are seeded from (seed, step)). The final critic goes to ``out/critic/``, the
+       metrics to ``out/metrics.json``.
 
 ``prepare_data`` checks everything about the clips before anything is written; ``pretrain_discriminators``
 then writes the folder. The run-folder rules (refusing a used folder, the config match on resume) are the
@@ -37,7 +40,7 @@ from shiftvdm.data.manifest import ClipEntry, require_inside_root
 from shiftvdm.data.video_io import probe_video, to_tensor
 from shiftvdm.errors import CheckpointError, DataError
 from shiftvdm.rewards.critic import CriticConfig, MotionCritic, MotionFeatures
-from shiftvdm.rewards.discriminator_training import PretrainConfig, discriminator_step, evaluate_discriminators
+from shiftvdm.rewards.critic_training import CriticTrainer, PretrainConfig, evaluate_discriminators
 from shiftvdm.utils.checkpoint import file_sizes, load_safetensors, load_torch, read_newest_intact, save_json, \
     save_safetensors, truncate_logs
 from shiftvdm.utils.metrics_log import MetricsLogger
@@ -308,20 +311,22 @@ def pick_batch(step: int, seed: int, train_real: np.ndarray, fakes_of: dict[int,
     return torch.as_tensor(reals, dtype=torch.long), torch.as_tensor(picks, dtype=torch.long)
 
 
-def _restore(critic: MotionCritic, optimizer: torch.optim.Optimizer, out: Path) -> tuple[int, list[dict], dict | None]:
-    """Load the newest intact checkpoint (an empty or cut trainer_state.pt falls back to the previous one)."""
+def _restore(trainer: CriticTrainer, out: Path) -> tuple[list[dict], dict | None]:
+    """Load the newest intact checkpoint into ``trainer`` (an empty or cut trainer_state.pt falls back to the
+    previous one); returns the validation history and the log sizes. The trainer's ``steps`` is the step."""
     found = read_newest_intact(run_checkpoints(out), lambda p: load_torch(p / STATE_FILE))
     if found is None:
         logger.info("--resume: no checkpoint in %s, starting from step 0", out)
-        return 0, [], None
+        return [], None
     last, state = found
-    critic.load_state_dict(MotionCritic.load(last / "critic").state_dict())
-    try:
-        optimizer.load_state_dict(state["optimizer"])
-    except (ValueError, KeyError) as exc:
-        raise CheckpointError(f"{last}: optimizer state does not match this critic ({exc})") from exc
-    logger.info("resumed from %s (step %d)", last, int(state["step"]))
-    return int(state["step"]), json.loads(state["history"]), state.get("log_sizes")
+    if "trainer" not in state:  # written before CriticTrainer (e17d547): weights in critic/, no replay store
+        if "optimizer" not in state or "step" not in state:
+            raise CheckpointError(f"{last / STATE_FILE}: neither a critic trainer state nor an older checkpoint")
+        state = {**state, "trainer": {"critic": MotionCritic.load(last / "critic").state_dict(),
+                                      "optimizer": state["optimizer"], "replay": None, "steps": int(state["step"])}}
+    trainer.load_state_dict(state["trainer"], str(last))
+    logger.info("resumed from %s (step %d)", last, trainer.steps)
+    return json.loads(state["history"]), state.get("log_sizes")
 
 
 def pretrain_discriminators(cfg: TrainRewardConfig, critic: MotionCritic, data: PretrainingData, out: str | Path,
@@ -344,25 +349,24 @@ def pretrain_discriminators(cfg: TrainRewardConfig, critic: MotionCritic, data: 
         logger.info("features loaded from %s", cache)
     feature_seconds = time.perf_counter() - t0
 
-    opt_cfg = cfg.optim
-    optimizer = torch.optim.AdamW(critic.discriminator_parameters(), lr=opt_cfg.lr, betas=opt_cfg.betas,
-                                  weight_decay=opt_cfg.weight_decay, eps=opt_cfg.eps)
-    start, history, log_sizes = _restore(critic, optimizer, out) if resume else (0, [], None)
+    trainer = CriticTrainer(critic, cfg.optim)
+    history, log_sizes = _restore(trainer, out) if resume else ([], None)
+    start = trainer.steps
     metrics_log = MetricsLogger(out / "logs")
     truncate_logs(metrics_log.log_dir, log_sizes)  # the steps a resume recomputes are logged once
     train_real, train_fake, source = data.train_real, data.train_fake, data.fake_source
     fakes_of = {int(r): train_fake[source[train_fake] == r] for r in train_real}
     val_real_feats = real_feats.index(torch.as_tensor(data.val_real))
     val_fake_feats = fake_feats.index(torch.as_tensor(data.val_fake))
-    metrics_log.open(total=cfg.max_steps, initial=start, desc="train-reward", progress=cfg.progress)
+    metrics_log.open(total=cfg.max_steps, initial=start, desc="train-critic", progress=cfg.progress)
     val_metrics: dict[str, float] = history[-1] if history else {}
     t_train = time.perf_counter()
     try:
         for step in range(start, cfg.max_steps):
             real_idx, fake_idx = pick_batch(step, cfg.seed, train_real, fakes_of, train_fake, cfg.batch_size)
             torch.manual_seed(derive_seed(cfg.seed, "reward-dropout", step))  # dropout: exact on resume
-            metrics = discriminator_step(critic, real_feats.index(real_idx), fake_feats.index(fake_idx), optimizer,
-                                         generator_for(cfg.seed, "reward-noise", step), opt_cfg)
+            metrics = trainer.step(real_feats.index(real_idx), fake_feats.index(fake_idx),
+                                   generator_for(cfg.seed, "reward-noise", step))
             done = step + 1
             metrics_log.log(metrics, done)
             if done % cfg.val_every == 0 or done == cfg.max_steps:
@@ -371,7 +375,7 @@ def pretrain_discriminators(cfg: TrainRewardConfig, critic: MotionCritic, data: 
                 metrics_log.log({k: v for k, v in val_metrics.items() if k != "step"}, done)
                 logger.info("step %d: %s", done, ", ".join(f"{k}={v:.3f}" for k, v in val_metrics.items() if k != "step"))
             if done % cfg.checkpoint_every == 0 or done == cfg.max_steps:
-                state = {"step": done, "optimizer": optimizer.state_dict(), "history": json.dumps(history),
+                state = {"trainer": trainer.state_dict(), "history": json.dumps(history),
                          "log_sizes": file_sizes([metrics_log.path])}
                 write_checkpoint(out / "checkpoints", done, state, {"critic": critic.save},
                                  keep=max(cfg.keep_checkpoints, 1))

@@ -1,10 +1,11 @@
-"""The reward model as train/ sees it: features -> rewards, a refresh step, state (issue 13 item 2).
+"""The critic as train/ sees it: clips -> motion features -> rewards, and what its trainer needs.
 
-``train/shift.py`` and ``train/runtime.py`` type against :class:`RewardModel` only; ``MotionCritic``
-(rewards/critic.py) is the implementation. Everything a trainer needs to checkpoint is in
-``state_dict`` / ``load_state_dict`` (the discriminators, their EMA copies) and in the
-:class:`ReplayStore` the model owns (``replay_state`` / ``load_replay_state``), so nothing outside
-rewards/ reaches into private attributes.
+The critic is the thing that turns clips into rewards: frozen motion features, the IC and LC
+discriminators (the two networks inside it, as in the paper), clipping and the EMA copies that score.
+``train/`` types against :class:`Critic` only; ``MotionCritic`` (rewards/critic.py) is the
+implementation and ``CriticTrainer`` (rewards/critic_training.py) trains any :class:`Critic`. The
+critic's own state is its weights (``state_dict`` / ``load_state_dict``: discriminators and EMA copies);
+the trainer's state (optimizer, :class:`ReplayStore` of older fakes, step count) is the trainer's.
 """
 
 from __future__ import annotations
@@ -26,6 +27,12 @@ class Features(Protocol):
     def index(self, idx: Tensor | list[int] | slice) -> "Features": ...
 
     def state_dict(self) -> dict[str, Any]: ...
+
+    def finite(self) -> Tensor:
+        """(N,) True for clips whose features are all finite."""
+        ...
+
+    def to(self, device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> "Features": ...
 
 
 @dataclass
@@ -59,8 +66,8 @@ class GroupScores:
 class ReplayStore:
     """FIFO store of older fake features, sampled by the refresh (regulariser ``replay_size``).
 
-    Registered state of the reward model: saved and restored with the training checkpoint, so a
-    resumed run draws the same replay samples.
+    State of the critic's trainer (``CriticTrainer.replay``): saved and restored with its checkpoint, so
+    a resumed run draws the same replay samples.
     """
 
     capacity: int = 0
@@ -97,10 +104,8 @@ class ReplayStore:
 
 
 @runtime_checkable
-class RewardModel(Protocol):
-    """What the SHIFT trainer needs from its reward: score groups, refresh, state."""
-
-    replay: ReplayStore
+class Critic(Protocol):
+    """What SHIFT needs from its critic (score groups, queries, state) and what ``CriticTrainer`` trains."""
 
     @property
     def device(self) -> torch.device: ...
@@ -114,23 +119,31 @@ class RewardModel(Protocol):
         """real (N, F, 3, H, W) and fakes (N, P, F, 3, H, W) in [-1, 1], queries (N, Q, 2) -> GroupScores."""
         ...
 
-    def refresh_step(self, real: Any, fake: Any, optimizer: torch.optim.Optimizer, generator: torch.Generator,
-                     config: Any = None, sync_grads: Callable[[list[nn.Parameter]], None] | None = None
-                     ) -> dict[str, float]:
-        """One Eq. 7 step on cached features, then the EMA update; returns metrics."""
+    def features_from_state(self, state: dict[str, Any]) -> Features:
+        """Features saved with ``Features.state_dict`` (buffer and replay checkpoints)."""
         ...
 
-    def discriminator_parameters(self) -> list[nn.Parameter]: ...
+    def discriminators(self) -> dict[str, nn.Module]:
+        """The trainable networks by the feature branch they read, in training order ({"ic": …, "lc": …})."""
+        ...
 
-    def features_from_state(self, state: dict[str, Any]) -> Features: ...
+    def discriminator_parameters(self) -> list[nn.Parameter]:
+        """The parameters the trainer's optimizer holds (the discriminators', not the EMA copies)."""
+        ...
+
+    def update_ema(self, decay: float | None = None) -> None:
+        """Move the scoring (EMA) weights towards the trained ones; None = the critic's own decay."""
+        ...
 
     def state_dict(self) -> dict[str, Any]: ...
 
     def load_state_dict(self, state_dict: dict[str, Any], strict: bool = True) -> Any: ...
 
-    def replay_state(self) -> dict[str, Any] | None: ...
+    def save(self, path: Any) -> Any:
+        """Write the critic folder (weights + config) that ``critic.path`` names."""
+        ...
 
-    def load_replay_state(self, state: dict[str, Any] | None) -> None: ...
 
 
-__all__ = ["Features", "GroupScores", "ReplayStore", "RewardModel"]
+
+__all__ = ["Critic", "Features", "GroupScores", "ReplayStore"]

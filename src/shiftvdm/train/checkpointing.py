@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -175,7 +174,7 @@ def export_final(cfg: TrainConfig, run_dir: Path, backbone: Any, training: Train
             backbone.save_lora(run_dir / "lora.safetensors")
         else:
             backbone.save_pretrained(run_dir / "model")
-    if training.critic is not None and cfg.discriminator.refresh and cfg.uses_rollouts:
+    if training.critic_trainer is not None:  # refreshed: the critic the run ends with
         training.critic.save(run_dir / "critic")
     c = training.counters
     save_json({"steps": c.step, "d_steps": c.d_steps, "timers": c.timers, "nonfinite_steps": c.nonfinite_steps,

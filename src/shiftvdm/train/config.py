@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from shiftvdm.backbone import BackboneConfig
-from shiftvdm.rewards.discriminator_training import DiscriminatorTrainConfig
+from shiftvdm.rewards.critic_training import CriticTrainConfig
 from shiftvdm.train.advantages import AdvantageConfig
 from shiftvdm.train.losses import LossConfig, needs_rollouts
 
@@ -110,16 +110,18 @@ class RolloutConfig:
 
 
 @dataclass
-class DiscriminatorConfig:
-    critic: str | None = None  # folder of a pre-trained critic (`shiftvdm train-reward`); required for SHIFT
+class CriticSettings:
+    """The ``critic`` section: which critic scores rollouts and how the refresh trains it (was ``discriminator``)."""
+
+    path: str | None = None  # folder of a pre-trained critic (`shiftvdm train-critic`); required for SHIFT
     refresh: bool = True  # adversarial refresh after every buffer (on in the Wan config, off in SVD's)
-    d_to_g: float = 1.0  # discriminator steps per generator step of the buffer (reward_model_d_to_g 1)
-    batch_size: int = 0  # real clips (and as many fakes) per discriminator step (0 = rollout.batch_size)
-    train: DiscriminatorTrainConfig = field(default_factory=DiscriminatorTrainConfig)  # optimizer, EMA, regularisers
+    d_to_g: float = 1.0  # critic training steps per generator step of the buffer (reward_model_d_to_g 1)
+    batch_size: int = 0  # real clips (and as many fakes) per critic training step (0 = rollout.batch_size)
+    train: CriticTrainConfig = field(default_factory=CriticTrainConfig)  # optimizer, EMA, regularisers
 
     def __post_init__(self) -> None:
-        _finite("discriminator.d_to_g", self.d_to_g, low=0)
-        _at_least("discriminator.batch_size", self.batch_size, 0, " (0 = rollout.batch_size)")
+        _finite("critic.d_to_g", self.d_to_g, low=0)
+        _at_least("critic.batch_size", self.batch_size, 0, " (0 = rollout.batch_size)")
 
 
 @dataclass
@@ -170,7 +172,7 @@ class TrainConfig:
     loss: LossConfig = field(default_factory=LossConfig)
     advantage: AdvantageConfig = field(default_factory=AdvantageConfig)
     rollout: RolloutConfig = field(default_factory=RolloutConfig)
-    discriminator: DiscriminatorConfig = field(default_factory=DiscriminatorConfig)
+    critic: CriticSettings = field(default_factory=CriticSettings)
     run: RunConfig = field(default_factory=RunConfig)
 
     def __post_init__(self) -> None:

@@ -12,7 +12,7 @@ checkpointing; measure them with ``shiftvdm shift --dry-run``.
 
 Host rows (the rollout buffer lives in CPU memory): this rank's share of the buffer — real and
 rollout latents (float32), conditionings, rewards — and the reward features kept for the refresh
-(only when ``discriminator.refresh`` is on: the IC maps at ``critic.ic_size`` and the LC features
+(only when ``critic.refresh`` is on: the IC maps at ``critic.ic_size`` and the LC features
 in ``critic.feature_dtype``). ``run.checkpoint_buffer`` decides whether the buffer is written into
 every checkpoint as well (disk row).
 """
@@ -169,9 +169,9 @@ def memory_plan(cfg: Any, backbone: Any, world_size: int, critic_config: Any = N
                               4 * n * group * sizes.latent_numel, "rollout.buffer_size=... or rollout.group_size=..."))
         d_trainable, d_total, ic_ch, lc_dim = _critic_sizes(c)
         rows.append(MemoryRow("device", "discriminators + EMA copies (fp32)", 4 * d_total, "critic.ic / critic.lc sizes"))
-        if cfg.discriminator.refresh:
+        if cfg.critic.refresh:
             rows.append(MemoryRow("device", "discriminator gradients + AdamW (fp32)", 12 * d_trainable,
-                                  "discriminator.refresh=false"))
+                                  "critic.refresh=false"))
         feat_bytes = 2 if c.feature_dtype == "float16" else 4
         ic_h, ic_w = c.ic_size or (d.height, d.width)
         ic_per_clip = (d.num_frames - 1) * ic_ch * ic_h * ic_w if c.w_ic > 0 else 0
@@ -181,7 +181,7 @@ def memory_plan(cfg: Any, backbone: Any, world_size: int, critic_config: Any = N
                               4 * chunk * d.num_frames * 3 * d.height * d.width, "rollout.rollout_batch_size=1"))
         rows.append(MemoryRow("device", "scoring: reward features of one chunk (fp32)",
                               4 * chunk * (ic_per_clip + lc_per_clip), "rollout.rollout_batch_size=1"))
-        if cfg.discriminator.refresh:
+        if cfg.critic.refresh:
             dtype_hint = "" if c.feature_dtype == "float16" else "critic.feature_dtype=float16, "
             rows.append(MemoryRow("host", f"buffer: IC maps for the refresh ({clips} clips at {ic_h}×{ic_w})",
                                   feat_bytes * clips * ic_per_clip,

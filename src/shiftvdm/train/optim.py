@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import math
 from collections.abc import Callable, Iterator
-from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -29,18 +28,12 @@ def lr_lambda(cfg: TrainConfig) -> Callable[[int], float]:
     return factor
 
 
-def build_optimizers(cfg: TrainConfig, params: list[nn.Parameter], critic: Any
-                     ) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LambdaLR, torch.optim.Optimizer | None]:
-    """AdamW + schedule for the generator; AdamW for the discriminators when they are refreshed."""
+def build_generator_optimizer(cfg: TrainConfig, params: list[nn.Parameter]
+                    ) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LambdaLR]:
+    """AdamW + schedule for the generator (the critic's optimizer is its trainer's, rewards/critic_training.py)."""
     o = cfg.optim
     optimizer = torch.optim.AdamW(params, lr=o.lr, betas=o.betas, weight_decay=o.weight_decay, eps=o.eps)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(cfg))
-    d_optimizer = None
-    if critic is not None and cfg.discriminator.refresh:
-        d = cfg.discriminator.train
-        d_optimizer = torch.optim.AdamW(critic.discriminator_parameters(), lr=d.lr, betas=d.betas,
-                                        weight_decay=d.weight_decay)
-    return optimizer, scheduler, d_optimizer
+    return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(cfg))
 
 
 class WeightEMA:
@@ -71,4 +64,4 @@ class WeightEMA:
                     p.copy_(b)
 
 
-__all__ = ["WeightEMA", "build_optimizers", "lr_lambda"]
+__all__ = ["WeightEMA", "build_generator_optimizer", "lr_lambda"]

@@ -6,7 +6,7 @@
         Ã_p = clip(r̃_p − r̄, ±A_max)                 group-recentred advantages
         repeat passes_per_buffer times, per minibatch:                                shift_step
             J = mean_b w_b L(x_b) + λ_aw mean_p mean_b Ã_{p,b} L(x̃_{p,b})       (Eq. 12)
-        refresh D on the latest fakes vs the real clips (Eq. 7), EMA update         refresh_discriminators
+        refresh D on the latest fakes vs the real clips (Eq. 7), EMA update         refresh_critic
 
 SFT, pre-training and the baselines are settings (λ_aw = 0, advantage.center = none, refresh off, ...).
 This file never names a model part: everything model-specific is behind ``Backbone``. ``train`` takes the rest
@@ -30,8 +30,8 @@ from torch import Tensor
 
 from shiftvdm.backbone.base import Backbone
 from shiftvdm.errors import DataError
-from shiftvdm.rewards.protocol import GroupScores
-from shiftvdm.rewards.protocol import RewardModel as Critic
+from shiftvdm.rewards.critic_training import CriticTrainer
+from shiftvdm.rewards.protocol import Critic, GroupScores
 from shiftvdm.train.advantages import group_advantages
 from shiftvdm.train.buffer import RolloutBatch, RolloutBuffer
 from shiftvdm.train.config import RolloutConfig, TrainConfig
@@ -90,7 +90,7 @@ def num_chunks(num_clips: int, rollout: RolloutConfig) -> int:
 def collect_buffer(backbone: Backbone, critic: Critic | None, clips: ClipSource, indices: list[int], cfg: TrainConfig,
                    state: TrainState, device: torch.device) -> RolloutBuffer:
     """Alg. 1, rollout phase: encode real clips, sample P rollouts each, score them, compute advantages."""
-    rollout, critic_cfg, counters = cfg.rollout, cfg.discriminator, state.counters
+    rollout, critic_cfg, counters = cfg.rollout, cfg.critic, state.counters
     video, prompts = state.timed("data", lambda: clips.load(indices))  # (N, F, 3, H, W) in [-1, 1]
     x = state.timed("encode", lambda: backbone.encode_video(video.to(device)))  # (N, ...) real latents
     cond = backbone.encode_condition(video[:, 0].to(device), prompts)
@@ -191,14 +191,14 @@ def shift_step(backbone: Backbone, batch: RolloutBatch, cfg: TrainConfig, state:
     return metrics
 
 
-def refresh_discriminators(critic: Critic, buffer: RolloutBuffer, n_steps: int, cfg: TrainConfig, state: TrainState,
-                           dist: Distributed) -> dict[str, float]:
+def refresh_critic(trainer: CriticTrainer, buffer: RolloutBuffer, n_steps: int, cfg: TrainConfig, state: TrainState,
+                   dist: Distributed) -> dict[str, float]:
     """Alg. 1, adversarial refresh: Eq. 7 on this buffer's fakes (negatives) vs its real clips, EMA update.
 
     Uses the motion features stored at scoring time. The generator's parameters are not touched: the
-    discriminator has its own optimizer, and fakes are detached data.
+    discriminators have their own optimizer (the trainer's), and fakes are detached data.
     """
-    counters, critic_cfg, rollout, run = state.counters, cfg.discriminator, cfg.rollout, cfg.run
+    counters, critic_cfg, rollout, run = state.counters, cfg.critic, cfg.rollout, cfg.run
     features_real, features_fake = buffer.features_real, buffer.features_fake
     P, n = buffer.group_size, len(buffer)
     bsz = min(n, critic_cfg.batch_size or rollout.batch_size)
@@ -211,7 +211,7 @@ def refresh_discriminators(critic: Critic, buffer: RolloutBuffer, n_steps: int, 
         torch.manual_seed(derive_seed(run.seed, "disc-global", dist.rank, counters.d_steps + s))
         real, fake = features_real.index(idx), features_fake.index(fake_idx)
         dist.raise_if_any(unusable_features(real, fake), DataError)  # agreed before the step's all-reduce
-        m = critic.refresh_step(real, fake, state.d_optimizer, gen, critic_cfg.train, sync_grads=dist.mean_gradients)
+        m = trainer.step(real, fake, gen, sync_grads=dist.mean_gradients)
         for k, v in m.items():
             metrics[k] = metrics.get(k, 0.0) + v / n_steps
     counters.d_steps += n_steps
@@ -248,7 +248,8 @@ def train(cfg: TrainConfig, backbone: Backbone, clips: ClipSource, state: TrainS
     ``state`` is where the run stands (fresh, or loaded from a checkpoint); its critic scores the rollouts and
     is refreshed on them. The buffer in ``state`` is the one a checkpoint holds.
     """
-    rollout, run, critic_cfg, counters, critic = cfg.rollout, cfg.run, cfg.discriminator, state.counters, state.critic
+    rollout, run, critic_cfg, counters = cfg.rollout, cfg.run, cfg.critic, state.counters
+    critic, critic_trainer = state.critic, state.critic_trainer
     stopped_by = "max_steps"
     metrics: dict[str, float] = {}
     buffer = state.buffer  # a resumed run continues inside its buffer
@@ -285,10 +286,10 @@ def train(cfg: TrainConfig, backbone: Backbone, clips: ClipSource, state: TrainS
         counters.batch_index = 0
         if counters.pass_index >= rollout.passes_per_buffer:  # buffer used up: refresh D, next chunk
             steps_in_buffer = rollout.passes_per_buffer * len(order)
-            if critic is not None and critic_cfg.refresh and buffer.group_size:
+            if critic_trainer is not None and buffer.group_size:  # a trainer exists when critic.refresh is on
                 t0 = time.perf_counter()
                 n_steps = round(critic_cfg.d_to_g * steps_in_buffer)
-                hooks.log(refresh_discriminators(critic, buffer, n_steps, cfg, state, dist), step=counters.step)
+                hooks.log(refresh_critic(critic_trainer, buffer, n_steps, cfg, state, dist), step=counters.step)
                 counters.add_time("discriminator", time.perf_counter() - t0)
             buffer = state.buffer = None
             counters.pass_index = 0
@@ -300,5 +301,5 @@ def train(cfg: TrainConfig, backbone: Backbone, clips: ClipSource, state: TrainS
     return TrainResult(counters.step, dict(counters.timers), metrics, stopped_by)
 
 
-__all__ = ["ClipSource", "TrainResult", "chunk_indices", "collect_buffer", "refresh_discriminators", "shift_step",
+__all__ = ["ClipSource", "TrainResult", "chunk_indices", "collect_buffer", "refresh_critic", "shift_step",
            "train"]

@@ -21,6 +21,8 @@ import torch
 from torch import nn
 
 from shiftvdm.errors import CheckpointError
+from shiftvdm.rewards.critic_training import CriticTrainer, trainer_state_from_e17d547
+from shiftvdm.rewards.protocol import Critic
 from shiftvdm.train.buffer import RolloutBuffer
 from shiftvdm.train.distributed import is_sharded, like, local_tree, sharded_optimizer_state
 from shiftvdm.train.optim import WeightEMA
@@ -66,18 +68,21 @@ class TrainState:
     checkpoint holds it."""
 
     def __init__(self, seed: int, rank: int, params: list[nn.Parameter], optimizer: torch.optim.Optimizer,
-                 lr_scheduler: torch.optim.lr_scheduler.LRScheduler, d_optimizer: torch.optim.Optimizer | None,
-                 ema: WeightEMA | None, critic: Any, features_from_state: Any = None, engine: Any = None) -> None:
+                 lr_scheduler: torch.optim.lr_scheduler.LRScheduler, ema: WeightEMA | None, critic: Critic | None,
+                 critic_trainer: CriticTrainer | None = None, engine: Any = None) -> None:
         self.seed, self.rank = seed, rank
         self.counters = Counters()
-        self.params, self.optimizer, self.lr_scheduler = params, optimizer, lr_scheduler
-        self.d_optimizer, self.ema, self.critic = d_optimizer, ema, critic
+        self.params, self.optimizer, self.lr_scheduler, self.ema = params, optimizer, lr_scheduler, ema
+        # the critic scores the rollouts; its trainer (refresh on) holds the same critic with its optimizer and
+        # replay store: its state is the critic's part of a checkpoint (without refresh the critic never changes)
+        self.critic, self.critic_trainer = critic, critic_trainer
         self.buffer: RolloutBuffer | None = None
         # run.checkpoint_buffer=false: what the current buffer was rolled out from (the trainable weights and
         # the torch RNG at that moment), so a resume can roll the same buffer out again, bit for bit
         self.buffer_origin: dict[str, Any] | None = None
         self.reroll = False  # resumed without the buffer: the next collection is a re-roll from buffer_origin
-        self.features_from_state = features_from_state  # rebuilds the buffer's reward features on load
+        # rebuilds the buffer's reward features on load
+        self.features_from_state = critic.features_from_state if critic is not None else None
         self.engine = engine  # GradientEngine: DeepSpeed keeps part of the optimizer state itself
 
     def generator(self, stream: str, *counters: int) -> torch.Generator:
@@ -160,12 +165,10 @@ class TrainState:
             "optimizer": self.optimizer.state_dict(),
             "lr_scheduler": self.lr_scheduler.state_dict(),
             "ema": self.ema.shadow if self.ema is not None else None,
-            "d_optimizer": self.d_optimizer.state_dict() if self.d_optimizer is not None else None,
-            "critic": self.critic.state_dict() if self.critic is not None else None,
+            # the refreshed critic: weights (live, EMA), optimizer, replay store of older fakes, steps
+            "critic": self.critic_trainer.state_dict() if self.critic_trainer is not None else None,
             "buffer": self.buffer.state_dict() if self.buffer is not None and with_buffer else None,
             "buffer_origin": self.buffer_origin if self.buffer is not None and not with_buffer else None,
-            # the reward model's store of older fakes (regulariser ``replay_size``), so resume stays exact
-            "critic_replay": None if self.critic is None else self.critic.replay_state(),
             "torch_rng": torch.get_rng_state(),
         }
         engine_state = self.engine.state_dict() if self.engine is not None else None
@@ -191,12 +194,10 @@ class TrainState:
         self.lr_scheduler.load_state_dict(state["lr_scheduler"])
         if state["ema"] is not None and self.ema is not None:
             self.ema.shadow = [like(t, p).clone() for t, p in zip(state["ema"], self.params)]
-        if self.d_optimizer is not None and state["d_optimizer"] is not None:
-            self.d_optimizer.load_state_dict(state["d_optimizer"])
-        if self.critic is not None and state["critic"] is not None:
-            self.critic.load_state_dict(state["critic"])
-        if self.critic is not None:
-            self.critic.load_replay_state(state.get("critic_replay"))
+        # a checkpoint written before the critic trainer existed (e17d547) keeps its parts under three keys
+        critic_state = trainer_state_from_e17d547(state) if "d_optimizer" in state else state["critic"]
+        if self.critic_trainer is not None and critic_state is not None:
+            self.critic_trainer.load_state_dict(critic_state, str(source))
         self.counters = Counters(**state["counters"])
         self.buffer = (RolloutBuffer.from_state_dict(state["buffer"], self.features_from_state)
                        if state["buffer"] is not None else None)

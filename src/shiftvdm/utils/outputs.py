@@ -21,7 +21,7 @@ from shiftvdm.errors import OutputError, ShiftvdmError
 
 logger = logging.getLogger(__name__)
 
-# What marks a folder as holding a training run (written by train/hooks.py or `train-reward`).
+# What marks a folder as holding a training run (written by train/hooks.py or `train-critic`).
 RUN_MARKERS = ("config.yaml", "checkpoints", "summary.json", "lora.safetensors", "model", "critic", "metrics.json",
                "logs")
 

@@ -53,7 +53,7 @@ def calibrate(cfg: DemoConfig, repeats: int = 2, clips: int = 4) -> dict[str, An
             cond = backbone.encode_condition(frames)
             t = _timed(lambda: backbone.decode(backbone.sample(cond, 1, gen, stochastic=True)[:, 0]), 1)
         unit["sample_clip_step"] = t / (clips * steps)
-        critic = MotionCritic(config_from_dict(CriticConfig, cfg.critic.get("critic", {}), "demo critic.critic"))
+        critic = MotionCritic(config_from_dict(CriticConfig, cfg.critic_training.get("critic", {}), "demo critic_training.critic"))
         videos = torch.rand(clips, d.num_frames, 3, d.size, d.size, generator=gen) * 2 - 1
         queries = critic.sample_queries(d.size, d.size, gen)
         unit["feature_clip"] = _timed(lambda: critic.features(videos, queries), 1) / clips

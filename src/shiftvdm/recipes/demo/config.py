@@ -45,7 +45,7 @@ class DemoConfig:
     sft: dict[str, Any] = field(default_factory=dict)  # TrainConfig fields of the SFT stage
     arms_common: dict[str, Any] = field(default_factory=dict)  # TrainConfig fields shared by every arm
     arms: dict[str, dict[str, Any]] = field(default_factory=dict)  # arm name -> its own TrainConfig fields
-    critic: dict[str, Any] = field(default_factory=dict)  # TrainRewardConfig fields of discriminator pre-training
+    critic_training: dict[str, Any] = field(default_factory=dict)  # `train-critic` settings (TrainRewardConfig) of the critic stage
     eval: DemoEval = field(default_factory=DemoEval)
     quick: dict[str, Any] = field(default_factory=dict)  # overrides of this config applied by --quick
     calibrate: bool = True  # time a few toy steps first and print the estimated time of every stage

@@ -34,7 +34,7 @@ def make_data(cfg: DemoConfig, out: Path) -> dict[str, Any]:
     write_clip_folder(data_dir / "heldout", sets["heldout"].videos)  # the real reference `shiftvdm eval` reads
     # how many of the LC discriminator's query points land on the sprite (the reward sees the object through them)
     with torch.random.fork_rng(devices=[]):  # building the critic draws from torch's global RNG: leave it as it was
-        critic = MotionCritic(config_from_dict(CriticConfig, cfg.critic.get("critic", {}), "demo critic.critic"))
+        critic = MotionCritic(config_from_dict(CriticConfig, cfg.critic_training.get("critic", {}), "demo critic_training.critic"))
     gen = generator_for(cfg.seed, "demo-query-count")
     target = sets["target"]
     n = min(len(target), 512)

@@ -73,7 +73,7 @@ def critic_stage(cfg: DemoConfig, out: Path) -> dict[str, Any]:
     # a rerun resumes generate's own output; the whole set in few sampler calls (the toy model is small)
     generate(out / "runs" / "sft" / "model", real_dir, fake_dir, cfg.data.fakes_per_clip,
              seed=cfg.seed + 1000, fmt="npy", fps=8, device="cpu", clips_per_call=64)
-    rc = config_from_dict(TrainRewardConfig, deep_merge({"seed": cfg.seed}, cfg.critic), "demo critic stage")
+    rc = config_from_dict(TrainRewardConfig, deep_merge({"seed": cfg.seed}, cfg.critic_training), "demo critic stage")
     if (out / "critic").exists():
         shutil.rmtree(out / "critic")
     metrics = train_reward(rc, real_dir, fake_dir, out / "critic")
@@ -95,7 +95,7 @@ def arm_stage(cfg: DemoConfig, out: Path, name: str, equal_steps: int, time_limi
         extra = {"run": {"max_steps": 100 * equal_steps, "time_limit_s": time_limit, "time_limit_clock": clock,
                          "eval_every": equal_steps if every > 0 else 0}}
     tc = train_config(cfg, run_dir, {"backbone": {"pretrained": str(out / "runs" / "sft" / "model")},
-                                     "discriminator": {"critic": str(out / "critic" / "critic")}},
+                                     "critic": {"path": str(out / "critic" / "critic")}},
                       cfg.arms_common, cfg.arms[name], extra, mode=cfg.arms[name].get("mode", "shift"))
     result = train_stage(tc, sets["target"], evaluate=curve_hook(cfg, sets["heldout"], snapshot))
     return {"steps": result.steps, "seconds": round(result.timers.get("wall", 0.0), 2), "stopped_by": result.stopped_by,

@@ -7,7 +7,7 @@
 3. one full SHIFT step runs through the real trainer (``train.shift.train``) at a small clip size and with few
    sampler steps, once per group size P, with the peak resident memory of each step measured on its own.
 
-The critic is a random-init ``MotionCritic`` unless ``discriminator.critic`` names an existing folder. The parts
+The critic is a random-init ``MotionCritic`` unless ``critic.path`` names an existing folder. The parts
 are backbone/full_size.py (building, counting, the text encoder's stand-in), train/memory.py (the plan, peak RSS),
 and here: ``plan`` (the static and the full-size plan), ``squares`` (the clips) and ``step`` (the one-step config,
 the measured step, the printed lines). recipes/launch.py sends ``--dry-run`` here. Options are dotted overrides
@@ -79,7 +79,7 @@ def _run_steps(cfg: Any, dry: DryRunConfig, arch: str, video_shape: tuple[int, i
     report.update(build_seconds=built["seconds"], build_peak_rss=built["peak_rss"], lora_dtype=built["lora_dtype"],
                   trainable_parameters_built=built["trainable_parameters_built"])
     echo(built_line(report, built))
-    critic, report["critic"] = step_critic(cfg.discriminator.critic)
+    critic, report["critic"] = step_critic(cfg.critic.path)
     accelerator = accelerate.Accelerator(cpu=not torch.cuda.is_available())
     if accelerator.device.type != "cpu":  # as build_training does: the model lives on the rollouts' device
         backbone.to(accelerator.device)

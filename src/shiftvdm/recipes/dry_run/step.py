@@ -47,7 +47,7 @@ def materialise(cfg: Any, arch: str, video_shape: tuple[int, int, int], seed: in
 
 
 def step_critic(critic_dir: str | None) -> tuple[Any, str]:
-    """The critic of the step: ``discriminator.critic`` if it names an existing folder, else a random-init
+    """The critic of the step: ``critic.path`` if it names an existing folder, else a random-init
     ``MotionCritic(CriticConfig())``; with how the report names it."""
     if critic_dir and Path(critic_dir).is_dir():
         return MotionCritic.load(critic_dir), str(critic_dir)
@@ -63,7 +63,7 @@ def step_config(cfg: Any, group_size: int, inference_steps: int, seed: int, vide
         data=replace(cfg.data, num_frames=frames, height=height, width=width),
         rollout=replace(cfg.rollout, group_size=group_size, buffer_size=1, batch_size=1, rollout_batch_size=1,
                         passes_per_buffer=1, num_inference_steps=inference_steps),
-        discriminator=replace(cfg.discriminator, refresh=True, d_to_g=1.0, batch_size=1),
+        critic=replace(cfg.critic, refresh=True, d_to_g=1.0, batch_size=1),
         run=replace(cfg.run, out_dir=str(out_dir), max_steps=1, checkpoint_every=0, sample_every=0, eval_every=0,
                     progress=False, seed=seed),
     )

@@ -1,17 +1,23 @@
-"""One Eq. 7 step for the IC and LC discriminators, shared by `shiftvdm train-reward` and SHIFT's refresh.
+"""The critic's trainer: one Eq. 7 step for the IC and LC discriminators, its optimizer, its replay store.
+
+Shared by discriminator pre-training (`shiftvdm train-critic`, rewards/pretraining.py) and SHIFT's online
+refresh (train/shift.py): both call :meth:`CriticTrainer.step` and checkpoint :meth:`CriticTrainer.state_dict`.
 
 Eq. 7: L = −E_data log D(x) − E_θ log(1 − D(x̃)), i.e. binary cross-entropy on logits with real
 clips labelled 1 and generated clips 0, for IC and LC separately (their losses are summed for one
-backward pass; the branches share no parameters). After the optimizer step the EMA copies follow.
+backward pass; the branches share no parameters). After the optimizer step the critic's EMA copies
+(the weights that score rewards) follow.
 
 Regularisers are off by default, as in the paper and the reference code. They are there because
 tiny CPU toys saturate a discriminator at once (toy-feasibility.md): R1 gradient penalty on real
 inputs (``r1_gamma``), Gaussian instance noise on the features (``instance_noise``), one-sided label
 smoothing (``label_smoothing``: real target 1 − ε) and a FIFO replay of older fakes
 (``replay_size`` clips; half of each fake batch is drawn from it once it holds clips). The replay
-is the critic's registered state (``critic.replay``, rewards/protocol.py); the trainer checkpoints it.
+store is the trainer's state (``CriticTrainer.replay``), checkpointed with its optimizer.
 
-Only the discriminator parameters move: the features are detached data from frozen extractors.
+Only the discriminator parameters move: the features are detached data from frozen extractors. This
+module types against the :class:`~shiftvdm.rewards.protocol.Critic` protocol and does not import the
+scorer (rewards/critic.py), so the scorer never depends on its trainer.
 """
 
 from __future__ import annotations
@@ -19,21 +25,23 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from shiftvdm.errors import DataError
-from shiftvdm.rewards.critic import MotionCritic, MotionFeatures
-from shiftvdm.rewards.protocol import ReplayStore
+from shiftvdm.errors import CheckpointError, DataError
+from shiftvdm.rewards.protocol import Critic, Features, ReplayStore
 
 logger = logging.getLogger(__name__)
 
 
 @dataclass
-class DiscriminatorTrainConfig:
-    lr: float = 1e-5  # AdamW lr: 1e-5 for the SHIFT refresh (reference); `train-reward` uses 2e-4
+class CriticTrainConfig:
+    """Settings of the critic's training step (``critic.train.*`` of SHIFT; ``optim.*`` of `train-critic`)."""
+
+    lr: float = 1e-5  # AdamW lr: 1e-5 for the SHIFT refresh (reference); `train-critic` uses 2e-4
     betas: tuple[float, float] = (0.9, 0.95)  # AdamW betas: refresh (0.9, 0.95); pre-training (0.9, 0.999)
     weight_decay: float = 0.01  # AdamW weight decay (reference 1e-2)
     eps: float = 1e-8  # AdamW epsilon (reference 1e-8)
@@ -56,8 +64,8 @@ class DiscriminatorTrainConfig:
 
 
 @dataclass
-class PretrainConfig(DiscriminatorTrainConfig):
-    """The reference's pre-training optimizer (`shiftvdm train-reward`): the refresh settings but for these."""
+class PretrainConfig(CriticTrainConfig):
+    """The reference's pre-training optimizer (`shiftvdm train-critic`): the refresh settings but for these."""
 
     lr: float = 2e-4  # AdamW lr of discriminator pre-training (reference learning_rate 2e-4)
     betas: tuple[float, float] = (0.9, 0.999)  # AdamW betas of pre-training (reference script default)
@@ -68,11 +76,7 @@ def pretrain_config(**overrides: float) -> PretrainConfig:
     return PretrainConfig(**overrides)  # type: ignore[arg-type]
 
 
-FakeReplay = ReplayStore  # the reward model's registered replay state (rewards/protocol.py)
-
-
-def _replay_for(critic: MotionCritic, capacity: int) -> ReplayStore:
-    replay = critic.replay
+def _replay_for(replay: ReplayStore, capacity: int) -> ReplayStore:
     if replay.capacity != capacity:  # a changed replay_size starts an empty store
         replay.capacity, replay.items = capacity, None
     return replay
@@ -95,11 +99,12 @@ def _r1_penalty(module: nn.Module, inputs: Tensor) -> Tensor:
     return grad.pow(2).flatten(1).sum(dim=1).mean()
 
 
-def discriminator_step(critic: MotionCritic, real: MotionFeatures, fake: MotionFeatures,
-                       optimizer: torch.optim.Optimizer, generator: torch.Generator,
-                       config: DiscriminatorTrainConfig | None = None,
-                       sync_grads: Callable[[list[nn.Parameter]], None] | None = None) -> dict[str, float]:
-    """One BCE step (real = 1, fake = 0) on IC and LC, then an EMA update.
+def critic_step(critic: Critic, real: Features, fake: Features, optimizer: torch.optim.Optimizer,
+                generator: torch.Generator, config: CriticTrainConfig | None = None, replay: ReplayStore | None = None,
+                sync_grads: Callable[[list[nn.Parameter]], None] | None = None) -> dict[str, float]:
+    """One BCE step (real = 1, fake = 0) on IC and LC, then the critic's EMA update.
+
+    The one Eq. 7 step: :meth:`CriticTrainer.step` calls it with the trainer's optimizer and replay store.
 
     Args:
         critic: the critic whose ``discriminator_parameters()`` the optimizer holds.
@@ -107,36 +112,40 @@ def discriminator_step(critic: MotionCritic, real: MotionFeatures, fake: MotionF
         optimizer: optimizer over ``critic.discriminator_parameters()``.
         generator: drives instance noise and replay sampling.
         config: regularisers, clipping and EMA decay (defaults: the refresh settings).
+        replay: the store of older fakes (used when ``config.replay_size`` > 0; required then).
         sync_grads: called with the parameters after backward (all-reduce across processes).
 
     Returns:
         metrics: "disc/loss", "disc/loss_{ic,lc}", "disc/acc_{real,fake}_{ic,lc}",
         "disc/logit_{real,fake}_{ic,lc}", "disc/grad_norm", "disc/skipped" (and "disc/r1_*").
     """
-    cfg = config or DiscriminatorTrainConfig()
+    cfg = config or CriticTrainConfig()
     for name, feats in (("real", real), ("fake", fake)):
         if not bool(feats.finite().all()):
             raise DataError(f"{name} features contain NaN or infinite values; cannot train on them")
     if cfg.replay_size > 0:
-        replay = _replay_for(critic, cfg.replay_size)
+        if replay is None:
+            raise ValueError("critic_step: replay_size > 0 needs a replay store (CriticTrainer keeps one)")
+        replay = _replay_for(replay, cfg.replay_size)
         fresh = fake
         if len(replay) > 0 and len(fake) > 1:
             keep = len(fake) - len(fake) // 2
-            fake = MotionFeatures.cat([fake.index(slice(0, keep)), replay.sample(len(fake) // 2, generator)])
+            fake = type(fake).cat([fake.index(slice(0, keep)), replay.sample(len(fake) // 2, generator)])
         replay.add(fresh)
 
-    device = next(critic.ic.parameters()).device
+    device = critic.device
     real = real.to(device, torch.float32)
     fake = fake.to(device, torch.float32)
-    critic.ic.train()
-    critic.lc.train()
+    nets = critic.discriminators()
+    for module in nets.values():
+        module.train()
     params = critic.discriminator_parameters()
     optimizer.zero_grad(set_to_none=True)
 
     metrics: dict[str, float] = {}
     total = torch.zeros((), device=device)
     real_target = 1.0 - cfg.label_smoothing
-    for branch, module in (("ic", critic.ic), ("lc", critic.lc)):
+    for branch, module in nets.items():
         x_real, x_fake = getattr(real, branch), getattr(fake, branch)
         if x_real is None or x_fake is None:
             continue
@@ -176,6 +185,73 @@ def discriminator_step(critic: MotionCritic, real: MotionFeatures, fake: MotionF
     return metrics
 
 
+def build_optimizer(critic: Critic, config: CriticTrainConfig) -> torch.optim.Optimizer:
+    """AdamW over the two discriminators (not the EMA copies, not the extractors), from ``config``."""
+    return torch.optim.AdamW(critic.discriminator_parameters(), lr=config.lr, betas=config.betas,
+                             weight_decay=config.weight_decay, eps=config.eps)
+
+
+class CriticTrainer:
+    """Trains a critic's IC and LC discriminators: optimizer, replay store of older fakes, step count.
+
+    ``step`` is Eq. 7 then the EMA update (:func:`critic_step`); the caller seeds it (the ``generator``
+    for noise and replay draws, and the global torch seed for dropout) and picks the batches.
+    ``state_dict`` holds everything a resume needs: the critic's weights (live and EMA), the optimizer,
+    the replay store and the number of steps taken. Pre-training checkpoints it as is; so does a SHIFT run
+    that refreshes its critic.
+
+    Args:
+        critic: the scorer being trained (held, not copied: the same object scores rewards).
+        config: optimizer, clipping, EMA decay and regularisers (``critic.train`` / ``optim``).
+        optimizer: an optimizer over ``critic.discriminator_parameters()``; None = AdamW from ``config``.
+    """
+
+    def __init__(self, critic: Critic, config: CriticTrainConfig | None = None,
+                 optimizer: torch.optim.Optimizer | None = None) -> None:
+        self.critic = critic
+        self.config = config or CriticTrainConfig()
+        self.optimizer = optimizer if optimizer is not None else build_optimizer(critic, self.config)
+        self.replay = ReplayStore(from_state=critic.features_from_state)
+        self.steps = 0  # calls of ``step`` (skipped non-finite steps included)
+
+    def step(self, real: Features, fake: Features, generator: torch.Generator,
+             sync_grads: Callable[[list[nn.Parameter]], None] | None = None) -> dict[str, float]:
+        """One Eq. 7 step on cached features of real and fake clips, then the EMA update; returns metrics."""
+        metrics = critic_step(self.critic, real, fake, self.optimizer, generator, self.config, self.replay,
+                              sync_grads)
+        self.steps += 1
+        return metrics
+
+    def state_dict(self) -> dict[str, Any]:
+        """{"critic": weights (live + EMA), "optimizer", "replay" (None when empty), "steps"}: plain tensors
+        and containers (``torch.load(weights_only=True)`` reads them)."""
+        return {"critic": self.critic.state_dict(), "optimizer": self.optimizer.state_dict(),
+                "replay": self.replay.state_dict(), "steps": self.steps}
+
+    def load_state_dict(self, state: dict[str, Any], source: str = "checkpoint") -> None:
+        """Restore what ``state_dict`` gave; CheckpointError naming ``source`` when it does not fit this critic."""
+        missing = {"critic", "optimizer", "replay", "steps"} - set(state)
+        if missing:
+            raise CheckpointError(f"{source}: not a critic trainer state (missing {', '.join(sorted(missing))})")
+        self.critic.load_state_dict(state["critic"])
+        try:
+            self.optimizer.load_state_dict(state["optimizer"])
+        except (ValueError, KeyError) as exc:
+            raise CheckpointError(f"{source}: optimizer state does not match this critic ({exc})") from exc
+        self.replay.load_state_dict(state["replay"])
+        self.steps = int(state["steps"])
+
+
+def trainer_state_from_e17d547(checkpoint: dict[str, Any]) -> dict[str, Any] | None:
+    """A ``CriticTrainer.state_dict`` from a SHIFT training checkpoint written before the trainer existed
+    (e17d547: keys "critic", "d_optimizer", "critic_replay" and counters["d_steps"]); None when that run
+    did not refresh its critic (no discriminator optimizer state)."""
+    if checkpoint.get("d_optimizer") is None:
+        return None
+    return {"critic": checkpoint["critic"], "optimizer": checkpoint["d_optimizer"],
+            "replay": checkpoint.get("critic_replay"), "steps": int(checkpoint.get("counters", {}).get("d_steps", 0))}
+
+
 def roc_auc(positive: Tensor, negative: Tensor) -> float:
     """Area under the ROC curve for scores of positives vs negatives (Mann–Whitney U, ties count 1/2).
 
@@ -199,14 +275,14 @@ def roc_auc(positive: Tensor, negative: Tensor) -> float:
 
 
 @torch.no_grad()
-def evaluate_discriminators(critic: MotionCritic, real: MotionFeatures, fake: MotionFeatures,
+def evaluate_discriminators(critic: Any, real: Any, fake: Any,
                             batch_size: int = 64) -> dict[str, float]:
     """Held-out accuracy (logit > 0 = real) and ROC-AUC of IC, LC and the combined reward.
 
     Uses the scoring weights (EMA when used). Keys: "val/{acc,acc_real,acc_fake,auc,loss}_{ic,lc}",
     "val/auc_reward" (AUC of r = (w_ic·r_ic + w_lc·r_lc)/2).
     """
-    def scores(feats: MotionFeatures) -> tuple[Tensor, Tensor, Tensor]:
+    def scores(feats: Any) -> tuple[Tensor, Tensor, Tensor]:
         parts = [critic.scoring_logits(feats.index(slice(i, i + batch_size))) for i in range(0, len(feats), batch_size)]
         ic = torch.cat([p[0] for p in parts])
         lc = torch.cat([p[1] for p in parts])
@@ -230,5 +306,5 @@ def evaluate_discriminators(critic: MotionCritic, real: MotionFeatures, fake: Mo
     return metrics
 
 
-__all__ = ["DiscriminatorTrainConfig", "FakeReplay", "PretrainConfig", "discriminator_step", "evaluate_discriminators",
-           "pretrain_config", "roc_auc"]
+__all__ = ["CriticTrainConfig", "CriticTrainer", "PretrainConfig", "build_optimizer", "critic_step",
+           "evaluate_discriminators", "pretrain_config", "roc_auc", "trainer_state_from_e17d547"]
