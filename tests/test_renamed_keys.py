@@ -19,7 +19,7 @@ from shiftvdm.recipes.train import resolve_train_config
 from shiftvdm.recipes.train_reward import TrainRewardConfig
 from shiftvdm.train.config import TrainConfig
 
-OLD_RUN = Path(__file__).parent / "fixtures" / "run_e17d547" / "config.yaml"
+OLD_RUN = Path(__file__).parent / "fixtures" / "wan_run_config_e17d547.yaml"
 
 
 def renamed_warnings(caplog) -> list[str]:
