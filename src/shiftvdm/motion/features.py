@@ -281,7 +281,7 @@ def track_features(video: np.ndarray, tracks: Tracks, corr_scales: Sequence[int]
 # runs here on whole batches of clips. Sampling is cv2.remap's (bilinear, each neighbour index
 # clamped = replicated border; on multi-channel images OpenCV first rounds the coordinates to
 # 1/32 px, its fixed-point table, measured), so the numpy functions above and these agree to
-# float rounding (tests/test_reward_batching.py).
+# float rounding (tests/rewards/test_reward_batching.py).
 # ---------------------------------------------------------------------------------------------
 
 
@@ -461,7 +461,7 @@ def _shifted_patch_correlation(samples: torch.Tensor, ref: torch.Tensor, pick: t
     from box sums of the window and its square. Why float64 here: E_k = Σ cur² − P·m_k² cancels
     (grey levels ~0.5, the flat-patch threshold 1e-8·P); in float64 the error (~1e-15) is far below
     it, so flat patches stay flat, and the result is as close to the exact value as the gathered
-    float32 form or closer (tests/test_reward_batching.py compares both).
+    float32 form or closer (tests/rewards/test_reward_batching.py compares both).
     """
     batch, frames, num, taps = samples.shape
     side = 2 * reach + 1

@@ -1,7 +1,7 @@
 """Two CPU processes over gloo: ranks agree before every collective, and the engine syncs gradients.
 
 Each launch has a timeout, so a hang (the failure these tests guard against) fails instead of blocking.
-Faults (a NaN on one rank, one rank's clock ahead) are injected by tests/fault_entry.py, which every rank runs
+Faults (a NaN on one rank, one rank's clock ahead) are injected by tests/train/fault_entry.py, which every rank runs
 in place of ``-m shiftvdm``: the production code has no test hook.
 """
 
@@ -66,7 +66,7 @@ def write_config(setup: dict[str, Path], run: Path, **run_opts) -> Path:
 
 
 def launch(config: Path, *args: str, faults: dict[str, str] | None = None) -> subprocess.CompletedProcess:
-    """``shiftvdm shift`` on 2 processes; ``faults`` (e.g. {"nan": "1:2"}) go to tests/fault_entry.py."""
+    """``shiftvdm shift`` on 2 processes; ``faults`` (e.g. {"nan": "1:2"}) go to tests/train/fault_entry.py."""
     # accelerate's launcher as a module of this interpreter (an environment with deepspeed may lack the script)
     entry = [str(FAULT_ENTRY), *(f"{k}={v}" for k, v in faults.items())] if faults else ["-m", "shiftvdm"]
     cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",

@@ -38,8 +38,8 @@ from shiftvdm.motion.sea_raft import (
 )
 from shiftvdm.motion.weights import identify_network
 
-KEYS_DIR = Path(__file__).resolve().parents[2] / "shared" / "reference" / "official-keys"
-FIXTURE = Path(__file__).parent / "fixtures" / "sea_raft" / "reduced.npz"
+KEYS_DIR = Path(__file__).resolve().parents[3] / "shared" / "reference" / "official-keys"
+FIXTURE = Path(__file__).parents[1] / "fixtures" / "sea_raft" / "reduced.npz"
 
 
 @pytest.fixture(scope="module")

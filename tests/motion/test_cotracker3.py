@@ -30,7 +30,7 @@ from shiftvdm.rewards.lc import (
     trackformer_config,
 )
 
-ROOT = Path(__file__).resolve().parent
+ROOT = Path(__file__).resolve().parents[1]  # tests/
 KEYS_TSV = ROOT.parents[1] / "shared" / "reference" / "official-keys" / "cotracker3_offline_keys.tsv"
 FIXTURE = ROOT / "fixtures" / "cotracker3" / "cotracker3_parity.npz"
 

@@ -4,7 +4,7 @@ pixel-space SVD backbones on CPU, through the trainer's public functions, compar
 
 Also the per-sample EDM losses of both backbones on fixed tensors (``GOLDEN_PER_SAMPLE``).
 
-To change them on purpose: run ``.venv/bin/python tests/test_golden_losses.py``, paste its output over
+To change them on purpose: run ``.venv/bin/python tests/train/test_golden_losses.py``, paste its output over
 ``GOLDEN`` and ``GOLDEN_PER_SAMPLE`` below and say in the commit message which behaviour changed and why.
 """
 

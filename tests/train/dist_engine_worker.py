@@ -1,11 +1,11 @@
-"""Worker for tests/test_distributed.py (run under torchrun; not a test module).
+"""Worker for tests/train/test_distributed.py (run under torchrun; not a test module).
 
 Trains a small "frozen base + LoRA" module for a few steps with the trainer's accumulation pattern (a
 real term and P rollout terms, one backward each, the engine syncing on the last) and writes the final
 trainable weights. On N processes each rank takes its 1/N share of a fixed global batch, so the result
 must equal one process on the whole batch.
 
-    python -m torch.distributed.run --nproc_per_node 2 tests/dist_engine_worker.py ENGINE OUT.pt
+    python -m torch.distributed.run --nproc_per_node 2 tests/train/dist_engine_worker.py ENGINE OUT.pt
 """
 
 from __future__ import annotations

@@ -1,9 +1,9 @@
-"""`shiftvdm` with a fault injected into one process, for tests/test_distributed.py (not a test module).
+"""`shiftvdm` with a fault injected into one process, for tests/train/test_distributed.py (not a test module).
 
 Launched in place of ``-m shiftvdm`` by ``accelerate launch`` / torchrun, so the fault reaches every rank's
 process without any hook in the production code:
 
-    accelerate launch ... tests/fault_entry.py nan=1:2 clock=1:1000 shift --config run.yaml
+    accelerate launch ... tests/train/fault_entry.py nan=1:2 clock=1:1000 shift --config run.yaml
 
 - ``nan=RANK:STEP``: on that rank, the first backward of generator step STEP (counted from 1) gets a NaN loss,
   injected through the gradient engine (so the step's gradient is non-finite on that rank only);

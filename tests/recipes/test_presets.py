@@ -9,7 +9,7 @@ from shiftvdm.config import config_to_dict, list_presets, load_yaml_with_base, r
 from shiftvdm.errors import ConfigError
 from shiftvdm.recipes.train import resolve_train_config
 
-# demo_* are the demo's own configs; critic_* are `train-critic` presets (tests/test_rewards.py checks those)
+# demo_* are the demo's own configs; critic_* are `train-critic` presets (tests/rewards/test_rewards.py checks those)
 TRAIN_PRESETS = [p for p in list_presets() if not p.startswith(("demo_", "critic_"))]
 BASELINES = [p for p in TRAIN_PRESETS if p.startswith("baselines/")]
 

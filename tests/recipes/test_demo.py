@@ -21,7 +21,7 @@ from shiftvdm.recipes.demo.config import load_demo_config, train_config
 
 pytestmark = pytest.mark.timeout(900)  # ~30 s on a loaded 2-core machine
 
-TEST_PRESET = Path(__file__).parent / "fixtures" / "demo_test.yaml"  # every stage, in seconds
+TEST_PRESET = Path(__file__).parents[1] / "fixtures" / "demo_test.yaml"  # every stage, in seconds
 RUN_ARGS = ["demo", "--config", str(TEST_PRESET)]
 
 

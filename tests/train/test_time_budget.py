@@ -14,7 +14,7 @@ from shiftvdm.data.synthetic import make_sprite_clips
 from shiftvdm.recipes.demo.config import load_demo_config, train_config
 from shiftvdm.recipes.demo.training import train_stage
 
-PRESET = str(Path(__file__).parent / "fixtures" / "demo_test.yaml")
+PRESET = str(Path(__file__).parents[1] / "fixtures" / "demo_test.yaml")
 
 
 def run(tmp_path: Path, clock: str, limit: float):

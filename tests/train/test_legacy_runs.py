@@ -15,7 +15,7 @@ from safetensors.torch import load_file
 
 from shiftvdm.cli import main as cli
 
-FIXTURE = Path(__file__).parent / "fixtures" / "run_e17d547"
+FIXTURE = Path(__file__).parents[1] / "fixtures" / "run_e17d547"
 
 
 @pytest.fixture

@@ -25,7 +25,7 @@ from shiftvdm.motion.raft_flow import RAFT, CorrelationPyramid, InputPadder, Pad
 from shiftvdm.motion.weights import identify_network
 
 KEYS = Path("/work/shared/reference/official-keys")
-GOLDEN = Path(__file__).parent / "fixtures" / "raft" / "raft_golden.npz"
+GOLDEN = Path(__file__).parents[1] / "fixtures" / "raft" / "raft_golden.npz"
 
 
 def official_keys(name: str) -> list[tuple[str, tuple[int, ...]]]:
