@@ -9,25 +9,23 @@ from __future__ import annotations
 
 from shiftvdm.recipes import dry_run, train
 
-RUNS = {"pretrain": train.main_pretrain, "sft": train.main_sft, "shift": train.main_shift}
 
-
-def _main(argv: list[str], prog: str, mode: str) -> int:
+def main(argv: list[str], prog: str, mode: str) -> int:
     if "--dry-run" in argv:  # overrides are `key=value`, so the flag cannot be the value of another option
         return dry_run.main(argv, prog, mode)
-    return RUNS[mode](argv, prog)
+    return train.main(argv, prog, mode)
 
 
 def main_pretrain(argv: list[str], prog: str = "shiftvdm pretrain") -> int:
-    return _main(argv, prog, "pretrain")
+    return main(argv, prog, "pretrain")
 
 
 def main_sft(argv: list[str], prog: str = "shiftvdm sft") -> int:
-    return _main(argv, prog, "sft")
+    return main(argv, prog, "sft")
 
 
 def main_shift(argv: list[str], prog: str = "shiftvdm shift") -> int:
-    return _main(argv, prog, "shift")
+    return main(argv, prog, "shift")
 
 
-__all__ = ["main_pretrain", "main_sft", "main_shift"]
+__all__ = ["main", "main_pretrain", "main_sft", "main_shift"]

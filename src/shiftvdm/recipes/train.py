@@ -153,7 +153,14 @@ def run_training(cfg: TrainConfig, *, resume: bool = False, clips: Any = None,
         raise TrainingError(f"{exc} {note[:1].upper()}{note[1:]}.") from exc
 
 
-def _main(argv: list[str], prog: str, mode: str) -> int:
+def command_overrides(args: argparse.Namespace) -> list[str]:
+    """The dotted overrides of a run's command line: its positional ones, then ``--out`` and ``--skip-bad``."""
+    return [*args.overrides, *([f"run.out_dir={args.out}"] if args.out else []),
+            *(["data.skip_bad=true"] if args.skip_bad else [])]
+
+
+def main(argv: list[str], prog: str, mode: str) -> int:
+    """`shiftvdm pretrain | sft | shift` without ``--dry-run`` (recipes/launch.py decides)."""
     parser = argparse.ArgumentParser(prog=prog, description=__doc__.splitlines()[0])
     parser.add_argument("--config", help="YAML file or shipped preset name (see `shiftvdm config list`)")
     parser.add_argument("--resume", action="store_true", help="continue the run in run.out_dir from its last checkpoint")
@@ -166,11 +173,7 @@ def _main(argv: list[str], prog: str, mode: str) -> int:
                              "step per group size at a small clip size (recipes/dry_run/; options dry_run.*=...)")
     parser.add_argument("overrides", nargs="*", help="dotted overrides, e.g. optim.lr=1e-4 run.max_steps=100")
     args = parser.parse_args(argv)
-    overrides = list(args.overrides)
-    if args.out:
-        overrides.append(f"run.out_dir={args.out}")
-    if args.skip_bad:
-        overrides.append("data.skip_bad=true")
+    overrides = command_overrides(args)
     if args.dry_run:  # the command line sends --dry-run to recipes/dry_run/ (recipes/launch.py), never through here
         raise ConfigError(f"--dry-run: `{prog}` runs it through recipes.launch.main_{mode}; recipes.train only trains")
     cfg = resolve_train_config(mode, args.config, overrides)
@@ -188,14 +191,3 @@ def _main(argv: list[str], prog: str, mode: str) -> int:
     print(f"{mode}: {result.steps} steps ({result.stopped_by}); outputs in {cfg.run.out_dir}")
     return 0
 
-
-def main_pretrain(argv: list[str], prog: str = "shiftvdm pretrain") -> int:
-    return _main(argv, prog, "pretrain")
-
-
-def main_sft(argv: list[str], prog: str = "shiftvdm sft") -> int:
-    return _main(argv, prog, "sft")
-
-
-def main_shift(argv: list[str], prog: str = "shiftvdm shift") -> int:
-    return _main(argv, prog, "shift")

@@ -36,7 +36,7 @@ from shiftvdm.recipes.dry_run.plan import full_size_plan, static_memory_plan
 from shiftvdm.recipes.dry_run.squares import MovingSquares
 from shiftvdm.recipes.dry_run.step import (built_line, materialise, not_run_reason, peak_ratio_line, plan_lines,
                                            run_step, step_config, step_critic, step_line, step_start_line)
-from shiftvdm.recipes.train import merge_train_config
+from shiftvdm.recipes.train import command_overrides, merge_train_config
 from shiftvdm.train.memory import mem_available as _mem_available  # module-level so tests can stand in
 from shiftvdm.train.memory import meminfo
 
@@ -165,12 +165,7 @@ def main(argv: list[str], prog: str, mode: str) -> int:
     parser.add_argument("--overwrite", action="store_true", help="no effect on a dry run")
     parser.add_argument("overrides", nargs="*", help="dotted overrides, e.g. dry_run.group_sizes=[2,8] lora.rank=16")
     args = parser.parse_args(argv)
-    overrides = list(args.overrides)
-    if args.out:
-        overrides.append(f"run.out_dir={args.out}")
-    if args.skip_bad:
-        overrides.append("data.skip_bad=true")
-    return run_dry_run(mode, args.config, overrides)
+    return run_dry_run(mode, args.config, command_overrides(args))
 
 
 __all__ = ["ARCHITECTURES", "DryRunConfig", "architecture_config", "architecture_for", "build_on_meta", "component_bytes",
