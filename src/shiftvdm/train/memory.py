@@ -149,7 +149,7 @@ def memory_plan(cfg: Any, backbone: Any, world_size: int, critic_config: Any = N
     """The per-rank plan for a TrainConfig. ``backbone`` is a built Backbone or a :class:`ModelSizes`."""
     sizes = backbone if isinstance(backbone, ModelSizes) else model_sizes(backbone, cfg)
     r, d = cfg.rollout, cfg.data
-    shift = cfg.loss.lambda_aw > 0 or cfg.loss.asymmetric
+    shift = cfg.uses_rollouts
     rows = [MemoryRow("device", "frozen model", sizes.frozen_bytes, "backbone.options.dtype=bfloat16"),
             MemoryRow("device", "trainable weights (fp32)", 4 * sizes.trainable_params, "lora.rank=..."),
             MemoryRow("device", "their gradients (fp32)", 4 * sizes.trainable_params, "lora.rank=..."),
