@@ -78,3 +78,16 @@ def test_dump_round_trip_and_differences(tmp_path):
     assert again == cfg
     assert yaml.safe_load((tmp_path / "out.yaml").read_text())["steps"] == 4
     assert config_differences(cfg, load_config(Cfg, None, ["steps=5"])) == ["steps: 4 -> 5"]
+
+
+def test_an_override_of_a_text_field_keeps_the_text_as_typed():
+    # YAML 1.1 would read these as an octal number, a boolean and a date (issue 26, class 5)
+    from shiftvdm.train.config import TrainConfig
+
+    cfg = load_config(TrainConfig, None, ["run.out_dir=0755", "data.prompt=no", "data.train=2024-01-01",
+                                          "lora.init_from=null", "critic.path='007'", "data.fps=null",
+                                          "optim.lr=1e-4", "lora.targets=[to_q,to_k]", "loss.match_noise=false"])
+    assert cfg.run.out_dir == "0755" and cfg.data.prompt == "no" and cfg.data.train == "2024-01-01"
+    assert cfg.lora.init_from is None and cfg.critic.path == "007" and cfg.data.fps is None  # null where allowed
+    assert cfg.optim.lr == 1e-4 and cfg.lora.targets == ["to_q", "to_k"] and cfg.loss.match_noise is False
+    assert parse_overrides(["run.out_dir=0755"]) == {"run": {"out_dir": 493}}  # without a schema: YAML scalars

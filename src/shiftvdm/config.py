@@ -187,11 +187,41 @@ def deep_merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def parse_overrides(overrides: list[str], schema: type | None = None) -> dict[str, Any]:
-    """``["optim.lr=1e-4", "loss.match_noise=false"]`` -> nested dict (values parsed as YAML scalars).
+def _field_type(schema: type, keys: list[str]) -> Any:
+    """The declared type of the dotted field ``keys`` of the dataclass ``schema`` (old names mapped to new), or
+    None when the path leaves the dataclasses (a key inside a free-form dict, or an unknown key)."""
+    for old, new in RENAMED_KEYS.get(f"{schema.__module__}.{schema.__qualname__}", ()):
+        parts = old.split(".")
+        if keys[:len(parts)] == parts:
+            keys = new.split(".") + keys[len(parts):]
+            break
+    tp: Any = schema
+    for key in keys:
+        if not (dataclasses.is_dataclass(tp) and isinstance(tp, type)):
+            return None
+        hints = get_type_hints(tp)
+        if key not in hints:
+            return None
+        tp = hints[key]
+    return tp
 
-    With ``schema``, renamed keys are mapped to their new names (``apply_renamed_keys``) before the overrides
-    are merged over a file, so an old-name override still overrides the file's new-name value.
+
+def _is_text(tp: Any) -> bool:
+    """A ``str`` or ``str | None`` field: its override is the text as typed."""
+    if tp is str:
+        return True
+    return get_origin(tp) in (Union, types.UnionType) and str in get_args(tp) and set(get_args(tp)) <= {str, type(None)}
+
+
+def parse_overrides(overrides: list[str], schema: type | None = None) -> dict[str, Any]:
+    """``["optim.lr=1e-4", "loss.match_noise=false"]`` -> nested dict.
+
+    A value is read by its field's type when ``schema`` is given: a ``str`` field takes the text as typed (so a
+    path, prompt or folder name such as ``0755``, ``no`` or ``2024-01-01`` is not turned into a number, a boolean
+    or a date; ``null`` is None where the field allows it, and a quoted value loses its quotes); any other value
+    is parsed as a YAML scalar. With ``schema``, renamed keys are also mapped to their new names
+    (``apply_renamed_keys``) before the overrides are merged over a file, so an old-name override still overrides
+    the file's new-name value.
     """
     result: dict[str, Any] = {}
     for item in overrides:
@@ -201,10 +231,15 @@ def parse_overrides(overrides: list[str], schema: type | None = None) -> dict[st
         keys = [k for k in dotted.strip().split(".") if k]
         if not keys:
             raise ConfigError(f"override `{item}` has an empty field name")
-        try:
-            value = safe_load_yaml(raw, f"override `{dotted}`") if raw.strip() != "" else ""
-        except (yaml.YAMLError, RecursionError):
-            value = raw
+        field_type = _field_type(schema, keys) if schema is not None else None
+        quoted = len(raw) >= 2 and raw[0] == raw[-1] and raw[0] in "'\""
+        if _is_text(field_type) and not quoted:
+            value: Any = None if raw.strip() in ("null", "~") and type(None) in get_args(field_type) else raw
+        else:
+            try:
+                value = safe_load_yaml(raw, f"override `{dotted}`") if raw.strip() != "" else ""
+            except (yaml.YAMLError, RecursionError):
+                value = raw
         node = result
         for key in keys[:-1]:
             node = node.setdefault(key, {})

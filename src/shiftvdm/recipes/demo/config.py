@@ -61,7 +61,7 @@ def load_demo_config(config: str | None, quick: bool, overrides: list[str]) -> D
     """The demo config; with ``quick`` its ``quick`` section is applied, and the command-line overrides win over both."""
     cfg = load_config(DemoConfig, config or "demo_cpu", overrides)  # validates the overrides against the preset
     if quick and cfg.quick:
-        data = deep_merge(deep_merge(config_to_dict(cfg), cfg.quick), parse_overrides(overrides))
+        data = deep_merge(deep_merge(config_to_dict(cfg), cfg.quick), parse_overrides(overrides, DemoConfig))
         data["quick"] = {}
         cfg = config_from_dict(DemoConfig, data, "demo --quick")
     return cfg
