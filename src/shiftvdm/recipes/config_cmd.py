@@ -8,6 +8,7 @@ import yaml
 
 from shiftvdm.config import config_to_dict, list_presets, load_yaml_with_base, resolve_config_path
 from shiftvdm.recipes.train import resolve_train_config
+from shiftvdm.recipes.args import parse_command_line
 
 
 def main(argv: list[str], prog: str = "shiftvdm config") -> int:
@@ -19,7 +20,7 @@ def main(argv: list[str], prog: str = "shiftvdm config") -> int:
     show.add_argument("--stage", choices=["pretrain", "sft", "shift"], default=None,
                       help="the command the config is for (default: the file's `mode`, else shift)")
     show.add_argument("overrides", nargs="*", help="dotted overrides")
-    args = parser.parse_args(argv)
+    args = parse_command_line(parser, argv)
 
     if args.action == "list":
         for name in list_presets():

@@ -6,6 +6,7 @@ import argparse
 
 from shiftvdm.data.check import check_dataset, format_report
 from shiftvdm.data.synthetic import write_synthetic_dataset
+from shiftvdm.recipes.args import parse_command_line
 
 
 def _int_pair(text: str) -> tuple[int, int]:
@@ -69,7 +70,7 @@ def _parser(prog: str) -> argparse.ArgumentParser:
 
 
 def main(argv: list[str], prog: str = "shiftvdm data") -> int:
-    args = _parser(prog).parse_args(argv)
+    args = parse_command_line(_parser(prog), argv)
     if args.action == "synth":
         manifest = write_synthetic_dataset(
             args.out, args.clips, args.frames, args.size, args.seed, fps=args.fps, format=args.format,

@@ -20,6 +20,7 @@ from shiftvdm.errors import ConfigError, DataError
 from shiftvdm.eval.suite import DEFAULT_METRICS, METRIC_GROUPS, MIN_FRAMES, evaluate_videos
 from shiftvdm.motion.base import FLOW_ESTIMATORS, TRACKERS, get_flow_estimator, get_tracker
 from shiftvdm.utils.outputs import check_output_file
+from shiftvdm.recipes.args import parse_command_line
 
 logger = logging.getLogger(__name__)
 
@@ -125,7 +126,7 @@ def _flow_options(args: argparse.Namespace) -> dict:
 
 
 def main(argv: list[str], prog: str = "shiftvdm eval") -> int:
-    args = build_parser(prog).parse_args(argv)
+    args = parse_command_line(build_parser(prog), argv)
     metrics = [m.strip() for m in args.metrics.split(",") if m.strip()]
     unknown = sorted(set(metrics) - set(METRIC_GROUPS))
     if unknown:

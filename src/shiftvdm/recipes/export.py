@@ -25,6 +25,7 @@ from pathlib import Path
 from shiftvdm.backbone import detect_backbone, load_backbone_from_path
 from shiftvdm.errors import ConfigError, DataError
 from shiftvdm.utils.outputs import check_creatable, check_output_dir
+from shiftvdm.recipes.args import parse_command_line
 
 logger = logging.getLogger(__name__)
 
@@ -41,7 +42,7 @@ def build_parser(prog: str) -> argparse.ArgumentParser:
 
 
 def main(argv: list[str], prog: str = "shiftvdm export") -> int:
-    args = build_parser(prog).parse_args(argv)
+    args = parse_command_line(build_parser(prog), argv)
     out = Path(args.out)
     if out.exists() and not out.is_dir():
         raise ConfigError(f"--out {out}: exists and is not a folder")

@@ -31,6 +31,7 @@ from shiftvdm.data.check import check_entry
 from shiftvdm.errors import ConfigError, DataError, OutputError
 from shiftvdm.utils.outputs import check_output_dir
 from shiftvdm.utils.seeding import generator_for
+from shiftvdm.recipes.args import parse_command_line
 
 logger = logging.getLogger(__name__)
 
@@ -204,7 +205,7 @@ def main(argv: list[str], prog: str = "shiftvdm generate") -> int:
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument("--clips-per-call", type=int, default=1,
                         help="real clips sampled together in one call (faster for small models; fakes depend on it)")
-    args = parser.parse_args(argv)
+    args = parse_command_line(parser, argv)
     manifest = generate(args.model, args.data, args.out, args.per_clip, lora=args.lora, steps=args.steps,
                         seed=args.seed, frames=args.frames, height=args.height, width=args.width, fps=args.fps,
                         fmt=args.format, deterministic=args.deterministic, device=args.device,

@@ -29,6 +29,7 @@ from shiftvdm.data.manifest import is_dataset_file
 from shiftvdm.data.video_io import save_raw_frames, write_video
 from shiftvdm.errors import ConfigError, DataError
 from shiftvdm.utils.outputs import check_output_file
+from shiftvdm.recipes.args import parse_command_line
 
 logger = logging.getLogger(__name__)
 
@@ -118,7 +119,7 @@ def parse_guidance(text: str) -> tuple[float, float]:
 
 
 def main(argv: list[str], prog: str = "shiftvdm sample") -> int:
-    args = build_parser(prog).parse_args(argv)
+    args = parse_command_line(build_parser(prog), argv)
     out = Path(args.out)
     if out.suffix.lower() not in OUT_EXTENSIONS:
         raise ConfigError(f"--out {out}: unsupported extension {out.suffix!r}, expected one of "

@@ -33,6 +33,7 @@ from shiftvdm.train.optim import WeightEMA, build_generator_optimizer
 from shiftvdm.train.shift import TrainResult, train
 from shiftvdm.train.state import TrainState
 from shiftvdm.utils.outputs import check_run_dir, clear_run, new_output_dir
+from shiftvdm.recipes.args import parse_command_line
 
 logger = logging.getLogger(__name__)
 
@@ -172,7 +173,7 @@ def main(argv: list[str], prog: str, mode: str) -> int:
                         help="build the preset's real architecture at full size with random weights and run one SHIFT "
                              "step per group size at a small clip size (recipes/dry_run/; options dry_run.*=...)")
     parser.add_argument("overrides", nargs="*", help="dotted overrides, e.g. optim.lr=1e-4 run.max_steps=100")
-    args = parser.parse_args(argv)
+    args = parse_command_line(parser, argv)
     overrides = command_overrides(args)
     if args.dry_run:  # the command line sends --dry-run to recipes/dry_run/ (recipes/launch.py), never through here
         raise ConfigError(f"--dry-run: `{prog}` runs it through recipes.launch.main_{mode}; recipes.train only trains")

@@ -24,6 +24,7 @@ from shiftvdm.rewards.pretraining import (RESUMABLE_CHANGES, RewardDataConfig, T
                                           split_by_source)
 from shiftvdm.utils.checkpoint import clean_stale_temps
 from shiftvdm.utils.outputs import check_output_dir, holds_run, new_output_dir
+from shiftvdm.recipes.args import parse_command_line
 
 _checkpoints = run_checkpoints  # the name tests/test_bad_inputs.py reads
 
@@ -60,7 +61,7 @@ def main(argv: list[str], prog: str = "shiftvdm train-critic") -> int:
     parser.add_argument("--config", default=None, help="YAML config or shipped preset name")
     parser.add_argument("--resume", action="store_true", help="continue from the last checkpoint in --out")
     parser.add_argument("overrides", nargs="*", help="dotted overrides, e.g. max_steps=200 critic.ic.dim=128")
-    args = parser.parse_args(argv)
+    args = parse_command_line(parser, argv)
     cfg = load_config(TrainRewardConfig, args.config, args.overrides)
     with new_output_dir(args.out):  # refused before its first checkpoint: nothing left behind
         result = train_reward(cfg, args.real, args.fake, args.out, resume=args.resume)

@@ -53,6 +53,7 @@ from shiftvdm.recipes.demo.training import (
 )
 from shiftvdm.recipes.demo.stages import Stages
 from shiftvdm.recipes.demo.threads import choose_threads
+from shiftvdm.recipes.args import parse_command_line
 
 logger = logging.getLogger(__name__)
 
@@ -106,7 +107,7 @@ def main(argv: list[str], prog: str = "shiftvdm demo") -> int:
                         help=f"which shipped scenario to run (default: {DEFAULT_SCENARIO}); see `shiftvdm.recipes.demo.scenarios`")
     parser.add_argument("--config", default=None, help="demo config (default: the shipped preset of --scenario)")
     parser.add_argument("overrides", nargs="*", help="dotted overrides of the demo config, e.g. data.heldout_clips=512")
-    args = parser.parse_args(argv)
+    args = parse_command_line(parser, argv)
     if args.scenario and args.config:
         parser.error("give --scenario or --config, not both (a config names its own scenario)")
     cfg = load_demo_config(args.config or SCENARIO_PRESETS[args.scenario or DEFAULT_SCENARIO], args.quick, args.overrides)
@@ -121,7 +122,7 @@ def main(argv: list[str], prog: str = "shiftvdm demo") -> int:
 def main_report(argv: list[str], prog: str = "shiftvdm report") -> int:
     parser = argparse.ArgumentParser(prog=prog, description="rebuild report.html of a demo run folder")
     parser.add_argument("run_dir")
-    args = parser.parse_args(argv)
+    args = parse_command_line(parser, argv)
 
     run_dir = Path(args.run_dir)
     if not run_dir.is_dir():

@@ -39,6 +39,7 @@ from shiftvdm.recipes.dry_run.step import (built_line, materialise, not_run_reas
 from shiftvdm.recipes.train import command_overrides, merge_train_config
 from shiftvdm.train.memory import mem_available as _mem_available  # module-level so tests can stand in
 from shiftvdm.train.memory import meminfo
+from shiftvdm.recipes.args import parse_command_line
 
 # Small clip sizes that still pass every component's size rules (SVD: 8× VAE, 3 UNet downsamplings;
 # Wan: 4k+1 frames, multiples of VAE stride × patch).
@@ -164,7 +165,7 @@ def main(argv: list[str], prog: str, mode: str) -> int:
     parser.add_argument("--resume", action="store_true", help="no effect on a dry run")
     parser.add_argument("--overwrite", action="store_true", help="no effect on a dry run")
     parser.add_argument("overrides", nargs="*", help="dotted overrides, e.g. dry_run.group_sizes=[2,8] lora.rank=16")
-    args = parser.parse_args(argv)
+    args = parse_command_line(parser, argv)
     return run_dry_run(mode, args.config, command_overrides(args))
 
 
