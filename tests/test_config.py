@@ -91,3 +91,35 @@ def test_an_override_of_a_text_field_keeps_the_text_as_typed():
     assert cfg.lora.init_from is None and cfg.critic.path == "007" and cfg.data.fps is None  # null where allowed
     assert cfg.optim.lr == 1e-4 and cfg.lora.targets == ["to_q", "to_k"] and cfg.loss.match_noise is False
     assert parse_overrides(["run.out_dir=0755"]) == {"run": {"out_dir": 493}}  # without a schema: YAML scalars
+
+
+@pytest.mark.parametrize("settings, keys", [
+    ({"mode": "sft", "loss": {"lambda_aw": 0.1}}, "mode, loss.lambda_aw, loss.asymmetric"),
+    ({"loss": {"lambda_sft": 0.0, "lambda_aw": 0.0}}, "loss.lambda_sft, loss.lambda_aw, loss.asymmetric"),
+    ({"rollout": {"group_size": 1}}, "rollout.group_size, advantage.center, loss.lambda_aw"),
+    ({"advantage": {"positive_weight": -1.0}}, "advantage.positive_weight"),
+    ({"advantage": {"std_eps": 0.0}}, "advantage.std_eps"),
+    ({"rollout": {"num_inference_steps": 0}}, "rollout.num_inference_steps"),
+    ({"rollout": {"num_inference_steps": -2}}, "rollout.num_inference_steps"),
+    ({"critic": {"refresh": True, "d_to_g": 0.0}}, "critic.refresh, critic.d_to_g"),
+])
+def test_a_setting_that_makes_the_run_meaningless_is_refused_naming_keys_and_fix(settings, keys):
+    from shiftvdm.config import config_from_dict
+    from shiftvdm.train.config import TrainConfig
+
+    with pytest.raises(ConfigError) as refused:
+        config_from_dict(TrainConfig, settings, "run.yaml")
+    message = str(refused.value)
+    assert message.startswith("run.yaml: invalid config:") and f"\n  {keys}: " in message
+    assert "; set " in message or "; use " in message  # the fix
+
+
+def test_the_sensible_neighbours_of_the_refused_settings_pass():
+    from shiftvdm.config import config_from_dict
+    from shiftvdm.train.config import TrainConfig
+
+    for settings in ({"mode": "sft", "loss": {"lambda_aw": 0.0}}, {"loss": {"lambda_sft": 0.0}},
+                     {"rollout": {"group_size": 1}, "advantage": {"center": "none"}},
+                     {"rollout": {"group_size": 2}}, {"advantage": {"positive_weight": 0.0}},
+                     {"rollout": {"num_inference_steps": None}}, {"critic": {"refresh": False, "d_to_g": 0.0}}):
+        assert config_from_dict(TrainConfig, settings, "run.yaml").rule_violations() == []

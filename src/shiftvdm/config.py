@@ -372,12 +372,14 @@ def _build(cls: type[T], data: dict[str, Any], where: str, errors: list[str]) ->
     if len(errors) > errors_before:  # range checks in __post_init__ would only repeat a type error
         return _MISSING  # type: ignore[return-value]
     try:
-        return cls(**kwargs)
+        cfg = cls(**kwargs)
     except (ValueError, TypeError) as exc:  # __post_init__ range and cross-field checks
         message = str(exc)
         named = where and message.startswith(f"{where}.")
         errors.append(message if named else f"{where or cls.__name__}: {message}")
         return _MISSING  # type: ignore[return-value]
+    errors.extend(getattr(cfg, "rule_violations", lambda: [])())  # combinations of sections (e.g. train RULES)
+    return cfg
 
 
 def _leaves(value: Any, name: str) -> list[str]:

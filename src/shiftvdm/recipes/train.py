@@ -62,6 +62,9 @@ def merge_train_config(mode: str, config: str | None, overrides: list[str]) -> t
 def resolve_train_config(mode: str, config: str | None, overrides: list[str]) -> TrainConfig:
     cfg, source = merge_train_config(mode, config, overrides)
     backbone_config(cfg.backbone.name, dict(cfg.backbone.options), f"{source}: backbone.options")
+    if cfg.optim.warmup_steps >= cfg.run.max_steps:  # a warning: short debugging runs do this on purpose
+        logger.warning("%s: optim.warmup_steps=%d >= run.max_steps=%d: the learning rate never reaches optim.lr=%g",
+                       source, cfg.optim.warmup_steps, cfg.run.max_steps, cfg.optim.lr)
     if mode == "shift" and cfg.uses_rollouts and not cfg.critic.path:
         raise ConfigError(f"{source}: critic.path is required for SHIFT (a folder written by "
                           "`shiftvdm train-critic`)")

@@ -6,6 +6,7 @@ SFT, pre-training and every baseline are settings of this one schema (presets in
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -175,13 +176,59 @@ class TrainConfig:
     critic: CriticSettings = field(default_factory=CriticSettings)
     run: RunConfig = field(default_factory=RunConfig)
 
-    def __post_init__(self) -> None:
-        if self.mode in ("pretrain", "sft") and self.uses_rollouts:
-            raise ValueError(f"mode {self.mode} trains without rollouts, but loss.lambda_aw={self.loss.lambda_aw} / "
-                             f"loss.asymmetric={self.loss.asymmetric}; use `shiftvdm shift` (mode shift) instead")
+    def rule_violations(self) -> list[str]:
+        """What :data:`RULES` finds wrong with this combination of settings (checked when a config is read)."""
+        return [rule.message() for rule in RULES if rule.broken(self)]
 
     @property
     def uses_rollouts(self) -> bool:
         """Whether the run samples rollouts and scores them (λ_aw > 0 or the asymmetric real term): the one
         place this is decided. Without them a run is SFT: the buffer holds real clips only, no critic is loaded."""
         return needs_rollouts(self.loss)
+
+
+@dataclass(frozen=True)
+class Rule:
+    """A combination of settings that makes a run meaningless or inverted: the keys it reads, why, and the fix."""
+
+    keys: tuple[str, ...]
+    broken: Callable[[TrainConfig], bool]
+    why: str
+    fix: str
+
+    def message(self) -> str:
+        return f"{', '.join(self.keys)}: {self.why}; {self.fix}"
+
+
+# One rule per combination; each config read from a file, an override or a checkpoint passes through them
+# (config_from_dict). Refusals, not warnings: each of these makes the run train nothing, or the opposite of what
+# its name says. Not here: a batch larger than the dataset (the dataset's size is known only when it is opened).
+RULES: tuple[Rule, ...] = (
+    Rule(("mode", "loss.lambda_aw", "loss.asymmetric"),
+         lambda c: c.mode in ("pretrain", "sft") and c.uses_rollouts,
+         "pre-training and SFT train without rollouts, but these settings ask for them",
+         "use `shiftvdm shift` (mode shift) instead, or set loss.lambda_aw=0 and loss.asymmetric=false"),
+    Rule(("loss.lambda_sft", "loss.lambda_aw", "loss.asymmetric"),
+         lambda c: c.loss.lambda_sft == 0 and not c.uses_rollouts,
+         "both loss weights are 0, so no step would change the weights",
+         "set loss.lambda_sft > 0 (SFT) and/or loss.lambda_aw > 0 (SHIFT)"),
+    Rule(("rollout.group_size", "advantage.center", "loss.lambda_aw"),
+         lambda c: c.loss.lambda_aw > 0 and c.rollout.group_size == 1 and c.advantage.center == "group",
+         "one rollout per group has the advantage r̃ − r̄ = 0, so the advantage-weighted term is 0 at every step "
+         "(SFT that pays for rollouts)",
+         "set rollout.group_size >= 2 (8 in the paper), or advantage.center=none for raw rewards"),
+    Rule(("advantage.positive_weight",),
+         lambda c: not (math.isfinite(c.advantage.positive_weight) and c.advantage.positive_weight >= 0),
+         "a negative or non-finite weight of positive advantages inverts or breaks them",
+         "set advantage.positive_weight >= 0 (1 = off)"),
+    Rule(("advantage.std_eps",),
+         lambda c: not (math.isfinite(c.advantage.std_eps) and c.advantage.std_eps > 0),
+         "the epsilon added to the group std must be > 0, or a group of equal rewards divides by zero",
+         "set advantage.std_eps > 0 (1e-8, the reference's)"),
+    Rule(("rollout.num_inference_steps",),
+         lambda c: c.rollout.num_inference_steps is not None and c.rollout.num_inference_steps < 1,
+         "a sampler needs at least one step", "set rollout.num_inference_steps >= 1, or null for the backbone's default"),
+    Rule(("critic.refresh", "critic.d_to_g"),
+         lambda c: c.uses_rollouts and c.critic.refresh and c.critic.d_to_g == 0,
+         "the refresh is on but takes 0 critic steps per buffer", "set critic.d_to_g > 0, or critic.refresh=false"),
+)
