@@ -21,7 +21,8 @@ from shiftvdm.rewards.protocol import Critic, GroupScores, ReplayStore
 def feats(start: int, n: int) -> MotionFeatures:
     """n clips whose features hold their index (clip i: all values i)."""
     ids = torch.arange(start, start + n, dtype=torch.float32)
-    return MotionFeatures(ids.view(n, 1, 1, 1, 1).expand(n, 2, 1, 2, 2).clone(), ids.view(n, 1, 1, 1).expand(n, 3, 2, 4).clone())
+    return MotionFeatures(ids.view(n, 1, 1, 1, 1).expand(n, 2, 1, 2, 2).clone(),
+                          ids.view(n, 1, 1, 1).expand(n, 3, 2, 4).clone())
 
 
 def scores(start: int, n: int, p: int, with_features: bool = True) -> GroupScores:
@@ -87,7 +88,7 @@ def test_the_replay_store_round_trips_through_a_checkpoint():
 
 
 def test_the_motion_critic_is_a_critic():
-    critic = MotionCritic(CriticConfig(num_queries=4, ic=ICConfig(encoder="cnn", image_size=(16, 16), cnn_channels=(4, 8)),
-                                       lc=LCConfig(dim=8, depth=1, heads=2)))
+    ic = ICConfig(encoder="cnn", image_size=(16, 16), cnn_channels=(4, 8))
+    critic = MotionCritic(CriticConfig(num_queries=4, ic=ic, lc=LCConfig(dim=8, depth=1, heads=2)))
     assert isinstance(critic, Critic)  # runtime-checkable protocol: what train/ calls exists
     assert not isinstance(object(), Critic)
