@@ -64,6 +64,7 @@ def test_evaluation_runs_every_eval_every_with_the_ema_weights_off_the_training_
         state.ema.shadow = [p.detach() + 1.0 for p in state.params]  # the EMA apart from the trained weights
     trained = [p.detach().clone() for p in state.params]
     parts.hooks.begin()
+    at_begin = parts.hooks.elapsed("wall")  # (begin itself counts: it starts TensorBoard)
     steps_done(parts, lambda s: {"loss/real": 1.0}, 4)
 
     assert [s for s, _ in seen] == [2, 4]
@@ -72,8 +73,8 @@ def test_evaluation_runs_every_eval_every_with_the_ema_weights_off_the_training_
     assert all(torch.equal(p, t) for p, t in zip(state.params, trained))  # and trains on with its own
     evals = [r for r in read_rows(tmp_path) if "eval/score" in r]
     assert [(r["step"], r["eval/score"]) for r in evals] == [(2, 2.0), (4, 4.0)]
-    assert parts.hooks.elapsed("wall") < 0.3  # 0.6 s of evaluation is not training time
-    assert state.counters.timers["wall"] < 0.3
+    assert parts.hooks.elapsed("wall") - at_begin < 0.3  # 0.6 s of evaluation is not training time
+    assert state.counters.timers["wall"] - at_begin < 0.3
 
 
 def test_out_of_time_follows_the_budget_and_continues_a_resumed_clock(tmp_path):
@@ -81,11 +82,11 @@ def test_out_of_time_follows_the_budget_and_continues_a_resumed_clock(tmp_path):
     parts.hooks.begin()
     assert not parts.hooks.out_of_time()  # no budget: never
 
-    cfg = make_cfg(tmp_path / "b", run={"time_limit_s": 0.2})
+    cfg = make_cfg(tmp_path / "b", run={"time_limit_s": 0.5})
     _, _, parts = make_parts(cfg)
     parts.hooks.begin()
     assert not parts.hooks.out_of_time()
-    time.sleep(0.25)
+    time.sleep(0.55)
     assert parts.hooks.out_of_time()
 
     # a resumed run brings its training seconds: its budget is already spent
