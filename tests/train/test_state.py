@@ -71,6 +71,7 @@ def test_round_trip_restores_everything_and_the_next_step_is_bit_identical(tmp_p
     backbone2, critic2, parts2 = make_parts(cfg, seed=1)  # another critic init, untrained weights
     s2 = parts2.state
     assert not all(torch.equal(a, b) for a, b in zip(parts.state.params, s2.params))  # really different before
+    assert not all(torch.equal(a, b) for a, b in zip(critic.state_dict().values(), critic2.state_dict().values()))
     s2.load_state_dict(saved, "ckpt")
 
     s1 = parts.state
@@ -94,7 +95,9 @@ def test_round_trip_restores_everything_and_the_next_step_is_bit_identical(tmp_p
     assert_tree_equal(b1.features_fake.state_dict(), b2.features_fake.state_dict(), "features_fake")
 
     # the resumed state takes the same next step as the one that kept going
+    before = [p.detach().clone() for p in s1.params]
     train_one_step(backbone, parts, cfg)
+    assert not all(torch.equal(a, b) for a, b in zip(before, s1.params))  # a real update
     train_one_step(backbone2, parts2, cfg)
     assert all(torch.equal(a, b) for a, b in zip(s1.params, s2.params))
 
