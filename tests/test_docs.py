@@ -10,7 +10,7 @@ those files. For each simple command (split at `&&`, `||`, `;`, `|`):
 - `python benchmarks/X.py --flag ...`: the script exists and defines every flag it is given;
 - `--config NAME` and `shiftvdm config show NAME`: NAME is a shipped preset (or a .yaml path);
 - `shiftvdm pretrain|sft|shift --config NAME k=v ...`: every dotted override names a key of the config
-  (through `shiftvdm config show`). The overrides of `demo`, `train-reward` and the benchmark scripts are
+  (through `shiftvdm config show`). The overrides of `demo`, `train-critic` and the benchmark scripts are
   not checked.
 A code block whose commands cannot be checked (a cluster submission, say) opts out with the line
 `<!-- docs-test: skip -->` right above its fence; keep that rare.

@@ -174,7 +174,7 @@ def test_the_checker_sees_imports_inside_functions_and_relative_ones():
     assert imported_modules("from . import x\n", "shiftvdm.utils", is_package=True) == [
         (1, "shiftvdm.utils"), (1, "shiftvdm.utils.x")]
     assert violations("shiftvdm.utils.outputs", [(7, "shiftvdm.data.manifest")])
-    assert violations("shiftvdm.train.runtime", [(1, "shiftvdm.recipes.generate")])
+    assert violations("shiftvdm.train.hooks", [(1, "shiftvdm.recipes.generate")])
     assert not violations("shiftvdm.cli", [(1, "shiftvdm.recipes.train")])
     assert not violations("shiftvdm.train.shift", [(1, "shiftvdm.rewards.protocol"), (2, "shiftvdm.utils.seeding")])
 

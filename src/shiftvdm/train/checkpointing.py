@@ -40,7 +40,7 @@ class Checkpointer:
         self.root = self.run_dir / "checkpoints" / (f"rank{dist.rank}" if dist.world > 1 else "")
 
     def last_checkpoint_note(self) -> str:
-        """Which checkpoint a stopped run can resume from (every written one is finite: the runtime checks)."""
+        """Which checkpoint a stopped run can resume from (every one written is finite: checked before each save)."""
         last = latest_checkpoint(self.root)
         return (f"the last checkpoint, {last}, holds finite weights (resume from it with --resume)" if last else
                 f"no checkpoint was written yet in {self.root}")
