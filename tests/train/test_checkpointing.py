@@ -63,8 +63,12 @@ def test_no_checkpoint_resumes_nothing(tmp_path):
 def test_a_changed_config_field_is_refused_naming_the_field(tmp_path):
     cfg, _, _, _ = run_with_checkpoints(tmp_path)
     _, _, parts = make_parts(make_cfg(tmp_path, optim={"lr": 2e-3}, rollout={"group_size": 2}))
+    metrics = tmp_path / "logs" / "metrics.jsonl"
+    parts.hooks.log({"loss/real": 9.0}, 2)  # a record after the checkpoint
+    before = metrics.read_text()
     with pytest.raises(CheckpointError, match=r"cannot resume, the config differs[\s\S]*optim\.lr: 0\.001 -> 0\.002"):
         parts.checkpointer.load()
+    assert metrics.read_text() == before  # a refused resume leaves the run's logs as they were
 
 
 def test_the_resumable_fields_may_change(tmp_path):

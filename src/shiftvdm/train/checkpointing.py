@@ -120,16 +120,17 @@ class Checkpointer:
                                   "learning-rate schedule is laid out over run.max_steps, so changing it on resume "
                                   f"would reshape the schedule mid-run. Resume with run.max_steps={saved_max}, or "
                                   "start a new run (a constant schedule may be extended)")
-        clean_stale_temps(self.root)  # what a kill mid-write left behind (each process its own folder)
-        if self.dist.is_main:
-            clean_stale_temps(self.run_dir)
-            clean_stale_temps(self.run_dir / "logs")
-        truncate_logs(self.run_dir / "logs", state.get("log_sizes"))  # no duplicate records of recomputed steps
         saved_cfg = config_from_dict(TrainConfig, state["config"], str(path))
         diffs = [d for d in config_differences(saved_cfg, self.cfg) if not d.startswith(RESUMABLE_CHANGES)]
         if diffs:
             raise CheckpointError(f"{path}: cannot resume, the config differs from the checkpoint's in fields that "
                                   "change the run:\n  " + "\n  ".join(diffs))
+        # only a resume that goes ahead touches the folder: a refused one leaves its logs as they were
+        clean_stale_temps(self.root)  # what a kill mid-write left behind (each process its own folder)
+        if self.dist.is_main:
+            clean_stale_temps(self.run_dir)
+            clean_stale_temps(self.run_dir / "logs")
+        truncate_logs(self.run_dir / "logs", state.get("log_sizes"))  # no duplicate records of recomputed steps
         return path, state
 
 

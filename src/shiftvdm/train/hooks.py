@@ -80,9 +80,13 @@ class RunHooks:
 
     # ----- the run's fixed points -----------------------------------------------------------------------
     def begin(self) -> None:
+        timers = self.state.counters.timers
+        self._t_offset = {clock: timers.get(clock, 0.0) for clock in self._t_offset}
+        self._open_logs()
+        self._t_start = self._clocks()  # after the logs: TensorBoard's start-up is not training time
+
+    def _open_logs(self) -> None:
         c, run, counters = self.cfg, self.cfg.run, self.state.counters
-        self._t_offset = {clock: counters.timers.get(clock, 0.0) for clock in self._t_offset}
-        self._t_start = self._clocks()
         if not self.dist.is_main:
             return
         (self.run_dir / "logs").mkdir(parents=True, exist_ok=True)
