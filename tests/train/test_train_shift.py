@@ -14,12 +14,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from shiftvdm.config import config_from_dict
 from shiftvdm.data.synthetic import make_sprite_clips
 from shiftvdm.errors import CheckpointError, TrainingError
-from shiftvdm.rewards.critic import CriticConfig, MotionCritic
-from shiftvdm.rewards.ic import ICConfig
-from shiftvdm.rewards.lc import LCConfig
+from shiftvdm.rewards.critic import MotionCritic
 from shiftvdm.train import shift as shift_mod
 from shiftvdm.train.buffer import RolloutBuffer
 from shiftvdm.train.clips import TensorClips
@@ -28,11 +25,8 @@ from shiftvdm.recipes.train import TrainingParts, assemble
 from shiftvdm.train.checkpointing import resume as resume_run
 from shiftvdm.train.shift import chunk_indices, shift_step, train
 from support import pretrained_toy
-
-def critic_config() -> CriticConfig:
-    return CriticConfig(num_queries=16, ic=ICConfig(encoder="cnn", image_size=(16, 16), cnn_channels=(8, 16)),
-                        lc=LCConfig(dim=16, depth=1, heads=2))
-
+import tiny_run
+from tiny_run import critic_config
 
 @pytest.fixture(scope="module")
 def clips() -> TensorClips:
@@ -42,20 +36,9 @@ def clips() -> TensorClips:
 
 
 def make_cfg(out: Path, **sections) -> TrainConfig:
-    data = {
-        "mode": "shift",
-        "lora": {"enabled": True, "rank": 2, "alpha": 2},
-        "optim": {"lr": 1e-3, "warmup_steps": 0},
-        "loss": {"lambda_aw": 0.5},
-        "rollout": {"group_size": 2, "buffer_size": 4, "passes_per_buffer": 2, "batch_size": 2,
-                    "rollout_batch_size": 2, "num_inference_steps": 2},
-        "critic": {"path": "in-memory", "refresh": True, "d_to_g": 0.5, "train": {"lr": 1e-3}},
-        "run": {"out_dir": str(out), "seed": 7, "max_steps": 6, "checkpoint_every": 1, "keep_checkpoints": 3,
-                "progress": False, "log_grad_norm_every": 1},
-    }
-    for section, values in sections.items():
-        data[section] = {**data.get(section, {}), **values} if isinstance(values, dict) else values
-    return config_from_dict(TrainConfig, data)
+    """tiny_run's SHIFT config, checkpointed and with the split gradient norms logged at every step."""
+    return tiny_run.make_cfg(out, **{**sections, "run": {"checkpoint_every": 1, "log_grad_norm_every": 1,
+                                                         **sections.get("run", {})}})
 
 
 def make_parts(cfg: TrainConfig, clips: TensorClips):
