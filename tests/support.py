@@ -12,6 +12,8 @@ trivially. :func:`fill_zero_init` gives those tensors small random values, as pr
 
 from __future__ import annotations
 
+import json
+
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -118,3 +120,30 @@ def lora_weights(backbone) -> dict[str, torch.Tensor]:
 
 __all__ = ["TOY_SMALL", "TOY_TRAIN", "base_weights", "fill_zero_init", "lora_weights", "pretrained_toy",
            "save_pretrained_toy", "small_toy", "tiny_backbone"]
+
+
+def write_tiny_architectures(root: Path, *, wan: bool = True) -> Path:
+    """``root`` laid out like backbone/configs/ (svd_xt/, and wan22_ti2v_5b/ with ``wan``), holding the configs
+    of backbone/tiny.py's components: the dry run and the full-size builder read them as they read the shipped
+    full-size ones."""
+    from shiftvdm.backbone.tiny import tiny_svd_components, tiny_wan_components
+
+    def write(path: Path, data: dict) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps({k: v for k, v in data.items() if not k.startswith("_")}, default=list))
+
+    svd = tiny_svd_components(seed=0, num_frames=4)
+    write(root / "svd_xt/unet/config.json", dict(svd["unet"].config))
+    write(root / "svd_xt/vae/config.json", dict(svd["vae"].config))
+    write(root / "svd_xt/image_encoder/config.json", svd["image_encoder"].config.to_dict())
+    write(root / "svd_xt/feature_extractor/preprocessor_config.json", svd["feature_extractor"].to_dict())
+    write(root / "svd_xt/scheduler/scheduler_config.json", dict(svd["scheduler"].config))
+    write(root / "svd_xt/model_index.json", {})
+    if wan:
+        w = tiny_wan_components("ti2v", seed=0)
+        write(root / "wan22_ti2v_5b/transformer/config.json", dict(w["transformer"].config))
+        write(root / "wan22_ti2v_5b/vae/config.json", dict(w["vae"].config))
+        write(root / "wan22_ti2v_5b/text_encoder/config.json", w["text_encoder"].config.to_dict())
+        write(root / "wan22_ti2v_5b/scheduler/scheduler_config.json", dict(w["scheduler"].config))
+        write(root / "wan22_ti2v_5b/model_index.json", {"expand_timesteps": True})
+    return root

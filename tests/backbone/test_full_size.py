@@ -9,7 +9,6 @@ follows the config. The full-size parameter counts themselves are pinned in test
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -19,6 +18,7 @@ from torch import nn
 
 from shiftvdm.backbone import full_size as fs
 from shiftvdm.errors import ConfigError
+from support import write_tiny_architectures
 
 
 def test_architecture_config_reads_the_shipped_json_without_private_keys():
@@ -130,25 +130,11 @@ def test_the_random_text_encoder_has_the_width_dtype_and_fixed_vectors():
     assert not any(p.requires_grad for p in enc.parameters())
 
 
-def _write(path: Path, data: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({k: v for k, v in data.items() if not k.startswith("_")}, default=list))
-
-
 @pytest.fixture(scope="module")
 def tiny_svd_root(tmp_path_factory) -> Path:
     """An architecture folder with a tiny SVD-XT (backbone/tiny.py's components' configs)."""
-    from shiftvdm.backbone.tiny import tiny_svd_components
 
-    root = tmp_path_factory.mktemp("arch")
-    svd = tiny_svd_components(seed=0, num_frames=4)
-    _write(root / "svd_xt/unet/config.json", dict(svd["unet"].config))
-    _write(root / "svd_xt/vae/config.json", dict(svd["vae"].config))
-    _write(root / "svd_xt/image_encoder/config.json", svd["image_encoder"].config.to_dict())
-    _write(root / "svd_xt/feature_extractor/preprocessor_config.json", svd["feature_extractor"].to_dict())
-    _write(root / "svd_xt/scheduler/scheduler_config.json", dict(svd["scheduler"].config))
-    _write(root / "svd_xt/model_index.json", {})
-    return root
+    return write_tiny_architectures(tmp_path_factory.mktemp("arch"), wan=False)
 
 
 @pytest.fixture(scope="module")

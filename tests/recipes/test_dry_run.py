@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import math
-from pathlib import Path
 
 import pytest
 import torch
@@ -12,6 +11,7 @@ import torch
 from shiftvdm.errors import ConfigError
 from shiftvdm.recipes import dry_run as dr
 from shiftvdm.recipes.dry_run import resolve_dry_run
+from support import write_tiny_architectures
 
 GIB = 1024**3
 
@@ -76,34 +76,10 @@ def test_dry_run_options_are_strict():
 
 
 # ------------------------------------------------------------------ the step path on tiny stand-in configs
-def _write(path: Path, data: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({**data, "_source": "test"}, default=list))
-
-
-def _tiny_architectures(root: Path) -> None:
-    from shiftvdm.backbone.tiny import tiny_svd_components
-    from shiftvdm.backbone.tiny import tiny_wan_components
-
-    svd = tiny_svd_components(seed=0, num_frames=4)
-    _write(root / "svd_xt/unet/config.json", dict(svd["unet"].config))
-    _write(root / "svd_xt/vae/config.json", dict(svd["vae"].config))
-    _write(root / "svd_xt/image_encoder/config.json", svd["image_encoder"].config.to_dict())
-    _write(root / "svd_xt/feature_extractor/preprocessor_config.json", svd["feature_extractor"].to_dict())
-    _write(root / "svd_xt/scheduler/scheduler_config.json", dict(svd["scheduler"].config))
-    _write(root / "svd_xt/model_index.json", {})
-    wan = tiny_wan_components("ti2v", seed=0)
-    _write(root / "wan22_ti2v_5b/transformer/config.json", dict(wan["transformer"].config))
-    _write(root / "wan22_ti2v_5b/vae/config.json", dict(wan["vae"].config))
-    _write(root / "wan22_ti2v_5b/text_encoder/config.json", wan["text_encoder"].config.to_dict())
-    _write(root / "wan22_ti2v_5b/scheduler/scheduler_config.json", dict(wan["scheduler"].config))
-    _write(root / "wan22_ti2v_5b/model_index.json", {"expand_timesteps": True})
-
-
 @pytest.fixture
 def tiny_arch(tmp_path, monkeypatch):
     root = tmp_path / "arch"
-    _tiny_architectures(root)
+    write_tiny_architectures(root)
     monkeypatch.setattr(dr, "ARCHITECTURES_DIR", root)
     monkeypatch.setattr(dr, "_SMALL_SIZE", {"svd_xt": (4, 32, 32), "wan22_ti2v_5b": (9, 64, 64)})
     return root
