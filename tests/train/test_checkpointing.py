@@ -18,7 +18,7 @@ import torch
 from shiftvdm.errors import CheckpointError
 from shiftvdm.train.checkpointing import RESUMABLE_CHANGES, Checkpointer, resume, weights_digest
 from shiftvdm.train.distributed import Distributed
-from shiftvdm.utils.step_checkpoints import STATE_FILE
+from shiftvdm.utils.step_checkpoints import DIGESTS_FILE, STATE_FILE, file_digests
 from tiny_run import fill_buffer, make_cfg, make_parts, train_one_step
 
 
@@ -40,7 +40,7 @@ def run_with_checkpoints(tmp_path, steps=(1,), **sections):
 def test_save_then_resume_restores_the_state_and_cuts_the_logs_back(tmp_path):
     cfg, backbone, parts, saved = run_with_checkpoints(tmp_path, steps=(1,))
     folder = tmp_path / "checkpoints" / "step-0000001"
-    assert sorted(p.name for p in folder.iterdir()) == ["lora.safetensors", STATE_FILE]
+    assert sorted(p.name for p in folder.iterdir()) == ["digests.json", "lora.safetensors", STATE_FILE]
     state = torch.load(folder / STATE_FILE, weights_only=True)
     assert state["world_size"] == 1 and state["config"]["run"]["seed"] == 7 and state["counters"]["step"] == 1
     metrics = tmp_path / "logs" / "metrics.jsonl"
@@ -125,6 +125,7 @@ def test_a_checkpoint_that_says_another_world_size_is_refused(tmp_path):
     state = torch.load(folder / STATE_FILE, weights_only=True)
     state["world_size"] = 4
     torch.save(state, folder / STATE_FILE)
+    (folder / DIGESTS_FILE).write_text(json.dumps(file_digests(folder)))  # as a 4-process run would have written it
     with pytest.raises(CheckpointError, match=r"written by a run on 4 processes, this run has 1; resume on 4"):
         parts.checkpointer.load(folder)
 
@@ -142,3 +143,27 @@ def test_weights_digest_is_stable_and_changes_with_the_weights():
     assert weights_digest([params[1], params[0]]) != weights_digest(params)  # order counts
     bf16 = [p.detach().to(torch.bfloat16) for p in params]
     assert weights_digest(bf16) != weights_digest(params)  # raw bytes: the dtype counts too
+
+
+def test_a_checkpoint_whose_bytes_changed_falls_back_and_the_run_ends_as_a_clean_resume(tmp_path, caplog):
+    """A few hundred bytes flipped in the newest trainer_state.pt (same size: it still unpickles, into NaN or
+    wrong weights) are caught by the checkpoint's digests: the resume warns naming the file and takes the older
+    checkpoint, and from there continues exactly as a resume from that older checkpoint does."""
+    cfg, backbone, parts, saved = run_with_checkpoints(tmp_path, steps=(1, 2))
+    newest = tmp_path / "checkpoints" / "step-0000002" / STATE_FILE
+    data = bytearray(newest.read_bytes())
+    middle = len(data) // 2
+    data[middle:middle + 300] = bytes(b ^ 0xFF for b in data[middle:middle + 300])
+    newest.write_bytes(bytes(data))
+
+    _, _, damaged = make_parts(cfg, seed=5)
+    with caplog.at_level("WARNING"):
+        assert resume(damaged.checkpointer, damaged.state) is True
+    assert damaged.state.counters.step == 1 and str(newest) in caplog.text and "SHA-256" in caplog.text
+    assert all(torch.equal(a, b) for a, b in zip(saved[1], damaged.state.params))
+    (tmp_path / "checkpoints" / "step-0000002").rename(tmp_path / "aside")  # a clean resume from step 1
+    _, _, clean = make_parts(cfg, seed=5)
+    assert resume(clean.checkpointer, clean.state) is True
+    after_damaged = train_one_step(backbone, damaged, cfg)
+    after_clean = train_one_step(backbone, clean, cfg)
+    assert after_damaged == after_clean

@@ -41,11 +41,11 @@ from shiftvdm.data.video_io import probe_video, to_tensor
 from shiftvdm.errors import CheckpointError, DataError
 from shiftvdm.rewards.critic import CriticConfig, MotionCritic, MotionFeatures
 from shiftvdm.rewards.critic_training import CriticTrainer, PretrainConfig, evaluate_discriminators
-from shiftvdm.utils.checkpoint import file_sizes, load_safetensors, load_torch, read_newest_intact, save_json, \
+from shiftvdm.utils.checkpoint import file_sizes, load_safetensors, read_newest_intact, save_json, \
     save_safetensors, truncate_logs
 from shiftvdm.utils.metrics_log import MetricsLogger
 from shiftvdm.utils.seeding import derive_seed, generator_for, numpy_rng_for
-from shiftvdm.utils.step_checkpoints import STATE_FILE, checkpoint_dirs, write_checkpoint
+from shiftvdm.utils.step_checkpoints import STATE_FILE, checkpoint_dirs, read_step_state, write_checkpoint
 
 logger = logging.getLogger(__name__)
 
@@ -314,7 +314,7 @@ def pick_batch(step: int, seed: int, train_real: np.ndarray, fakes_of: dict[int,
 def _restore(trainer: CriticTrainer, out: Path) -> tuple[list[dict], dict | None]:
     """Load the newest intact checkpoint into ``trainer`` (an empty or cut trainer_state.pt falls back to the
     previous one); returns the validation history and the log sizes. The trainer's ``steps`` is the step."""
-    found = read_newest_intact(run_checkpoints(out), lambda p: load_torch(p / STATE_FILE))
+    found = read_newest_intact(run_checkpoints(out), read_step_state)
     if found is None:
         logger.info("--resume: no checkpoint in %s, starting from step 0", out)
         return [], None

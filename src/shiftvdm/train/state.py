@@ -26,9 +26,8 @@ from shiftvdm.rewards.protocol import Critic
 from shiftvdm.train.buffer import RolloutBuffer
 from shiftvdm.train.distributed import is_sharded, like, local_tree, sharded_optimizer_state
 from shiftvdm.train.optim import WeightEMA
-from shiftvdm.utils.checkpoint import load_torch
 from shiftvdm.utils.seeding import generator_for
-from shiftvdm.utils.step_checkpoints import STATE_FILE
+from shiftvdm.utils.step_checkpoints import STATE_FILE, read_step_state
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -55,7 +54,7 @@ def read_checkpoint(path: Path) -> dict[str, Any]:
     file = path / STATE_FILE if path.is_dir() else path
     if not file.is_file():
         raise CheckpointError(f"{path}: no {STATE_FILE} in this folder; pass a run folder or a step-N checkpoint")
-    return load_torch(file)
+    return read_step_state(file.parent)  # the folder's digests checked first
 
 
 class TrainState:

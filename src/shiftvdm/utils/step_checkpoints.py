@@ -9,6 +9,8 @@ pre-training) and train/ (SHIFT) use the same writer without rewards/ importing 
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import shutil
 import tempfile
@@ -18,9 +20,54 @@ from typing import Any
 
 import torch
 
-from shiftvdm.utils.checkpoint import atomic_write, fix_dir_permissions
+from shiftvdm.errors import DamagedCheckpointError
+from shiftvdm.utils.checkpoint import atomic_write, fix_dir_permissions, load_torch
 
 STATE_FILE = "trainer_state.pt"
+# SHA-256 of every file of a checkpoint, written last: a file whose bytes changed after the write (a flipped bit on
+# disk, a partial copy between machines) is caught at load, and the run falls back to the newest intact checkpoint
+# instead of resuming from NaN weights. Hashing reads each file once (about 1 GB/s per core).
+DIGESTS_FILE = "digests.json"
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 22), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def file_digests(folder: Path) -> dict[str, str]:
+    """SHA-256 of every file under ``folder`` (relative POSIX paths), the digest list itself excluded."""
+    return {p.relative_to(folder).as_posix(): _sha256(p) for p in sorted(folder.rglob("*"))
+            if p.is_file() and p.name != DIGESTS_FILE}
+
+
+def verify_digests(folder: str | Path) -> None:
+    """Check every file a checkpoint lists in its ``digests.json``; DamagedCheckpointError naming the first file
+    that is missing or whose bytes changed. A checkpoint written before digests existed has none to check."""
+    folder = Path(folder)
+    listed = folder / DIGESTS_FILE
+    if not listed.is_file():
+        return
+    try:
+        wanted = json.loads(listed.read_text())
+    except (OSError, ValueError) as exc:
+        raise DamagedCheckpointError(f"{listed}: unreadable digest list ({exc})") from exc
+    for name, digest in wanted.items():
+        path = folder / name
+        if not path.is_file():
+            raise DamagedCheckpointError(f"{path}: missing, though {listed} lists it")
+        if _sha256(path) != digest:
+            raise DamagedCheckpointError(f"{path}: its bytes changed after it was written (SHA-256 differs from "
+                                         f"{listed}: a damaged disk or a partial copy?)")
+
+
+def read_step_state(folder: str | Path) -> Any:
+    """``trainer_state.pt`` of a checkpoint folder, after checking the folder's digests (weights_only load)."""
+    verify_digests(folder)
+    return load_torch(Path(folder) / STATE_FILE)
 
 
 def checkpoint_dirs(root: str | Path) -> list[Path]:
@@ -56,6 +103,8 @@ def write_checkpoint(root: str | Path, step: int, state: dict[str, Any],
         atomic_write(tmp / STATE_FILE, lambda p: torch.save(state, p))
         for name, write in (extra_files or {}).items():
             write(tmp / name)
+        digests = file_digests(tmp)
+        atomic_write(tmp / DIGESTS_FILE, lambda p: p.write_text(json.dumps(digests, indent=1)))
         if final.exists():
             shutil.rmtree(final)
         os.replace(tmp, final)
@@ -67,4 +116,5 @@ def write_checkpoint(root: str | Path, step: int, state: dict[str, Any],
     return final
 
 
-__all__ = ["STATE_FILE", "checkpoint_dirs", "latest_checkpoint", "write_checkpoint"]
+__all__ = ["DIGESTS_FILE", "STATE_FILE", "checkpoint_dirs", "file_digests", "latest_checkpoint", "read_step_state",
+           "verify_digests", "write_checkpoint"]
