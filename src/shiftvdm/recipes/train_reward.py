@@ -13,6 +13,8 @@ DIR gets critic/, checkpoints/, features/, logs/ and metrics.json.
 from __future__ import annotations
 
 import argparse
+import shlex
+import sys
 from pathlib import Path
 
 from shiftvdm.config import config_differences, dump_config, load_config
@@ -23,7 +25,9 @@ from shiftvdm.rewards.pretraining import (RESUMABLE_CHANGES, RewardDataConfig, T
                                           pair_fakes, prepare_data, pretrain_discriminators, run_checkpoints,
                                           split_by_source)
 from shiftvdm.utils.checkpoint import clean_stale_temps
+from shiftvdm.utils import preemption
 from shiftvdm.utils.outputs import check_output_dir, holds_run, new_output_dir
+from shiftvdm.utils.run_lock import run_lock
 
 _checkpoints = run_checkpoints  # the name tests/test_bad_inputs.py reads
 
@@ -62,8 +66,20 @@ def main(argv: list[str], prog: str = "shiftvdm train-critic") -> int:
     parser.add_argument("overrides", nargs="*", help="dotted overrides, e.g. max_steps=200 critic.ic.dim=128")
     args = parser.parse_args(argv)
     cfg = load_config(TrainRewardConfig, args.config, args.overrides)
-    with new_output_dir(args.out):  # refused before its first checkpoint: nothing left behind
+    check_output_dir(args.out, "--out", inputs=[("--real", args.real), ("--fake", args.fake)])
+    # refused before its first checkpoint: nothing left behind; one job per folder; SIGTERM/SIGUSR1 -> checkpoint
+    with new_output_dir(args.out), run_lock(args.out, what="--out"), preemption.handling():
+        preemption.clear_marker(args.out)
         result = train_reward(cfg, args.real, args.fake, args.out, resume=args.resume)
+        if result.get("preempted"):
+            kept = [a for a in argv if a != "--resume"]
+            resume_cmd = " ".join([prog, *(shlex.quote(a) for a in kept), "--resume"])
+            preemption.write_marker(args.out, result["step"], result["checkpoint"], resume_cmd, prog)
+            since = preemption.seconds_since_signal()
+            after = f", {since:.1f} s after the signal" if since is not None else ""
+            print(f"{prog}: preempted at step {result['step']}; checkpoint {result['checkpoint']}; resume with "
+                  f"`{resume_cmd}` (exit {preemption.EXIT_CODE}{after})", file=sys.stderr, flush=True)
+            return preemption.EXIT_CODE
     final = result["final"]
     print(f"validation after {final.get('step', 0)} steps "
           f"({result['split']['val_real']} real / {result['split']['val_fake']} fake clips):")
