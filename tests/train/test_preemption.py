@@ -213,12 +213,10 @@ def test_sigterm_from_outside_exits_75_with_a_checkpoint_and_no_traceback(setup,
 
 def test_a_second_signal_exits_at_once_and_the_next_start_sweeps_the_temp(setup, tmp_path):
     run = setup["root"] / "second"
-    cfg = write_config(setup, "sft", run, max_steps=30, checkpoint_every=1)
+    cfg = write_config(setup, "sft", run, max_steps=6, checkpoint_every=2)
     log = tmp_path / "err.log"
-    proc = start(["sft", "--config", str(cfg)], log, faults={"slowsave": "0:60"})  # writes after the signal: 60 s
-    metrics = run / "logs" / "metrics.jsonl"
-    wait_for(lambda: metrics.is_file() and metrics.stat().st_size > 0, proc)
-    proc.send_signal(signal.SIGUSR1)
+    # SIGUSR1 after step 3, then the checkpoint writes take 60 s: a second signal comes during the write
+    proc = start(["sft", "--config", str(cfg)], log, faults={"sigusr1": "0:3", "slowsave": "0:60"})
     wait_for(lambda: "writing" in log.read_text(), proc)  # inside the (slow) checkpoint write
     t0 = time.monotonic()
     proc.send_signal(signal.SIGTERM)
@@ -226,7 +224,8 @@ def test_a_second_signal_exits_at_once_and_the_next_start_sweeps_the_temp(setup,
     assert time.monotonic() - t0 < 5
     err = log.read_text()
     assert "second signal (SIGTERM): exiting at once" in err and "Traceback" not in err
-    assert list((run / "checkpoints").glob(".step-*"))  # the cut write's temp folder
+    assert list((run / "checkpoints").glob(".step-0000003.*"))  # the cut write's temp folder
+    assert [p.name for p in (run / "checkpoints").glob("step-*")] == ["step-0000002"]
     assert not (run / preemption.MARKER).exists()
     assert cli(["sft", "--config", str(cfg), "--resume"]) == 0  # the next start sweeps it and finishes
     assert not list((run / "checkpoints").glob(".step-*"))
@@ -246,3 +245,53 @@ def test_two_ranks_stop_at_the_same_step_when_one_is_signalled(setup):
     marker = preemption.read_marker(run)
     assert marker["step"] == 2 and marker["exit_code"] == 75
     assert "preempted at step 2" in proc.stderr
+
+
+def test_train_critic_stops_at_a_checkpoint_and_resumes_exactly(tmp_path, monkeypatch, capsys):
+    from safetensors.torch import load_file
+
+    from shiftvdm.data.manifest import write_manifest
+    from shiftvdm.data.synthetic import make_sprite_clips
+    from shiftvdm.data.video_io import write_video
+    from shiftvdm.rewards.critic_training import CriticTrainer
+
+    real = write_synthetic_dataset(tmp_path / "real", 8, 6, 24, 3, format="npy", num_sprites=1)
+    clips = make_sprite_clips(8, 6, 24, 3, num_sprites=1)
+    (tmp_path / "fake").mkdir()
+    for i, video in enumerate(clips.videos):
+        frozen = video.copy()
+        frozen[3:] = frozen[2]
+        write_video(tmp_path / "fake" / f"f{i}.npy", frozen, 8.0)
+    write_manifest(tmp_path / "fake" / "manifest.jsonl",
+                   [{"path": f"f{i}.npy", "source": f"clips/clip_{i:05d}.npy"} for i in range(8)])
+    overrides = ["critic.num_queries=8", "critic.ic.dim=16", "critic.ic.depth=1", "critic.ic.heads=2",
+                 "critic.ic.patch_size=4", "critic.ic.image_size=[24,24]", "critic.lc.dim=16", "critic.lc.depth=1",
+                 "critic.lc.heads=2", "batch_size=4", "data.val_fraction=0.25", "progress=false", "max_steps=6",
+                 "val_every=2", "checkpoint_every=100"]
+
+    def args(out: Path) -> list[str]:
+        return ["train-critic", "--real", str(real), "--fake", str(tmp_path / "fake" / "manifest.jsonl"),
+                "--out", str(out), *overrides]
+
+    assert cli(args(tmp_path / "straight")) == 0
+    real_step, calls = CriticTrainer.step, [0]
+
+    def step(self, *a, **k):
+        out = real_step(self, *a, **k)
+        calls[0] += 1
+        if calls[0] == 3:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return out
+
+    monkeypatch.setattr(CriticTrainer, "step", step)
+    run = tmp_path / "preempted"
+    assert cli(args(run)) == 75
+    err = capsys.readouterr().err
+    assert "preempted at step 3; checkpoint " in err and "Traceback" not in err
+    assert preemption.read_marker(run)["step"] == 3 and (run / "checkpoints" / "step-0000003").is_dir()
+    assert not (run / "critic").exists()
+    monkeypatch.undo()
+    assert cli([*args(run), "--resume"]) == 0
+    a = load_file(str(tmp_path / "straight" / "critic" / "critic.safetensors"))
+    b = load_file(str(run / "critic" / "critic.safetensors"))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
