@@ -35,7 +35,7 @@ from shiftvdm.train.optim import WeightEMA, build_generator_optimizer
 from shiftvdm.train.shift import TrainResult, train
 from shiftvdm.train.state import TrainState
 from shiftvdm.utils import preemption
-from shiftvdm.utils.outputs import check_output_dir, check_run_dir, clear_run, new_output_dir
+from shiftvdm.utils.outputs import check_run_dir, clear_run, new_output_dir
 from shiftvdm.utils.run_lock import run_lock
 
 logger = logging.getLogger(__name__)
@@ -184,12 +184,12 @@ def _main(argv: list[str], prog: str, mode: str) -> int:
     inputs = [("data.train", cfg.data.train), ("lora.init_from", cfg.lora.init_from),
               ("critic.path", cfg.critic.path), ("--config", args.config)]
     out = Path(cfg.run.out_dir)
-    check_output_dir(out, "run.out_dir", inputs)  # writes nothing
+    check_run_dir(out, resume=args.resume, overwrite=args.overwrite, inputs=inputs)  # writes nothing
     rank0 = preemption.launch_rank() == 0  # multi-process: rank 0 holds the folder's lock, and clears it
     # a run refused before its first checkpoint leaves no folder; one job per folder (utils/run_lock.py);
     # SIGTERM / SIGUSR1 stop at a checkpoint (utils/preemption.py)
     with new_output_dir(out), run_lock(out, enabled=rank0), preemption.handling():
-        check_run_dir(out, resume=args.resume, overwrite=args.overwrite, inputs=inputs)
+        check_run_dir(out, resume=args.resume, overwrite=args.overwrite, inputs=inputs)  # again, now that it is ours
         if rank0:
             if args.overwrite:
                 clear_run(out)

@@ -36,6 +36,18 @@ def train_reward(cfg: TrainRewardConfig, real: str | Path, fake: str | Path, out
                  resume: bool = False) -> dict:
     """Run critic pre-training; returns the final metrics (also written to ``out/metrics.json``)."""
     out = Path(out)
+    check_out(cfg, real, fake, out, resume)
+    data = prepare_data(cfg, load_manifest(real).entries, load_manifest(fake).entries)  # checks before any write
+    critic = MotionCritic(cfg.critic)
+    out.mkdir(parents=True, exist_ok=True)
+    clean_stale_temps(out / "checkpoints")
+    dump_config(cfg, out / "config.yaml")
+    return pretrain_discriminators(cfg, critic, data, out, resume=resume)
+
+
+def check_out(cfg: TrainRewardConfig, real: str | Path, fake: str | Path, out: Path, resume: bool) -> None:
+    """The output folder's rules (reads only): writable, not an input, a used folder only with ``--resume`` and
+    the same config."""
     check_output_dir(out, "--out", inputs=[("--real", real), ("--fake", fake)])
     if run_checkpoints(out) and not resume:
         raise ConfigError(f"{out} already holds checkpoints; pass --resume to continue or choose a new --out")
@@ -47,12 +59,6 @@ def train_reward(cfg: TrainRewardConfig, real: str | Path, fake: str | Path, out
         changed = [d for d in config_differences(saved, cfg) if d.split(":")[0] not in RESUMABLE_CHANGES]
         if changed:
             raise ConfigError(f"--resume with a config that differs from {out / 'config.yaml'}: " + "; ".join(changed))
-    data = prepare_data(cfg, load_manifest(real).entries, load_manifest(fake).entries)  # checks before any write
-    critic = MotionCritic(cfg.critic)
-    out.mkdir(parents=True, exist_ok=True)
-    clean_stale_temps(out / "checkpoints")
-    dump_config(cfg, out / "config.yaml")
-    return pretrain_discriminators(cfg, critic, data, out, resume=resume)
 
 
 def main(argv: list[str], prog: str = "shiftvdm train-critic") -> int:
@@ -66,7 +72,7 @@ def main(argv: list[str], prog: str = "shiftvdm train-critic") -> int:
     parser.add_argument("overrides", nargs="*", help="dotted overrides, e.g. max_steps=200 critic.ic.dim=128")
     args = parser.parse_args(argv)
     cfg = load_config(TrainRewardConfig, args.config, args.overrides)
-    check_output_dir(args.out, "--out", inputs=[("--real", args.real), ("--fake", args.fake)])
+    check_out(cfg, args.real, args.fake, Path(args.out), args.resume)  # before the lock: a refusal writes nothing
     # refused before its first checkpoint: nothing left behind; one job per folder; SIGTERM/SIGUSR1 -> checkpoint
     with new_output_dir(args.out), run_lock(args.out, what="--out"), preemption.handling():
         preemption.clear_marker(args.out)
