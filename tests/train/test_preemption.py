@@ -137,20 +137,25 @@ def test_signal_mid_run_stops_at_a_checkpoint_and_resume_is_exact(setup, stage, 
     assert digest(run) == straight_digest(setup, stage)
 
 
-@pytest.mark.parametrize("checkpoint_buffer", [True, False])
-def test_signal_during_rollouts_drops_the_half_buffer_and_resume_rolls_it_again(setup, checkpoint_buffer,
+@pytest.mark.parametrize("checkpoint_buffer,every", [(True, 0), (False, 0), (True, 4)])
+def test_signal_during_rollouts_drops_the_half_buffer_and_resume_rolls_it_again(setup, checkpoint_buffer, every,
                                                                                  monkeypatch):
     """Sampler call 3 is the first rollout batch of the second buffer (2 batches per buffer): the run stops
-    before the second batch, at step 4, without that buffer; the resume rolls it out again."""
-    opts = {"checkpoint_buffer": checkpoint_buffer}
-    run = setup["root"] / f"rollout-{checkpoint_buffer}"
+    before the second batch, at step 4, without that buffer; the resume rolls it out again. With a periodic
+    checkpoint at step 4 (taken before the critic's refresh) that one is kept as the resume point, not
+    rewritten; the resume refreshes the critic again."""
+    opts = {"checkpoint_buffer": checkpoint_buffer, "checkpoint_every": every}
+    run = setup["root"] / f"rollout-{checkpoint_buffer}-{every}"
     cfg = write_config(setup, "shift", run, **opts)
     signal_at(monkeypatch, "rollout", 3, signal.SIGUSR1)
     assert cli(["shift", "--config", str(cfg)]) == 75
     c = checkpoint_step(run)
-    assert (c["step"], c["chunks_done"], c["pass_index"], c["batch_index"]) == (4, 1, 0, 0)
     state = torch.load(sorted((run / "checkpoints").glob("step-*"))[-1] / "trainer_state.pt", weights_only=True)
-    assert state["buffer"] is None
+    if every:  # the periodic checkpoint of step 4: inside the used-up first buffer
+        assert (c["step"], c["chunks_done"], c["batch_index"], c["d_steps"]) == (4, 0, 4, 0)
+    else:  # after the refresh, before the second buffer
+        assert (c["step"], c["chunks_done"], c["pass_index"], c["batch_index"]) == (4, 1, 0, 0)
+        assert state["buffer"] is None
     monkeypatch.undo()
     if not checkpoint_buffer:  # a resume inside the re-rolled buffer's collection, preempted again at once
         signal_at(monkeypatch, "rollout", 2, signal.SIGTERM)
