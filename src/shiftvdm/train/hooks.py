@@ -29,9 +29,9 @@ from shiftvdm.train.distributed import Distributed, full_state_dicts
 from shiftvdm.train.engine import GradientEngine
 from shiftvdm.train.numerics import check_params_finite
 from shiftvdm.train.state import TrainState
+from shiftvdm.utils import preemption
 from shiftvdm.utils.checkpoint import save_json
 from shiftvdm.utils.metrics_log import MetricsLogger
-from shiftvdm.utils import preemption
 from shiftvdm.utils.seeding import generator_for
 
 logger = logging.getLogger(__name__)
@@ -79,7 +79,8 @@ class RunHooks:
             self._t_offset[clock] -= now(clock) - t0
 
     def out_of_time(self) -> bool:
-        """Agreed on every rank: any rank over the limit stops all (the slowest clock decides)."""
+        """Agreed on every rank: any rank over the limit stops all (the slowest clock decides). The time limit
+        alone; the training loop asks ``stop_reason``, which reduces it together with preemption."""
         run = self.cfg.run
         if run.time_limit_s <= 0:
             return False
