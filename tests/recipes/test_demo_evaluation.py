@@ -12,7 +12,6 @@ import json
 from pathlib import Path
 
 import numpy as np
-import pytest
 
 from shiftvdm.recipes.demo.config import SHIFT_ARM, TIME_MATCHED_ARM, DemoConfig
 from shiftvdm.recipes.demo.evaluation import models_to_evaluate, query_note, sample_clips, scenario_note

@@ -7,12 +7,19 @@ process without any hook in the production code:
 
 - ``nan=RANK:STEP``: on that rank, the first backward of generator step STEP (counted from 1) gets a NaN loss,
   injected through the gradient engine (so the step's gradient is non-finite on that rank only);
-- ``clock=RANK:SECONDS``: that rank's training clock reads SECONDS late (it alone is over a time limit).
+- ``clock=RANK:SECONDS``: that rank's training clock reads SECONDS late (it alone is over a time limit);
+- ``sigterm=RANK:STEP`` / ``sigusr1=RANK:STEP``: that rank sends itself the signal right after generator step STEP
+  (the scheduler's preemption, seen by one rank only; tests/train/test_preemption.py);
+- ``slowsave=RANK:SECONDS``: once a preemption signal arrived, that rank's checkpoint writes sleep SECONDS inside
+  the write (a window for a second signal).
 """
 
 from __future__ import annotations
 
+import os
+import signal
 import sys
+import time
 
 from shiftvdm.cli import main
 from shiftvdm.train import hooks, shift
@@ -48,10 +55,38 @@ def clock_ahead(rank: int, seconds: float) -> None:
     hooks.RunHooks.elapsed = elapsed
 
 
+def signal_after_step(rank: int, at_step: int, sig: signal.Signals) -> None:
+    real_after_step = hooks.RunHooks.after_step
+
+    def after_step(self, metrics):
+        real_after_step(self, metrics)
+        if self.dist.rank == rank and self.state.counters.step == at_step:
+            os.kill(os.getpid(), sig)
+
+    hooks.RunHooks.after_step = after_step
+
+
+def slow_saves(rank: int, seconds: float) -> None:
+    from shiftvdm.utils import preemption, step_checkpoints
+
+    real_write = step_checkpoints.atomic_write
+
+    def slow_write(path, write):
+        if int(os.environ.get("RANK", "0")) == rank and preemption.requested():
+            print(f"fault_entry: writing {path} slowly", file=sys.stderr, flush=True)
+            time.sleep(seconds)
+        return real_write(path, write)
+
+    step_checkpoints.atomic_write = slow_write
+
+
 if __name__ == "__main__":
     args = sys.argv[1:]
     while args and "=" in args[0] and not args[0].startswith("-"):
         name, value = args.pop(0).split("=", 1)
         r, v = value.split(":")
-        {"nan": lambda: inject_nan(int(r), int(v)), "clock": lambda: clock_ahead(int(r), float(v))}[name]()
+        {"nan": lambda: inject_nan(int(r), int(v)), "clock": lambda: clock_ahead(int(r), float(v)),
+         "sigterm": lambda: signal_after_step(int(r), int(v), signal.SIGTERM),
+         "sigusr1": lambda: signal_after_step(int(r), int(v), signal.SIGUSR1),
+         "slowsave": lambda: slow_saves(int(r), float(v))}[name]()
     sys.exit(main(args))

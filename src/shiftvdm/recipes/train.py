@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import argparse
 import logging
+import shlex
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,8 +34,10 @@ from shiftvdm.train.memory import memory_plan
 from shiftvdm.train.optim import WeightEMA, build_generator_optimizer
 from shiftvdm.train.shift import TrainResult, train
 from shiftvdm.train.state import TrainState
+from shiftvdm.utils import preemption
 from shiftvdm.utils.outputs import check_run_dir, clear_run, new_output_dir
 from shiftvdm.recipes.args import parse_command_line
+from shiftvdm.utils.run_lock import run_lock
 
 logger = logging.getLogger(__name__)
 
@@ -186,12 +190,34 @@ def main(argv: list[str], prog: str, mode: str) -> int:
         raise ConfigError("--resume continues the run in run.out_dir and --overwrite replaces it; pass one")
     inputs = [("data.train", cfg.data.train), ("lora.init_from", cfg.lora.init_from),
               ("critic.path", cfg.critic.path), ("--config", args.config)]
-    check_run_dir(cfg.run.out_dir, resume=args.resume, overwrite=args.overwrite, inputs=inputs)
-    if args.overwrite:
-        clear_run(cfg.run.out_dir)
-    with new_output_dir(cfg.run.out_dir):  # a run refused before its first checkpoint leaves no folder
+    out = Path(cfg.run.out_dir)
+    check_run_dir(out, resume=args.resume, overwrite=args.overwrite, inputs=inputs)  # writes nothing
+    rank0 = preemption.launch_rank() == 0  # multi-process: rank 0 holds the folder's lock, and clears it
+    # a run refused before its first checkpoint leaves no folder; one job per folder (utils/run_lock.py);
+    # SIGTERM / SIGUSR1 stop at a checkpoint (utils/preemption.py)
+    with new_output_dir(out), run_lock(out, enabled=rank0), preemption.handling():
+        check_run_dir(out, resume=args.resume, overwrite=args.overwrite, inputs=inputs)  # again, now that it is ours
+        if rank0:
+            if args.overwrite:
+                clear_run(out)
+            preemption.clear_marker(out)  # this start handles an earlier preemption
         result = run_training(cfg, resume=args.resume)
+        resume_cmd = resume_command(prog, argv)
+        if result.stopped_by == "preempted" and rank0:  # after every rank's checkpoint (the save's barrier)
+            preemption.write_marker(out, result.steps, result.checkpoint, resume_cmd, prog)
+        since = preemption.seconds_since_signal()
     shutdown_process_group()  # every rank got here: end gloo/NCCL cleanly instead of at interpreter exit
+    if result.stopped_by == "preempted":
+        if rank0:
+            after = f", {since:.1f} s after the signal" if since is not None else ""
+            print(f"{prog}: preempted at step {result.steps}; checkpoint {result.checkpoint}; resume with "
+                  f"`{resume_cmd}` (exit {preemption.EXIT_CODE}{after})", file=sys.stderr, flush=True)
+        return preemption.EXIT_CODE
     print(f"{mode}: {result.steps} steps ({result.stopped_by}); outputs in {cfg.run.out_dir}")
     return 0
 
+
+def resume_command(prog: str, argv: list[str]) -> str:
+    """The command line that continues this run: the same arguments with ``--resume`` (never ``--overwrite``)."""
+    kept = [a for a in argv if a not in ("--resume", "--overwrite")]
+    return " ".join([prog, *(shlex.quote(a) for a in kept), "--resume"])

@@ -13,6 +13,8 @@ DIR gets critic/, checkpoints/, features/, logs/ and metrics.json.
 from __future__ import annotations
 
 import argparse
+import shlex
+import sys
 from pathlib import Path
 
 from shiftvdm.config import config_differences, dump_config, load_config
@@ -23,8 +25,10 @@ from shiftvdm.rewards.pretraining import (RESUMABLE_CHANGES, RewardDataConfig, T
                                           pair_fakes, prepare_data, pretrain_discriminators, run_checkpoints,
                                           split_by_source)
 from shiftvdm.utils.checkpoint import clean_stale_temps
+from shiftvdm.utils import preemption
 from shiftvdm.utils.outputs import check_output_dir, holds_run, new_output_dir
 from shiftvdm.recipes.args import parse_command_line
+from shiftvdm.utils.run_lock import run_lock
 
 _checkpoints = run_checkpoints  # the name tests/test_bad_inputs.py reads
 
@@ -33,6 +37,18 @@ def train_reward(cfg: TrainRewardConfig, real: str | Path, fake: str | Path, out
                  resume: bool = False) -> dict:
     """Run critic pre-training; returns the final metrics (also written to ``out/metrics.json``)."""
     out = Path(out)
+    check_out(cfg, real, fake, out, resume)
+    data = prepare_data(cfg, load_manifest(real).entries, load_manifest(fake).entries)  # checks before any write
+    critic = MotionCritic(cfg.critic)
+    out.mkdir(parents=True, exist_ok=True)
+    clean_stale_temps(out / "checkpoints")
+    dump_config(cfg, out / "config.yaml")
+    return pretrain_discriminators(cfg, critic, data, out, resume=resume)
+
+
+def check_out(cfg: TrainRewardConfig, real: str | Path, fake: str | Path, out: Path, resume: bool) -> None:
+    """The output folder's rules (reads only): writable, not an input, a used folder only with ``--resume`` and
+    the same config."""
     check_output_dir(out, "--out", inputs=[("--real", real), ("--fake", fake)])
     if run_checkpoints(out) and not resume:
         raise ConfigError(f"{out} already holds checkpoints; pass --resume to continue or choose a new --out")
@@ -44,12 +60,6 @@ def train_reward(cfg: TrainRewardConfig, real: str | Path, fake: str | Path, out
         changed = [d for d in config_differences(saved, cfg) if d.split(":")[0] not in RESUMABLE_CHANGES]
         if changed:
             raise ConfigError(f"--resume with a config that differs from {out / 'config.yaml'}: " + "; ".join(changed))
-    data = prepare_data(cfg, load_manifest(real).entries, load_manifest(fake).entries)  # checks before any write
-    critic = MotionCritic(cfg.critic)
-    out.mkdir(parents=True, exist_ok=True)
-    clean_stale_temps(out / "checkpoints")
-    dump_config(cfg, out / "config.yaml")
-    return pretrain_discriminators(cfg, critic, data, out, resume=resume)
 
 
 def main(argv: list[str], prog: str = "shiftvdm train-critic") -> int:
@@ -63,8 +73,20 @@ def main(argv: list[str], prog: str = "shiftvdm train-critic") -> int:
     parser.add_argument("overrides", nargs="*", help="dotted overrides, e.g. max_steps=200 critic.ic.dim=128")
     args = parse_command_line(parser, argv)
     cfg = load_config(TrainRewardConfig, args.config, args.overrides)
-    with new_output_dir(args.out):  # refused before its first checkpoint: nothing left behind
+    check_out(cfg, args.real, args.fake, Path(args.out), args.resume)  # before the lock: a refusal writes nothing
+    # refused before its first checkpoint: nothing left behind; one job per folder; SIGTERM/SIGUSR1 -> checkpoint
+    with new_output_dir(args.out), run_lock(args.out, what="--out"), preemption.handling():
+        preemption.clear_marker(args.out)
         result = train_reward(cfg, args.real, args.fake, args.out, resume=args.resume)
+        if result.get("preempted"):
+            kept = [a for a in argv if a != "--resume"]
+            resume_cmd = " ".join([prog, *(shlex.quote(a) for a in kept), "--resume"])
+            preemption.write_marker(args.out, result["step"], result["checkpoint"], resume_cmd, prog)
+            since = preemption.seconds_since_signal()
+            after = f", {since:.1f} s after the signal" if since is not None else ""
+            print(f"{prog}: preempted at step {result['step']}; checkpoint {result['checkpoint']}; resume with "
+                  f"`{resume_cmd}` (exit {preemption.EXIT_CODE}{after})", file=sys.stderr, flush=True)
+            return preemption.EXIT_CODE
     final = result["final"]
     print(f"validation after {final.get('step', 0)} steps "
           f"({result['split']['val_real']} real / {result['split']['val_fake']} fake clips):")

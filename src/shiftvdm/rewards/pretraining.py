@@ -43,6 +43,7 @@ from shiftvdm.rewards.critic import CriticConfig, MotionCritic, MotionFeatures
 from shiftvdm.rewards.critic_training import CriticTrainer, PretrainConfig, evaluate_discriminators
 from shiftvdm.utils.checkpoint import file_sizes, load_safetensors, read_newest_intact, save_json, \
     save_safetensors, truncate_logs
+from shiftvdm.utils import preemption
 from shiftvdm.utils.metrics_log import MetricsLogger
 from shiftvdm.utils.seeding import derive_seed, generator_for, numpy_rng_for
 from shiftvdm.utils.step_checkpoints import STATE_FILE, checkpoint_dirs, read_step_state, write_checkpoint
@@ -332,7 +333,9 @@ def _restore(trainer: CriticTrainer, out: Path) -> tuple[list[dict], dict | None
 def pretrain_discriminators(cfg: TrainRewardConfig, critic: MotionCritic, data: PretrainingData, out: str | Path,
                             resume: bool = False) -> dict[str, Any]:
     """Features (cached), then ``cfg.max_steps`` Eq. 7 steps with validation and checkpoints; writes
-    ``out/critic/`` and ``out/metrics.json`` and returns the metrics."""
+    ``out/critic/`` and ``out/metrics.json`` and returns the metrics. After a preemption signal (checked before
+    each step; the feature computation runs to its end first) it writes a checkpoint of the step reached and
+    returns ``{"preempted": True, "step", "checkpoint"}`` instead."""
     out = Path(out)
     num_fakes = len(data.fakes)
     key = features_key(cfg, data.reals, data.fakes, data.size)
@@ -361,8 +364,19 @@ def pretrain_discriminators(cfg: TrainRewardConfig, critic: MotionCritic, data: 
     metrics_log.open(total=cfg.max_steps, initial=start, desc="train-critic", progress=cfg.progress)
     val_metrics: dict[str, float] = history[-1] if history else {}
     t_train = time.perf_counter()
+    saved: Path | None = None  # the checkpoint of the current step, once written
+
+    def save(done: int) -> Path:
+        state = {"trainer": trainer.state_dict(), "history": json.dumps(history),
+                 "log_sizes": file_sizes([metrics_log.path])}
+        return write_checkpoint(out / "checkpoints", done, state, {"critic": critic.save},
+                                keep=max(cfg.keep_checkpoints, 1))
+
     try:
         for step in range(start, cfg.max_steps):
+            if preemption.requested():  # a safe point: checkpoint this step and stop (utils/preemption.py)
+                return {"preempted": True, "step": step, "checkpoint": str(saved or save(step))}
+            saved = None
             real_idx, fake_idx = pick_batch(step, cfg.seed, train_real, fakes_of, train_fake, cfg.batch_size)
             torch.manual_seed(derive_seed(cfg.seed, "reward-dropout", step))  # dropout: exact on resume
             metrics = trainer.step(real_feats.index(real_idx), fake_feats.index(fake_idx),
@@ -375,10 +389,7 @@ def pretrain_discriminators(cfg: TrainRewardConfig, critic: MotionCritic, data: 
                 metrics_log.log({k: v for k, v in val_metrics.items() if k != "step"}, done)
                 logger.info("step %d: %s", done, ", ".join(f"{k}={v:.3f}" for k, v in val_metrics.items() if k != "step"))
             if done % cfg.checkpoint_every == 0 or done == cfg.max_steps:
-                state = {"trainer": trainer.state_dict(), "history": json.dumps(history),
-                         "log_sizes": file_sizes([metrics_log.path])}
-                write_checkpoint(out / "checkpoints", done, state, {"critic": critic.save},
-                                 keep=max(cfg.keep_checkpoints, 1))
+                saved = save(done)
             shown = {"loss": f"{metrics['disc/loss']:.3f}"}  # AUCs only once a validation has run (never "nan")
             shown.update({f"auc_{b}": f"{val_metrics[f'val/auc_{b}']:.2f}" for b in ("ic", "lc")
                           if math.isfinite(val_metrics.get(f"val/auc_{b}", float("nan")))})

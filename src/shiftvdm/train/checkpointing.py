@@ -38,6 +38,7 @@ class Checkpointer:
     def __init__(self, cfg: TrainConfig, run_dir: Path, dist: Distributed) -> None:
         self.cfg, self.run_dir, self.dist = cfg, Path(run_dir), dist
         self.root = self.run_dir / "checkpoints" / (f"rank{dist.rank}" if dist.world > 1 else "")
+        self.last_path: Path | None = None  # the checkpoint this process last wrote or resumed from
 
     def last_checkpoint_note(self) -> str:
         """Which checkpoint a stopped run can resume from (every one written is finite: checked before each save)."""
@@ -67,6 +68,7 @@ class Checkpointer:
             extra = {"lora.safetensors": write_lora} if self.dist.is_main and write_lora is not None else {}
             path = write_checkpoint(self.root, training.counters.step, state, extra, keep=self.cfg.run.keep_checkpoints)
             self.dist.barrier()
+        self.last_path = path
         return path
 
     def check_world_size(self) -> None:
@@ -131,6 +133,7 @@ class Checkpointer:
             clean_stale_temps(self.run_dir)
             clean_stale_temps(self.run_dir / "logs")
         truncate_logs(self.run_dir / "logs", state.get("log_sizes"))  # no duplicate records of recomputed steps
+        self.last_path = path
         return path, state
 
 

@@ -2,14 +2,16 @@
 recipe's evaluation, periodic checkpoints, the training clocks and the time budget, and the end of the run.
 
 train/shift.py calls ``begin`` once, ``after_buffer`` for each new rollout buffer, ``after_step`` after each
-generator step, ``out_of_time`` to stop, and ``finish`` at the end; nothing here changes what the run computes
-(evaluation and sample writing are taken off the training clocks).
+generator step, ``stop_reason`` at each safe point (the agreed stop: time limit or preemption), and ``finish`` at
+the end; nothing here changes what the run computes (evaluation and sample writing are taken off the training
+clocks).
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import math
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -27,6 +29,7 @@ from shiftvdm.train.distributed import Distributed, full_state_dicts
 from shiftvdm.train.engine import GradientEngine
 from shiftvdm.train.numerics import check_params_finite
 from shiftvdm.train.state import TrainState
+from shiftvdm.utils import preemption
 from shiftvdm.utils.checkpoint import save_json
 from shiftvdm.utils.metrics_log import MetricsLogger
 from shiftvdm.utils.seeding import generator_for
@@ -57,6 +60,10 @@ class RunHooks:
         self._t_start = {"wall": 0.0, "cpu": 0.0}  # per clock
         self._t_offset = {"wall": 0.0, "cpu": 0.0}
         self._bar_seconds = 0.0  # seconds shown by a time-budget progress bar
+        # slowest step, rollout batch and checkpoint write seen (the preemption bound the banner reports)
+        self.slowest = {"step": 0.0, "rollout batch": 0.0, "checkpoint write": 0.0}
+        self._t_step = self._t_buffer = 0.0  # the generator / buffer timers at the last reading
+        self._bound_told: set[str] = set()
 
     # ----- clocks ---------------------------------------------------------------------------------------
     def elapsed(self, clock: str = "wall") -> float:
@@ -72,16 +79,50 @@ class RunHooks:
             self._t_offset[clock] -= now(clock) - t0
 
     def out_of_time(self) -> bool:
-        """Agreed on every rank: any rank over the limit stops all (the slowest clock decides)."""
+        """Agreed on every rank: any rank over the limit stops all (the slowest clock decides). The time limit
+        alone; the training loop asks ``stop_reason``, which reduces it together with preemption."""
         run = self.cfg.run
         if run.time_limit_s <= 0:
             return False
         return self.dist.any(self.elapsed(run.time_limit_clock) >= run.time_limit_s)
 
+    def stop_reason(self, *, buffer_abandoned: bool = False) -> str | None:
+        """The run's one agreed stop decision at a safe point, the same on every rank (one all-reduce):
+        "preempted" when a preemption signal reached any rank (or this rank abandoned its rollout buffer for
+        one), else "time_limit" when any rank is over ``run.time_limit_s``, else None. Call it on every rank."""
+        run = self.cfg.run
+        over = run.time_limit_s > 0 and self.elapsed(run.time_limit_clock) >= run.time_limit_s
+        preempted, over = self.dist.any_each([preemption.requested() or buffer_abandoned, over])
+        return "preempted" if preempted else "time_limit" if over else None
+
+    # ----- the preemption bound: one step or rollout batch plus one checkpoint write -----------------------
+    def note_time(self, what: str, seconds: float) -> None:
+        """Record a step / rollout batch / checkpoint write time; the first time each is known (and when the
+        bound has all its parts), log the signal-to-exit bound once."""
+        if seconds <= self.slowest[what]:
+            return
+        self.slowest[what] = seconds
+        if what not in self._bound_told and self.dist.is_main:
+            self._bound_told.add(what)
+            logger.info("preemption: %s", self.bound_text())
+
+    def bound_text(self) -> str:
+        s = self.slowest
+        if not s["step"] and not s["rollout batch"]:
+            return (f"SIGTERM/SIGUSR1 stop at the next step or rollout batch with a checkpoint (exit "
+                    f"{preemption.EXIT_CODE}); the signal-to-exit time is measured after the first step")
+        work = max(s["step"], s["rollout batch"])
+        write = (f"checkpoint write {s['checkpoint write']:.1f} s" if s["checkpoint write"] else
+                 "checkpoint write not measured yet")
+        return (f"signal-to-exit ≤ ~{work + s['checkpoint write']:.1f} s (slowest step {s['step']:.1f} s, rollout "
+                f"batch {s['rollout batch']:.1f} s, {write}); give the scheduler a grace time above it "
+                "(Slurm --signal=USR1@T, Kubernetes terminationGracePeriodSeconds, torchrun --shutdown-timeout)")
+
     # ----- the run's fixed points -----------------------------------------------------------------------
     def begin(self) -> None:
         timers = self.state.counters.timers
         self._t_offset = {clock: timers.get(clock, 0.0) for clock in self._t_offset}
+        self._t_step, self._t_buffer = timers.get("generator", 0.0), timers.get("buffer", 0.0)
         self._open_logs()
         self._t_start = self._clocks()  # after the logs: TensorBoard's start-up is not training time
 
@@ -102,6 +143,7 @@ class RunHooks:
                     "lambda_aw=%g max_steps=%d run_dir=%s", c.mode, self.dist.world, c.rollout.group_size,
                     c.rollout.buffer_size, c.rollout.passes_per_buffer, c.rollout.batch_size, c.loss.lambda_aw,
                     run.max_steps, self.run_dir)
+        logger.info("preemption: %s", self.bound_text())
 
     def log(self, metrics: dict[str, float], step: int) -> None:
         self.metrics.log(metrics, step, time=self.elapsed())
@@ -109,7 +151,10 @@ class RunHooks:
     def after_buffer(self, buffer: RolloutBuffer, metrics: dict[str, float]) -> None:
         """A new buffer (not a re-roll after a resume): which clips this process rolled out (every process writes
         its own file), the reward statistics and histograms."""
-        counters = self.state.counters
+        counters, rollout = self.state.counters, self.cfg.rollout
+        batches = math.ceil(len(buffer) / rollout.rollout_batch_size) if buffer.group_size else 1
+        self.note_time("rollout batch", (counters.timers.get("buffer", 0.0) - self._t_buffer) / max(1, batches))
+        self._t_buffer = counters.timers.get("buffer", 0.0)
         path = self.run_dir / "logs" / f"buffers-rank{self.dist.rank}.jsonl"
         path.parent.mkdir(parents=True, exist_ok=True)
         with open(path, "a") as fh:
@@ -124,6 +169,9 @@ class RunHooks:
         """Logs, progress, samples, the evaluation hook and the periodic checkpoint of step ``counters.step``."""
         counters, run = self.state.counters, self.cfg.run
         s = counters.step
+        step_seconds = counters.timers.get("generator", 0.0) - self._t_step
+        self._t_step = counters.timers.get("generator", 0.0)
+        self.note_time("step", step_seconds)
         counters.timers["wall"] = self.elapsed("wall")
         counters.timers["cpu"] = self.elapsed("cpu")
         self.last_metrics = metrics
@@ -166,23 +214,37 @@ class RunHooks:
 
     def save_checkpoint(self) -> Path:
         check_params_finite(self.state, self.dist, "before a checkpoint")  # never write a non-finite checkpoint
-        return self.checkpointer.save(self.state, self.metrics.path, self.backbone)
+        t0 = time.perf_counter()
+        path = self.checkpointer.save(self.state, self.metrics.path, self.backbone)
+        self.note_time("checkpoint write", time.perf_counter() - t0)
+        return path
 
     def last_checkpoint_note(self) -> str:
         return self.checkpointer.last_checkpoint_note()
 
-    def finish(self, metrics: dict[str, float]) -> None:
-        """The last checkpoint, the weights for use, summary.json and this process's weight digest."""
+    def finish(self, metrics: dict[str, float], stopped_by: str = "max_steps") -> Path:
+        """The last checkpoint, the weights for use, summary.json and this process's weight digest; returns the
+        checkpoint. A preempted run writes its checkpoint only, unless the one this process last wrote or resumed
+        from is of this step (then it is a valid resume point already: no second write of the same step)."""
         counters = self.state.counters
         counters.timers["wall"] = self.elapsed("wall")
         counters.timers["cpu"] = self.elapsed("cpu")
+        if stopped_by == "preempted":
+            last = self.checkpointer.last_path
+            same = last is not None and last.name == f"step-{counters.step:07d}" and last.is_dir()
+            same = not self.dist.any(not same)  # agreed: the save below is a collective
+            path = last if same else self.save_checkpoint()
+            if self.dist.is_main:
+                self.metrics.close()
+            return path
         save_json({"rank": self.dist.rank, "steps": counters.step, "weights_sha256": weights_digest(self.state.params)},
                   self.run_dir / "logs" / f"final-rank{self.dist.rank}.json")
-        self.save_checkpoint()
+        path = self.save_checkpoint()
         with full_state_dicts(self.backbone.denoiser, gathered_weights(self.backbone.denoiser, self.state)):
             if self.dist.is_main:  # FSDP2: written whole
                 export_final(self.cfg, self.run_dir, self.backbone, self.state, self.last_metrics)
                 self.metrics.close()
+        return path
 
 
 __all__ = ["Evaluate", "RunHooks", "now"]

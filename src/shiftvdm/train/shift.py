@@ -13,7 +13,7 @@ This file never names a model part: everything model-specific is behind ``Backbo
 of the run as parts (assembled by recipes/train.py): ``state`` (TrainState: counters, random streams, weights,
 optimizers, buffer, critic — what a checkpoint holds), ``engine`` (GradientEngine: backward / no_sync / clip /
 step for one process, DDP, FSDP2 or DeepSpeed), ``dist`` (Distributed: every rank reaches the same decision
-before a collective) and ``hooks`` (RunHooks: logs, samples, evaluation, checkpoints, time budget).
+before a collective) and ``hooks`` (RunHooks: logs, samples, evaluation, checkpoints, and the agreed stop: time budget or preemption).
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ import logging
 import math
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
@@ -41,6 +42,7 @@ from shiftvdm.train.hooks import RunHooks
 from shiftvdm.train.losses import aw_weight, real_weight
 from shiftvdm.train.numerics import check_params_finite, grad_snapshot, grad_split_norms, skip_step
 from shiftvdm.train.state import TrainState
+from shiftvdm.utils import preemption
 from shiftvdm.utils.seeding import derive_seed, generator_for
 
 logger = logging.getLogger(__name__)
@@ -61,7 +63,8 @@ class TrainResult:
     steps: int
     timers: dict[str, float]
     last_metrics: dict[str, float]
-    stopped_by: str  # "max_steps" or "time_limit"
+    stopped_by: str  # "max_steps", "time_limit" or "preempted"
+    checkpoint: Path | None = None  # the last checkpoint written (the one a preempted run resumes from)
 
 
 def chunk_indices(num_clips: int, cfg: TrainConfig, epoch: int, chunk: int, rank: int, world: int) -> list[int]:
@@ -88,8 +91,11 @@ def num_chunks(num_clips: int, rollout: RolloutConfig) -> int:
 
 @torch.no_grad()
 def collect_buffer(backbone: Backbone, critic: Critic | None, clips: ClipSource, indices: list[int], cfg: TrainConfig,
-                   state: TrainState, device: torch.device) -> RolloutBuffer:
-    """Alg. 1, rollout phase: encode real clips, sample P rollouts each, score them, compute advantages."""
+                   state: TrainState, device: torch.device) -> RolloutBuffer | None:
+    """Alg. 1, rollout phase: encode real clips, sample P rollouts each, score them, compute advantages.
+
+    None when a preemption signal arrived: checked before each rollout batch (a safe point), the half buffer is
+    dropped and train() checkpoints the state from before it, so a resume rolls the whole buffer out again."""
     rollout, critic_cfg, counters = cfg.rollout, cfg.critic, state.counters
     video, prompts = state.timed("data", lambda: clips.load(indices))  # (N, F, 3, H, W) in [-1, 1]
     x = state.timed("encode", lambda: backbone.encode_video(video.to(device)))  # (N, ...) real latents
@@ -100,6 +106,8 @@ def collect_buffer(backbone: Backbone, critic: Critic | None, clips: ClipSource,
     P, n = rollout.group_size, len(indices)
     x_fake, scores = [], []
     for start in range(0, n, rollout.rollout_batch_size):
+        if preemption.requested():  # local flag only (no collective in here): train() reduces it across ranks
+            return None
         ids = list(range(start, min(n, start + rollout.rollout_batch_size)))
         gen = state.generator("rollout", counters.chunks_done, start)  # (seed, rank, buffer, slot): never repeats
         lat = state.timed("rollout", lambda: backbone.sample(cond.index(ids).to(device), P, gen,  # x̃ ~ p_θ(·|c)
@@ -250,7 +258,7 @@ def train(cfg: TrainConfig, backbone: Backbone, clips: ClipSource, state: TrainS
     """
     rollout, run, critic_cfg, counters = cfg.rollout, cfg.run, cfg.critic, state.counters
     critic, critic_trainer = state.critic, state.critic_trainer
-    stopped_by = "max_steps"
+    stop: str | None = None  # the agreed stop at a safe point: "time_limit" or "preempted" (hooks.stop_reason)
     metrics: dict[str, float] = {}
     buffer = state.buffer  # a resumed run continues inside its buffer
     hooks.begin()
@@ -262,8 +270,12 @@ def train(cfg: TrainConfig, backbone: Backbone, clips: ClipSource, state: TrainS
             with state.rollout_origin(keep=not run.checkpoint_buffer, with_weights=cfg.uses_rollouts) as again:
                 buffer = dist.together(lambda: collect_buffer(backbone, critic, clips, indices, cfg, state, dist.device),
                                        "collecting the rollout buffer")  # an error on one rank stops all
-            state.buffer = buffer
             counters.add_time("buffer", time.perf_counter() - t0)
+            if hooks.stop_reason(buffer_abandoned=buffer is None) == "preempted":  # agreed: every rank drops it
+                state.forget_collection()  # the checkpoint holds the state before it: resume rolls it out again
+                stop = "preempted"
+                break
+            state.buffer = buffer
             if not again:
                 hooks.after_buffer(buffer, buffer_metrics(buffer))
         order = buffer.pass_order(rollout.batch_size, state.generator("pass", counters.chunks_done, counters.pass_index))
@@ -275,12 +287,10 @@ def train(cfg: TrainConfig, backbone: Backbone, clips: ClipSource, state: TrainS
             counters.batch_index += 1
             counters.step += 1
             hooks.after_step(metrics)  # logs, samples, evaluation hook, checkpoint
-            if hooks.out_of_time():
-                stopped_by = "time_limit"
+            stop = hooks.stop_reason()  # agreed: the time limit, or a preemption signal on any rank
+            if stop or counters.step >= run.max_steps:
                 break
-            if counters.step >= run.max_steps:
-                break
-        if stopped_by == "time_limit" or counters.batch_index < len(order):
+        if stop or counters.batch_index < len(order):
             break  # stopped mid-pass: the checkpoint keeps the position inside the buffer
         counters.pass_index += 1
         counters.batch_index = 0
@@ -297,8 +307,9 @@ def train(cfg: TrainConfig, backbone: Backbone, clips: ClipSource, state: TrainS
             counters.chunk += 1
             if counters.chunk >= num_chunks(len(clips), rollout):
                 counters.chunk, counters.epoch = 0, counters.epoch + 1
-    hooks.finish(metrics)
-    return TrainResult(counters.step, dict(counters.timers), metrics, stopped_by)
+    stopped_by = stop or "max_steps"
+    checkpoint = hooks.finish(metrics, stopped_by)  # preempted: the checkpoint only, no final weights
+    return TrainResult(counters.step, dict(counters.timers), metrics, stopped_by, checkpoint)
 
 
 __all__ = ["ClipSource", "TrainResult", "chunk_indices", "collect_buffer", "refresh_critic", "shift_step",

@@ -80,6 +80,7 @@ class TrainState:
         # the torch RNG at that moment), so a resume can roll the same buffer out again, bit for bit
         self.buffer_origin: dict[str, Any] | None = None
         self.reroll = False  # resumed without the buffer: the next collection is a re-roll from buffer_origin
+        self._before_collection: tuple[torch.Tensor, bool, dict[str, Any] | None] | None = None  # forget_collection
         # rebuilds the buffer's reward features on load
         self.features_from_state = critic.features_from_state if critic is not None else None
         self.engine = engine  # GradientEngine: DeepSpeed keeps part of the optimizer state itself
@@ -124,6 +125,7 @@ class TrainState:
         checkpointed state is the one that scored it. A resume from such a checkpoint rolls the buffer out
         again from them, then puts the resumed weights and RNG back: the run continues bit for bit.
         """
+        self._before_collection = (torch.get_rng_state(), self.reroll, self.buffer_origin)
         if self.reroll and self.buffer_origin is not None:
             origin, rng, now = self.buffer_origin, torch.get_rng_state(), None
             with torch.no_grad():
@@ -147,6 +149,17 @@ class TrainState:
             self.buffer_origin = {"params": weights, "torch_rng": torch.get_rng_state()}
         yield False
 
+    def forget_collection(self) -> None:
+        """Back to the moment before the last ``rollout_origin`` (a buffer collection stopped by preemption): no
+        buffer, the torch RNG, the pending re-roll and its origin as they were, so a checkpoint written now is
+        the one a resume rolls the same buffer out from, bit for bit. Weights and the critic do not change while
+        a buffer is collected."""
+        self.buffer = None
+        if self._before_collection is not None:
+            rng, self.reroll, self.buffer_origin = self._before_collection
+            torch.set_rng_state(rng)
+            self._before_collection = None
+
     def trainable_state(self) -> dict[str, torch.Tensor]:
         return {str(i): p.detach().cpu().clone() for i, p in enumerate(self.params)}
 
@@ -167,7 +180,9 @@ class TrainState:
             # the refreshed critic: weights (live, EMA), optimizer, replay store of older fakes, steps
             "critic": self.critic_trainer.state_dict() if self.critic_trainer is not None else None,
             "buffer": self.buffer.state_dict() if self.buffer is not None and with_buffer else None,
-            "buffer_origin": self.buffer_origin if self.buffer is not None and not with_buffer else None,
+            # also while a re-roll is pending (a resume preempted before it finished rolling the buffer out again)
+            "buffer_origin": (self.buffer_origin if (self.buffer is not None or self.reroll) and not with_buffer
+                              else None),
             "torch_rng": torch.get_rng_state(),
         }
         engine_state = self.engine.state_dict() if self.engine is not None else None

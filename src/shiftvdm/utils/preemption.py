@@ -1,0 +1,139 @@
+"""Preemption: SIGTERM or SIGUSR1 asks a training command to stop at its next safe point with a checkpoint.
+
+Schedulers stop jobs with a signal and a grace time before SIGKILL: Slurm sends SIGTERM at the time limit
+(``KillWait`` later SIGKILL) and, with ``--signal=USR1@T``, SIGUSR1 T seconds before it; Kubernetes sends
+SIGTERM and SIGKILLs after ``terminationGracePeriodSeconds``; torchrun forwards the signals it handles to its
+workers and SIGKILLs them after ``--shutdown-timeout`` (default 30 s; see docs/cluster.md for the details of
+the installed torch and accelerate).
+
+``handling()`` (entered by the CLI of ``pretrain``, ``sft``, ``shift`` and ``train-critic``) installs the
+handlers. The first signal only sets a flag (``requested()``); the training loop reads it at its safe points —
+after each generator step and between rollout batches — where every rank agrees on it in the same all-reduce
+as the time limit (train/hooks.py ``stop_reason``), so all ranks stop at the same step and checkpoint
+together. The command then writes ``PREEMPTED`` (``write_marker``) into the run folder, prints one line
+"preempted at step N; checkpoint ...; resume with `... --resume`" and exits with ``EXIT_CODE`` (75,
+EX_TEMPFAIL in sysexits.h: "try again later"; not 1/2, which are errors, nor 128+n, which is a signal death).
+
+A second signal (either kind) exits at once with 128 + its number, writing nothing; an atomic write it cuts
+short leaves a temp file that the next ``--resume`` sweeps. SIGINT keeps its own meaning (KeyboardInterrupt,
+exit 130, no checkpoint).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import socket
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+EXIT_CODE = 75  # EX_TEMPFAIL: the run stopped at a checkpoint on request; requeue it with --resume
+MARKER = "PREEMPTED"  # JSON in the run folder, written by rank 0 after every rank's checkpoint
+SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
+
+_received: list[tuple[str, float]] = []  # (signal name, time.monotonic()) of the first signal; empty = none
+
+
+def requested() -> bool:
+    """True once a preemption signal reached this process (the local flag; ranks agree on it in train/hooks.py)."""
+    return bool(_received)
+
+
+def signal_name() -> str | None:
+    return _received[0][0] if _received else None
+
+
+def seconds_since_signal() -> float | None:
+    return time.monotonic() - _received[0][1] if _received else None
+
+
+def request(name: str = "SIGTERM") -> None:
+    """Set the flag as a signal would (tests, and code that learns of a preemption another way)."""
+    if not _received:
+        _received.append((name, time.monotonic()))
+
+
+def reset() -> None:
+    _received.clear()
+
+
+def _second(signum: int, frame: FrameType | None) -> None:
+    name = signal.Signals(signum).name
+    os.write(2, f"shiftvdm: second signal ({name}): exiting at once without writing a checkpoint\n".encode())
+    os._exit(128 + signum)
+
+
+def _first(signum: int, frame: FrameType | None) -> None:
+    name = signal.Signals(signum).name
+    request(name)
+    for sig in SIGNALS:  # from now on any of them exits at once
+        signal.signal(sig, _second)
+    os.write(2, (f"shiftvdm: {name} received: stopping at the next step or rollout batch to write a checkpoint "
+                 f"(exit {EXIT_CODE}); send it again to exit at once without one\n").encode())
+
+
+@contextlib.contextmanager
+def handling() -> Iterator[None]:
+    """SIGTERM / SIGUSR1 handled as above while inside (main thread only; elsewhere a no-op); the previous
+    handlers and a clear flag afterwards."""
+    reset()
+    if sys.platform == "win32" or not _in_main_thread():
+        yield
+        return
+    previous = {sig: signal.signal(sig, _first) for sig in SIGNALS}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        reset()
+
+
+def _in_main_thread() -> bool:
+    import threading
+
+    return threading.current_thread() is threading.main_thread()
+
+
+def launch_rank() -> int:
+    """This process's global rank as the launcher (torchrun / accelerate launch) set it; 0 without one."""
+    try:
+        return int(os.environ.get("RANK", "0"))
+    except ValueError:
+        return 0
+
+
+def write_marker(run_dir: str | Path, step: int, checkpoint: str | Path | None, resume_command: str,
+                 command: str) -> Path:
+    """``run_dir/PREEMPTED``: what a requeue script reads when the launcher hides the exit code (torchrun exits 1
+    when a worker exits non-zero, 128+n when it was signalled itself). Removed by the next start in the folder."""
+    from shiftvdm.utils.checkpoint import save_json
+
+    info: dict[str, Any] = {"step": step, "checkpoint": str(checkpoint) if checkpoint else None,
+                            "signal": signal_name(), "exit_code": EXIT_CODE, "command": command,
+                            "resume": resume_command, "host": socket.gethostname(), "pid": os.getpid(),
+                            "time": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+    return save_json(info, Path(run_dir) / MARKER)
+
+
+def read_marker(run_dir: str | Path) -> dict[str, Any] | None:
+    path = Path(run_dir) / MARKER
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def clear_marker(run_dir: str | Path) -> None:
+    """A new start in the folder (``--resume`` or ``--overwrite``): the old preemption is handled."""
+    (Path(run_dir) / MARKER).unlink(missing_ok=True)
+
+
+__all__ = ["EXIT_CODE", "MARKER", "SIGNALS", "clear_marker", "handling", "launch_rank", "read_marker", "request",
+           "requested", "reset", "seconds_since_signal", "signal_name", "write_marker"]

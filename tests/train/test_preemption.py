@@ -1,0 +1,302 @@
+"""Preemption (SIGTERM / SIGUSR1): stop at a safe point with a checkpoint, exit 75, resume bit for bit.
+
+In-process runs send the signal from inside the run at a chosen point (deterministic, and fast: no new
+interpreter); the subprocess runs send real signals from outside, as a scheduler does, and check the exit code,
+the message and that there is no traceback; the 2-process run (slow) signals one rank only.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from shiftvdm.cli import main as cli
+from shiftvdm.data.synthetic import write_synthetic_dataset
+from shiftvdm.rewards.critic import CriticConfig, MotionCritic
+from shiftvdm.rewards.ic import ICConfig
+from shiftvdm.rewards.lc import LCConfig
+from shiftvdm.train import hooks as hooks_mod
+from shiftvdm.utils import preemption
+
+FAULT_ENTRY = Path(__file__).with_name("fault_entry.py")
+SRC = Path(__file__).resolve().parents[2] / "src"
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory, pretrained_toy_dir) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("preempt")
+    sprites = root / "sprites"
+    write_synthetic_dataset(sprites, 8, 4, 16, seed=1, format="npy", num_sprites=1, sprite_size=(3.0, 4.0),
+                            speed=(1.5, 2.5), background="flat", overwrite=True)
+    MotionCritic(CriticConfig(num_queries=8, ic=ICConfig(encoder="cnn", image_size=(16, 16), cnn_channels=(8, 8)),
+                              lc=LCConfig(dim=16, depth=1, heads=2))).save(root / "critic")
+    return {"root": root, "sprites": sprites, "base": pretrained_toy_dir, "critic": root / "critic"}
+
+
+def write_config(setup: dict[str, Path], stage: str, run: Path, **run_opts) -> Path:
+    """A tiny run of ``stage``: 4 steps per buffer (shift: 2 rollout batches per buffer), 8 steps."""
+    cfg: dict = {
+        "backbone": {"name": "toy", "pretrained": str(setup["base"])},
+        "data": {"train": str(setup["sprites"]), "num_frames": 4, "height": 16, "width": 16},
+        "optim": {"lr": 1e-3, "warmup_steps": 0},
+        "rollout": {"buffer_size": 4, "passes_per_buffer": 1, "batch_size": 1},
+        "run": {"out_dir": str(run), "max_steps": 8, "checkpoint_every": 0, "progress": False, **run_opts},
+    }
+    if stage != "pretrain":
+        cfg["lora"] = {"rank": 2, "alpha": 2}
+    if stage == "shift":
+        cfg["loss"] = {"lambda_aw": 0.5}
+        cfg["rollout"].update(group_size=2, rollout_batch_size=2, num_inference_steps=2)
+        cfg["critic"] = {"path": str(setup["critic"]), "d_to_g": 1.0, "train": {"lr": 1e-3}}
+    path = run.parent / f"{run.name}.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def digest(run: Path) -> str:
+    return json.loads((run / "logs" / "final-rank0.json").read_text())["weights_sha256"]
+
+
+def checkpoint_step(run: Path, rank: int | None = None) -> dict:
+    root = run / "checkpoints" / (f"rank{rank}" if rank is not None else "")
+    last = sorted(root.glob("step-*"))[-1]
+    return torch.load(last / "trainer_state.pt", weights_only=True)["counters"]
+
+
+_straight: dict[str, str] = {}
+
+
+def straight_digest(setup, stage: str) -> str:
+    """The uninterrupted run's final weights (once per stage)."""
+    if stage not in _straight:
+        run = setup["root"] / f"straight-{stage}"
+        assert cli([stage, "--config", str(write_config(setup, stage, run))]) == 0
+        _straight[stage] = digest(run)
+    return _straight[stage]
+
+
+def signal_at(monkeypatch, where: str, at: int, sig: signal.Signals) -> None:
+    """Send ``sig`` to this process after generator step ``at`` (where="step") or inside the ``at``-th rollout
+    sampler call (where="rollout"; the buffer is then left half rolled out)."""
+    if where == "step":
+        real = hooks_mod.RunHooks.after_step
+
+        def after_step(self, metrics):
+            real(self, metrics)
+            if self.state.counters.step == at:
+                os.kill(os.getpid(), sig)
+
+        monkeypatch.setattr(hooks_mod.RunHooks, "after_step", after_step)
+    else:
+        from shiftvdm.backbone.toy import ToyBackbone
+
+        real_sample, calls = ToyBackbone.sample, [0]
+
+        def sample(self, *args, **kwargs):
+            calls[0] += 1
+            if calls[0] == at:
+                os.kill(os.getpid(), sig)
+            return real_sample(self, *args, **kwargs)
+
+        monkeypatch.setattr(ToyBackbone, "sample", sample)
+
+
+@pytest.mark.parametrize("stage,sig", [("sft", signal.SIGTERM), ("sft", signal.SIGUSR1),
+                                       ("shift", signal.SIGTERM), ("shift", signal.SIGUSR1),
+                                       ("pretrain", signal.SIGTERM), ("pretrain", signal.SIGUSR1)],
+                         ids=lambda v: v.name if isinstance(v, signal.Signals) else v)
+def test_signal_mid_run_stops_at_a_checkpoint_and_resume_is_exact(setup, stage, sig, monkeypatch, capsys):
+    run = setup["root"] / f"{stage}-{sig.name}"
+    cfg = write_config(setup, stage, run)
+    signal_at(monkeypatch, "step", 3, sig)
+    before = signal.getsignal(signal.SIGTERM)
+    assert cli([stage, "--config", str(cfg)]) == preemption.EXIT_CODE == 75
+    assert signal.getsignal(signal.SIGTERM) is before  # handlers given back
+    err = capsys.readouterr().err
+    line = [x for x in err.splitlines() if "preempted at step" in x]
+    assert line and "preempted at step 3; checkpoint " in line[0] and f"--config {cfg} --resume`" in line[0]
+    assert "Traceback" not in err
+    assert checkpoint_step(run)["step"] == 3
+    marker = preemption.read_marker(run)
+    assert marker["step"] == 3 and marker["signal"] == sig.name and marker["exit_code"] == 75
+    assert Path(marker["checkpoint"]).name == "step-0000003" and marker["resume"].endswith("--resume")
+    assert not (run / "summary.json").exists()  # not a finished run
+
+    monkeypatch.undo()
+    assert cli([stage, "--config", str(cfg), "--resume"]) == 0
+    assert not (run / preemption.MARKER).exists()  # the resume handled it
+    assert digest(run) == straight_digest(setup, stage)
+
+
+@pytest.mark.parametrize("checkpoint_buffer,every", [(True, 0), (False, 0), (True, 4)])
+def test_signal_during_rollouts_drops_the_half_buffer_and_resume_rolls_it_again(setup, checkpoint_buffer, every,
+                                                                                 monkeypatch):
+    """Sampler call 3 is the first rollout batch of the second buffer (2 batches per buffer): the run stops
+    before the second batch, at step 4, without that buffer; the resume rolls it out again. With a periodic
+    checkpoint at step 4 (taken before the critic's refresh) that one is kept as the resume point, not
+    rewritten; the resume refreshes the critic again."""
+    opts = {"checkpoint_buffer": checkpoint_buffer, "checkpoint_every": every}
+    run = setup["root"] / f"rollout-{checkpoint_buffer}-{every}"
+    cfg = write_config(setup, "shift", run, **opts)
+    signal_at(monkeypatch, "rollout", 3, signal.SIGUSR1)
+    assert cli(["shift", "--config", str(cfg)]) == 75
+    c = checkpoint_step(run)
+    state = torch.load(sorted((run / "checkpoints").glob("step-*"))[-1] / "trainer_state.pt", weights_only=True)
+    if every:  # the periodic checkpoint of step 4: inside the used-up first buffer
+        assert (c["step"], c["chunks_done"], c["batch_index"], c["d_steps"]) == (4, 0, 4, 0)
+    else:  # after the refresh, before the second buffer
+        assert (c["step"], c["chunks_done"], c["pass_index"], c["batch_index"]) == (4, 1, 0, 0)
+        assert state["buffer"] is None
+    monkeypatch.undo()
+    if not checkpoint_buffer:  # a resume inside the re-rolled buffer's collection, preempted again at once
+        signal_at(monkeypatch, "rollout", 2, signal.SIGTERM)
+        assert cli(["shift", "--config", str(cfg), "--resume"]) == 75
+        assert checkpoint_step(run)["step"] == 4
+        monkeypatch.undo()
+    assert cli(["shift", "--config", str(cfg), "--resume"]) == 0
+    assert digest(run) == straight_digest(setup, "shift")
+
+
+def test_a_signal_before_the_first_step_checkpoints_step_0(setup, monkeypatch):
+    run = setup["root"] / "early"
+    cfg = write_config(setup, "sft", run)
+    preemption_requested = preemption.requested
+    monkeypatch.setattr(preemption, "requested", lambda: True)
+    assert cli(["sft", "--config", str(cfg)]) == 75
+    assert checkpoint_step(run)["step"] == 0
+    monkeypatch.setattr(preemption, "requested", preemption_requested)
+    assert cli(["sft", "--config", str(cfg), "--resume"]) == 0
+    assert digest(run) == straight_digest(setup, "sft")
+
+
+# ----- real signals from outside, as a scheduler sends them -------------------------------------------------------
+
+def start(args: list[str], log: Path, faults: dict[str, str] | None = None) -> subprocess.Popen:
+    entry = [str(FAULT_ENTRY), *(f"{k}={v}" for k, v in faults.items())] if faults else ["-m", "shiftvdm"]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1",
+           "PYTHONPATH": os.pathsep.join([str(SRC), os.environ.get("PYTHONPATH", "")])}
+    return subprocess.Popen([sys.executable, *entry, *args], env=env, stdout=subprocess.DEVNULL,
+                            stderr=open(log, "w"))
+
+
+def wait_for(predicate, proc: subprocess.Popen, timeout: float = 120.0) -> None:
+    end = time.monotonic() + timeout
+    while not predicate():
+        assert proc.poll() is None, f"exited early with {proc.returncode}"
+        assert time.monotonic() < end, "timed out"
+        time.sleep(0.05)
+
+
+def test_sigterm_from_outside_exits_75_with_a_checkpoint_and_no_traceback(setup, tmp_path):
+    run = setup["root"] / "outside"
+    cfg = write_config(setup, "sft", run, max_steps=100000)
+    log = tmp_path / "err.log"
+    proc = start(["sft", "--config", str(cfg)], log)
+    metrics = run / "logs" / "metrics.jsonl"
+    wait_for(lambda: metrics.is_file() and '"loss/real"' in metrics.read_text(), proc)  # a step is done
+    t0 = time.monotonic()
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(60) == 75
+    seconds = time.monotonic() - t0
+    err = log.read_text()
+    assert "Traceback" not in err, err[-3000:]
+    assert "SIGTERM received" in err and "preempted at step" in err
+    marker = preemption.read_marker(run)
+    assert Path(marker["checkpoint"]).is_dir() and checkpoint_step(run)["step"] == marker["step"] >= 1
+    assert seconds < 30
+    print(f"signal-to-exit (sft, tiny toy): {seconds:.2f} s; {err.splitlines()[-1]}")
+
+
+def test_a_second_signal_exits_at_once_and_the_next_start_sweeps_the_temp(setup, tmp_path):
+    run = setup["root"] / "second"
+    cfg = write_config(setup, "sft", run, max_steps=6, checkpoint_every=2)
+    log = tmp_path / "err.log"
+    # SIGUSR1 after step 3, then the checkpoint writes take 60 s: a second signal comes during the write
+    proc = start(["sft", "--config", str(cfg)], log, faults={"sigusr1": "0:3", "slowsave": "0:60"})
+    wait_for(lambda: "writing" in log.read_text(), proc)  # inside the (slow) checkpoint write
+    t0 = time.monotonic()
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(10) == 128 + signal.SIGTERM
+    assert time.monotonic() - t0 < 5
+    err = log.read_text()
+    assert "second signal (SIGTERM): exiting at once" in err and "Traceback" not in err
+    assert list((run / "checkpoints").glob(".step-0000003.*"))  # the cut write's temp folder
+    assert [p.name for p in (run / "checkpoints").glob("step-*")] == ["step-0000002"]
+    assert not (run / preemption.MARKER).exists()
+    assert cli(["sft", "--config", str(cfg), "--resume"]) == 0  # the next start sweeps it and finishes
+    assert not list((run / "checkpoints").glob(".step-*"))
+
+
+@pytest.mark.slow
+def test_two_ranks_stop_at_the_same_step_when_one_is_signalled(setup):
+    """Rank 1 alone gets SIGTERM after step 2: both ranks checkpoint step 2 (agreed in the step's all-reduce), the
+    marker is written, and the launcher's exit code is torchrun's (1: a worker exited non-zero)."""
+    from test_distributed import launch
+
+    run = setup["root"] / "two"
+    cfg = write_config(setup, "shift", run)
+    proc = launch(cfg, faults={"sigterm": "1:2"})
+    assert proc.returncode == 1, proc.stderr[-3000:]  # torchrun: a worker exited non-zero (ChildFailedError)
+    assert [checkpoint_step(run, r)["step"] for r in range(2)] == [2, 2]
+    marker = preemption.read_marker(run)
+    assert marker["step"] == 2 and marker["exit_code"] == 75
+    assert "preempted at step 2" in proc.stderr
+
+
+def test_train_critic_stops_at_a_checkpoint_and_resumes_exactly(tmp_path, monkeypatch, capsys):
+    from safetensors.torch import load_file
+
+    from shiftvdm.data.manifest import write_manifest
+    from shiftvdm.data.synthetic import make_sprite_clips
+    from shiftvdm.data.video_io import write_video
+    from shiftvdm.rewards.critic_training import CriticTrainer
+
+    real = write_synthetic_dataset(tmp_path / "real", 8, 6, 24, 3, format="npy", num_sprites=1)
+    clips = make_sprite_clips(8, 6, 24, 3, num_sprites=1)
+    (tmp_path / "fake").mkdir()
+    for i, video in enumerate(clips.videos):
+        frozen = video.copy()
+        frozen[3:] = frozen[2]
+        write_video(tmp_path / "fake" / f"f{i}.npy", frozen, 8.0)
+    write_manifest(tmp_path / "fake" / "manifest.jsonl",
+                   [{"path": f"f{i}.npy", "source": f"clips/clip_{i:05d}.npy"} for i in range(8)])
+    overrides = ["critic.num_queries=8", "critic.ic.dim=16", "critic.ic.depth=1", "critic.ic.heads=2",
+                 "critic.ic.patch_size=4", "critic.ic.image_size=[24,24]", "critic.lc.dim=16", "critic.lc.depth=1",
+                 "critic.lc.heads=2", "batch_size=4", "data.val_fraction=0.25", "progress=false", "max_steps=6",
+                 "val_every=2", "checkpoint_every=100"]
+
+    def args(out: Path) -> list[str]:
+        return ["train-critic", "--real", str(real), "--fake", str(tmp_path / "fake" / "manifest.jsonl"),
+                "--out", str(out), *overrides]
+
+    assert cli(args(tmp_path / "straight")) == 0
+    real_step, calls = CriticTrainer.step, [0]
+
+    def step(self, *a, **k):
+        out = real_step(self, *a, **k)
+        calls[0] += 1
+        if calls[0] == 3:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return out
+
+    monkeypatch.setattr(CriticTrainer, "step", step)
+    run = tmp_path / "preempted"
+    assert cli(args(run)) == 75
+    err = capsys.readouterr().err
+    assert "preempted at step 3; checkpoint " in err and "Traceback" not in err
+    assert preemption.read_marker(run)["step"] == 3 and (run / "checkpoints" / "step-0000003").is_dir()
+    assert not (run / "critic").exists()
+    monkeypatch.undo()
+    assert cli([*args(run), "--resume"]) == 0
+    a = load_file(str(tmp_path / "straight" / "critic" / "critic.safetensors"))
+    b = load_file(str(run / "critic" / "critic.safetensors"))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
