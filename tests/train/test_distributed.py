@@ -20,11 +20,8 @@ import yaml
 
 from shiftvdm.backbone.toy import ToyBackbone
 from shiftvdm.cli import main as cli
-from shiftvdm.data.synthetic import write_synthetic_dataset
-from shiftvdm.rewards.critic import CriticConfig, MotionCritic
-from shiftvdm.rewards.ic import ICConfig
-from shiftvdm.rewards.lc import LCConfig
 from shiftvdm.train.distributed import Distributed
+from tiny_run import write_run_inputs
 
 WORKER = Path(__file__).with_name("dist_engine_worker.py")
 FAULT_ENTRY = Path(__file__).with_name("fault_entry.py")
@@ -39,13 +36,7 @@ def free_port() -> int:
 
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory, pretrained_toy_dir) -> dict[str, Path]:
-    root = tmp_path_factory.mktemp("dist")
-    sprites = root / "sprites"
-    write_synthetic_dataset(sprites, 8, 4, 16, seed=1, format="npy", num_sprites=1, sprite_size=(3.0, 4.0),
-                            speed=(1.5, 2.5), background="flat", overwrite=True)
-    MotionCritic(CriticConfig(num_queries=8, ic=ICConfig(encoder="cnn", image_size=(16, 16), cnn_channels=(8, 8)),
-                              lc=LCConfig(dim=16, depth=1, heads=2))).save(root / "critic")
-    return {"root": root, "sprites": sprites, "base": pretrained_toy_dir, "critic": root / "critic"}
+    return write_run_inputs(tmp_path_factory.mktemp("dist"), pretrained_toy_dir)
 
 
 def write_config(setup: dict[str, Path], run: Path, **run_opts) -> Path:

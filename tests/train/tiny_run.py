@@ -81,3 +81,16 @@ def train_one_step(backbone, parts: TrainingParts, cfg: TrainConfig) -> dict[str
 
 
 __all__ = ["critic_config", "fill_buffer", "make_cfg", "make_parts", "tiny_clips", "train_one_step"]
+
+
+def write_run_inputs(root: Path, base: Path) -> dict[str, Path]:
+    """What a command-line run of the toy needs under ``root``: 8 sprite clips (npy) and a small saved critic;
+    with ``base`` (a saved toy model) as the returned dict the CLI tests write their configs from."""
+    from shiftvdm.data.synthetic import write_synthetic_dataset
+
+    sprites = root / "sprites"
+    write_synthetic_dataset(sprites, 8, 4, 16, seed=1, format="npy", num_sprites=1, sprite_size=(3.0, 4.0),
+                            speed=(1.5, 2.5), background="flat", overwrite=True)
+    MotionCritic(CriticConfig(num_queries=8, ic=ICConfig(encoder="cnn", image_size=(16, 16), cnn_channels=(8, 8)),
+                              lc=LCConfig(dim=16, depth=1, heads=2))).save(root / "critic")
+    return {"root": root, "sprites": sprites, "base": base, "critic": root / "critic"}
