@@ -77,23 +77,23 @@ def test_evaluation_runs_every_eval_every_with_the_ema_weights_off_the_training_
     assert state.counters.timers["wall"] - at_begin < 0.3
 
 
-def test_out_of_time_follows_the_budget_and_continues_a_resumed_clock(tmp_path):
+def test_the_time_limit_stop_follows_the_budget_and_continues_a_resumed_clock(tmp_path):
     backbone, critic, parts = make_parts(make_cfg(tmp_path))
     parts.hooks.begin()
-    assert not parts.hooks.out_of_time()  # no budget: never
+    assert parts.hooks.stop_reason() is None  # no budget: never
 
     cfg = make_cfg(tmp_path / "b", run={"time_limit_s": 0.5})
     _, _, parts = make_parts(cfg)
     parts.hooks.begin()
-    assert not parts.hooks.out_of_time()
+    assert parts.hooks.stop_reason() is None
     time.sleep(0.55)
-    assert parts.hooks.out_of_time()
+    assert parts.hooks.stop_reason() == "time_limit"
 
     # a resumed run brings its training seconds: its budget is already spent
     _, _, parts = make_parts(make_cfg(tmp_path / "c", run={"time_limit_s": 50}))
     parts.state.counters.timers["wall"] = 60.0
     parts.hooks.begin()
-    assert parts.hooks.elapsed("wall") >= 60.0 and parts.hooks.out_of_time()
+    assert parts.hooks.elapsed("wall") >= 60.0 and parts.hooks.stop_reason() == "time_limit"
 
 
 def test_finish_writes_the_summary_the_digest_the_last_checkpoint_and_the_ema_lora(tmp_path):

@@ -78,14 +78,6 @@ class RunHooks:
         for clock, t0 in since.items():
             self._t_offset[clock] -= now(clock) - t0
 
-    def out_of_time(self) -> bool:
-        """Agreed on every rank: any rank over the limit stops all (the slowest clock decides). The time limit
-        alone; the training loop asks ``stop_reason``, which reduces it together with preemption."""
-        run = self.cfg.run
-        if run.time_limit_s <= 0:
-            return False
-        return self.dist.any(self.elapsed(run.time_limit_clock) >= run.time_limit_s)
-
     def stop_reason(self, *, buffer_abandoned: bool = False) -> str | None:
         """The run's one agreed stop decision at a safe point, the same on every rank (one all-reduce):
         "preempted" when a preemption signal reached any rank (or this rank abandoned its rollout buffer for
