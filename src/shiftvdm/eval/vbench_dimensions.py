@@ -35,7 +35,13 @@ from torch import Tensor, nn
 
 from shiftvdm.errors import DataError
 from shiftvdm.eval.dimensions import DimensionSpec, WeightFile
-from shiftvdm.eval.vbench_networks import CLIP_VITB32, CLIP_VITL14, aesthetic_head, load_clip_image_tower, load_dino
+from shiftvdm.eval.vbench_networks import (
+    CLIP_VITB32,
+    CLIP_VITL14,
+    aesthetic_head,
+    load_clip_image_tower,
+    load_dino,
+)
 
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 CLIP_MEAN, CLIP_STD = (0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711)

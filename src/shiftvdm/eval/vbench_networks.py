@@ -28,7 +28,12 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
-from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection, ViTConfig, ViTModel
+from transformers import (
+    CLIPVisionConfig,
+    CLIPVisionModelWithProjection,
+    ViTConfig,
+    ViTModel,
+)
 from transformers.models.vit.modeling_vit import ViTEmbeddings
 
 from shiftvdm.errors import CheckpointError
@@ -397,7 +402,7 @@ class _TensorOnlyUnpickler(pickle.Unpickler):
         if (module, name) in self._ALLOWED:
             return self._ALLOWED[(module, name)]
         raise CheckpointError(f"{self.source}: refused to read the TorchScript archive: its data refers to "
-                              f"{module}.{name}, which is not a tensor record; {_CONVERT_HINT}")
+                              f"{module}.{name}, which is not a tensor record; {_convert_hint(self.source)}")
 
     def persistent_load(self, pid: Any) -> Any:
         if not (isinstance(pid, tuple) and len(pid) >= 5 and pid[0] == "storage"):
@@ -409,9 +414,11 @@ class _TensorOnlyUnpickler(pickle.Unpickler):
         return torch.frombuffer(data, dtype=dtype) if data else torch.empty(0, dtype=dtype)
 
 
-_CONVERT_HINT = ("convert it once with the reference code: python -c \"import clip, torch; m, _ = clip.load("
-                 "'ViT-B-32.pt', device='cpu', jit=False); torch.save(m.state_dict(), 'ViT-B-32.pt')\" "
-                 "(a plain state dict under the same name is read as data)")
+def _convert_hint(source: str) -> str:
+    name = Path(source).name
+    return (f"convert it once with the reference code: python -c \"import clip, torch; m, _ = clip.load('{name}', "
+            f"device='cpu', jit=False); torch.save(m.state_dict(), '{name}')\" (a plain state dict under the same "
+            "name is read as data)")
 
 
 def read_torchscript_tensors(path: str | Path) -> dict[str, Tensor]:
