@@ -17,16 +17,27 @@ import pytest
 import torch
 
 from shiftvdm.errors import CheckpointError, DataError
+from shiftvdm.eval.musiq import (
+    MUSIQ_SPAQ,
+    Musiq,
+    MusiqShape,
+    load_musiq,
+    musiq_frame_scores,
+    musiq_official_keys,
+    seeded_musiq_state,
+)
 from shiftvdm.eval.vbench_dimensions import (
     VBENCH_DIMENSIONS,
     AestheticScorer,
     ConsistencyScorer,
     I2VSubjectScorer,
+    ImagingQualityScorer,
     clip_frames,
     consistency_score,
     dino_frames,
     dino_internet_frames,
     dino_internet_image,
+    frames_to_tensor,
     i2v_score,
     shorter_side_size,
 )
@@ -279,14 +290,63 @@ def test_static_cut_and_pan_clips_through_the_network(dino):
 
 def test_dimension_specs_name_their_released_files(files, tmp_path):
     assert set(VBENCH_DIMENSIONS) >= {"subject_consistency", "background_consistency", "aesthetic_quality",
-                                      "i2v_subject"}
+                                      "imaging_quality", "i2v_subject"}
     names = {d: [w.name for w in spec.weights] for d, spec in VBENCH_DIMENSIONS.items()}
     assert names["subject_consistency"] == names["i2v_subject"] == ["dino_vitbase16_pretrain.pth"]
     assert names["background_consistency"] == ["ViT-B-32.pt"]
     assert names["aesthetic_quality"] == ["ViT-L-14.pt", "sa_0_4_vit_l_14_linear.pth"]
+    assert names["imaging_quality"] == ["musiq_spaq_ckpt-358bb6af.pth"]
     assert [d for d, spec in VBENCH_DIMENSIONS.items() if spec.needs_image] == ["i2v_subject"]
     assert all(spec.name == d and all(w.source for w in spec.weights) for d, spec in VBENCH_DIMENSIONS.items())
     # built from a file of the wrong size, the dimension refuses it by name
     with pytest.raises(CheckpointError, match="dino.pth: not a DINO ViT-B/16"):
         VBENCH_DIMENSIONS["subject_consistency"].build({"dino_vitbase16_pretrain.pth": files["dino"]},
                                                        torch.device("cpu"))
+
+
+# ----- MUSIQ (imaging_quality) --------------------------------------------------------------------------
+
+MUSIQ_SMALL = MusiqShape(hidden=64, mlp=128, heads=2, layers=2)
+
+
+def musiq_frames() -> np.ndarray:
+    """The golden run's frames: integer formulas (exact everywhere), 3 frames 64x576, finer texture each frame."""
+    yy, xx = np.mgrid[0:64, 0:576].astype(np.int64)
+    frames = [np.stack([(xx * (t + 1) * 7 + yy * 3) % 256,
+                        ((xx // (8 - 2 * t)) + (yy // (8 - 2 * t))) % 2 * 160 + 40,
+                        (xx * yy // (40 + 10 * t)) % 256], -1) for t in range(3)]
+    return np.stack(frames).astype(np.uint8)
+
+
+def test_musiq_key_list_equals_pyiqa_and_loads_strictly(tmp_path):
+    assert list(musiq_official_keys(MUSIQ_SPAQ).items()) == official_keys("musiq_keys.tsv")
+    with torch.device("meta"):
+        ours = {k: tuple(v.shape) for k, v in Musiq(MUSIQ_SPAQ).state_dict().items()}
+    assert ours == dict(official_keys("musiq_keys.tsv"))
+    assert sum(math.prod(s) for _, s in official_keys("musiq_keys.tsv")) == 27_125_825
+    state = seeded_musiq_state(MUSIQ_SMALL, 0)
+    torch.save({"module." + k: v for k, v in state.items()}, tmp_path / "dp.pth")  # a DataParallel dump
+    load_musiq(tmp_path / "dp.pth", MUSIQ_SMALL)
+    torch.save({**state, "head.weight": torch.zeros(10, 64), "head.bias": torch.zeros(10)}, tmp_path / "ava.pth")
+    with pytest.raises(CheckpointError, match="10 outputs.*musiq_spaq_ckpt-358bb6af.pth"):
+        load_musiq(tmp_path / "ava.pth", MUSIQ_SMALL)
+    del state["transformer_encoder.cls"]
+    torch.save(state, tmp_path / "cut.pth")
+    with pytest.raises(CheckpointError, match="cut.pth: not a MUSIQ checkpoint: missing 1 keys"):
+        load_musiq(tmp_path / "cut.pth", MUSIQ_SMALL)
+
+
+def test_musiq_scores_equal_pyiqa_through_vbench_preprocessing(tmp_path):
+    golden = dict(np.load(FIXTURES / "musiq_golden.npz"))
+    frames = musiq_frames()
+    assert int(frames.astype(np.int64).sum()) == int(golden["frames_sum"])
+    torch.save(seeded_musiq_state(MUSIQ_SMALL, 21), tmp_path / "musiq.pth")
+    model = load_musiq(tmp_path / "musiq.pth", MUSIQ_SMALL)
+    cpu = torch.device("cpu")
+    # 64x576 -> VBench's resize to 56x512, then scales 224 / 384 / original; max |Δ| 0 at scores ~65-77
+    np.testing.assert_allclose(musiq_frame_scores(model, frames_to_tensor(frames), cpu), golden["frame_scores"],
+                               rtol=0, atol=1e-3)
+    # 64x300: no resize; the dimension's value is the mean frame score / 100 (VBench's imaging_quality)
+    value = ImagingQualityScorer(model, cpu).score(frames[:, :, :300], None)
+    assert value == pytest.approx(float(np.mean(golden["small_frame_scores"])) / 100, abs=1e-5)
+    assert float(golden["imaging_quality"]) == pytest.approx(float(np.mean(golden["frame_scores"])) / 100)

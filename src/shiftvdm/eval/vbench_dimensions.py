@@ -35,6 +35,7 @@ from torch import Tensor, nn
 
 from shiftvdm.errors import DataError
 from shiftvdm.eval.dimensions import DimensionSpec, WeightFile
+from shiftvdm.eval.musiq import Musiq, load_musiq, musiq_frame_scores
 from shiftvdm.eval.vbench_networks import (
     CLIP_VITB32,
     CLIP_VITL14,
@@ -64,6 +65,10 @@ AESTHETIC_FILE = WeightFile(
     "sa_0_4_vit_l_14_linear.pth",
     "https://github.com/LAION-AI/aesthetic-predictor/raw/main/sa_0_4_vit_l_14_linear.pth (LAION aesthetic "
     "predictor; VBench keeps it in ~/.cache/vbench/aesthetic_model/emb_reader/)")
+MUSIQ_FILE = WeightFile(
+    "musiq_spaq_ckpt-358bb6af.pth",
+    "https://github.com/chaofengc/IQA-PyTorch/releases/download/v0.1-weights/musiq_spaq_ckpt-358bb6af.pth "
+    "(pyiqa MUSIQ trained on SPAQ; VBench keeps it in ~/.cache/vbench/pyiqa_model/)")
 
 
 # ----- preprocessing, as torchvision does it on VBench's float frames ---------------------------------------
@@ -213,6 +218,17 @@ class AestheticScorer:
         return float((self.head(features).squeeze(-1) / 10).double().mean())
 
 
+class ImagingQualityScorer:
+    """imaging_quality: MUSIQ-SPAQ per frame (VBench's 'longer' preprocessing), mean / 100."""
+
+    def __init__(self, model: Musiq, device: torch.device) -> None:
+        self.model, self.device = model.to(device).eval().requires_grad_(False), device
+
+    def score(self, frames: np.ndarray, image: np.ndarray | None = None) -> float:
+        scores = musiq_frame_scores(self.model, frames_to_tensor(frames), self.device)
+        return float(np.mean(scores) / 100.0)
+
+
 def _dino(paths: Mapping[str, Path], device: torch.device) -> _Embedder:
     return _Embedder(load_dino(paths[DINO_FILE.name]), device)
 
@@ -235,12 +251,17 @@ def _build_aesthetic(paths: Mapping[str, Path], device: torch.device) -> Aesthet
     return AestheticScorer(_Embedder(tower, device), aesthetic_head(paths[AESTHETIC_FILE.name]))
 
 
+def _build_imaging(paths: Mapping[str, Path], device: torch.device) -> ImagingQualityScorer:
+    return ImagingQualityScorer(load_musiq(paths[MUSIQ_FILE.name]), device)
+
+
 VBENCH_DIMENSIONS: dict[str, DimensionSpec] = {
     "subject_consistency": DimensionSpec("subject_consistency", (DINO_FILE,), False, _build_subject),
     "background_consistency": DimensionSpec("background_consistency", (CLIP_B32_FILE,), False, _build_background),
     "aesthetic_quality": DimensionSpec("aesthetic_quality", (CLIP_L14_FILE, AESTHETIC_FILE), False, _build_aesthetic),
+    "imaging_quality": DimensionSpec("imaging_quality", (MUSIQ_FILE,), False, _build_imaging),
     "i2v_subject": DimensionSpec("i2v_subject", (DINO_FILE,), True, _build_i2v_subject),
 }
 
-__all__ = ["AestheticScorer", "ConsistencyScorer", "I2VSubjectScorer", "VBENCH_DIMENSIONS", "clip_frames",
+__all__ = ["AestheticScorer", "ConsistencyScorer", "I2VSubjectScorer", "ImagingQualityScorer", "VBENCH_DIMENSIONS", "clip_frames",
            "consistency_score", "dino_frames", "dino_internet_frames", "dino_internet_image", "i2v_score"]
