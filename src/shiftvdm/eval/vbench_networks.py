@@ -380,11 +380,17 @@ def _same(value: Any, *_: Any) -> Any:
     return value
 
 
+def _rebuild_parameter(data: Tensor, *_: Any) -> Tensor:
+    return data
+
+
 class _TensorOnlyUnpickler(pickle.Unpickler):
     # The only names an archive's data.pkl may refer to: tensor rebuilding and TorchScript's list/type tags,
     # each mapped to a function of ours. Anything else (a reduce of an arbitrary callable) is refused.
     _ALLOWED = {("torch._utils", "_rebuild_tensor_v2"): _rebuild_tensor,
                 ("torch._utils", "_rebuild_tensor"): _rebuild_tensor,
+                ("torch._utils", "_rebuild_parameter"): _rebuild_parameter,
+                ("torch._utils", "_rebuild_parameter_with_state"): _rebuild_parameter,
                 ("collections", "OrderedDict"): OrderedDict,
                 ("torch.jit._pickle", "restore_type_tag"): _same,
                 **{("torch.jit._pickle", f"build_{kind}list"): _same
