@@ -16,6 +16,7 @@ TorchScript class into an inert attribute holder, so no code of the archive is r
 
 from __future__ import annotations
 
+import contextlib
 import io
 import math
 import pickle
@@ -38,6 +39,11 @@ from transformers.models.vit.modeling_vit import ViTEmbeddings
 
 from shiftvdm.errors import CheckpointError
 from shiftvdm.motion.weights import load_strict, read_folder_config, read_state_dict
+
+try:  # skip the random init of a network whose every weight is loaded next (6.5 s -> 0.3 s for CLIP B/32)
+    from transformers.initialization import no_init_weights as _no_init
+except ImportError:  # pragma: no cover - other transformers 5.x layouts
+    _no_init = contextlib.nullcontext
 
 # ----- DINO ViT ---------------------------------------------------------------------------------------------
 
@@ -179,7 +185,8 @@ def load_dino(path: str | Path, expect: VitShape | None = DINO_VITB16) -> DinoVi
                                                     f"{expect.layers} blocks, patch {expect.patch})")
     expected = dino_official_keys(shape)
     _check_keys(state, expected, source, "DINO ViT")
-    model = DinoViT(shape)
+    with _no_init():
+        model = DinoViT(shape)
     load_strict(model, convert_dino_state(state), source, "DINO ViT")
     return model
 
@@ -310,7 +317,8 @@ def load_clip_image_tower(path: str | Path, expect: VitShape | None, network: st
                                             f"patch {shape.patch}, {shape.grid * shape.patch} px (expected width "
                                             f"{expect.width}, {expect.layers} blocks, patch {expect.patch}, "
                                             f"{expect.grid * expect.patch} px)")
-    model = ClipImageTower(shape)
+    with _no_init():
+        model = ClipImageTower(shape)
     load_strict(model, state, source, network)
     return model
 
