@@ -21,7 +21,13 @@ import torch
 
 from shiftvdm.errors import CheckpointError, DataError
 from shiftvdm.eval.fvd import I3DFeatureStream, fvd
-from shiftvdm.eval.i3d import InceptionI3d, load_i3d, preprocess_videogpt, read_i3d_state_dict, seeded_i3d_state_dict
+from shiftvdm.eval.i3d import (
+    InceptionI3d,
+    load_i3d,
+    preprocess_videogpt,
+    read_i3d_state_dict,
+    seeded_i3d_state_dict,
+)
 from shiftvdm.motion.weights import identify_network
 
 GOLDEN = Path(__file__).parents[1] / "fixtures" / "i3d" / "i3d_golden.npz"

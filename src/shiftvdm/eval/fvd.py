@@ -17,7 +17,12 @@ import torch
 
 from shiftvdm.errors import DataError
 from shiftvdm.eval.frechet_motion import fit_gaussian, frechet_distance
-from shiftvdm.eval.i3d import FVD_MIN_FRAMES, VIDEOGPT_VARIANT, InceptionI3d, preprocess_videogpt
+from shiftvdm.eval.i3d import (
+    FVD_MIN_FRAMES,
+    VIDEOGPT_VARIANT,
+    InceptionI3d,
+    preprocess_videogpt,
+)
 
 
 class I3DFeatureStream:
