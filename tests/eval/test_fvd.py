@@ -11,6 +11,7 @@ is not in this repository.
 
 from __future__ import annotations
 
+import json
 import zipfile
 from pathlib import Path
 
@@ -116,16 +117,32 @@ def test_fvd_matches_the_reference_formula_is_zero_on_itself_and_grows_with_corr
         fvd(a, b[:1])
 
 
-def test_fvd_of_i3d_features_zero_for_the_same_clips_and_growing_with_noise(seeded_weights):
-    model = load_i3d(seeded_weights)
-    rng = np.random.default_rng(1)
-    clips = [np.clip(rng.normal(128, 30, (10, 28, 28, 3)), 0, 255).astype(np.uint8) for _ in range(2)]
-    features = {}
-    for noise in (0, 25, 60):
-        stream = I3DFeatureStream(model, batch_size=2)
-        for clip in clips:
-            stream.add(np.clip(clip + rng.normal(0, noise, clip.shape), 0, 255).astype(np.uint8) if noise else clip)
-        features[noise] = stream.result()
-    assert features[0].shape == (2, 400)
-    assert fvd(features[0], features[0]) == pytest.approx(0.0, abs=1e-6)
-    assert 0 < fvd(features[0], features[25]) < fvd(features[0], features[60])
+def test_eval_suite_fvd_cli_compares_models_against_one_reference(seeded_weights, tmp_path, capsys):
+    from shiftvdm.cli import main as cli_main
+    from shiftvdm.data.video_io import write_video
+
+    rng = np.random.default_rng(2)
+    folders = {name: tmp_path / name for name in ("real", "noise25", "noise60")}
+    for folder in folders.values():
+        folder.mkdir()
+    for i in range(2):
+        clip = np.clip(rng.normal(128, 30, (10, 28, 28, 3)), 0, 255).astype(np.uint8)
+        write_video(folders["real"] / f"c{i}.npy", clip, fps=8)
+        for noise in (25, 60):  # a known corruption, at two strengths
+            noisy = np.clip(clip + rng.normal(0, noise, clip.shape), 0, 255).astype(np.uint8)
+            write_video(folders[f"noise{noise}"] / f"c{i}.npy", noisy, fps=8)
+    real = folders["real"]
+    out_json = tmp_path / "fvd.json"
+    code = cli_main(["eval", str(real), "--compare", str(folders["noise25"]), str(folders["noise60"]),
+                     "--reference", str(real), "--suite", "fvd",
+                     "--weights", str(seeded_weights.parent), "--batch-size", "2", "--device", "cpu",
+                     "--json", str(out_json)])
+    out = capsys.readouterr().out
+    assert code == 0
+    assert out.splitlines()[0] == "| dimension | real | noise25 | noise60 |"
+    assert "variant i3d-videogpt (i3d_pretrained_400.pt" in out
+    models = json.loads(out_json.read_text())["models"]
+    fvds = [models[name]["aggregate"]["fvd"] for name in folders]
+    assert fvds[0] == pytest.approx(0.0, abs=1e-6)  # the set against itself
+    assert 1.0 < fvds[1] < fvds[2]  # growing with the corruption
+    assert models["noise60"]["counts"]["fvd"] == "2/2 clips"

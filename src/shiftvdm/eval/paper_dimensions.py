@@ -1,0 +1,16 @@
+"""The per-clip network dimensions the paper suite (``eval/paper.py``) can run, by their table name.
+
+Each entry is a ``DimensionSpec`` (``eval/dimensions.py``): the released weight files it reads from
+``--weights DIR`` and how to build its scorer. A dimension of ``PAPER_SUITE`` with no entry here is reported
+missing by name in the table ("no network in this build").
+"""
+
+from __future__ import annotations
+
+from shiftvdm.eval.dimensions import DimensionSpec
+
+PAPER_DIMENSIONS: dict[str, DimensionSpec] = {
+    # >>> the VBench-I2V network dimensions (eval/vbench_dimensions.py) are merged here: **VBENCH_DIMENSIONS,
+}
+
+__all__ = ["PAPER_DIMENSIONS"]
