@@ -7,9 +7,11 @@ missing by name in the table ("no network in this build").
 
 from __future__ import annotations
 
+from shiftvdm.eval.amt import MOTION_SMOOTHNESS
 from shiftvdm.eval.dimensions import DimensionSpec
 
 PAPER_DIMENSIONS: dict[str, DimensionSpec] = {
+    "motion_smoothness": MOTION_SMOOTHNESS,  # AMT-S, eval/amt.py
     # >>> the VBench-I2V network dimensions (eval/vbench_dimensions.py) are merged here: **VBENCH_DIMENSIONS,
 }
 
