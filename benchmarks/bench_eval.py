@@ -4,8 +4,8 @@ Run: ``HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/bench_eval.py [--repeats 3] 
 
 ``--paper`` instead times the paper suite's networks (``shiftvdm eval --suite``) in clips per second at
 16×256×256 on ``--device`` (default: cuda when present): FVD's I3D features, dynamic degree and motion score
-with RAFT (20 iterations), and every per-clip dimension of the registry whose files are in ``--weights DIR``.
-I3D and RAFT run on weights drawn from a seed (the speed does not depend on the values), so no download is
+with RAFT (20 iterations), motion smoothness with AMT-S, and every other per-clip dimension of the registry
+whose files are in ``--weights DIR``. I3D, RAFT and AMT-S run on weights drawn from a seed (the speed does not depend on the values), so no download is
 needed for those rows.
 
 Clips are a colour texture translating 2 px/frame (so flow and tracking do real work). Each figure is the
@@ -69,6 +69,7 @@ def bench_paper(args: argparse.Namespace) -> None:
 
     import torch
 
+    from shiftvdm.eval.amt import seeded_amt_state_dict
     from shiftvdm.eval.fvd import I3DFeatureStream
     from shiftvdm.eval.i3d import InceptionI3d, seeded_i3d_state_dict
     from shiftvdm.eval.paper_dimensions import PAPER_DIMENSIONS
@@ -98,21 +99,26 @@ def bench_paper(args: argparse.Namespace) -> None:
         rows["dynamic degree (RAFT, 20 it., 8 fps)"] = 1 / timed(
             lambda: video_dynamic_degree(clips[0], 8.0, raft), args.repeats)
         rows["motion score (RAFT, 20 it., all pairs)"] = 1 / timed(lambda: motion_score(clips[0], raft), args.repeats)
-    folder = Path(args.weights) if args.weights else None
-    for name, spec in PAPER_DIMENSIONS.items():
-        files = {f.name: folder / f.name for f in spec.weights} if folder else {}
-        if not files or not all(p.is_file() for p in files.values()):
-            rows[name] = "needs " + ", ".join(f.name for f in spec.weights) + " in --weights"
-            continue
-        scorer = spec.build(files, device)
-        image = clips[0][0] if spec.needs_image else None
-        scorer.score(clips[0], image)  # warm-up
-        rows[name] = 1 / timed(lambda: scorer.score(clips[0], image), args.repeats)
+        # AMT-S on seeded weights too; the other networks need their released files
+        amt_file = Path(tmp) / "amt-s.pth"
+        torch.save({"state_dict": seeded_amt_state_dict(0)}, amt_file)
+        folder = Path(args.weights) if args.weights else None
+        for name, spec in PAPER_DIMENSIONS.items():
+            files = {f.name: folder / f.name for f in spec.weights} if folder else {}
+            if name == "motion_smoothness" and not all(p.is_file() for p in files.values()):
+                files = {"amt-s.pth": amt_file}
+            if not files or not all(p.is_file() for p in files.values()):
+                rows[name] = "needs " + ", ".join(f.name for f in spec.weights) + " in --weights"
+                continue
+            scorer = spec.build(files, device)
+            image = clips[0][0] if spec.needs_image else None
+            scorer.score(clips[0], image)  # warm-up
+            rows[name] = 1 / timed(lambda: scorer.score(clips[0], image), args.repeats)
     width = max(len(n) for n in rows)
     print(f"{'clips/s at 16x256x256 on ' + str(device):<{width}}")
     for name, value in rows.items():
         print(f"{name:<{width}}  " + (f"{value:10.3f}" if isinstance(value, float) else value))
-    print(f"\n(median of {args.repeats} runs; torch threads {torch.get_num_threads()}; seeded I3D/RAFT weights)")
+    print(f"\n(median of {args.repeats} runs; torch threads {torch.get_num_threads()}; seeded I3D/RAFT/AMT-S weights)")
 
 
 def main() -> None:
