@@ -85,13 +85,14 @@ def test_suite_resolution_and_missing_weights_named(tmp_path):
         resolve_suite("fvd,flux", reg)
     with pytest.raises(ConfigError, match="no network for aesthetic_quality in this build"):
         resolve_suite("aesthetic_quality", reg)
-    with pytest.raises(CheckpointError, match=r"dimension dynamic_degree needs raft-things.pth in --weights .*"
-                                              r"; get it from princeton-vl/RAFT"):
+    with pytest.raises(CheckpointError, match=r"missing weight files in --weights .*: dimension dynamic_degree "
+                                              r"needs raft-things.pth; get it from princeton-vl/RAFT"):
         prepare_suite("dynamic_degree", tmp_path, registry=reg)
-    with pytest.raises(CheckpointError, match="dimension fvd needs one of i3d_pretrained_400.pt .*rgb_imagenet.pt"):
+    with pytest.raises(CheckpointError, match="dimension fvd needs one of i3d_pretrained_400.pt .* or rgb_imagenet.pt"):
         prepare_suite("fvd", tmp_path, registry=reg)
-    with pytest.raises(CheckpointError, match="i2v_subject needs i2v_subject.pth .*get it from its release page"):
-        prepare_suite("i2v_subject", tmp_path, registry=reg)
+    with pytest.raises(CheckpointError, match="i2v_subject needs i2v_subject.pth; get it from its release page; "
+                                              "dimension fvd needs"):
+        prepare_suite("i2v_subject,fvd", tmp_path, registry=reg)  # every missing file, in one message
     with pytest.raises(ConfigError, match="fvd compares with real clips: give them with --reference"):
         prepare_suite("fvd", tmp_path, registry=reg, reference=False)
 

@@ -160,17 +160,23 @@ def find_weights(chosen: list[str], weights: str | Path | None,
     if folder is not None and not folder.is_dir():
         raise CheckpointError(f"--weights {folder}: not a folder (it should hold the released weight files)")
     found: dict[str, Path] = {}
+    problems: list[str] = []
     for name in chosen:
         files = _weights_of(name, registry)
         present = [f for f in files if folder is not None and (folder / f.name).is_file()]
-        needed = present[:1] if name == "fvd" else files  # fvd: one I3D file is enough
-        if name == "fvd" and not present:
-            listing = "; ".join(f"{f.name} ({f.source})" for f in files)
-            raise CheckpointError(f"dimension fvd needs one of {listing} in {_where(folder)}")
-        for f in needed:
-            if folder is None or not (folder / f.name).is_file():
-                raise CheckpointError(f"dimension {name} needs {f.name} in {_where(folder)}; get it from {f.source}")
-            found[f.name] = folder / f.name
+        if name == "fvd":  # one I3D file is enough
+            if not present:
+                listing = " or ".join(f"{f.name} ({f.source})" for f in files)
+                problems.append(f"dimension fvd needs one of {listing}")
+            found.update({f.name: folder / f.name for f in present[:1]})
+            continue
+        for f in files:
+            if f in present:
+                found[f.name] = folder / f.name
+            else:
+                problems.append(f"dimension {name} needs {f.name}; get it from {f.source}")
+    if problems:
+        raise CheckpointError(f"missing weight files in {_where(folder)}: " + "; ".join(dict.fromkeys(problems)))
     return found
 
 
