@@ -183,8 +183,6 @@ def _refuse_classic_options(args: argparse.Namespace) -> None:
 
 def run_suite(args: argparse.Namespace, progress: bool) -> int:
     """--suite: the paper's table for VIDEOS (and each --compare folder), one column per model."""
-
-
     suite = prepare_suite(args.suite, args.weights, device=args.device, reference=args.reference is not None)
     options = dict(fps=args.fps, max_frames=args.max_frames, min_frames=args.min_frames, strict=args.strict,
                    progress=progress)
