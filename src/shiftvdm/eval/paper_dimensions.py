@@ -12,7 +12,8 @@ from shiftvdm.eval.dimensions import DimensionSpec
 
 PAPER_DIMENSIONS: dict[str, DimensionSpec] = {
     "motion_smoothness": MOTION_SMOOTHNESS,  # AMT-S, eval/amt.py
-    # >>> the VBench-I2V network dimensions (eval/vbench_dimensions.py) are merged here: **VBENCH_DIMENSIONS,
+    # >>> MERGE: the VBench-I2V network dimensions go here, with
+    # >>> `from shiftvdm.eval.vbench_dimensions import VBENCH_DIMENSIONS` above:   **VBENCH_DIMENSIONS,
 }
 
 __all__ = ["PAPER_DIMENSIONS"]
