@@ -105,7 +105,7 @@ def bench_paper(args: argparse.Namespace) -> None:
         folder = Path(args.weights) if args.weights else None
         for name, spec in PAPER_DIMENSIONS.items():
             files = {f.name: folder / f.name for f in spec.weights} if folder else {}
-            if name == "motion_smoothness" and not all(p.is_file() for p in files.values()):
+            if name == "motion_smoothness" and not (files and all(p.is_file() for p in files.values())):
                 files = {"amt-s.pth": amt_file}
             if not files or not all(p.is_file() for p in files.values()):
                 rows[name] = "needs " + ", ".join(f.name for f in spec.weights) + " in --weights"
