@@ -161,3 +161,23 @@ def test_paper_table_names_missing_columns():
     assert "| dynamic degree [%] | 25.00 |" in table and "| FVD ↓ | 321.50 |" in table
     assert "| motion smoothness [%] | missing: no network in this build |" in table
     assert "| Overall [%] | — |" in table
+
+
+def test_dynamic_degree_and_motion_score_rows_come_from_raft_in_weights(tmp_path):
+    import torch
+
+    from shiftvdm.motion.raft_flow import RAFT, seeded_state_dict
+
+    weights = tmp_path / "weights"
+    weights.mkdir()
+    # a seeded RAFT-small under the released name: the wiring, not VBench-exactness (that needs RAFT large)
+    torch.save(seeded_state_dict(RAFT("small"), 0, prefix="module."), weights / "raft-things.pth")
+    clips = np.zeros((2, 4, 16, 16, 3), np.uint8)
+    clips[:, :, 4:8, 4:8] = 255
+    suite = prepare_suite("dynamic_degree,motion_score", weights, registry={}, device="cpu")
+    result = evaluate_paper(clips, suite)
+    assert 0.0 <= result.aggregate["dynamic_degree"] <= 1.0 and result.aggregate["motion_score"] >= 0.0
+    assert result.counts["dynamic_degree"] == "2"
+    assert any(n.startswith("dynamic degree: VBench's rule, not VBench-exact") for n in result.notes)
+    assert [r["name"] for r in result.per_video] == ["videos_000", "videos_001"]
+    assert "| dynamic degree [%] |" in paper_table({"m": result}) and "Motion Score" in paper_table({"m": result})
