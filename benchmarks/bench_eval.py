@@ -2,6 +2,12 @@
 
 Run: ``HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/bench_eval.py [--repeats 3] [--threads N]``
 
+``--paper`` instead times the paper suite's networks (``shiftvdm eval --suite``) in clips per second at
+16×256×256 on ``--device`` (default: cuda when present): FVD's I3D features, dynamic degree and motion score
+with RAFT (20 iterations), motion smoothness with AMT-S, and every other per-clip dimension of the registry
+whose files are in ``--weights DIR``. I3D, RAFT and AMT-S run on weights drawn from a seed (the speed does not depend on the values), so no download is
+needed for those rows.
+
 Clips are a colour texture translating 2 px/frame (so flow and tracking do real work). Each figure is the
 median over ``--repeats`` runs of one clip (set-level steps are divided by the number of clips). Timings on
 a shared machine are noisy; compare rows of one run rather than runs.
@@ -56,11 +62,77 @@ def timed(fn, repeats: int, per: int = 1) -> float:
     return statistics.median(times)
 
 
+def bench_paper(args: argparse.Namespace) -> None:
+    """Clips per second of each network of the paper suite at 16×256×256."""
+    import tempfile
+    from pathlib import Path
+
+    import torch
+
+    from shiftvdm.eval.amt import seeded_amt_state_dict
+    from shiftvdm.eval.fvd import I3DFeatureStream
+    from shiftvdm.eval.i3d import InceptionI3d, seeded_i3d_state_dict
+    from shiftvdm.eval.paper_dimensions import PAPER_DIMENSIONS
+    from shiftvdm.motion.raft_flow import RAFT, seeded_state_dict
+
+    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    clips = [texture_clip(16, 256, 256, speed=1 + i, seed=i) for i in range(args.clips)]
+    rows: dict[str, float | str] = {}
+    i3d = InceptionI3d()
+    i3d.load_state_dict(seeded_i3d_state_dict(0))
+    i3d = i3d.eval().to(device)
+
+    def features() -> None:
+        stream = I3DFeatureStream(i3d, batch_size=args.clips)
+        for clip in clips:
+            stream.add(clip)
+        stream.result()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+
+    features()  # warm-up
+    rows[f"fvd: I3D features (batch {args.clips})"] = args.clips / timed(features, args.repeats)
+    with tempfile.TemporaryDirectory(prefix="bench-eval-") as tmp:
+        raft_file = Path(tmp) / "raft-things.pth"
+        torch.save(seeded_state_dict(RAFT("large"), 0, prefix="module."), raft_file)
+        raft = get_flow_estimator("raft", checkpoint=raft_file, iters=20, device=str(device))
+        rows["dynamic degree (RAFT, 20 it., 8 fps)"] = 1 / timed(
+            lambda: video_dynamic_degree(clips[0], 8.0, raft), args.repeats)
+        rows["motion score (RAFT, 20 it., all pairs)"] = 1 / timed(lambda: motion_score(clips[0], raft), args.repeats)
+        # AMT-S on seeded weights too; the other networks need their released files
+        amt_file = Path(tmp) / "amt-s.pth"
+        torch.save({"state_dict": seeded_amt_state_dict(0)}, amt_file)
+        folder = Path(args.weights) if args.weights else None
+        for name, spec in PAPER_DIMENSIONS.items():
+            files = {f.name: folder / f.name for f in spec.weights} if folder else {}
+            if name == "motion_smoothness" and not (files and all(p.is_file() for p in files.values())):
+                files = {"amt-s.pth": amt_file}
+            if not files or not all(p.is_file() for p in files.values()):
+                rows[name] = "needs " + ", ".join(f.name for f in spec.weights) + " in --weights"
+                continue
+            scorer = spec.build(files, device)
+            image = clips[0][0] if spec.needs_image else None
+            scorer.score(clips[0], image)  # warm-up
+            rows[name] = 1 / timed(lambda: scorer.score(clips[0], image), args.repeats)
+    width = max(len(n) for n in rows)
+    print(f"{'clips/s at 16x256x256 on ' + str(device):<{width}}")
+    for name, value in rows.items():
+        print(f"{name:<{width}}  " + (f"{value:10.3f}" if isinstance(value, float) else value))
+    print(f"\n(median of {args.repeats} runs; torch threads {torch.get_num_threads()}; seeded I3D/RAFT/AMT-S weights)")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=None, help="cv2.setNumThreads (default: OpenCV's choice)")
+    parser.add_argument("--paper", action="store_true", help="time the paper suite's networks instead")
+    parser.add_argument("--device", default=None, help="--paper: cpu or cuda (default: cuda when present)")
+    parser.add_argument("--clips", type=int, default=4, help="--paper: clips per I3D batch (default 4)")
+    parser.add_argument("--weights", default=None, help="--paper: folder of released weights for the other rows")
     args = parser.parse_args()
+    if args.paper:
+        bench_paper(args)
+        return
     if args.threads is not None:
         cv2.setNumThreads(args.threads)
     flow, tracker = get_flow_estimator("dis"), get_tracker("lk")

@@ -94,3 +94,38 @@ def test_bad_arguments_are_refused_before_loading(toy_and_image, tmp_path):
     with pytest.raises(ConfigError, match="--guidance"):
         main(["--model", str(model), "--image", str(image), "--out", str(tmp_path / "x.npy"), "--guidance", "x"])
     assert not (tmp_path / "x.npy").exists()
+
+
+def test_images_folder_writes_a_vbench_i2v_set_with_recorded_seeds(toy_and_image, tmp_path, capsys):
+    import json
+
+    from shiftvdm.data.video_io import read_video
+    from shiftvdm.errors import OutputError
+
+    model, image = toy_and_image
+    images = tmp_path / "images"
+    images.mkdir()
+    Image.open(image).save(images / "a cat on a mat.png")
+    Image.fromarray(255 - np.asarray(Image.open(image))).save(images / "a dog.jpg")
+    (images / "notes.txt").write_text("not an image")
+    out = tmp_path / "vbench"
+    argv = ["--model", str(model), "--images", str(images), "--out", str(out), "--per-image", "2",
+            "--sampler", "euler-ancestral", "--device", "cpu"]
+    assert main(argv) == 0
+    assert "wrote 4 clips (2 per image, seeds 0..1)" in capsys.readouterr().out
+    assert sorted(p.name for p in out.iterdir()) == ["a cat on a mat-0.mp4", "a cat on a mat-1.mp4", "a dog-0.mp4",
+                                                     "a dog-1.mp4", "vbench_samples.json"]
+    record = json.loads((out / "vbench_samples.json").read_text())["videos"]
+    assert [(r["video"], r["image"], r["seed"]) for r in record][:2] == [
+        ("a cat on a mat-0.mp4", "a cat on a mat.png", 0), ("a cat on a mat-1.mp4", "a cat on a mat.png", 1)]
+    clips = {p.name: read_video(p).frames for p in out.glob("*.mp4")}
+    assert all(c.shape == (4, 16, 16, 3) for c in clips.values())
+    assert not np.array_equal(clips["a dog-0.mp4"], clips["a dog-1.mp4"])  # another seed per index
+    before = (out / "a dog-0.mp4").read_bytes()
+    with pytest.raises(OutputError, match="a cat on a mat-0.mp4 exists"):
+        main(argv)  # nothing is overwritten
+    assert (out / "a dog-0.mp4").read_bytes() == before
+    with pytest.raises(DataError, match="no images"):
+        main([*argv[:3], str(tmp_path / "vbench"), "--out", str(tmp_path / "other")])
+    with pytest.raises(ConfigError, match="give --image"):
+        main(["--model", str(model), "--out", str(tmp_path / "x.npy")])

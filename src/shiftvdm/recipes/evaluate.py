@@ -10,17 +10,38 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import logging
 import sys
+from pathlib import Path
 
 from tqdm.contrib.logging import logging_redirect_tqdm
 
 from shiftvdm.data.manifest import is_dataset_file
 from shiftvdm.errors import ConfigError, DataError
-from shiftvdm.eval.suite import DEFAULT_METRICS, METRIC_GROUPS, MIN_FRAMES, evaluate_videos
-from shiftvdm.motion.base import FLOW_ESTIMATORS, TRACKERS, get_flow_estimator, get_tracker
-from shiftvdm.utils.outputs import check_output_file
+from shiftvdm.eval.paper import (
+    evaluate_paper,
+    i3d_features,
+    model_names,
+    paper_report,
+    paper_table,
+    prepare_suite,
+)
+from shiftvdm.eval.suite import (
+    DEFAULT_METRICS,
+    METRIC_GROUPS,
+    MIN_FRAMES,
+    evaluate_videos,
+)
+from shiftvdm.motion.base import (
+    FLOW_ESTIMATORS,
+    TRACKERS,
+    get_flow_estimator,
+    get_tracker,
+)
 from shiftvdm.recipes.args import parse_command_line
+from shiftvdm.utils.checkpoint import atomic_write
+from shiftvdm.utils.outputs import check_output_file
 
 logger = logging.getLogger(__name__)
 
@@ -33,10 +54,18 @@ examples:
 
   shiftvdm eval samples/ --flow raft --flow-checkpoint raft-things.pth --metrics dynamic_degree,motion_score
 
+  shiftvdm eval base/ --compare sft/ shift/ --reference real/ --images images/ --suite paper --weights weights/ \
+      --json table.json --markdown table.md        # the paper's table, one column per model
+  shiftvdm eval samples/ --reference real/ --suite fvd,dynamic_degree --weights weights/
+
 VBench's dynamic degree uses RAFT (raft-things.pth, 20 iterations): with --flow raft and that file the
 dynamic degree is VBench-exact and the output says so. By default this command uses no downloaded
 weights (DIS flow, Lucas-Kanade tracks) and says next to the numbers that they are stand-ins. Motion
 score and smoothness use whichever --flow is chosen (dis, farneback, raft, sea-raft when installed).
+
+--suite paper computes the paper's table from the released networks in --weights (files under their
+released names; a missing one is refused with where to get it): the VBench-I2V dimensions, Appearance /
+Motion / Overall, Motion Score (RAFT) and FVD (I3D). See docs/evaluation.md for the files of each column.
 """
 
 # VBench's dynamic degree runs RAFT with 20 refinement iterations
@@ -50,7 +79,7 @@ def build_parser(prog: str) -> argparse.ArgumentParser:
     parser.add_argument("--reference", help="real clips (folder or manifest) for the Fréchet distances")
     parser.add_argument("--ground-truth", dest="ground_truth",
                         help="clips compared frame by frame (PSNR/SSIM), matched by manifest source or file name")
-    parser.add_argument("--conditioning",
+    parser.add_argument("--conditioning", "--images", dest="conditioning",
                         help="conditioning images (or videos: first frame), matched by file name; default: "
                              "the manifest's 'conditioning'/'image' field when present")
     parser.add_argument("--flow", default="dis", choices=sorted(FLOW_ESTIMATORS),
@@ -83,23 +112,31 @@ def build_parser(prog: str) -> argparse.ArgumentParser:
     parser.add_argument("--strict", action="store_true",
                         help="fail (exit 1) if any file is unreadable, empty or too short instead of skipping it")
     parser.add_argument("--json", dest="json_path", help="write aggregate and per-video values to this JSON file")
+    paper = parser.add_argument_group("the paper's table (--suite)")
+    paper.add_argument("--suite", help="'paper' (every dimension of the paper's table) or a comma list of its "
+                                       "dimensions, e.g. fvd,dynamic_degree; replaces --metrics")
+    paper.add_argument("--weights", help="folder with the released weight files of the suite's networks")
+    paper.add_argument("--compare", nargs="+", metavar="VIDEOS", default=[],
+                       help="more models' clip folders, scored like VIDEOS and shown side by side")
+    paper.add_argument("--markdown", dest="markdown_path", help="write the table as Markdown to this file")
+    paper.add_argument("--batch-size", dest="batch_size", type=int, default=8,
+                       help="clips per I3D forward pass (default 8)")
     return parser
 
 
 def check_inputs(args: argparse.Namespace) -> None:
     """Every path given exists (even when the chosen metrics do not read it) and --json can be written."""
-    from pathlib import Path
-
     if not 0.0 <= args.sprite_threshold <= 1.0:  # False for NaN too
         raise ConfigError(f"--sprite-threshold must be a gray level in [0, 1], got {args.sprite_threshold}")
     named = {"videos": args.videos, "--reference": args.reference, "--ground-truth": args.ground_truth,
-             "--conditioning": args.conditioning}
+             "--conditioning": args.conditioning,
+             **{f"--compare {i + 1}": v for i, v in enumerate(getattr(args, "compare", []))}}
     for flag, value in named.items():
         if value is not None and not Path(value).exists():
             raise DataError(f"{value}: {flag} not found (a folder of videos or a manifest)")
-    if args.json_path:
-        check_output_file(args.json_path, "--json", inputs=[(k, v) for k, v in named.items()],
-                          dataset_file=is_dataset_file)
+    for flag, value in (("--json", args.json_path), ("--markdown", getattr(args, "markdown_path", None))):
+        if value:
+            check_output_file(value, flag, inputs=[(k, v) for k, v in named.items()], dataset_file=is_dataset_file)
 
 
 def _flow_options(args: argparse.Namespace) -> dict:
@@ -125,8 +162,55 @@ def _flow_options(args: argparse.Namespace) -> dict:
     return options
 
 
+def _refuse_classic_options(args: argparse.Namespace) -> None:
+    """Options of the classic metrics that --suite would silently ignore, and --suite's own in their absence."""
+    if args.suite is None:
+        for flag, value in (("--weights", args.weights), ("--compare", args.compare),
+                            ("--markdown", args.markdown_path)):
+            if value:
+                raise ConfigError(f"{flag} belongs to --suite (e.g. --suite paper); give --suite or leave it out")
+        return
+    given = [flag for flag, value in (("--metrics", args.metrics != ",".join(DEFAULT_METRICS)),
+                                      ("--sprites", args.sprites), ("--ground-truth", args.ground_truth),
+                                      ("--flow", args.flow != "dis"), ("--flow-checkpoint", args.flow_checkpoint),
+                                      ("--tracker", args.tracker != "lk"),
+                                      ("--tracker-checkpoint", args.tracker_checkpoint)) if value]
+    if given:
+        raise ConfigError(f"{given[0]}: not used by --suite (the suite's networks come from --weights); leave it out")
+    if args.batch_size < 1:
+        raise ConfigError(f"--batch-size must be at least 1, got {args.batch_size}")
+
+
+def run_suite(args: argparse.Namespace, progress: bool) -> int:
+    """--suite: the paper's table for VIDEOS (and each --compare folder), one column per model."""
+    suite = prepare_suite(args.suite, args.weights, device=args.device, reference=args.reference is not None)
+    options = dict(fps=args.fps, max_frames=args.max_frames, min_frames=args.min_frames, strict=args.strict,
+                   progress=progress)
+    reference = None
+    if suite.i3d is not None:
+        reference = i3d_features(args.reference, suite, batch_size=args.batch_size, max_frames=args.max_frames,
+                                 progress=progress)
+    folders = [args.videos, *args.compare]
+    results = {name: evaluate_paper(folder, suite, reference_features=reference, images=args.conditioning,
+                                    batch_size=args.batch_size, **options)
+               for name, folder in zip(model_names(folders), folders)}
+    print(paper_report(results))
+    if args.json_path:
+        data = (next(iter(results.values())).to_dict() if len(results) == 1
+                else {"models": {name: r.to_dict() for name, r in results.items()}})
+        text = json.dumps(data, indent=2, allow_nan=False, ensure_ascii=False) + "\n"
+        path = atomic_write(Path(args.json_path), lambda tmp: tmp.write_text(text, encoding="utf-8"))
+        print(f"\nper-video values: {path}")
+    if args.markdown_path:
+        table = paper_table(results) + "\n"
+        path = atomic_write(Path(args.markdown_path), lambda tmp: tmp.write_text(table, encoding="utf-8"))
+        print(f"table: {path}")
+    return 0
+
+
 def main(argv: list[str], prog: str = "shiftvdm eval") -> int:
     args = parse_command_line(build_parser(prog), argv)
+    _refuse_classic_options(args)
     metrics = [m.strip() for m in args.metrics.split(",") if m.strip()]
     unknown = sorted(set(metrics) - set(METRIC_GROUPS))
     if unknown:
@@ -139,6 +223,10 @@ def main(argv: list[str], prog: str = "shiftvdm eval") -> int:
     if args.min_frames < 2:
         raise ConfigError(f"--min-frames must be at least 2, got {args.min_frames}")
     check_inputs(args)
+    if args.suite is not None:
+        progress = sys.stderr.isatty()
+        with logging_redirect_tqdm() if progress else contextlib.nullcontext():
+            return run_suite(args, progress)
     # built here so that a neural estimator gets its local checkpoint; the defaults need none
     try:
         flow = get_flow_estimator(args.flow, **_flow_options(args))
