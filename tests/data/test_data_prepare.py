@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import real_videos_dir
 
 from shiftvdm.data.prepare import (
     PrepareSettings,
@@ -27,9 +28,7 @@ from shiftvdm.data.video_io import read_video, write_video
 from shiftvdm.errors import DataError
 from shiftvdm.recipes.data import main
 
-REAL = Path(__file__).resolve().parents[3] / "shared" / "data" / "real-videos"
-if not REAL.is_dir():
-    REAL = Path("/work/shared/data/real-videos")
+REAL = real_videos_dir()
 # (video, frames kept as JPEGs): sequence lengths 30, 12 and 5 (the last shorter than a clip)
 SEQUENCES = {"Megamind.avi": 30, "tree.avi": 12, "vtest.avi": 5}
 needs_videos = pytest.mark.skipif(not all((REAL / v).is_file() for v in SEQUENCES),
