@@ -7,7 +7,7 @@ import argparse
 from shiftvdm.data.check import check_dataset, format_report
 from shiftvdm.data.prepare import PrepareSettings, parse_size, prepare_dataset
 from shiftvdm.data.synthetic import write_synthetic_dataset
-from shiftvdm.errors import DataError
+from shiftvdm.errors import ConfigError, DataError
 from shiftvdm.recipes.args import parse_command_line
 
 
@@ -39,7 +39,7 @@ def _float_pair(text: str) -> tuple[float, float]:
 def _parser(prog: str) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=prog, description="Make a synthetic sprite dataset, check a dataset, or "
                                                             "cut a raw dataset into training clips.")
-    sub = parser.add_subparsers(dest="action", required=True, metavar="{synth,check,prepare}")
+    sub = parser.add_subparsers(dest="action", required=True, metavar="{synth,check,prepare,encode}")
 
     synth = sub.add_parser("synth", help="write moving-sprite clips with ground-truth trajectories",
                            description="Write moving-sprite clips (mp4 or npy), manifest.jsonl, ground_truth.npz "
@@ -99,7 +99,52 @@ def _parser(prog: str) -> argparse.ArgumentParser:
     prep.add_argument("--workers", type=int, default=1, help="sources prepared at a time (default 1)")
     prep.add_argument("--strict", action="store_true",
                       help="stop at the first unreadable frame or video (default: name it, skip it, go on)")
+
+    enc = sub.add_parser(
+        "encode", help="cache the latents and conditioning of every clip for a model (then train with data.cache=)",
+        description="Encode every clip of --data with the model's VAE (and its image / text encoders) into --out, "
+                    "keyed by the model and the clip settings; train with data.cache=OUT and the same --config and "
+                    "overrides. Ranks of `accelerate launch` split the clips; a rerun continues where one stopped.")
+    enc.add_argument("--model", required=True, help="diffusers model folder (SVD or Wan), as backbone.pretrained")
+    enc.add_argument("--data", required=True, help="manifest or folder of clips, as data.train")
+    enc.add_argument("--out", required=True, help="cache folder (new, or a cache of the same settings to continue)")
+    enc.add_argument("--config", default=None,
+                     help="the training preset or YAML whose backbone and data settings the cache is for")
+    enc.add_argument("overrides", nargs="*", help="dotted overrides of that config, e.g. data.num_frames=14")
     return parser
+
+
+def _encode(args: argparse.Namespace, prog: str) -> int:
+    import torch
+
+    from shiftvdm.backbone import detect_backbone, load_backbone
+    from shiftvdm.data.dataset import VideoClipDataset
+    from shiftvdm.data.manifest import load_manifest, require_inside_root
+    from shiftvdm.recipes.train import merge_train_config
+    from shiftvdm.train.latent_cache import cache_key, encode_clips, process_share
+
+    overrides = [*args.overrides, f"backbone.pretrained={args.model}", f"data.train={args.data}"]
+    if not args.config and not any(o.startswith("backbone.name=") for o in args.overrides):
+        overrides.append(f"backbone.name={detect_backbone(args.model)}")
+    cfg, _ = merge_train_config("sft", args.config, overrides)
+    backbone = load_backbone(cfg.backbone)
+    shape = (cfg.data.num_frames, cfg.data.height, cfg.data.width)
+    if tuple(backbone.video_shape) != shape:
+        raise ConfigError(f"the model makes clips of {backbone.video_shape[0]} frames × {backbone.video_shape[1]}×"
+                          f"{backbone.video_shape[2]}, but data.num_frames/height/width are {shape[0]}/{shape[1]}/"
+                          f"{shape[2]}; give the training run's --config and overrides")
+    if torch.cuda.is_available():
+        backbone.to(f"cuda:{torch.cuda.current_device()}")
+    manifest = load_manifest(cfg.data.train)
+    for entry in manifest.entries:
+        require_inside_root(entry)
+    dataset = VideoClipDataset(manifest, cfg.data.num_frames, cfg.data.height, cfg.data.width, fps=cfg.data.fps)
+    rank, world = process_share()
+    counts = encode_clips(backbone, dataset, args.out, cache_key(cfg.backbone, cfg.data),
+                          default_prompt=cfg.data.prompt, rank=rank, world=world)
+    print(f"{prog} encode: rank {rank}/{world}: {counts['encoded']} clips encoded, {counts['cached']} already "
+          f"cached, in {args.out}; train with data.cache={args.out}")
+    return 0
 
 
 def _size(text: str) -> tuple[int, int]:
@@ -135,6 +180,8 @@ def main(argv: list[str], prog: str = "shiftvdm data") -> int:
 
     if args.action == "prepare":
         return _prepare(args)
+    if args.action == "encode":
+        return _encode(args, prog)
     report = check_dataset(args.manifest, num_frames=args.frames, fps=args.fps)
     if report.ok:
         print(report.summary())
