@@ -69,6 +69,7 @@ def _parser(prog: str) -> argparse.ArgumentParser:
     check.add_argument("manifest", help="manifest (.jsonl, .json, .csv) or folder of videos")
     check.add_argument("--frames", type=int, default=2, help="frames each clip must have (default 2)")
     check.add_argument("--fps", type=float, default=None, help="count frames at this rate (default: each clip's own)")
+    check.add_argument("--workers", type=int, default=1, help="clips decoded at a time (default 1)")
 
     prep = sub.add_parser(
         "prepare", help="cut a raw dataset (DAVIS, frame folders, videos, a manifest) into clips and manifests",
@@ -119,7 +120,7 @@ def _encode(args: argparse.Namespace, prog: str) -> int:
 
     from shiftvdm.backbone import detect_backbone, load_backbone
     from shiftvdm.data.dataset import VideoClipDataset
-    from shiftvdm.data.manifest import load_manifest, require_inside_root
+    from shiftvdm.data.manifest import stream_manifest
     from shiftvdm.recipes.train import merge_train_config
     from shiftvdm.train.latent_cache import cache_key, encode_clips, process_share
 
@@ -135,12 +136,10 @@ def _encode(args: argparse.Namespace, prog: str) -> int:
                           f"{shape[2]}; give the training run's --config and overrides")
     if torch.cuda.is_available():
         backbone.to(f"cuda:{torch.cuda.current_device()}")
-    manifest = load_manifest(cfg.data.train)
-    for entry in manifest.entries:
-        require_inside_root(entry)
+    manifest = stream_manifest(cfg.data.train)
     dataset = VideoClipDataset(manifest, cfg.data.num_frames, cfg.data.height, cfg.data.width, fps=cfg.data.fps)
     rank, world = process_share()
-    counts = encode_clips(backbone, dataset, args.out, cache_key(cfg.backbone, cfg.data),
+    counts = encode_clips(backbone, dataset, manifest.root, args.out, cache_key(cfg.backbone, cfg.data),
                           default_prompt=cfg.data.prompt, rank=rank, world=world)
     print(f"{prog} encode: rank {rank}/{world}: {counts['encoded']} clips encoded, {counts['cached']} already "
           f"cached, in {args.out}; train with data.cache={args.out}")
@@ -182,7 +181,10 @@ def main(argv: list[str], prog: str = "shiftvdm data") -> int:
         return _prepare(args)
     if args.action == "encode":
         return _encode(args, prog)
-    report = check_dataset(args.manifest, num_frames=args.frames, fps=args.fps)
+    from shiftvdm.data.manifest import stream_manifest
+
+    report = check_dataset(stream_manifest(args.manifest), num_frames=args.frames, fps=args.fps,
+                           workers=args.workers, progress=True)
     if report.ok:
         print(report.summary())
         return 0

@@ -44,7 +44,7 @@ from torch import Tensor
 from shiftvdm.backbone import BackboneConfig
 from shiftvdm.backbone.base import Backbone, Condition
 from shiftvdm.data.dataset import VideoClipDataset
-from shiftvdm.data.manifest import ClipEntry
+from shiftvdm.data.manifest import ClipEntry, LazyEntries, require_inside_root
 from shiftvdm.data.video_io import to_tensor
 from shiftvdm.errors import DataError
 from shiftvdm.utils.checkpoint import atomic_write
@@ -115,8 +115,10 @@ def check_key(cache: str | Path, key: dict[str, Any]) -> None:
                         "with `shiftvdm data encode` into a new folder, or train with the cache's settings")
 
 
-def record_name(entry: ClipEntry, prompt: str | None) -> str:
-    return hashlib.sha256(json.dumps([str(entry.path), prompt]).encode()).hexdigest()[:40]
+def record_name(root: Path, relpath: str, prompt: str | None) -> str:
+    """A clip's record name: its path as the manifest writes it, joined to the manifest's folder and normalised
+    (not resolved: no system call, so 100 k names cost nothing), and its prompt."""
+    return hashlib.sha256(json.dumps([os.path.normpath(os.path.join(root, relpath)), prompt]).encode()).hexdigest()[:40]
 
 
 def _record_path(cache: Path, name: str) -> Path:
@@ -156,8 +158,8 @@ def _read_blob(cache: Path, name: str, length: int) -> Tensor:
     return t
 
 
-def write_record(cache: Path, entry: ClipEntry, prompt: str | None, latents: Tensor, first_frame: np.ndarray,
-                 cond: Condition) -> Path:
+def write_record(cache: Path, root: Path, entry: ClipEntry, prompt: str | None, latents: Tensor,
+                 first_frame: np.ndarray, cond: Condition) -> Path:
     """One clip's record: ``latents`` (1, ...), ``first_frame`` uint8 (H, W, 3), ``cond`` of batch 1."""
     stat = entry.path.stat()
     tensors = {"latents": latents[0].contiguous().cpu(),
@@ -171,13 +173,15 @@ def write_record(cache: Path, entry: ClipEntry, prompt: str | None, latents: Ten
             tensors[f"cond.{key}"] = value
     meta = {"path": str(entry.path), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "prompt": prompt,
             "cond_prompt": None if cond.prompts is None else cond.prompts[0], "blobs": blobs}
-    path = _record_path(cache, record_name(entry, prompt))
+    path = _record_path(cache, record_name(root, entry.relpath, prompt))
     return atomic_write(path, lambda tmp: save_file(tensors, str(tmp), metadata={"shiftvdm": json.dumps(meta)}))
 
 
-def read_record(cache: Path, entry: ClipEntry, prompt: str | None) -> tuple[Tensor, Tensor, dict[str, Tensor], str | None]:
+def read_record(cache: Path, root: Path, entry: ClipEntry,
+                prompt: str | None) -> tuple[Tensor, Tensor, dict[str, Tensor], str | None]:
     """(latents, first frame (3, H, W) in [-1, 1], condition tensors of batch 1, the condition's prompt)."""
-    path = _record_path(cache, record_name(entry, prompt))
+    require_inside_root(entry)
+    path = _record_path(cache, record_name(root, entry.relpath, prompt))
     if not path.is_file():
         raise DataError(f"{entry.path}: not in the cache {cache} (prompt {prompt!r}); run `shiftvdm data encode` "
                         "on this manifest (it continues where it stopped)")
@@ -202,9 +206,11 @@ class CachedClips:
     """A ClipSource (train/shift.py) whose clips were encoded by ``data encode``: ``load_encoded`` gives the
     latents and the Condition without a VAE or text encoder; ``load`` still decodes pixels (rewards, samples)."""
 
-    def __init__(self, cache: str | Path, dataset: VideoClipDataset, default_prompt: str | None = None) -> None:
+    def __init__(self, cache: str | Path, dataset: VideoClipDataset, root: Path,
+                 default_prompt: str | None = None) -> None:
         self.cache = Path(cache)
         self.dataset = dataset
+        self.root = Path(root)  # the manifest's folder: record names join entry paths to it
         self.default_prompt = default_prompt
 
     def __len__(self) -> int:
@@ -213,10 +219,16 @@ class CachedClips:
     def prompt(self, index: int) -> str | None:
         return self.dataset.entries[index].prompt or self.default_prompt
 
-    def missing(self) -> list[ClipEntry]:
-        """Clips without a record (one stat per clip: no decode)."""
-        return [e for i, e in enumerate(self.dataset.entries)
-                if not _record_path(self.cache, record_name(e, self.prompt(i))).is_file()]
+    def missing(self) -> list[str]:
+        """Paths (as the manifest writes them) of clips without a record: one stat per clip, no decode, and for a
+        streamed manifest one sequential read of it."""
+        entries = self.dataset.entries
+        if isinstance(entries, LazyEntries):
+            pairs = ((r["path"], r.get("prompt") or None) for r in entries.records())
+        else:
+            pairs = ((e.relpath, e.prompt) for e in entries)
+        return [relpath for relpath, prompt in pairs
+                if not _record_path(self.cache, record_name(self.root, relpath, prompt or self.default_prompt)).is_file()]
 
     def load(self, indices: list[int]) -> tuple[Tensor, list[str] | None]:
         items = [self.dataset[i] for i in indices]
@@ -226,7 +238,7 @@ class CachedClips:
 
     def load_encoded(self, indices: list[int]) -> tuple[Tensor, Condition]:
         """(latents (N, ...), Condition) of these clips, as ``encode_video`` / ``encode_condition`` gave them."""
-        rows = [read_record(self.cache, self.dataset.entries[i], self.prompt(i)) for i in indices]
+        rows = [read_record(self.cache, self.root, self.dataset.entries[i], self.prompt(i)) for i in indices]
         latents = torch.stack([r[0] for r in rows])
         first = torch.stack([r[1] for r in rows])
         tensors = {k: torch.cat([r[2][k] for r in rows]) for k in rows[0][2]}
@@ -235,7 +247,7 @@ class CachedClips:
                                   prompts=None if all(p is None for p in prompts) else [p or "" for p in prompts])
 
 
-def encode_clips(backbone: Backbone, dataset: VideoClipDataset, cache: str | Path, key: dict[str, Any], *,
+def encode_clips(backbone: Backbone, dataset: VideoClipDataset, root: Path, cache: str | Path, key: dict[str, Any], *,
                  default_prompt: str | None = None, rank: int = 0, world: int = 1,
                  progress: bool = True, on_clip: Callable[[int], None] | None = None) -> dict[str, int]:
     """Encode this rank's share of ``dataset`` into ``cache`` (clip i on rank i mod world); records already there
@@ -252,7 +264,7 @@ def encode_clips(backbone: Backbone, dataset: VideoClipDataset, cache: str | Pat
             raise DataError(f"{cache}: exists and is not a latent cache (no {KEY_FILE}); give a new or empty folder")
         text = json.dumps(key, indent=1, default=str) + "\n"
         atomic_write(cache / KEY_FILE, lambda tmp: tmp.write_text(text, encoding="utf-8"))
-    clips = CachedClips(cache, dataset, default_prompt)
+    clips = CachedClips(cache, dataset, root, default_prompt)
     mine = list(range(rank, len(dataset), world))
     counts = {"encoded": 0, "cached": 0}
     from tqdm.auto import tqdm
@@ -260,7 +272,7 @@ def encode_clips(backbone: Backbone, dataset: VideoClipDataset, cache: str | Pat
     device = backbone.device
     for index in tqdm(mine, desc=f"encode (rank {rank})", unit="clip", disable=not progress or None):
         entry, prompt = dataset.entries[index], clips.prompt(index)
-        if _record_path(cache, record_name(entry, prompt)).is_file():
+        if _record_path(cache, record_name(root, entry.relpath, prompt)).is_file():
             counts["cached"] += 1
             continue
         frames = dataset.frames(index)  # uint8 (F, H, W, 3)
@@ -268,7 +280,7 @@ def encode_clips(backbone: Backbone, dataset: VideoClipDataset, cache: str | Pat
         with torch.no_grad():
             latents = backbone.encode_video(video.to(device))
             cond = backbone.encode_condition(video[:, 0].to(device), None if prompt is None else [prompt])
-        write_record(cache, entry, prompt, latents, frames[0], cond)
+        write_record(cache, root, entry, prompt, latents, frames[0], cond)
         counts["encoded"] += 1
         if on_clip is not None:
             on_clip(index)
