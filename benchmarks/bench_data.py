@@ -86,12 +86,15 @@ def child_sft(family: str, cached: bool, steps: int, text_encoder: bool) -> dict
             "wall_s": wall, "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
 
 
-def child_manifest(entries: int) -> dict:
+def child_manifest(entries: int, how: str) -> dict:
+    """``how``: ``load`` (load_manifest: every entry parsed and resolved) or ``stream`` (stream_manifest, plus the
+    cached run's start-up check that every clip has a record: one stat each)."""
     import tracemalloc
 
     from shiftvdm.data.dataset import VideoClipDataset
-    from shiftvdm.data.manifest import load_manifest
+    from shiftvdm.data.manifest import load_manifest, stream_manifest
     from shiftvdm.train.config import TrainConfig
+    from shiftvdm.train.latent_cache import CachedClips
     from shiftvdm.train.shift import chunk_indices
 
     with tempfile.TemporaryDirectory(prefix="bench_data_manifest_") as tmp:
@@ -102,9 +105,12 @@ def child_manifest(entries: int) -> dict:
                                      "prompt": f"caption number {i}", "fps": 24.0, "start": i % 50 * 24}) + "\n")
         tracemalloc.start()
         t0 = time.perf_counter()
-        manifest = load_manifest(path)
+        manifest = (load_manifest if how == "load" else stream_manifest)(path)
         dataset = VideoClipDataset(manifest, 24, 320, 576, fps=None)
         shard = chunk_indices(len(dataset), TrainConfig(), 0, 0, 0, 8)
+        if how == "stream":
+            missing = CachedClips(Path(tmp) / "cache", dataset, manifest.root).missing()
+            assert len(missing) == entries
         seconds = time.perf_counter() - t0
         _, peak = tracemalloc.get_traced_memory()
     return {"seconds": seconds, "peak_mb": peak / 2**20, "shard": len(shard)}
@@ -154,7 +160,7 @@ def main() -> None:
         if kind == "sft":
             result = child_sft(rest[0], rest[1] == "1", int(rest[2]), rest[3] == "1")
         elif kind == "manifest":
-            result = child_manifest(int(rest[0]))
+            result = child_manifest(int(rest[0]), rest[1])
         elif kind == "text-encoder-bytes":
             result = child_text_encoder_bytes()
         else:
@@ -183,13 +189,15 @@ def main() -> None:
         print(f"full size: the UMT5-XXL encoder of Wan2.2-TI2V-5B has {full['params'] / 1e9:.2f} B parameters = "
               f"{full['bf16_gb']:.1f} GB in bf16 per rank, not held with a cache")
     if "manifest" in parts:
-        print(f"{'entries':>8}{'load+shard s':>14}{'peak MB':>10}")
-        for n in (1000, 100000):
-            m = _child(["manifest", str(n)])
-            figures[f"manifest/{n}"] = m
-            print(f"{n:>8}{m['seconds']:>14.3f}{m['peak_mb']:>10.1f}")
-        a, b = figures["manifest/1000"], figures["manifest/100000"]
-        print(f"100k / 1k: time x{b['seconds'] / a['seconds']:.1f}, peak memory x{b['peak_mb'] / a['peak_mb']:.1f}")
+        print("manifest start-up: parse + dataset + rank 0's shard of 8 (stream: + every clip's cache record stat-ed)")
+        print(f"{'entries':>8}{'how':>8}{'seconds':>10}{'peak MB':>10}")
+        for how in ("load", "stream"):
+            for n in (1000, 100000):
+                m = _child(["manifest", str(n), how])
+                figures[f"manifest/{how}/{n}"] = m
+                print(f"{n:>8}{how:>8}{m['seconds']:>10.3f}{m['peak_mb']:>10.1f}")
+            a, b = figures[f"manifest/{how}/1000"], figures[f"manifest/{how}/100000"]
+            print(f"{how}: 100k / 1k time x{b['seconds'] / a['seconds']:.1f}, peak memory x{b['peak_mb'] / a['peak_mb']:.1f}")
     if args.full_size_flops:
         flops = _child(["flops"])
         figures["flops"] = flops

@@ -277,9 +277,9 @@ class LazyEntries(Sequence):
     def records(self) -> Iterator[dict]:
         """Every entry's raw object, in order, in one sequential read (no path resolved)."""
         with open(self.path, "rb") as fh:
-            for offset in self.offsets:
-                fh.seek(int(offset))
-                yield json.loads(fh.readline().decode("utf-8-sig"))
+            for raw in fh:  # the lines stream_manifest kept: every non-blank one
+                if raw.strip():
+                    yield json.loads(raw.decode("utf-8-sig"))
 
     def __getitem__(self, index):
         if isinstance(index, slice):

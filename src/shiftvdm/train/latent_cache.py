@@ -118,7 +118,8 @@ def check_key(cache: str | Path, key: dict[str, Any]) -> None:
 def record_name(root: Path, relpath: str, prompt: str | None) -> str:
     """A clip's record name: its path as the manifest writes it, joined to the manifest's folder and normalised
     (not resolved: no system call, so 100 k names cost nothing), and its prompt."""
-    return hashlib.sha256(json.dumps([os.path.normpath(os.path.join(root, relpath)), prompt]).encode()).hexdigest()[:40]
+    text = os.path.normpath(os.path.join(root, relpath)) + ("\0" if prompt is None else "\1" + prompt)
+    return hashlib.sha256(text.encode()).hexdigest()[:40]
 
 
 def _record_path(cache: Path, name: str) -> Path:
@@ -227,8 +228,14 @@ class CachedClips:
             pairs = ((r["path"], r.get("prompt") or None) for r in entries.records())
         else:
             pairs = ((e.relpath, e.prompt) for e in entries)
+        present = set()  # one listing of the records (no stat per clip)
+        if (self.cache / "records").is_dir():
+            for folder in os.scandir(self.cache / "records"):
+                if folder.is_dir():
+                    present.update(e.name.removesuffix(".safetensors") for e in os.scandir(folder.path))
+        root = str(self.root)
         return [relpath for relpath, prompt in pairs
-                if not _record_path(self.cache, record_name(self.root, relpath, prompt or self.default_prompt)).is_file()]
+                if record_name(root, relpath, prompt or self.default_prompt) not in present]
 
     def load(self, indices: list[int]) -> tuple[Tensor, list[str] | None]:
         items = [self.dataset[i] for i in indices]
