@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import resource
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -150,6 +151,7 @@ def child_flops(frames: int, height: int, width: int) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=4, help="SFT steps per run (default 4)")
+    parser.add_argument("--repeats", type=int, default=3, help="alternated runs per setting, medians (default 3)")
     parser.add_argument("--parts", default="cache,text-encoder,manifest", help="comma-separated parts to run")
     parser.add_argument("--full-size-flops", action="store_true", help="also count SVD-XT's FLOPs at 24x320x576")
     parser.add_argument("--json", default=None, help="also write the figures to this JSON file")
@@ -170,12 +172,17 @@ def main() -> None:
     parts = args.parts.split(",")
     figures: dict = {}
     if "cache" in parts:
-        print(f"SFT time per step (one new buffer of 2 clips each step, {args.steps} steps, 1 thread)")
+        print(f"SFT time per step (one new buffer of 2 clips each step, {args.steps} steps, 1 thread, median of "
+              f"{args.repeats})")
         print(f"{'backbone':<10}{'no cache s':>12}{'cache s':>10}{'ratio':>8}{'  of which buffer: no cache / cache'}")
         for family in ("svd", "wan"):
-            plain = _child(["sft", family, "0", str(args.steps), "1"])
-            cached = _child(["sft", family, "1", str(args.steps), "0"])
-            figures[f"cache/{family}"] = {"plain": plain, "cached": cached}
+            runs: dict[str, list[dict]] = {"plain": [], "cached": []}
+            for _ in range(args.repeats):  # alternated, medians: a shared machine's load drifts
+                runs["plain"].append(_child(["sft", family, "0", str(args.steps), "1"]))
+                runs["cached"].append(_child(["sft", family, "1", str(args.steps), "0"]))
+            plain, cached = ({k: statistics.median(r[k] for r in runs[name]) for k in runs[name][0]}
+                             for name in ("plain", "cached"))
+            figures[f"cache/{family}"] = {"plain": plain, "cached": cached, "runs": runs}
             print(f"{'tiny ' + family:<10}{plain['per_step_s']:>12.3f}{cached['per_step_s']:>10.3f}"
                   f"{cached['per_step_s'] / plain['per_step_s']:>8.2f}   {plain['buffer_s']:.3f} / {cached['buffer_s']:.3f}")
     if "text-encoder" in parts:

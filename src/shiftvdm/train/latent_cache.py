@@ -267,7 +267,8 @@ def encode_clips(backbone: Backbone, dataset: VideoClipDataset, root: Path, cach
     if (cache / KEY_FILE).exists():
         check_key(cache, key)
     else:
-        if cache.exists() and any(cache.iterdir()):
+        # (another rank's temporary key file, a dot file, is no reason to refuse: ranks start together)
+        if cache.exists() and any(not p.name.startswith(".") for p in cache.iterdir()):
             raise DataError(f"{cache}: exists and is not a latent cache (no {KEY_FILE}); give a new or empty folder")
         text = json.dumps(key, indent=1, default=str) + "\n"
         atomic_write(cache / KEY_FILE, lambda tmp: tmp.write_text(text, encoding="utf-8"))
