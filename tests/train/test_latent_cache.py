@@ -9,6 +9,7 @@ other settings is refused naming the setting. Also: SVD encodes the noise-augmen
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -101,7 +102,13 @@ def test_cache_hits_misses_and_refusals(tmp_path, capsys):
         open_training_clips(cfg.data, cfg.backbone)
     assert data_main(["encode", "--model", model, "--data", str(data), "--out", str(cache), *shared]) == 0
     assert "1 clips encoded, 1 already cached" in capsys.readouterr().out  # a rerun continues
-    assert len(open_training_clips(cfg.data, cfg.backbone)) == 2
+    clips = open_training_clips(cfg.data, cfg.backbone)
+    latents, cond = clips.load_encoded([1, 0])
+    assert len(clips) == 2 and latents.shape[0] == 2 and cond.tensors["image_embeds"].shape[0] == 2
+    torch.testing.assert_close(cond.first_frame, clips.load([1, 0])[0][:, 0], rtol=0, atol=0)  # the exact pixels
+    os.utime(data / "clips" / "clip_00000.npy", ns=(0, 0))  # the clip changed after it was encoded
+    with pytest.raises(DataError, match=r"clip_00000.npy: the clip changed \(or is gone\) since it was encoded"):
+        clips.load_encoded([0])
     for change, named in ((["data.fps=4"], "fps: None in the cache, 4.0 now"),
                           (["backbone.options.motion_bucket_id=100"], "model.options.motion_bucket_id: None in the "
                                                                       "cache, 100 now")):
