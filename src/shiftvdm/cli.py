@@ -16,7 +16,7 @@ from shiftvdm.errors import ShiftvdmError
 # command -> (module, function, one-line help)
 COMMANDS: dict[str, tuple[str, str, str]] = {
     "demo": ("shiftvdm.recipes.demo", "main", "run the whole method end to end on CPU and write a report"),
-    "data": ("shiftvdm.recipes.data", "main", "make a synthetic sprite dataset (synth) or check a dataset (check)"),
+    "data": ("shiftvdm.recipes.data", "main", "make a synthetic sprite dataset (synth), check a dataset (check), cut a raw one into clips (prepare)"),
     "pretrain": ("shiftvdm.recipes.launch", "main_pretrain", "train a base model's full weights from scratch"),
     "sft": ("shiftvdm.recipes.launch", "main_sft", "supervised fine-tuning (LoRA or full)"),
     "shift": ("shiftvdm.recipes.launch", "main_shift", "SHIFT fine-tuning (Algorithm 1) and its baselines"),

@@ -93,6 +93,9 @@ class WanConfig:
     sample_batch_size: int = 2  # videos per denoiser call while sampling (memory only: same results up to rounding)
     vae_batch_size: int = 1  # clips per VAE encode/decode call (memory only)
     prompt_cache_size: int = 4096  # distinct prompts whose UMT5 embeddings stay cached (on CPU)
+    # false: no tokenizer / UMT5 (≈ 11 GB bf16 at 5B) in memory; every prompt's embedding must come from a
+    # data.cache (`shiftvdm data encode`); training sets it when every clip is cached
+    load_text_encoder: bool = True
     gradient_checkpointing: bool = False  # recompute transformer blocks in backward (the reference: off)
     seed: int = 0  # seed of from_config's random init and of the LoRA init
 
@@ -319,6 +322,9 @@ class WanBackbone:
                               f"but the config asks for {config.layout!r}")
         self.layout: str = layout
         for required in ("tokenizer", "text_encoder", "vae", "scheduler", "transformer"):
+            if required in ("tokenizer", "text_encoder") and not config.load_text_encoder:
+                components = {**components, required: None}  # dropped: embeddings come from a latent cache
+                continue
             if components.get(required) is None:
                 raise CheckpointError(f"the Wan pipeline has no `{required}` component "
                                       f"(needed by the {layout} backbone)")
@@ -399,7 +405,8 @@ class WanBackbone:
         config = _with_video_shape(config, path)
         try:
             vae = AutoencoderKLWan.from_pretrained(str(path), subfolder="vae", dtype=DTYPES[config.vae_dtype])
-            pipe = WanImageToVideoPipeline.from_pretrained(str(path), vae=vae, dtype=DTYPES[config.dtype])
+            skip = {} if config.load_text_encoder else {"text_encoder": None, "tokenizer": None}
+            pipe = WanImageToVideoPipeline.from_pretrained(str(path), vae=vae, dtype=DTYPES[config.dtype], **skip)
         except (OSError, ValueError, RuntimeError) as exc:
             raise CheckpointError(f"{path}: cannot load the Wan pipeline ({exc})") from exc
         components = dict(pipe.components)
@@ -512,6 +519,10 @@ class WanBackbone:
         from diffusers.pipelines.wan.pipeline_wan_i2v import prompt_clean
 
         missing = list(dict.fromkeys(p for p in prompts if p not in self._prompt_cache))
+        if missing and self.text_encoder is None:
+            raise ConfigError(f"prompt {missing[0]!r}: no embedding for it and no text encoder loaded "
+                              "(backbone.options.load_text_encoder=false); encode it with `shiftvdm data encode` "
+                              "or load the text encoder")
         if missing:
             tokens = self.tokenizer([prompt_clean(p) for p in missing], padding="max_length",
                                     max_length=self.config.max_sequence_length, truncation=True,
@@ -522,8 +533,11 @@ class WanBackbone:
             lengths = tokens.attention_mask.gt(0).sum(dim=1).tolist()
             for prompt, h, n in zip(missing, hidden, lengths):
                 self._prompt_cache[prompt] = h[:n].to("cpu", self.text_encoder.dtype).clone()
-        L, D = self.config.max_sequence_length, int(self.text_encoder.config.d_model)
-        out = torch.zeros(len(prompts), L, D, dtype=self.text_encoder.dtype)
+        known = self._prompt_cache[prompts[0]] if prompts else None
+        L = self.config.max_sequence_length
+        D = int(self.text_encoder.config.d_model) if self.text_encoder is not None else known.shape[-1]
+        out = torch.zeros(len(prompts), L, D, dtype=self.text_encoder.dtype if self.text_encoder is not None
+                          else known.dtype)
         for i, prompt in enumerate(prompts):
             emb = self._prompt_cache[prompt]
             self._prompt_cache.move_to_end(prompt)

@@ -7,6 +7,7 @@ dataset root". ``shiftvdm data check`` prints the report; training runs the same
 
 from __future__ import annotations
 
+import concurrent.futures
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -60,13 +61,15 @@ def check_entry(entry: ClipEntry, num_frames: int = 2, fps: float | None = None)
 
 
 def check_dataset(manifest_or_dir: Manifest | str | Path, num_frames: int = 2,
-                  fps: float | None = None) -> CheckReport:
+                  fps: float | None = None, *, workers: int = 1, progress: bool = False) -> CheckReport:
     """Decode every entry of a manifest (file or folder) and sort the entries into good and bad.
 
     Args:
         manifest_or_dir: a ``Manifest``, a manifest file (.jsonl/.json/.csv) or a folder of videos.
         num_frames: frames each clip must provide (at ``fps`` when given, else at its own rate).
         fps: the target frame rate of training, or None.
+        workers: entries decoded at a time (threads: PyAV decodes outside the GIL); the report keeps manifest order.
+        progress: show a progress bar (on a terminal).
 
     Raises:
         DataError: when the manifest itself cannot be read (the entries' problems go into the report).
@@ -77,8 +80,16 @@ def check_dataset(manifest_or_dir: Manifest | str | Path, num_frames: int = 2,
         raise DataError(f"fps must be positive, got {fps}")
     manifest = manifest_or_dir if isinstance(manifest_or_dir, Manifest) else load_manifest(manifest_or_dir)
     report = CheckReport(root=manifest.root, num_frames=num_frames, fps=fps)
-    for entry in manifest.entries:
-        reason = check_entry(entry, num_frames, fps)
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=len(manifest.entries), desc="check", unit="clip", disable=not progress or None)
+    with concurrent.futures.ThreadPoolExecutor(max(1, workers)) as pool:
+        reasons = []
+        for reason in pool.map(lambda e: check_entry(e, num_frames, fps), manifest.entries):
+            reasons.append(reason)
+            bar.update(1)
+    bar.close()
+    for entry, reason in zip(manifest.entries, reasons):
         if reason is None:
             report.good.append(entry)
         else:

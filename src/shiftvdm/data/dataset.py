@@ -19,8 +19,19 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from shiftvdm.data.manifest import ClipEntry, Manifest, load_manifest, require_inside_root
-from shiftvdm.data.video_io import read_video, resample_frames, resize_center_crop, to_tensor
+from shiftvdm.data.manifest import (
+    ClipEntry,
+    LazyEntries,
+    Manifest,
+    load_manifest,
+    require_inside_root,
+)
+from shiftvdm.data.video_io import (
+    read_video,
+    resample_frames,
+    resize_center_crop,
+    to_tensor,
+)
 from shiftvdm.errors import DataError
 from shiftvdm.utils.checkpoint import atomic_write
 
@@ -30,11 +41,12 @@ logger = logging.getLogger(__name__)
 _CACHE_VERSION = 1
 
 
-def _entries_of(manifest_or_entries: Manifest | Sequence[ClipEntry] | str | Path) -> list[ClipEntry]:
+def _entries_of(manifest_or_entries: Manifest | Sequence[ClipEntry] | str | Path) -> Sequence[ClipEntry]:
     if isinstance(manifest_or_entries, (str, Path)):
         manifest_or_entries = load_manifest(manifest_or_entries)
     if isinstance(manifest_or_entries, Manifest):
-        return list(manifest_or_entries.entries)
+        entries = manifest_or_entries.entries
+        return entries if isinstance(entries, LazyEntries) else list(entries)  # lazy: parsed when read
     entries = list(manifest_or_entries)
     if not all(isinstance(e, ClipEntry) for e in entries):
         raise DataError("expected a Manifest, a manifest path or a list of ClipEntry")

@@ -9,7 +9,7 @@ import argparse
 import logging
 import shlex
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -18,9 +18,16 @@ from accelerate import Accelerator, DistributedDataParallelKwargs
 from torch import Tensor
 
 from shiftvdm.backbone import backbone_config, load_backbone
-from shiftvdm.backbone.base import Backbone
-from shiftvdm.config import config_from_dict, deep_merge, load_yaml_with_base, parse_overrides, resolve_config_path
+from shiftvdm.backbone.base import Backbone, Condition
+from shiftvdm.config import (
+    config_from_dict,
+    deep_merge,
+    load_yaml_with_base,
+    parse_overrides,
+    resolve_config_path,
+)
 from shiftvdm.errors import CheckpointError, ConfigError, TrainingError
+from shiftvdm.recipes.args import parse_command_line
 from shiftvdm.rewards.critic import MotionCritic
 from shiftvdm.rewards.critic_training import CriticTrainer
 from shiftvdm.train.checkpointing import Checkpointer
@@ -36,7 +43,6 @@ from shiftvdm.train.shift import TrainResult, train
 from shiftvdm.train.state import TrainState
 from shiftvdm.utils import preemption
 from shiftvdm.utils.outputs import check_run_dir, clear_run, new_output_dir
-from shiftvdm.recipes.args import parse_command_line
 from shiftvdm.utils.run_lock import run_lock
 
 logger = logging.getLogger(__name__)
@@ -88,7 +94,7 @@ class TrainingParts:
 
 def assemble(cfg: TrainConfig, backbone: Backbone, critic: Any, *, accelerator: Any = None,
              evaluate: Evaluate | None = None, sample_frames: Tensor | None = None,
-             sample_prompts: list[str] | None = None) -> TrainingParts:
+             sample_prompts: list[str] | None = None, sample_cond: Condition | None = None) -> TrainingParts:
     """The run around a built backbone and critic: engine, optimizers, state, checkpointer and hooks.
 
     The engine comes first: FSDP2 replaces the parameters with sharded ones, and the optimizer must hold those.
@@ -107,13 +113,20 @@ def assemble(cfg: TrainConfig, backbone: Backbone, critic: Any, *, accelerator: 
     run_dir = Path(cfg.run.out_dir)
     checkpointer = Checkpointer(cfg, run_dir, dist)
     hooks = RunHooks(cfg, run_dir, dist, backbone, state, engine, checkpointer, evaluate=evaluate,
-                     sample_frames=sample_frames, sample_prompts=sample_prompts)
+                     sample_frames=sample_frames, sample_prompts=sample_prompts, sample_cond=sample_cond)
     return TrainingParts(state, engine, dist, hooks, checkpointer)
 
 
-def build_backbone(cfg: TrainConfig, accelerator: Any = None) -> Backbone:
-    """The backbone of ``cfg``: loaded, on the device, the SFT LoRA fused when given, LoRA added."""
-    backbone = load_backbone(cfg.backbone)
+def build_backbone(cfg: TrainConfig, accelerator: Any = None, *, text_encoder: bool = True) -> Backbone:
+    """The backbone of ``cfg``: loaded, on the device, the SFT LoRA fused when given, LoRA added.
+
+    ``text_encoder=False`` (every prompt embedding comes from ``data.cache``) leaves out the text encoder of a
+    family that has the option (Wan's ``load_text_encoder``) unless the config sets it."""
+    backbone_cfg = cfg.backbone
+    if not text_encoder and "load_text_encoder" in {f.name for f in fields(backbone_config(backbone_cfg.name, {}))} \
+            and "load_text_encoder" not in backbone_cfg.options:
+        backbone_cfg = replace(backbone_cfg, options={**backbone_cfg.options, "load_text_encoder": False})
+    backbone = load_backbone(backbone_cfg)
     f, h, w = backbone.video_shape
     if (f, h, w) != (cfg.data.num_frames, cfg.data.height, cfg.data.width):
         raise ConfigError(f"the backbone makes clips of {f} frames × {h}×{w}, but data.num_frames/height/width are "
@@ -141,17 +154,21 @@ def run_training(cfg: TrainConfig, *, resume: bool = False, clips: Any = None,
                  evaluate: Evaluate | None = None, accelerator: Any = None) -> TrainResult:
     """Train (or resume) one run; returns the TrainResult. Used by the CLI, the demo and tests."""
     accelerator = accelerator if accelerator is not None else default_accelerator(cfg)
-    clips = clips if clips is not None else open_training_clips(cfg.data)
-    backbone = build_backbone(cfg, accelerator)
+    clips = clips if clips is not None else open_training_clips(cfg.data, cfg.backbone)
+    load_encoded = getattr(clips, "load_encoded", None)
+    # every clip's conditioning is in data.cache (open_training_clips refuses a gap): no text encoder to load
+    backbone = build_backbone(cfg, accelerator, text_encoder=load_encoded is None)
     device = accelerator.device
     critic = MotionCritic.load(cfg.critic.path, device) if cfg.uses_rollouts else None
-    first = clips.load(list(range(min(cfg.run.num_samples, len(clips)))))
+    sample_ids = list(range(min(cfg.run.num_samples, len(clips))))
+    first = clips.load(sample_ids)
+    sample_cond = load_encoded(sample_ids)[1] if load_encoded is not None and sample_ids else None
     plan = memory_plan(cfg, backbone, accelerator.num_processes, critic.config if critic is not None else None)
     if accelerator.is_main_process:
         logger.info("%s", plan.table())
     plan.check()  # refuse a plan that does not fit, naming the setting to change
     parts = assemble(cfg, backbone, critic, accelerator=accelerator, evaluate=evaluate, sample_frames=first[0][:, 0],
-                     sample_prompts=first[1])
+                     sample_prompts=first[1], sample_cond=sample_cond)
     if resume and not resume_run(parts.checkpointer, parts.state):
         raise CheckpointError(f"--resume: no checkpoint under {Path(cfg.run.out_dir) / 'checkpoints'}")
     try:

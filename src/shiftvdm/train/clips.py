@@ -9,7 +9,9 @@ from torch import Tensor
 
 from shiftvdm.data.check import check_dataset, format_report
 from shiftvdm.data.dataset import VideoClipDataset
+from shiftvdm.data.manifest import stream_manifest
 from shiftvdm.errors import DataError
+from shiftvdm.train.latent_cache import CachedClips, cache_key, check_key
 
 logger = logging.getLogger(__name__)
 
@@ -50,10 +52,16 @@ class DatasetClips:
         return video, (None if all(p is None for p in prompts) else [p or "" for p in prompts])
 
 
-def open_training_clips(data_cfg) -> DatasetClips:
-    """Check every entry first (as `shiftvdm data check`), then stop with the list or drop bad ones."""
+def open_training_clips(data_cfg, backbone_cfg=None) -> DatasetClips | CachedClips:
+    """Check every entry first (as `shiftvdm data check`), then stop with the list or drop bad ones.
+
+    With ``data.cache`` the clips were decoded and checked when `shiftvdm data encode` cached them: the cache's
+    key must match ``backbone_cfg`` and ``data_cfg`` (a difference is refused by name) and every clip must have a
+    record (a missing one is refused, never encoded here)."""
     if not data_cfg.train:
         raise DataError("data.train is empty: give a manifest (jsonl/json/csv) or a folder of videos")
+    if data_cfg.cache:
+        return open_cached_clips(data_cfg, backbone_cfg)
     report = check_dataset(data_cfg.train, num_frames=data_cfg.num_frames, fps=data_cfg.fps)
     if report.bad:
         if not data_cfg.skip_bad:
@@ -65,3 +73,20 @@ def open_training_clips(data_cfg) -> DatasetClips:
     dataset = VideoClipDataset(report.good, num_frames=data_cfg.num_frames, height=data_cfg.height,
                                width=data_cfg.width, fps=data_cfg.fps, cache_dir=data_cfg.cache_dir)
     return DatasetClips(dataset, data_cfg.prompt)
+
+
+def open_cached_clips(data_cfg, backbone_cfg) -> CachedClips:
+    """The clips of ``data.train`` read from ``data.cache`` (see train/latent_cache.py)."""
+    if backbone_cfg is None:
+        raise DataError("data.cache: the cache is keyed by the model; give the backbone config too")
+    check_key(data_cfg.cache, cache_key(backbone_cfg, data_cfg))
+    manifest = stream_manifest(data_cfg.train)  # a JSONL manifest is read lazily: 100 k entries start fast
+    dataset = VideoClipDataset(manifest, num_frames=data_cfg.num_frames, height=data_cfg.height,
+                               width=data_cfg.width, fps=data_cfg.fps, cache_dir=data_cfg.cache_dir)
+    clips = CachedClips(data_cfg.cache, dataset, manifest.root, data_cfg.prompt)
+    missing = clips.missing()
+    if missing:
+        shown = ", ".join(missing[:3]) + (f" and {len(missing) - 3} more" if len(missing) > 3 else "")
+        raise DataError(f"data.cache={data_cfg.cache}: {len(missing)} of {len(dataset)} clips of {data_cfg.train} are "
+                        f"not cached ({shown}); run `shiftvdm data encode` on it (it continues where it stopped)")
+    return clips

@@ -43,6 +43,7 @@ class DataConfig:
     fps: float | None = None  # resample clips to this frame rate (None = keep the file's frames)
     skip_bad: bool = False  # drop entries that fail the data check instead of stopping
     cache_dir: str | None = None  # cache of decoded clips (None = no cache)
+    cache: str | None = None  # latents + conditioning from `shiftvdm data encode` (None = encode while training)
     prompt: str | None = None  # prompt for clips whose manifest entry has none (text-conditioned backbones)
 
     def __post_init__(self) -> None:

@@ -19,11 +19,16 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from shiftvdm.backbone.base import Backbone
+from shiftvdm.backbone.base import Backbone, Condition
 from shiftvdm.config import dump_config
 from shiftvdm.data.video_io import to_uint8, write_video
 from shiftvdm.train.buffer import RolloutBuffer
-from shiftvdm.train.checkpointing import Checkpointer, export_final, gathered_weights, weights_digest
+from shiftvdm.train.checkpointing import (
+    Checkpointer,
+    export_final,
+    gathered_weights,
+    weights_digest,
+)
 from shiftvdm.train.config import TrainConfig
 from shiftvdm.train.distributed import Distributed, full_state_dicts
 from shiftvdm.train.engine import GradientEngine
@@ -50,11 +55,13 @@ class RunHooks:
 
     def __init__(self, cfg: TrainConfig, run_dir: Path, dist: Distributed, backbone: Backbone, state: TrainState,
                  engine: GradientEngine, checkpointer: Checkpointer, *, evaluate: Evaluate | None = None,
-                 sample_frames: Tensor | None = None, sample_prompts: list[str] | None = None) -> None:
+                 sample_frames: Tensor | None = None, sample_prompts: list[str] | None = None,
+                 sample_cond: Condition | None = None) -> None:
         self.cfg, self.run_dir, self.dist = cfg, Path(run_dir), dist
         self.backbone, self.state, self.engine, self.checkpointer = backbone, state, engine, checkpointer
         self.evaluate = evaluate
         self.sample_frames, self.sample_prompts = sample_frames, sample_prompts
+        self.sample_cond = sample_cond  # the samples' Condition from data.cache (no encoder needed), or None
         self.metrics = MetricsLogger(self.run_dir / "logs", enabled=dist.is_main)
         self.last_metrics: dict[str, float] = {}
         self._t_start = {"wall": 0.0, "cpu": 0.0}  # per clock
@@ -196,7 +203,10 @@ class RunHooks:
             return
         t0 = self._clocks()
         with self.state.ema_applied(), torch.no_grad():
-            cond = self.backbone.encode_condition(self.sample_frames.to(self.dist.device), self.sample_prompts)
+            if self.sample_cond is not None:
+                cond = self.sample_cond.to(self.dist.device)
+            else:
+                cond = self.backbone.encode_condition(self.sample_frames.to(self.dist.device), self.sample_prompts)
             lat = self.backbone.sample(cond, 1, generator_for(self.cfg.run.seed, "samples"), stochastic=False)
             video = self.backbone.decode(lat[:, 0]).cpu()  # (n, F, 3, H, W)
         grid = torch.cat(list(video), dim=-1)  # clips side by side: (F, 3, H, n*W)

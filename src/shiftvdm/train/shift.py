@@ -40,7 +40,12 @@ from shiftvdm.train.distributed import Distributed, full_tensor
 from shiftvdm.train.engine import GradientEngine
 from shiftvdm.train.hooks import RunHooks
 from shiftvdm.train.losses import aw_weight, real_weight
-from shiftvdm.train.numerics import check_params_finite, grad_snapshot, grad_split_norms, skip_step
+from shiftvdm.train.numerics import (
+    check_params_finite,
+    grad_snapshot,
+    grad_split_norms,
+    skip_step,
+)
 from shiftvdm.train.state import TrainState
 from shiftvdm.utils import preemption
 from shiftvdm.utils.seeding import derive_seed, generator_for
@@ -97,9 +102,15 @@ def collect_buffer(backbone: Backbone, critic: Critic | None, clips: ClipSource,
     None when a preemption signal arrived: checked before each rollout batch (a safe point), the half buffer is
     dropped and train() checkpoints the state from before it, so a resume rolls the whole buffer out again."""
     rollout, critic_cfg, counters = cfg.rollout, cfg.critic, state.counters
-    video, prompts = state.timed("data", lambda: clips.load(indices))  # (N, F, 3, H, W) in [-1, 1]
-    x = state.timed("encode", lambda: backbone.encode_video(video.to(device)))  # (N, ...) real latents
-    cond = backbone.encode_condition(video[:, 0].to(device), prompts)
+    load_encoded = getattr(clips, "load_encoded", None)
+    if load_encoded is not None:  # data.cache: latents and conditioning as `shiftvdm data encode` stored them
+        x, cond = state.timed("data", lambda: load_encoded(indices))
+        # pixels only for the rewards (SFT needs none)
+        video = state.timed("data", lambda: clips.load(indices)[0]) if cfg.uses_rollouts else None
+    else:
+        video, prompts = state.timed("data", lambda: clips.load(indices))  # (N, F, 3, H, W) in [-1, 1]
+        x = state.timed("encode", lambda: backbone.encode_video(video.to(device)))  # (N, ...) real latents
+        cond = backbone.encode_condition(video[:, 0].to(device), prompts)
     buffer = RolloutBuffer(x=x.cpu(), cond=cond.to("cpu"), clip_ids=torch.as_tensor(indices))
     if not cfg.uses_rollouts:  # SFT / pre-training: the buffer is just real data
         return buffer
