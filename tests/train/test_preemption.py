@@ -292,3 +292,32 @@ def test_train_critic_stops_at_a_checkpoint_and_resumes_exactly(tmp_path, monkey
     a = load_file(str(tmp_path / "straight" / "critic" / "critic.safetensors"))
     b = load_file(str(run / "critic" / "critic.safetensors"))
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_a_run_that_stopped_before_its_first_checkpoint_is_run_again_with_resume(setup, monkeypatch, capsys):
+    """A job that died before its first checkpoint (here a crash after step 2, checkpoint_every=0) leaves
+    config.yaml and logs but nothing to resume from: a plain rerun is refused saying to pass --resume; --resume
+    runs it again from step 0, its logs replaced, and ends where an uninterrupted run ends."""
+    run = setup["root"] / "crashed-early"
+    cfg = write_config(setup, "sft", run)
+    real = hooks_mod.RunHooks.after_step
+
+    def after_step(self, metrics):
+        real(self, metrics)
+        if self.state.counters.step == 2:
+            raise RuntimeError("node failure")
+
+    monkeypatch.setattr(hooks_mod.RunHooks, "after_step", after_step)
+    with pytest.raises(RuntimeError, match="node failure"):
+        cli(["sft", "--config", str(cfg)])
+    monkeypatch.undo()
+    assert (run / "config.yaml").is_file() and not list(run.rglob("step-*"))
+    capsys.readouterr()
+    assert cli(["sft", "--config", str(cfg)]) == 2
+    err = capsys.readouterr().err
+    assert "holds a run that stopped before its first checkpoint (config.yaml, logs): there is nothing to " \
+           "continue; pass --resume (or --overwrite) to run it again from step 0" in err
+    assert cli(["sft", "--config", str(cfg), "--resume"]) == 0
+    assert digest(run) == straight_digest(setup, "sft")
+    steps = [json.loads(line).get("step") for line in (run / "logs" / "metrics.jsonl").read_text().splitlines()]
+    assert [s for s in steps if s is not None] == list(range(1, 9))  # each step once: the first attempt's rows gone
