@@ -321,3 +321,44 @@ def test_a_run_that_stopped_before_its_first_checkpoint_is_run_again_with_resume
     assert digest(run) == straight_digest(setup, "sft")
     steps = [json.loads(line).get("step") for line in (run / "logs" / "metrics.jsonl").read_text().splitlines()]
     assert [s for s in steps if s is not None] == list(range(1, 9))  # each step once: the first attempt's rows gone
+
+
+def torchrun(config: Path, *args: str) -> subprocess.Popen:
+    """``shiftvdm shift`` on 2 gloo ranks under torchrun, told to forward SIGUSR1 as the sbatch template does."""
+    from test_distributed import free_port
+
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node=2", f"--master-port={free_port()}",
+           "--signals-to-handle=SIGTERM,SIGINT,SIGHUP,SIGQUIT,SIGUSR1", "-m", "shiftvdm", "shift", "--config",
+           str(config), *args]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1",
+           "PYTHONPATH": os.pathsep.join([str(SRC), os.environ.get("PYTHONPATH", "")])}
+    return subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+
+
+@pytest.mark.slow
+def test_sigusr1_to_torchrun_stops_both_ranks_at_one_step_and_the_resume_is_exact(setup):
+    """SIGUSR1 to the launcher (Slurm's --signal=USR1@T reaches torchrun; torchrun forwards it): both ranks
+    checkpoint the same step, the marker is written, torchrun exits 1 (it re-raises the signal as a
+    SignalException: the ranks' 75 does not reach its exit status, the marker tells), and the resume ends with
+    the weights of an uninterrupted 2-rank run, bit for bit. The uninterrupted run goes alongside."""
+    straight_run, run = setup["root"] / "torchrun-straight", setup["root"] / "torchrun-usr1"
+    straight = torchrun(write_config(setup, "shift", straight_run))
+    cfg = write_config(setup, "shift", run)
+    proc = torchrun(cfg)
+    metrics = run / "logs" / "metrics.jsonl"
+    wait_for(lambda: metrics.is_file() and '"loss/real"' in metrics.read_text(), proc)  # a step is done
+    proc.send_signal(signal.SIGUSR1)
+    err = proc.communicate(timeout=120)[1]
+    assert proc.returncode == 1, err[-3000:]
+    assert "SignalException" in err and "second signal" not in err
+    steps = [checkpoint_step(run, r)["step"] for r in range(2)]
+    marker = preemption.read_marker(run)
+    assert steps[0] == steps[1] == marker["step"] and 1 <= marker["step"] < 8, (steps, marker)
+    assert marker["signal"] == "SIGUSR1" and f"preempted at step {marker['step']}; checkpoint " in err
+
+    resumed = torchrun(cfg, "--resume")
+    err = resumed.communicate(timeout=120)[1]
+    assert resumed.returncode == 0, err[-3000:]
+    assert straight.wait(120) == 0
+    final = [json.loads((r / "logs" / f"final-rank{k}.json").read_text()) for r in (straight_run, run) for k in (0, 1)]
+    assert len({f["weights_sha256"] for f in final}) == 1 and {f["steps"] for f in final} == {8}
