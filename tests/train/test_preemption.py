@@ -228,6 +228,20 @@ def test_a_second_signal_exits_at_once_and_the_next_start_sweeps_the_temp(setup,
     assert not list((run / "checkpoints").glob(".step-*"))
 
 
+def test_a_signal_while_the_command_starts_is_kept_and_ends_in_a_checkpoint(setup, tmp_path):
+    """Slurm's --signal=USR1@T can come up to a minute early, while the job is still importing torch: Python's
+    default action would kill the process before it writes the marker (the requeue script would see a failure).
+    The command keeps the signal from its first line on and acts on it at the run's first safe point."""
+    run = setup["root"] / "at-start"
+    cfg = write_config(setup, "sft", run)
+    log = tmp_path / "err.log"
+    proc = start(["sft", "--config", str(cfg)], log, faults={"startsig": "0:SIGUSR1"})
+    assert proc.wait(120) == 75, log.read_text()[-3000:]
+    err = log.read_text()
+    assert "SIGUSR1 received" in err and "preempted at step 0" in err and "Traceback" not in err
+    assert preemption.read_marker(run)["step"] == 0 and checkpoint_step(run)["step"] == 0
+
+
 @pytest.mark.slow
 def test_two_ranks_stop_at_the_same_step_when_one_is_signalled(setup):
     """Rank 1 alone gets SIGTERM after step 2: both ranks checkpoint step 2 (agreed in the step's all-reduce), the

@@ -42,6 +42,7 @@ SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
 DUPLICATE_WINDOW_S = 3.0
 
 _received: list[tuple[str, float]] = []  # (signal name, time.monotonic()) of the first signal; empty = none
+_starting: list[bool] = []  # non-empty inside ``early()``: a signal received there is kept for ``handling()``
 
 
 def requested() -> bool:
@@ -88,20 +89,43 @@ def _first(signum: int, frame: FrameType | None) -> None:
 
 
 @contextlib.contextmanager
-def handling() -> Iterator[None]:
-    """SIGTERM / SIGUSR1 handled as above while inside (main thread only; elsewhere a no-op); the previous
-    handlers and a clear flag afterwards."""
+def early() -> Iterator[None]:
+    """The start-up of a training command (imports, config, model load), before ``handling()``: a signal there
+    sets the flag as ``handling()`` does and is acted on at the run's first safe point (a checkpoint of the
+    step it starts from, the marker, exit 75), instead of killing the process with Python's default action
+    before it can write the marker (a requeue script would then see a failure, not a preemption)."""
     reset()
     if sys.platform == "win32" or not _in_main_thread():
         yield
         return
     previous = {sig: signal.signal(sig, _first) for sig in SIGNALS}
+    _starting.append(True)
+    try:
+        yield
+    finally:
+        _starting.clear()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        reset()
+
+
+@contextlib.contextmanager
+def handling() -> Iterator[None]:
+    """SIGTERM / SIGUSR1 handled as above while inside (main thread only; elsewhere a no-op); the previous
+    handlers and a clear flag afterwards. Inside ``early()`` a signal it received is kept."""
+    if not _starting:
+        reset()
+    if sys.platform == "win32" or not _in_main_thread():
+        yield
+        return
+    previous = {sig: signal.signal(sig, _second if requested() else _first) for sig in SIGNALS}
     try:
         yield
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-        reset()
+        if not _starting:
+            reset()
 
 
 def _in_main_thread() -> bool:
@@ -144,5 +168,5 @@ def clear_marker(run_dir: str | Path) -> None:
     (Path(run_dir) / MARKER).unlink(missing_ok=True)
 
 
-__all__ = ["DUPLICATE_WINDOW_S", "EXIT_CODE", "MARKER", "SIGNALS", "clear_marker", "handling", "launch_rank", "read_marker", "request",
-           "requested", "reset", "seconds_since_signal", "signal_name", "write_marker"]
+__all__ = ["DUPLICATE_WINDOW_S", "EXIT_CODE", "MARKER", "SIGNALS", "clear_marker", "early", "handling", "launch_rank",
+           "read_marker", "request", "requested", "reset", "seconds_since_signal", "signal_name", "write_marker"]
