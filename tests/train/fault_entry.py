@@ -10,8 +10,6 @@ process without any hook in the production code:
 - ``clock=RANK:SECONDS``: that rank's training clock reads SECONDS late (it alone is over a time limit);
 - ``sigterm=RANK:STEP`` / ``sigusr1=RANK:STEP``: that rank sends itself the signal right after generator step STEP
   (the scheduler's preemption, seen by one rank only; tests/train/test_preemption.py);
-- ``startsig=RANK:SIGNAL`` (e.g. ``startsig=0:SIGUSR1``): that rank sends itself the signal while the command
-  starts (when it reads its config, before the model is loaded and before the run's own handlers);
 - ``slowsave=RANK:SECONDS``: once a preemption signal arrived, that rank's checkpoint writes sleep SECONDS inside
   the write (a window for a second signal).
 """
@@ -68,19 +66,6 @@ def signal_after_step(rank: int, at_step: int, sig: signal.Signals) -> None:
     hooks.RunHooks.after_step = after_step
 
 
-def signal_at_start(rank: int, sig: signal.Signals) -> None:
-    from shiftvdm.recipes import train as train_recipe
-
-    real_resolve = train_recipe.resolve_train_config
-
-    def resolve(*args, **kwargs):
-        if int(os.environ.get("RANK", "0")) == rank:
-            os.kill(os.getpid(), sig)
-        return real_resolve(*args, **kwargs)
-
-    train_recipe.resolve_train_config = resolve
-
-
 def slow_saves(rank: int, seconds: float) -> None:
     from shiftvdm.utils import preemption, step_checkpoints
 
@@ -103,6 +88,5 @@ if __name__ == "__main__":
         {"nan": lambda: inject_nan(int(r), int(v)), "clock": lambda: clock_ahead(int(r), float(v)),
          "sigterm": lambda: signal_after_step(int(r), int(v), signal.SIGTERM),
          "sigusr1": lambda: signal_after_step(int(r), int(v), signal.SIGUSR1),
-         "slowsave": lambda: slow_saves(int(r), float(v)),
-         "startsig": lambda: signal_at_start(int(r), signal.Signals[v])}[name]()
+         "slowsave": lambda: slow_saves(int(r), float(v))}[name]()
     sys.exit(main(args))

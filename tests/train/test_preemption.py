@@ -228,17 +228,32 @@ def test_a_second_signal_exits_at_once_and_the_next_start_sweeps_the_temp(setup,
     assert not list((run / "checkpoints").glob(".step-*"))
 
 
-def test_a_signal_while_the_command_starts_is_kept_and_ends_in_a_checkpoint(setup, tmp_path):
+def test_a_signal_while_the_command_starts_is_kept_and_ends_in_a_checkpoint(setup, monkeypatch, capfd):
     """Slurm's --signal=USR1@T can come up to a minute early, while the job is still importing torch: Python's
     default action would kill the process before it writes the marker (the requeue script would see a failure).
-    The command keeps the signal from its first line on and acts on it at the run's first safe point."""
+    The command keeps the signal from its first line on and acts on it at the run's first safe point. Here the
+    signal comes while the recipe reads its config; the handler in place before the command stands for
+    Python's default (a signal reaching it is the death the command must prevent)."""
+    from shiftvdm.recipes import train as train_recipe
+
     run = setup["root"] / "at-start"
     cfg = write_config(setup, "sft", run)
-    log = tmp_path / "err.log"
-    proc = start(["sft", "--config", str(cfg)], log, faults={"startsig": "0:SIGUSR1"})
-    assert proc.wait(120) == 75, log.read_text()[-3000:]
-    err = log.read_text()
-    assert "SIGUSR1 received" in err and "preempted at step 0" in err and "Traceback" not in err
+    reached_default = []
+    before = signal.signal(signal.SIGUSR1, lambda *_: reached_default.append(True))
+    real_resolve = train_recipe.resolve_train_config
+
+    def resolve(*args, **kwargs):
+        os.kill(os.getpid(), signal.SIGUSR1)
+        return real_resolve(*args, **kwargs)
+
+    monkeypatch.setattr(train_recipe, "resolve_train_config", resolve)
+    try:
+        code = cli(["sft", "--config", str(cfg)])
+    finally:
+        signal.signal(signal.SIGUSR1, before)
+    err = capfd.readouterr().err
+    assert not reached_default and code == 75, err[-3000:]
+    assert "SIGUSR1 received" in err and "preempted at step 0" in err
     assert preemption.read_marker(run)["step"] == 0 and checkpoint_step(run)["step"] == 0
 
 
