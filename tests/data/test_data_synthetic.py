@@ -246,3 +246,20 @@ def test_synth_into_a_folder_in_use_is_refused(tmp_path):
                                             f"{os.getpid()}"):
             write_synthetic_dataset(tmp_path / "ds", 2, 3, 16, seed=0)
     assert [p.name for p in (tmp_path / "ds").iterdir()] == [".lock"]  # the refused job wrote nothing
+
+
+def test_an_overwrite_cut_before_its_ground_truth_is_continued_with_the_new_settings(tmp_path, monkeypatch):
+    import shiftvdm.data.synthetic as synth
+
+    write_synthetic_dataset(tmp_path / "ds", 3, 3, 16, seed=0, format="npy")
+
+    def killed(*args, **kwargs):  # the process dies right after the new dataset.json
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(synth, "save_npz", killed)
+    with pytest.raises(KeyboardInterrupt):
+        write_synthetic_dataset(tmp_path / "ds", 3, 3, 16, seed=1, format="npy", overwrite=True)
+    monkeypatch.undo()
+    write_synthetic_dataset(tmp_path / "ds", 3, 3, 16, seed=1, format="npy")  # continued: seed 1 throughout
+    write_synthetic_dataset(tmp_path / "fresh", 3, 3, 16, seed=1, format="npy")
+    assert file_digests(tmp_path / "ds") == file_digests(tmp_path / "fresh")

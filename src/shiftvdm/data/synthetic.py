@@ -472,6 +472,8 @@ def write_synthetic_dataset(
             manifest_path.unlink(missing_ok=True)  # first: the folder is an unfinished dataset from here on
             for old in sorted((out_dir / "clips").glob("clip_*")):
                 old.unlink()
+            # before the new dataset.json: a continued run trusts a ground truth found beside its settings
+            (out_dir / "ground_truth.npz").unlink(missing_ok=True)
         # dataset.json first, then the clips, the manifest last: a folder with dataset.json and no manifest is an
         # unfinished dataset whose settings are known, so a rerun with the same settings continues it
         if state != "continue" or not (out_dir / "dataset.json").is_file():
