@@ -437,8 +437,8 @@ def write_synthetic_dataset(
     ``dataset.json`` first, the manifest last, so a folder without the manifest is an unfinished dataset. A
     rerun with the same settings into an unfinished dataset (e.g. after a kill) continues it, writing only the
     missing clips; other settings are refused, naming them, unless ``overwrite``. The same arguments give the
-    same bytes, continued or not. The folder is locked (``.lock``, ``utils/run_lock.py``) while it is written; the lock file is removed
-    when the dataset is complete.
+    same bytes, continued or not. The folder is locked (``.lock``, ``utils/run_lock.py``) while it is written;
+    the lock file is removed when the dataset is complete.
 
     Args:
         out_dir: the dataset folder (created).

@@ -210,6 +210,9 @@ def main(argv: list[str], prog: str, mode: str) -> int:
             if args.overwrite:
                 clear_run(out)
             elif restart:
+                if not stopped_before_first_checkpoint(out):  # a job that ended just before this one took the lock
+                    raise OutputError(f"run.out_dir {out}: changed while this job started (it holds a checkpoint "
+                                      "now); run the command again")
                 logger.warning("--resume: %s holds no checkpoint yet (the earlier job stopped before its first "
                                "one): running it again from step 0; its logs are replaced", out)
                 clear_logs(out)
