@@ -6,12 +6,14 @@ stops the others. A recipe entry point has the signature ``main(argv: list[str],
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import logging
 import sys
 
 from shiftvdm import __version__
 from shiftvdm.errors import ShiftvdmError
+from shiftvdm.utils import preemption
 
 # command -> (module, function, one-line help)
 COMMANDS: dict[str, tuple[str, str, str]] = {
@@ -31,6 +33,8 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
 
 # renamed command -> its new name: still runs, with a one-line note, until the release named
 RENAMED_COMMANDS: dict[str, tuple[str, str]] = {"train-reward": ("train-critic", "0.3")}
+# the commands that stop at a checkpoint on SIGTERM/SIGUSR1 (utils/preemption.py)
+TRAINING_COMMANDS = ("pretrain", "sft", "shift", "train-critic")
 
 
 def _usage() -> str:
@@ -71,6 +75,14 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
                         datefmt="%H:%M:%S")
     module_name, func_name, _ = COMMANDS[command]
+    # a training command keeps a SIGTERM/SIGUSR1 that comes while it starts (utils/preemption.py)
+    starting = preemption.early() if command in TRAINING_COMMANDS and "--dry-run" not in rest else \
+        contextlib.nullcontext()
+    with starting:
+        return _run(command, module_name, func_name, rest)
+
+
+def _run(command: str, module_name: str, func_name: str, rest: list[str]) -> int:
     entry = getattr(importlib.import_module(module_name), func_name)
     try:
         return int(entry(rest, prog=f"shiftvdm {command}") or 0)

@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -171,7 +175,8 @@ def test_existing_dataset_needs_overwrite(tmp_path):
     with pytest.raises(DataError, match="already holds a dataset; pass --overwrite"):
         write_synthetic_dataset(tmp_path / "ds", 2, 3, 16, seed=0)
     (tmp_path / "ds" / "manifest.jsonl").unlink()  # as after an interrupted run
-    with pytest.raises(DataError, match=r"already holds an unfinished dataset \(no manifest.jsonl\)"):
+    with pytest.raises(DataError, match=r"holds an unfinished dataset \(no manifest.jsonl\) written with other "
+                                        r"settings \(num_clips 4 -> 2\); rerun with its settings"):
         write_synthetic_dataset(tmp_path / "ds", 2, 3, 16, seed=0)
     write_synthetic_dataset(tmp_path / "ds", 2, 3, 16, seed=0, overwrite=True)
     assert sorted(p.name for p in (tmp_path / "ds" / "clips").iterdir()) == ["clip_00000.mp4", "clip_00001.mp4"]
@@ -192,3 +197,69 @@ def test_cli_synth(tmp_path, capsys):
     truth = load_ground_truth(out)
     assert truth.videos.shape == (3, 5, 16, 16, 3) and truth.is_static.all() and (truth.num_sprites == 2).all()
     assert cli_main(["data", "synth", "--out", str(out), "--clips", "3"]) == 1  # exists: needs --overwrite
+
+
+# A child that renders 8 clips and SIGKILLs itself inside the write of clip 5 (its temporary file complete, not
+# yet renamed): the state a scheduler's SIGKILL or an out-of-memory kill leaves.
+_KILLED_MID_WRITE = """
+import os, signal, sys
+from shiftvdm.data import video_io
+from shiftvdm.data.synthetic import write_synthetic_dataset
+real = video_io.atomic_write
+def atomic_write(path, write):
+    def write_then_die(tmp):
+        write(tmp)
+        if path.name.startswith("clip_00005"):
+            os.kill(os.getpid(), signal.SIGKILL)
+    return real(path, write_then_die)
+video_io.atomic_write = atomic_write
+write_synthetic_dataset(sys.argv[1], 8, 4, 24, seed=3, format=sys.argv[2], num_sprites=(1, 2))
+"""
+
+
+def test_synth_killed_mid_write_continues_to_the_same_bytes(tmp_path, fmt="mp4"):
+    out = tmp_path / "killed"
+    src = str(Path(__file__).resolve().parents[2] / "src")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([src, os.environ.get("PYTHONPATH", "")])}
+    proc = subprocess.run([sys.executable, "-c", _KILLED_MID_WRITE, str(out), fmt], env=env, timeout=120,
+                          capture_output=True, text=True)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
+    assert not (out / "manifest.jsonl").exists()  # unfinished
+    temp, *clips = sorted(p.name for p in (out / "clips").iterdir())
+    assert clips == [f"clip_{i:05d}.{fmt}" for i in range(5)]  # 5 done
+    assert temp.startswith(f".clip_00005.{fmt}.") and temp.endswith(".tmp")  # the 6th cut before its rename
+
+    with pytest.raises(DataError, match=r"other settings \(seed 3 -> 4\)"):  # not mixed with other settings
+        write_synthetic_dataset(out, 8, 4, 24, seed=4, format=fmt, num_sprites=(1, 2))
+    assert cli_main(["data", "synth", "--out", str(out), "--clips", "8", "--frames", "4", "--size", "24",
+                     "--seed", "3", "--format", fmt, "--sprites", "1,2"]) == 0
+    write_synthetic_dataset(tmp_path / "straight", 8, 4, 24, seed=3, format=fmt, num_sprites=(1, 2))
+    assert file_digests(out) == file_digests(tmp_path / "straight")  # temp swept, no duplicate, same bytes
+    assert len(load_manifest(out).entries) == 8
+
+
+def test_synth_into_a_folder_in_use_is_refused(tmp_path):
+    from shiftvdm.utils.run_lock import run_lock
+
+    with run_lock(tmp_path / "ds", what="--out"):
+        with pytest.raises(Exception, match=r"--out .*ds: in use by another job \(host .*PID "
+                                            f"{os.getpid()}"):
+            write_synthetic_dataset(tmp_path / "ds", 2, 3, 16, seed=0)
+    assert [p.name for p in (tmp_path / "ds").iterdir()] == [".lock"]  # the refused job wrote nothing
+
+
+def test_an_overwrite_cut_before_its_ground_truth_is_continued_with_the_new_settings(tmp_path, monkeypatch):
+    import shiftvdm.data.synthetic as synth
+
+    write_synthetic_dataset(tmp_path / "ds", 3, 3, 16, seed=0, format="npy")
+
+    def killed(*args, **kwargs):  # the process dies right after the new dataset.json
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(synth, "save_npz", killed)
+    with pytest.raises(KeyboardInterrupt):
+        write_synthetic_dataset(tmp_path / "ds", 3, 3, 16, seed=1, format="npy", overwrite=True)
+    monkeypatch.undo()
+    write_synthetic_dataset(tmp_path / "ds", 3, 3, 16, seed=1, format="npy")  # continued: seed 1 throughout
+    write_synthetic_dataset(tmp_path / "fresh", 3, 3, 16, seed=1, format="npy")
+    assert file_digests(tmp_path / "ds") == file_digests(tmp_path / "fresh")

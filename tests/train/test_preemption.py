@@ -228,6 +228,35 @@ def test_a_second_signal_exits_at_once_and_the_next_start_sweeps_the_temp(setup,
     assert not list((run / "checkpoints").glob(".step-*"))
 
 
+def test_a_signal_while_the_command_starts_is_kept_and_ends_in_a_checkpoint(setup, monkeypatch, capfd):
+    """Slurm's --signal=USR1@T can come up to a minute early, while the job is still importing torch: Python's
+    default action would kill the process before it writes the marker (the requeue script would see a failure).
+    The command keeps the signal from its first line on and acts on it at the run's first safe point. Here the
+    signal comes while the recipe reads its config; the handler in place before the command stands for
+    Python's default (a signal reaching it is the death the command must prevent)."""
+    from shiftvdm.recipes import train as train_recipe
+
+    run = setup["root"] / "at-start"
+    cfg = write_config(setup, "sft", run)
+    reached_default = []
+    before = signal.signal(signal.SIGUSR1, lambda *_: reached_default.append(True))
+    real_resolve = train_recipe.resolve_train_config
+
+    def resolve(*args, **kwargs):
+        os.kill(os.getpid(), signal.SIGUSR1)
+        return real_resolve(*args, **kwargs)
+
+    monkeypatch.setattr(train_recipe, "resolve_train_config", resolve)
+    try:
+        code = cli(["sft", "--config", str(cfg)])
+    finally:
+        signal.signal(signal.SIGUSR1, before)
+    err = capfd.readouterr().err
+    assert not reached_default and code == 75, err[-3000:]
+    assert "SIGUSR1 received" in err and "preempted at step 0" in err
+    assert preemption.read_marker(run)["step"] == 0 and checkpoint_step(run)["step"] == 0
+
+
 @pytest.mark.slow
 def test_two_ranks_stop_at_the_same_step_when_one_is_signalled(setup):
     """Rank 1 alone gets SIGTERM after step 2: both ranks checkpoint step 2 (agreed in the step's all-reduce), the
@@ -292,3 +321,73 @@ def test_train_critic_stops_at_a_checkpoint_and_resumes_exactly(tmp_path, monkey
     a = load_file(str(tmp_path / "straight" / "critic" / "critic.safetensors"))
     b = load_file(str(run / "critic" / "critic.safetensors"))
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_a_run_that_stopped_before_its_first_checkpoint_is_run_again_with_resume(setup, monkeypatch, capsys):
+    """A job that died before its first checkpoint (here a crash after step 2, checkpoint_every=0) leaves
+    config.yaml and logs but nothing to resume from: a plain rerun is refused saying to pass --resume; --resume
+    runs it again from step 0, its logs replaced, and ends where an uninterrupted run ends."""
+    run = setup["root"] / "crashed-early"
+    cfg = write_config(setup, "sft", run)
+    real = hooks_mod.RunHooks.after_step
+
+    def after_step(self, metrics):
+        real(self, metrics)
+        if self.state.counters.step == 2:
+            raise RuntimeError("node failure")
+
+    monkeypatch.setattr(hooks_mod.RunHooks, "after_step", after_step)
+    with pytest.raises(RuntimeError, match="node failure"):
+        cli(["sft", "--config", str(cfg)])
+    monkeypatch.undo()
+    assert (run / "config.yaml").is_file() and not list(run.rglob("step-*"))
+    capsys.readouterr()
+    assert cli(["sft", "--config", str(cfg)]) == 2
+    err = capsys.readouterr().err
+    assert "holds a run that stopped before its first checkpoint (config.yaml, logs): there is nothing to " \
+           "continue; pass --resume (or --overwrite) to run it again from step 0" in err
+    assert cli(["sft", "--config", str(cfg), "--resume"]) == 0
+    assert digest(run) == straight_digest(setup, "sft")
+    steps = [json.loads(line).get("step") for line in (run / "logs" / "metrics.jsonl").read_text().splitlines()]
+    assert [s for s in steps if s is not None] == list(range(1, 9))  # each step once: the first attempt's rows gone
+
+
+def torchrun(config: Path, *args: str) -> subprocess.Popen:
+    """``shiftvdm shift`` on 2 gloo ranks under torchrun, told to forward SIGUSR1 as the sbatch template does."""
+    from test_distributed import free_port
+
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node=2", f"--master-port={free_port()}",
+           "--signals-to-handle=SIGTERM,SIGINT,SIGHUP,SIGQUIT,SIGUSR1", "-m", "shiftvdm", "shift", "--config",
+           str(config), *args]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1",
+           "PYTHONPATH": os.pathsep.join([str(SRC), os.environ.get("PYTHONPATH", "")])}
+    return subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+
+
+@pytest.mark.slow
+def test_sigusr1_to_torchrun_stops_both_ranks_at_one_step_and_the_resume_is_exact(setup):
+    """SIGUSR1 to the launcher (Slurm's --signal=USR1@T reaches torchrun; torchrun forwards it): both ranks
+    checkpoint the same step, the marker is written, torchrun exits 1 (it re-raises the signal as a
+    SignalException: the ranks' 75 does not reach its exit status, the marker tells), and the resume ends with
+    the weights of an uninterrupted 2-rank run, bit for bit. The uninterrupted run goes alongside."""
+    straight_run, run = setup["root"] / "torchrun-straight", setup["root"] / "torchrun-usr1"
+    straight = torchrun(write_config(setup, "shift", straight_run))
+    cfg = write_config(setup, "shift", run)
+    proc = torchrun(cfg)
+    metrics = run / "logs" / "metrics.jsonl"
+    wait_for(lambda: metrics.is_file() and '"loss/real"' in metrics.read_text(), proc)  # a step is done
+    proc.send_signal(signal.SIGUSR1)
+    err = proc.communicate(timeout=120)[1]
+    assert proc.returncode == 1, err[-3000:]
+    assert "SignalException" in err and "second signal" not in err
+    steps = [checkpoint_step(run, r)["step"] for r in range(2)]
+    marker = preemption.read_marker(run)
+    assert steps[0] == steps[1] == marker["step"] and 1 <= marker["step"] < 8, (steps, marker)
+    assert marker["signal"] == "SIGUSR1" and f"preempted at step {marker['step']}; checkpoint " in err
+
+    resumed = torchrun(cfg, "--resume")
+    err = resumed.communicate(timeout=120)[1]
+    assert resumed.returncode == 0, err[-3000:]
+    assert straight.wait(120) == 0
+    final = [json.loads((r / "logs" / f"final-rank{k}.json").read_text()) for r in (straight_run, run) for k in (0, 1)]
+    assert len({f["weights_sha256"] for f in final}) == 1 and {f["steps"] for f in final} == {8}

@@ -28,8 +28,9 @@ import numpy as np
 from shiftvdm.data.manifest import write_manifest
 from shiftvdm.data.video_io import write_video
 from shiftvdm.errors import DataError
-from shiftvdm.utils.checkpoint import atomic_write, save_json
+from shiftvdm.utils.checkpoint import atomic_write, clean_stale_temps, save_json
 from shiftvdm.utils.outputs import check_output_dir
+from shiftvdm.utils.run_lock import LOCK_FILE, run_lock
 from shiftvdm.utils.seeding import numpy_rng_for
 
 logger = logging.getLogger(__name__)
@@ -375,6 +376,47 @@ def load_ground_truth(dataset_dir: str | Path) -> SpriteClips:
     return SpriteClips(**arrays, shape_names=names, settings=settings.get("settings", {}))
 
 
+def _settings_differences(old: dict, new: dict) -> list[str]:
+    """``name old -> new`` for every setting that differs (the JSON forms: lists, floats)."""
+    old, new = json.loads(json.dumps(old)), json.loads(json.dumps(new))
+    return [f"{k} {old.get(k, '(unset)')!r} -> {new.get(k, '(unset)')!r}" for k in sorted(set(old) | set(new))
+            if old.get(k) != new.get(k)]
+
+
+def _dataset_state(out_dir: Path, header: dict, overwrite: bool) -> Literal["new", "continue", "replace"]:
+    """What ``out_dir`` holds and what writing ``header``'s dataset into it does, or a DataError if refused.
+
+    "new": empty or missing (the lock file and what a writer killed before ``dataset.json`` left do not count);
+    "continue": an unfinished dataset (``dataset.json``, no manifest) with the same settings, without
+    ``overwrite``; "replace": a dataset or an unfinished one, with ``overwrite``."""
+    if not out_dir.is_dir():
+        return "new"
+    manifest, info = out_dir / "manifest.jsonl", out_dir / "dataset.json"
+    leftovers = [p for p in out_dir.iterdir()
+                 if not (p.name == LOCK_FILE or (p.name.startswith(".") and p.name.endswith(".tmp") and p.is_file())
+                         or (p.name == "clips" and p.is_dir() and not any(p.iterdir())))]
+    if not leftovers:
+        return "new"
+    if not (manifest.exists() or info.exists()):
+        raise DataError(f"{out_dir}: exists and is not empty; choose a new folder for the synthetic dataset")
+    if overwrite:
+        return "replace"
+    if manifest.exists():
+        raise DataError(f"{out_dir}: already holds a dataset; pass --overwrite to replace it")
+    try:
+        old = json.loads(info.read_text())
+        old_settings = dict(old["settings"], version=old.get("version"))
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise DataError(f"{info}: unreadable ({exc}); the folder holds an unfinished dataset (no manifest.jsonl) "
+                        "whose settings are unknown; pass --overwrite to replace it") from None
+    differences = _settings_differences(old_settings, dict(header["settings"], version=header["version"]))
+    if differences:
+        raise DataError(f"{out_dir}: holds an unfinished dataset (no manifest.jsonl) written with other settings "
+                        f"({'; '.join(differences)}); rerun with its settings to finish it, or pass --overwrite "
+                        "to replace it")
+    return "continue"
+
+
 def write_synthetic_dataset(
     out_dir: str | Path,
     num_clips: int = 64,
@@ -391,15 +433,19 @@ def write_synthetic_dataset(
 
     Layout: ``clips/clip_00000.mp4`` (or ``.npy``: float32 [0, 1], exact), ``manifest.jsonl`` (one line per clip
     with its ground truth under meta key ``"ground_truth"``), ``ground_truth.npz`` (every ``SpriteClips`` array,
-    the rendered videos included) and ``dataset.json`` (the settings). The manifest is written last (atomically),
-    so a folder without it is an unfinished dataset. The same arguments give the same bytes.
+    the rendered videos included) and ``dataset.json`` (the settings). Every file is written atomically;
+    ``dataset.json`` first, the manifest last, so a folder without the manifest is an unfinished dataset. A
+    rerun with the same settings into an unfinished dataset (e.g. after a kill) continues it, writing only the
+    missing clips; other settings are refused, naming them, unless ``overwrite``. The same arguments give the
+    same bytes, continued or not. The folder is locked (``.lock``, ``utils/run_lock.py``) while it is written;
+    the lock file is removed when the dataset is complete.
 
     Args:
         out_dir: the dataset folder (created).
         num_clips, num_frames, size, seed, **sprite_options: passed to ``make_sprite_clips``.
         fps: the frame rate recorded in the mp4s and the manifest.
         format: "mp4" (H.264, visually lossless) or "npy" (lossless).
-        overwrite: replace an existing dataset in ``out_dir``.
+        overwrite: replace an existing (or unfinished) dataset in ``out_dir``.
 
     Returns:
         The path of ``manifest.jsonl``.
@@ -411,31 +457,47 @@ def write_synthetic_dataset(
         raise DataError(f"fps must be a positive number, got {fps}")
     clips = make_sprite_clips(num_clips, num_frames, size, seed, **sprite_options)  # bad settings fail here, first
     manifest_path = out_dir / "manifest.jsonl"
+    header = {"generator": "shiftvdm.data.synthetic.make_sprite_clips", "version": GROUND_TRUTH_VERSION,
+              "coordinates": "x = column, y = row, pixel centres at integers",
+              "settings": dict(clips.settings, fps=float(fps), format=format)}
 
     check_output_dir(out_dir, "--out")  # a file, a read-only folder, a folder under a file: refused before work
-    if out_dir.exists() and any(out_dir.iterdir()):
-        if not (manifest_path.exists() or (out_dir / "dataset.json").exists()):
-            raise DataError(f"{out_dir}: exists and is not empty; choose a new folder for the synthetic dataset")
-        if not overwrite:
-            state = "a dataset" if manifest_path.exists() else "an unfinished dataset (no manifest.jsonl)"
-            raise DataError(f"{out_dir}: already holds {state}; pass --overwrite to replace it")
-        manifest_path.unlink(missing_ok=True)
-        for old in sorted((out_dir / "clips").glob("clip_*")):
-            old.unlink()
-    (out_dir / "clips").mkdir(parents=True, exist_ok=True)
-    settings = dict(clips.settings, fps=float(fps), format=format)
-    save_json({"generator": "shiftvdm.data.synthetic.make_sprite_clips", "version": GROUND_TRUTH_VERSION,
-               "coordinates": "x = column, y = row, pixel centres at integers",
-               "settings": settings}, out_dir / "dataset.json")
-    save_npz(out_dir / "ground_truth.npz", clips.arrays())
-    records = []
-    for i in range(len(clips)):
-        relpath = f"clips/clip_{i:05d}.{format}"
-        # not atomic per clip (fsync dominated: 12 vs 4 ms per tiny clip); the manifest, written atomically
-        # last, marks the dataset complete
-        write_video(out_dir / relpath, clips.videos[i], fps, atomic=False)
-        records.append({"path": relpath, "fps": float(fps), "clip": i, "ground_truth": clips.clip_ground_truth(i)})
-    write_manifest(manifest_path, records)
+    _dataset_state(out_dir, header, overwrite)  # refused before the lock: a refused command writes nothing
+    with run_lock(out_dir, what="--out"):
+        state = _dataset_state(out_dir, header, overwrite)  # again: another job may have written meanwhile
+        for folder in (out_dir, out_dir / "clips"):  # what a killed writer left half-written
+            for stale in clean_stale_temps(folder) if folder.is_dir() else []:
+                logger.info("removed %s (left by an interrupted write)", stale)
+        if state == "replace":
+            manifest_path.unlink(missing_ok=True)  # first: the folder is an unfinished dataset from here on
+            for old in sorted((out_dir / "clips").glob("clip_*")):
+                old.unlink()
+            # before the new dataset.json: a continued run trusts a ground truth found beside its settings
+            (out_dir / "ground_truth.npz").unlink(missing_ok=True)
+        # dataset.json first, then the clips, the manifest last: a folder with dataset.json and no manifest is an
+        # unfinished dataset whose settings are known, so a rerun with the same settings continues it
+        if state != "continue" or not (out_dir / "dataset.json").is_file():
+            save_json(header, out_dir / "dataset.json")
+        (out_dir / "clips").mkdir(exist_ok=True)
+        if state != "continue" or not (out_dir / "ground_truth.npz").is_file():
+            save_npz(out_dir / "ground_truth.npz", clips.arrays())
+        records, skipped = [], 0
+        for i in range(len(clips)):
+            relpath = f"clips/clip_{i:05d}.{format}"
+            if state == "continue" and (out_dir / relpath).is_file():
+                skipped += 1  # written atomically by the interrupted run: complete, and the same bytes
+            else:
+                write_video(out_dir / relpath, clips.videos[i], fps)  # atomic: a kill never leaves half a clip
+            records.append({"path": relpath, "fps": float(fps), "clip": i,
+                            "ground_truth": clips.clip_ground_truth(i)})
+        if state == "continue":
+            logger.info("continued the unfinished dataset in %s: %d of %d clips were already written", out_dir,
+                        skipped, len(clips))
+        write_manifest(manifest_path, records)
+        # a finished dataset holds only its own files (the same bytes from the same arguments). Removed while
+        # held: a job that opened the old file before this is refused or, getting it after the release, finds
+        # the manifest and is refused too (without --overwrite).
+        (out_dir / LOCK_FILE).unlink(missing_ok=True)
     logger.info("wrote %d synthetic clips (%d frames of %dx%d, seed %d) to %s", len(clips), num_frames, size,
                 size, seed, out_dir)
     return manifest_path

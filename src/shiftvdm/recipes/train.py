@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import logging
 import shlex
+import shutil
 import sys
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
@@ -19,14 +20,8 @@ from torch import Tensor
 
 from shiftvdm.backbone import backbone_config, load_backbone
 from shiftvdm.backbone.base import Backbone, Condition
-from shiftvdm.config import (
-    config_from_dict,
-    deep_merge,
-    load_yaml_with_base,
-    parse_overrides,
-    resolve_config_path,
-)
-from shiftvdm.errors import CheckpointError, ConfigError, TrainingError
+from shiftvdm.config import config_from_dict, deep_merge, load_yaml_with_base, parse_overrides, resolve_config_path
+from shiftvdm.errors import CheckpointError, ConfigError, OutputError, TrainingError
 from shiftvdm.recipes.args import parse_command_line
 from shiftvdm.rewards.critic import MotionCritic
 from shiftvdm.rewards.critic_training import CriticTrainer
@@ -42,8 +37,9 @@ from shiftvdm.train.optim import WeightEMA, build_generator_optimizer
 from shiftvdm.train.shift import TrainResult, train
 from shiftvdm.train.state import TrainState
 from shiftvdm.utils import preemption
-from shiftvdm.utils.outputs import check_run_dir, clear_run, new_output_dir
+from shiftvdm.utils.outputs import check_run_dir, clear_run, holds_run, new_output_dir
 from shiftvdm.utils.run_lock import run_lock
+from shiftvdm.utils.step_checkpoints import checkpoint_dirs
 
 logger = logging.getLogger(__name__)
 
@@ -208,7 +204,14 @@ def main(argv: list[str], prog: str, mode: str) -> int:
     inputs = [("data.train", cfg.data.train), ("lora.init_from", cfg.lora.init_from),
               ("critic.path", cfg.critic.path), ("--config", args.config)]
     out = Path(cfg.run.out_dir)
-    check_run_dir(out, resume=args.resume, overwrite=args.overwrite, inputs=inputs)  # writes nothing
+    # decided on every rank before any rank changes the folder (rank 0 below empties logs/ but keeps it)
+    restart = not args.overwrite and bool(stopped_before_first_checkpoint(out))
+    check_run_dir(out, resume=args.resume or restart, overwrite=args.overwrite, inputs=inputs)  # writes nothing
+    if restart and not args.resume:
+        raise OutputError(f"run.out_dir {out}: holds a run that stopped before its first checkpoint "
+                          f"({', '.join(stopped_before_first_checkpoint(out))}): there is nothing to continue; "
+                          "pass --resume (or --overwrite) to run it again from step 0, replacing its logs, or "
+                          "choose a new folder")
     rank0 = preemption.launch_rank() == 0  # multi-process: rank 0 holds the folder's lock, and clears it
     # a run refused before its first checkpoint leaves no folder; one job per folder (utils/run_lock.py);
     # SIGTERM / SIGUSR1 stop at a checkpoint (utils/preemption.py)
@@ -217,8 +220,15 @@ def main(argv: list[str], prog: str, mode: str) -> int:
         if rank0:
             if args.overwrite:
                 clear_run(out)
+            elif restart:
+                if not stopped_before_first_checkpoint(out):  # a job that ended just before this one took the lock
+                    raise OutputError(f"run.out_dir {out}: changed while this job started (it holds a checkpoint "
+                                      "now); run the command again")
+                logger.warning("--resume: %s holds no checkpoint yet (the earlier job stopped before its first "
+                               "one): running it again from step 0; its logs are replaced", out)
+                clear_logs(out)
             preemption.clear_marker(out)  # this start handles an earlier preemption
-        result = run_training(cfg, resume=args.resume)
+        result = run_training(cfg, resume=args.resume and not restart)
         resume_cmd = resume_command(prog, argv)
         if result.stopped_by == "preempted" and rank0:  # after every rank's checkpoint (the save's barrier)
             preemption.write_marker(out, result.steps, result.checkpoint, resume_cmd, prog)
@@ -232,6 +242,24 @@ def main(argv: list[str], prog: str, mode: str) -> int:
         return preemption.EXIT_CODE
     print(f"{mode}: {result.steps} steps ({result.stopped_by}); outputs in {cfg.run.out_dir}")
     return 0
+
+
+def stopped_before_first_checkpoint(out: Path) -> list[str]:
+    """The run outputs in ``out`` when it holds a run that stopped before writing any checkpoint or final weights
+    (killed while starting, or crashed before a checkpoint): nothing to resume from. [] otherwise."""
+    found = holds_run(out)
+    if not found or {"summary.json", "lora.safetensors", "model"} & set(found):
+        return []
+    roots = [out / "checkpoints", *sorted((out / "checkpoints").glob("rank*"))]
+    return [] if any(checkpoint_dirs(root) for root in roots) else found
+
+
+def clear_logs(out: Path) -> None:
+    """Empty ``out/logs`` (a restart from step 0 would append to the first attempt's records); the folder stays,
+    so every rank sees the same run outputs whenever it looks."""
+    logs = out / "logs"
+    for p in logs.iterdir() if logs.is_dir() else []:
+        shutil.rmtree(p) if p.is_dir() and not p.is_symlink() else p.unlink()
 
 
 def resume_command(prog: str, argv: list[str]) -> str:

@@ -14,9 +14,11 @@ together. The command then writes ``PREEMPTED`` (``write_marker``) into the run 
 "preempted at step N; checkpoint ...; resume with `... --resume`" and exits with ``EXIT_CODE`` (75,
 EX_TEMPFAIL in sysexits.h: "try again later"; not 1/2, which are errors, nor 128+n, which is a signal death).
 
-A second signal (either kind) exits at once with 128 + its number, writing nothing; an atomic write it cuts
-short leaves a temp file that the next ``--resume`` sweeps. SIGINT keeps its own meaning (KeyboardInterrupt,
-exit 130, no checkpoint).
+A second signal exits at once with 128 + its number, writing nothing; an atomic write it cuts short leaves a
+temp file that the next ``--resume`` sweeps. The same signal again within ``DUPLICATE_WINDOW_S`` of the first
+is not a second one but the first delivered twice: Slurm signals every process of a job step (the workers
+as well as the torchrun that starts them) and torchrun then forwards the same signal to its workers, a few
+milliseconds apart. SIGINT keeps its own meaning (KeyboardInterrupt, exit 130, no checkpoint).
 """
 
 from __future__ import annotations
@@ -36,8 +38,11 @@ from typing import Any
 EXIT_CODE = 75  # EX_TEMPFAIL: the run stopped at a checkpoint on request; requeue it with --resume
 MARKER = "PREEMPTED"  # JSON in the run folder, written by rank 0 after every rank's checkpoint
 SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
+# The same signal within this many seconds of the first is a duplicate delivery (scheduler + launcher), ignored.
+DUPLICATE_WINDOW_S = 3.0
 
 _received: list[tuple[str, float]] = []  # (signal name, time.monotonic()) of the first signal; empty = none
+_starting: list[bool] = []  # non-empty inside ``early()``: a signal received there is kept for ``handling()``
 
 
 def requested() -> bool:
@@ -65,6 +70,10 @@ def reset() -> None:
 
 def _second(signum: int, frame: FrameType | None) -> None:
     name = signal.Signals(signum).name
+    if _received and name == _received[0][0] and time.monotonic() - _received[0][1] < DUPLICATE_WINDOW_S:
+        os.write(2, f"shiftvdm: {name} again (the launcher forwarding it): still stopping at the next safe point\n"
+                 .encode())
+        return
     os.write(2, f"shiftvdm: second signal ({name}): exiting at once without writing a checkpoint\n".encode())
     os._exit(128 + signum)
 
@@ -75,24 +84,48 @@ def _first(signum: int, frame: FrameType | None) -> None:
     for sig in SIGNALS:  # from now on any of them exits at once
         signal.signal(sig, _second)
     os.write(2, (f"shiftvdm: {name} received: stopping at the next step or rollout batch to write a checkpoint "
-                 f"(exit {EXIT_CODE}); send it again to exit at once without one\n").encode())
+                 f"(exit {EXIT_CODE}); send it again (after {DUPLICATE_WINDOW_S:g} s) to exit at once without one\n")
+             .encode())
 
 
 @contextlib.contextmanager
-def handling() -> Iterator[None]:
-    """SIGTERM / SIGUSR1 handled as above while inside (main thread only; elsewhere a no-op); the previous
-    handlers and a clear flag afterwards."""
+def early() -> Iterator[None]:
+    """The start-up of a training command (imports, config, model load), before ``handling()``: a signal there
+    sets the flag as ``handling()`` does and is acted on at the run's first safe point (a checkpoint of the
+    step it starts from, the marker, exit 75), instead of killing the process with Python's default action
+    before it can write the marker (a requeue script would then see a failure, not a preemption)."""
     reset()
     if sys.platform == "win32" or not _in_main_thread():
         yield
         return
     previous = {sig: signal.signal(sig, _first) for sig in SIGNALS}
+    _starting.append(True)
+    try:
+        yield
+    finally:
+        _starting.clear()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        reset()
+
+
+@contextlib.contextmanager
+def handling() -> Iterator[None]:
+    """SIGTERM / SIGUSR1 handled as above while inside (main thread only; elsewhere a no-op); the previous
+    handlers and a clear flag afterwards. Inside ``early()`` a signal it received is kept."""
+    if not _starting:
+        reset()
+    if sys.platform == "win32" or not _in_main_thread():
+        yield
+        return
+    previous = {sig: signal.signal(sig, _second if requested() else _first) for sig in SIGNALS}
     try:
         yield
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-        reset()
+        if not _starting:
+            reset()
 
 
 def _in_main_thread() -> bool:
@@ -135,5 +168,5 @@ def clear_marker(run_dir: str | Path) -> None:
     (Path(run_dir) / MARKER).unlink(missing_ok=True)
 
 
-__all__ = ["EXIT_CODE", "MARKER", "SIGNALS", "clear_marker", "handling", "launch_rank", "read_marker", "request",
-           "requested", "reset", "seconds_since_signal", "signal_name", "write_marker"]
+__all__ = ["DUPLICATE_WINDOW_S", "EXIT_CODE", "MARKER", "SIGNALS", "clear_marker", "early", "handling", "launch_rank",
+           "read_marker", "request", "requested", "reset", "seconds_since_signal", "signal_name", "write_marker"]
