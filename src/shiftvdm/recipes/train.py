@@ -21,6 +21,7 @@ from shiftvdm.backbone import backbone_config, load_backbone
 from shiftvdm.backbone.base import Backbone
 from shiftvdm.config import config_from_dict, deep_merge, load_yaml_with_base, parse_overrides, resolve_config_path
 from shiftvdm.errors import CheckpointError, ConfigError, TrainingError
+from shiftvdm.recipes.args import parse_command_line
 from shiftvdm.rewards.critic import MotionCritic
 from shiftvdm.rewards.critic_training import CriticTrainer
 from shiftvdm.train.checkpointing import Checkpointer
@@ -35,13 +36,27 @@ from shiftvdm.train.optim import WeightEMA, build_generator_optimizer
 from shiftvdm.train.shift import TrainResult, train
 from shiftvdm.train.state import TrainState
 from shiftvdm.utils import preemption
-from shiftvdm.utils.outputs import check_run_dir, clear_run, new_output_dir
-from shiftvdm.recipes.args import parse_command_line
+from shiftvdm.utils.atomic import sweep_stale
+from shiftvdm.utils.outputs import (
+    begin_outputs,
+    check_run_dir,
+    clear_run,
+    entries,
+    model_identity,
+    new_output_dir,
+    path_inputs,
+    record_outputs,
+    stored_differences,
+)
 from shiftvdm.utils.run_lock import run_lock
 
 logger = logging.getLogger(__name__)
 
 STAGES = ("pretrain", "sft", "shift")
+# what a run writes at its top level (claimed in its stamp when absent at the start; what else appears during the
+# run is claimed at its end), so --overwrite removes these and nothing else
+RUN_OUTPUTS = ("config.yaml", "checkpoints", "logs", "samples", "summary.json", "lora.safetensors",
+               "lora.transformer_2.safetensors", "model", "critic", preemption.MARKER)
 
 
 def stage_defaults(mode: str) -> dict[str, Any]:
@@ -188,20 +203,30 @@ def main(argv: list[str], prog: str, mode: str) -> int:
 
     if args.resume and args.overwrite:
         raise ConfigError("--resume continues the run in run.out_dir and --overwrite replaces it; pass one")
-    inputs = [("data.train", cfg.data.train), ("lora.init_from", cfg.lora.init_from),
-              ("critic.path", cfg.critic.path), ("--config", args.config)]
+    inputs = [*path_inputs(cfg), ("--config", args.config)]  # every path-valued setting: none inside the run
     out = Path(cfg.run.out_dir)
-    check_run_dir(out, resume=args.resume, overwrite=args.overwrite, inputs=inputs)  # writes nothing
+    check_run_dir(out, resume=args.resume, overwrite=args.overwrite, inputs=inputs, command=mode)  # writes nothing
     rank0 = preemption.launch_rank() == 0  # multi-process: rank 0 holds the folder's lock, and clears it
     # a run refused before its first checkpoint leaves no folder; one job per folder (utils/run_lock.py);
     # SIGTERM / SIGUSR1 stop at a checkpoint (utils/preemption.py)
     with new_output_dir(out), run_lock(out, enabled=rank0), preemption.handling():
-        check_run_dir(out, resume=args.resume, overwrite=args.overwrite, inputs=inputs)  # again, now that it is ours
+        check_run_dir(out, resume=args.resume, overwrite=args.overwrite, inputs=inputs,
+                      command=mode)  # again, now that it is ours
+        before: set[str] = set()
         if rank0:
+            sweep_stale(out)  # what killed writers left, under the lock
+            models = model_inputs(cfg)
+            if args.resume:
+                check_resume_inputs(out, models)
             if args.overwrite:
-                clear_run(out)
+                clear_run(out, mode)
+            before = begin_outputs(out, mode, declared=RUN_OUTPUTS, inputs=models, resume=args.resume)
             preemption.clear_marker(out)  # this start handles an earlier preemption
-        result = run_training(cfg, resume=args.resume)
+        try:
+            result = run_training(cfg, resume=args.resume)
+        finally:
+            if rank0:
+                record_outputs(out, entries(out) - before)
         resume_cmd = resume_command(prog, argv)
         if result.stopped_by == "preempted" and rank0:  # after every rank's checkpoint (the save's barrier)
             preemption.write_marker(out, result.steps, result.checkpoint, resume_cmd, prog)
@@ -215,6 +240,27 @@ def main(argv: list[str], prog: str, mode: str) -> int:
         return preemption.EXIT_CODE
     print(f"{mode}: {result.steps} steps ({result.stopped_by}); outputs in {cfg.run.out_dir}")
     return 0
+
+
+def model_inputs(cfg: TrainConfig) -> dict[str, dict]:
+    """The identity (``utils.outputs.model_identity``: sizes, headers, sampled bytes) of each local weights path
+    the run builds on; a hub id or an unset one is left out."""
+    values = {"backbone.pretrained": cfg.backbone.pretrained, "lora.init_from": cfg.lora.init_from,
+              "critic.path": cfg.critic.path}
+    return {k: model_identity(v) for k, v in values.items() if v and Path(v).exists()}
+
+
+def check_resume_inputs(out: Path, current: dict[str, dict]) -> None:
+    """--resume continues with the weights the run started from: refuse, naming the setting and the files,
+    when they changed (a folder made before the stamp has no record, and is resumed as before)."""
+    diffs = stored_differences(out, current)
+    if diffs is None:
+        logger.info("%s has no stamp (made by an older shiftvdm): the base model's identity is not checked", out)
+        return
+    if diffs:
+        raise CheckpointError(f"--resume {out}: the weights this run started from have changed:\n  "
+                              + "\n  ".join(diffs) + "\nresume with the original weights, or start a new run "
+                              "(another run.out_dir, or --overwrite)")
 
 
 def resume_command(prog: str, argv: list[str]) -> str:

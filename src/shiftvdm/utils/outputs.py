@@ -433,6 +433,17 @@ def provenance_differences(stored: dict, current: dict) -> list[str]:
     return diffs
 
 
+def stored_differences(folder: str | Path, current: dict) -> list[str] | None:
+    """``provenance_differences`` between the inputs ``folder``'s stamp recorded and ``current``, over the keys
+    the stamp recorded (None when the folder has no stamp: made before the stamp, its inputs unknown)."""
+    stamp = read_stamp(folder)
+    if stamp is None:
+        return None
+    stored = stamp.get("inputs", {})
+    return provenance_differences({k: stored[k] for k in current if k in stored},
+                                  {k: current[k] for k in current if k in stored})
+
+
 def _short(value: Any) -> str:
     if isinstance(value, dict) and "digest" in value:
         return f"digest {value['digest'][:12]}"
@@ -460,4 +471,4 @@ __all__ = ["IDENTITY_METHOD", "KINDS", "RUN_MARKERS", "STAMP_FILE", "begin_outpu
            "check_inputs_outside", "check_output_dir", "check_output_file", "check_replaceable", "check_run_dir",
            "clear_run", "entries", "holds_run", "model_identity", "new_output_dir", "path_inputs",
            "provenance_differences", "read_stamp", "record_inputs", "record_outputs", "removal_command",
-           "replace_outputs", "stamped_outputs", "write_stamp"]
+           "replace_outputs", "stamped_outputs", "stored_differences", "write_stamp"]
