@@ -28,8 +28,10 @@ import numpy as np
 from shiftvdm.data.manifest import write_manifest
 from shiftvdm.data.video_io import write_video
 from shiftvdm.errors import DataError
+from shiftvdm.utils.atomic import staged_dir
 from shiftvdm.utils.checkpoint import atomic_write, save_json
-from shiftvdm.utils.outputs import check_output_dir
+from shiftvdm.utils.outputs import check_output_dir, check_replaceable, write_stamp
+from shiftvdm.utils.outputs import entries as folder_entries
 from shiftvdm.utils.seeding import numpy_rng_for
 
 logger = logging.getLogger(__name__)
@@ -375,6 +377,27 @@ def load_ground_truth(dataset_dir: str | Path) -> SpriteClips:
     return SpriteClips(**arrays, shape_names=names, settings=settings.get("settings", {}))
 
 
+SYNTH_OUTPUTS = ("clips", "dataset.json", "ground_truth.npz", "manifest.jsonl")
+
+
+def _write_dataset(out_dir: Path, clips: SpriteClips, settings: dict, fps: float, format: str) -> None:
+    """The files of a synthetic dataset, the stamp first and the manifest (its completion mark) last."""
+    write_stamp(out_dir, "data synth", inputs={"settings": settings}, outputs=SYNTH_OUTPUTS)
+    (out_dir / "clips").mkdir(parents=True, exist_ok=True)
+    save_json({"generator": "shiftvdm.data.synthetic.make_sprite_clips", "version": GROUND_TRUTH_VERSION,
+               "coordinates": "x = column, y = row, pixel centres at integers",
+               "settings": settings}, out_dir / "dataset.json")
+    save_npz(out_dir / "ground_truth.npz", clips.arrays())
+    records = []
+    for i in range(len(clips)):
+        relpath = f"clips/clip_{i:05d}.{format}"
+        # not atomic per clip (fsync dominated: 12 vs 4 ms per tiny clip); the manifest, written atomically
+        # last, marks the dataset complete
+        write_video(out_dir / relpath, clips.videos[i], fps, atomic=False)
+        records.append({"path": relpath, "fps": float(fps), "clip": i, "ground_truth": clips.clip_ground_truth(i)})
+    write_manifest(out_dir / "manifest.jsonl", records)
+
+
 def write_synthetic_dataset(
     out_dir: str | Path,
     num_clips: int = 64,
@@ -413,29 +436,22 @@ def write_synthetic_dataset(
     manifest_path = out_dir / "manifest.jsonl"
 
     check_output_dir(out_dir, "--out")  # a file, a read-only folder, a folder under a file: refused before work
-    if out_dir.exists() and any(out_dir.iterdir()):
+    settings = dict(clips.settings, fps=float(fps), format=format)
+    if out_dir.exists() and folder_entries(out_dir):
         if not (manifest_path.exists() or (out_dir / "dataset.json").exists()):
             raise DataError(f"{out_dir}: exists and is not empty; choose a new folder for the synthetic dataset")
         if not overwrite:
             state = "a dataset" if manifest_path.exists() else "an unfinished dataset (no manifest.jsonl)"
             raise DataError(f"{out_dir}: already holds {state}; pass --overwrite to replace it")
-        manifest_path.unlink(missing_ok=True)
-        for old in sorted((out_dir / "clips").glob("clip_*")):
-            old.unlink()
-    (out_dir / "clips").mkdir(parents=True, exist_ok=True)
-    settings = dict(clips.settings, fps=float(fps), format=format)
-    save_json({"generator": "shiftvdm.data.synthetic.make_sprite_clips", "version": GROUND_TRUTH_VERSION,
-               "coordinates": "x = column, y = row, pixel centres at integers",
-               "settings": settings}, out_dir / "dataset.json")
-    save_npz(out_dir / "ground_truth.npz", clips.arrays())
-    records = []
-    for i in range(len(clips)):
-        relpath = f"clips/clip_{i:05d}.{format}"
-        # not atomic per clip (fsync dominated: 12 vs 4 ms per tiny clip); the manifest, written atomically
-        # last, marks the dataset complete
-        write_video(out_dir / relpath, clips.videos[i], fps, atomic=False)
-        records.append({"path": relpath, "fps": float(fps), "clip": i, "ground_truth": clips.clip_ground_truth(i)})
-    write_manifest(manifest_path, records)
+        listed = check_replaceable(out_dir, "data synth")  # a dataset this command did not make: refused
+        # the successor is built beside the old dataset and swapped in only when complete: a full disk or a
+        # kill keeps the old one; files the stamp does not list (a user's) move over to the new folder
+        carry = sorted(folder_entries(out_dir) - set(listed))
+        with staged_dir(out_dir, carry=carry) as staging:
+            _write_dataset(staging, clips, settings, fps, format)
+        logger.info("--overwrite: replaced the dataset in %s (removed %s)", out_dir, ", ".join(listed))
+    else:
+        _write_dataset(out_dir, clips, settings, fps, format)
     logger.info("wrote %d synthetic clips (%d frames of %dx%d, seed %d) to %s", len(clips), num_frames, size,
                 size, seed, out_dir)
     return manifest_path

@@ -27,7 +27,7 @@ import re
 import shutil
 import socket
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 from shiftvdm.errors import OutputError
@@ -241,10 +241,12 @@ def staging_path(path: str | Path, mark: str = STAGING_MARK) -> Path:
 
 
 @contextlib.contextmanager
-def staged_dir(path: str | Path, *, keep_on_error: bool = False) -> Iterator[Path]:
+def staged_dir(path: str | Path, *, keep_on_error: bool = False, carry: Iterable[str] = ()) -> Iterator[Path]:
     """Build a folder under a staging name beside ``path``; when the body completes, swap it in (the previous
     folder is moved aside first and removed only after the swap). On failure the staging folder goes (unless
-    ``keep_on_error``), ``path`` is untouched, and a disk error becomes one DiskWriteError line.
+    ``keep_on_error``), ``path`` is untouched, and a disk error becomes one DiskWriteError line. ``carry``: names
+    in the previous folder that are not the command's (a user's notes) — moved into the new one just before the
+    swap (renames on one file system), and back if the swap fails.
 
     A kill between the two renames leaves ``.NAME.old-HOST-PID`` and no ``NAME``: ``sweep_stale`` puts it back."""
     path = Path(path)
@@ -256,8 +258,13 @@ def staged_dir(path: str | Path, *, keep_on_error: bool = False) -> Iterator[Pat
     except OSError as exc:
         _raise_disk(staging, exc, None)
         raise
+    moved: list[str] = []
     try:
         yield staging
+        for name in carry:
+            if os.path.lexists(path / name) and not os.path.lexists(staging / name):
+                os.replace(path / name, staging / name)
+                moved.append(name)
         _fsync_dir(staging)
         had = os.path.lexists(path)
         if had:
@@ -267,12 +274,37 @@ def staged_dir(path: str | Path, *, keep_on_error: bool = False) -> Iterator[Pat
         if had:
             shutil.rmtree(backup, ignore_errors=True)
     except BaseException as exc:
-        if not keep_on_error:
-            shutil.rmtree(staging, ignore_errors=True)
         if not os.path.lexists(path) and os.path.lexists(backup):
             os.replace(backup, path)
+        for name in moved:
+            with contextlib.suppress(OSError):
+                os.replace(staging / name, path / name)
+        if not keep_on_error:
+            shutil.rmtree(staging, ignore_errors=True)
         _raise_disk(path, exc, None)
         raise
+
+
+def sweep_staging(path: str | Path) -> list[Path]:
+    """Remove the staging folders (and put back the backups) that killed writers of ``path`` left beside it —
+    only those of ``path``, so a shared parent folder is not swept for others."""
+    path = Path(path)
+    if not path.parent.is_dir():
+        return []
+    removed = []
+    for p in path.parent.iterdir():
+        name = p.name
+        if not name.startswith(f".{path.name}."):
+            continue
+        rest = name[len(path.name) + 2:]
+        if rest.startswith(("staging-", "old-", "export-")) and not _pid_alive(name):
+            if rest.startswith("old-") and not os.path.lexists(path):
+                os.replace(p, path)
+                logger.warning("put back %s: a replacement of it was killed mid-swap", path)
+                continue
+            shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
+            removed.append(p)
+    return removed
 
 
 def sweep_stale(folder: str | Path) -> list[Path]:
@@ -310,4 +342,4 @@ def sweep_stale(folder: str | Path) -> list[Path]:
 
 
 __all__ = ["DISK_ERRNOS", "DiskWriteError", "append_text", "atomic_write", "disk_error", "free_space",
-           "staged_dir", "staging_path", "sweep_stale", "write_text"]
+           "staged_dir", "staging_path", "sweep_stale", "sweep_staging", "write_text"]
