@@ -81,7 +81,10 @@ def main(argv: list[str] | None = None) -> int:
         # The file system refused something (permissions, a read-only or full disk, a file where a folder
         # is due): the user's environment, not a bug, so a message naming the path rather than a traceback.
         # Programming errors (TypeError, KeyError, ...) still get their traceback.
-        print(f"shiftvdm {command}: error: {_os_error_message(exc)}", file=sys.stderr)
+        from shiftvdm.utils.atomic import disk_error
+
+        disk = disk_error(exc.filename, exc) if exc.filename is not None else None  # full/read-only: free space
+        print(f"shiftvdm {command}: error: {disk or _os_error_message(exc)}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print(f"shiftvdm {command}: interrupted", file=sys.stderr)
