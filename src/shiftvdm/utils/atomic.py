@@ -37,9 +37,10 @@ logger = logging.getLogger(__name__)
 # what the file system says when the user's environment, not shiftvdm, stops a write
 DISK_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.EROFS, errno.EFBIG}
 # the same conditions as libraries report them without an errno: torch.save's zip writer, safetensors (Rust),
-# PyAV/ffmpeg
+# numpy, PyAV/ffmpeg
 _DISK_TEXT = re.compile(r"No space left|StorageFull|os error (28|122|13|30)\b|Disk quota|Read-only file system|"
-                        r"Permission denied|file write failed|failed writing file", re.IGNORECASE)
+                        r"Permission denied|file write failed|failed writing file|requested and \d+ written",
+                        re.IGNORECASE)  # the last: numpy's short write (np.save on a full disk, no errno)
 STAGING_MARK, BACKUP_MARK = ".staging-", ".old-"
 
 
@@ -76,13 +77,19 @@ def free_space(path: str | Path) -> int | None:
 def disk_error(path: str | Path, exc: BaseException, size: int | None = None) -> DiskWriteError | None:
     """``exc`` as a one-line DiskWriteError when it is the file system refusing the write; else None."""
     reason = None
-    if isinstance(exc, OSError) and exc.errno in DISK_ERRNOS:
-        reason = exc.strerror or os.strerror(exc.errno)
+    chained: BaseException | None = exc  # torch.save through a file handle: a RuntimeError whose context is ENOSPC
+    while chained is not None and reason is None:
+        if isinstance(chained, OSError) and chained.errno in DISK_ERRNOS:
+            reason = chained.strerror or os.strerror(chained.errno)
+        chained = chained.__cause__ or chained.__context__
+    if reason is not None:
+        pass
     elif isinstance(exc, (OSError, RuntimeError)) or type(exc).__name__ == "SafetensorError":
         found = _DISK_TEXT.search(str(exc))
         if found:
             text = found.group(0).lower()
             reason = ("No space left on device" if "space" in text or "storagefull" in text or "28" in text else
+                      "No space left on device (a short write)" if "requested and" in text else
                       "Disk quota exceeded" if "quota" in text or "122" in text else
                       "Read-only file system" if "read-only" in text or "30" in text else
                       "Permission denied" if "permission" in text or "13" in text else
@@ -96,7 +103,7 @@ def disk_error(path: str | Path, exc: BaseException, size: int | None = None) ->
         parts.append(f"needs {_human(size)}")
     if free is not None:
         parts.append(f"{_human(free)} free on {_mount_of(path)}")
-    kept = "; the previous file is unchanged" if path.exists() else "; nothing was replaced"
+    kept = f"; the previous {path.name} is unchanged" if path.exists() else "; nothing was replaced"
     return DiskWriteError(", ".join(parts) + kept + " (free space, a quota or permissions: then rerun)")
 
 
@@ -281,6 +288,10 @@ def staged_dir(path: str | Path, *, keep_on_error: bool = False, carry: Iterable
                 os.replace(staging / name, path / name)
         if not keep_on_error:
             shutil.rmtree(staging, ignore_errors=True)
+        if isinstance(exc, DiskWriteError):  # name the folder being replaced, not its staging name
+            kept = f"; the previous {path.name} is unchanged" if os.path.lexists(path) else "; nothing was replaced"
+            text = str(exc).replace(str(staging), str(path)).replace("; nothing was replaced", kept)
+            raise DiskWriteError(text) from None
         _raise_disk(path, exc, None)
         raise
 

@@ -47,7 +47,11 @@ def load_safetensors(path: str | Path) -> dict[str, torch.Tensor]:
 
 def save_torch(obj: Any, path: str | Path) -> Path:
     """Atomically torch.save a state made of tensors, numbers, strings, lists and dicts only."""
-    return atomic_write(path, lambda p: torch.save(obj, p), size=_tensor_bytes(obj))
+    def write(tmp: Path) -> None:
+        with open(tmp, "wb") as fh:  # a Python handle: a full disk then surfaces as ENOSPC, not only torch's text
+            torch.save(obj, fh)
+
+    return atomic_write(path, write, size=_tensor_bytes(obj))
 
 
 def _tensor_bytes(obj: Any) -> int:
