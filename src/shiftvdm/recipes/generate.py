@@ -35,7 +35,6 @@ from shiftvdm.recipes.args import parse_command_line
 from shiftvdm.utils.atomic import sweep_stale
 from shiftvdm.utils.outputs import (
     check_output_dir,
-    check_replaceable,
     model_identity,
     provenance_differences,
     read_stamp,
@@ -98,8 +97,11 @@ def check_generate_out(out: Path, inputs: list, *, overwrite: bool = False) -> N
     check_output_dir(out, "--out", inputs=inputs)
     if not out.is_dir() or not folder_entries(out):
         return
-    if read_stamp(out) is not None:
-        check_replaceable(out, "generate")  # made by another command: refused, with or without --overwrite
+    stamp = read_stamp(out)
+    if stamp is not None:
+        if stamp.get("command") != "generate":  # made by another command: refused, with or without --overwrite
+            raise OutputError(f"--out {out}: holds outputs of `shiftvdm {stamp.get('command')}`, not an earlier "
+                              "`shiftvdm generate` output; choose a new folder so that no dataset is overwritten")
         return
     foreign = sorted(p.name for p in out.iterdir() if p.name not in ("clips", "manifest.jsonl", ".lock"))
     manifest = out / "manifest.jsonl"

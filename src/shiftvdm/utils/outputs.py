@@ -291,9 +291,9 @@ def check_replaceable(folder: str | Path, command: str, what: str = "--out") -> 
                           f"keep, remove it by hand: `{removal_command(folder)}`; else choose a new folder")
     kind = KINDS.get(command, command)
     if stamp.get("kind", stamp.get("command")) != kind:
-        raise OutputError(f"{what} {folder}: was made by `shiftvdm {stamp.get('command')}` ({stamp.get('kind')}), "
-                          f"not a {kind}; --overwrite of `shiftvdm {command}` does not replace it — choose another "
-                          "folder")
+        raise OutputError(f"{what} {folder}: holds outputs of `shiftvdm {stamp.get('command')}` "
+                          f"({stamp.get('kind')}), not of `shiftvdm {command}` ({kind}); it is not replaced — choose "
+                          "another folder")
     return stamped_outputs(folder)
 
 
