@@ -28,7 +28,7 @@ import numpy as np
 from shiftvdm.data.manifest import write_manifest
 from shiftvdm.data.video_io import write_video
 from shiftvdm.errors import DataError
-from shiftvdm.utils.atomic import staged_dir
+from shiftvdm.utils.atomic import staged_dir, sweep_staging
 from shiftvdm.utils.checkpoint import atomic_write, save_json
 from shiftvdm.utils.outputs import check_output_dir, check_replaceable, write_stamp
 from shiftvdm.utils.outputs import entries as folder_entries
@@ -436,6 +436,7 @@ def write_synthetic_dataset(
     manifest_path = out_dir / "manifest.jsonl"
 
     check_output_dir(out_dir, "--out")  # a file, a read-only folder, a folder under a file: refused before work
+    sweep_staging(out_dir)  # what a killed --overwrite left beside it (only writers no longer running)
     settings = dict(clips.settings, fps=float(fps), format=format)
     if out_dir.exists() and folder_entries(out_dir):
         if not (manifest_path.exists() or (out_dir / "dataset.json").exists()):
