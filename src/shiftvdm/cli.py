@@ -6,6 +6,7 @@ stops the others. A recipe entry point has the signature ``main(argv: list[str],
 
 from __future__ import annotations
 
+import errno
 import importlib
 import logging
 import sys
@@ -83,7 +84,9 @@ def main(argv: list[str] | None = None) -> int:
         # Programming errors (TypeError, KeyError, ...) still get their traceback.
         from shiftvdm.utils.atomic import disk_error
 
-        disk = disk_error(exc.filename, exc) if exc.filename is not None else None  # full/read-only: free space
+        # a full disk, a quota or a read-only file system (only writes meet these): the free space too
+        full = exc.filename is not None and exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EROFS)
+        disk = disk_error(exc.filename, exc) if full else None
         print(f"shiftvdm {command}: error: {disk or _os_error_message(exc)}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

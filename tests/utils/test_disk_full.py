@@ -170,3 +170,29 @@ def test_a_real_full_tmpfs(tmp_path, capsys):
         assert sorted(p.name for p in disk.iterdir()) == ["ds"]  # no staging folder left
     finally:
         subprocess.run(["umount", str(disk)], capture_output=True)
+
+
+@pytest.mark.parametrize("code", [errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EROFS])
+def test_each_refusal_of_the_file_system_is_one_line_naming_the_path(code, tmp_path):
+    target = tmp_path / "out.json"
+    target.write_text("old\n")
+
+    def write(tmp: Path) -> None:
+        tmp.write_text("half")
+        raise OSError(code, os.strerror(code), str(tmp))
+
+    with pytest.raises(DiskWriteError) as caught:
+        atomic.atomic_write(target, write, size=1234)
+    text = str(caught.value)
+    assert "\n" not in text and str(target) in text and os.strerror(code) in text, text
+    assert "needs 1.2 KB" in text and "free on" in text and "previous out.json is unchanged" in text
+    assert target.read_text() == "old\n" and sorted(p.name for p in tmp_path.iterdir()) == ["out.json"]
+
+
+def test_a_permission_error_reading_an_input_is_not_a_disk_error(tmp_path):
+    def write(tmp: Path) -> None:
+        raise PermissionError(errno.EACCES, "Permission denied", "/somewhere/else/input.bin")
+
+    with pytest.raises(PermissionError):
+        atomic.atomic_write(tmp_path / "out.bin", write)
+    assert list(tmp_path.iterdir()) == []

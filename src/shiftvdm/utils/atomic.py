@@ -79,12 +79,13 @@ def disk_error(path: str | Path, exc: BaseException, size: int | None = None) ->
     reason = None
     chained: BaseException | None = exc  # torch.save through a file handle: a RuntimeError whose context is ENOSPC
     while chained is not None and reason is None:
-        if isinstance(chained, OSError) and chained.errno in DISK_ERRNOS:
+        if isinstance(chained, OSError) and chained.errno in DISK_ERRNOS and not _reading_elsewhere(chained, path):
             reason = chained.strerror or os.strerror(chained.errno)
         chained = chained.__cause__ or chained.__context__
     if reason is not None:
         pass
-    elif isinstance(exc, (OSError, RuntimeError)) or type(exc).__name__ == "SafetensorError":
+    elif (isinstance(exc, OSError) and exc.errno is None) or isinstance(exc, RuntimeError) \
+            or type(exc).__name__ == "SafetensorError":  # an OSError with an errno was judged above
         found = _DISK_TEXT.search(str(exc))
         if found:
             text = found.group(0).lower()
@@ -105,6 +106,15 @@ def disk_error(path: str | Path, exc: BaseException, size: int | None = None) ->
         parts.append(f"{_human(free)} free on {_mount_of(path)}")
     kept = f"; the previous {path.name} is unchanged" if path.exists() else "; nothing was replaced"
     return DiskWriteError(", ".join(parts) + kept + " (free space, a quota or permissions: then rerun)")
+
+
+def _reading_elsewhere(exc: OSError, path: str | Path) -> bool:
+    """A permission error on a file outside the folder being written: a write callable reading its input, not
+    the write itself (that keeps its own message)."""
+    if exc.errno not in (errno.EACCES, errno.EPERM) or exc.filename is None:
+        return False
+    folder = os.path.abspath(Path(path).parent)
+    return not os.path.abspath(os.fsdecode(exc.filename)).startswith(folder)
 
 
 def _mount_of(path: Path) -> str:
