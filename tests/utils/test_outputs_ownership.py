@@ -70,6 +70,11 @@ def test_a_stamped_run_is_replaced_file_by_file(world, tmp_path, capsys):
     stamp = read_stamp(run)
     assert stamp["command"] == "sft" and stamp["kind"] == "run" and stamp["host"] and stamp["created"]
     assert {"config.yaml", "logs", "summary.json", "lora.safetensors", "checkpoints"} <= set(stamp["outputs"])
+    before = tree_digest(run)  # a missing input is found before anything is removed
+    rc, text = run_cli(["sft", "--overwrite", *sft_args(tmp_path / "no_such_data", run)[1:]], capsys)
+    assert rc == 1 and "data.train=" in text and "nothing was removed" in text, text
+    assert {k: v for k, v in tree_digest(run).items() if not k.endswith("/.lock")} == \
+        {k: v for k, v in before.items() if not k.endswith("/.lock")}
     (run / "my_notes.txt").write_text("keep me\n")  # a user's file inside the run folder
     (run / "logs" / "old.marker").write_text("written into the run's logs/\n")
     rc, text = run_cli(["sft", "--overwrite", *sft_args(world["ds"], run)[1:]], capsys)

@@ -20,7 +20,7 @@ from torch import Tensor
 from shiftvdm.backbone import backbone_config, load_backbone
 from shiftvdm.backbone.base import Backbone
 from shiftvdm.config import config_from_dict, deep_merge, load_yaml_with_base, parse_overrides, resolve_config_path
-from shiftvdm.errors import CheckpointError, ConfigError, TrainingError
+from shiftvdm.errors import CheckpointError, ConfigError, DataError, TrainingError
 from shiftvdm.recipes.args import parse_command_line
 from shiftvdm.rewards.critic import MotionCritic
 from shiftvdm.rewards.critic_training import CriticTrainer
@@ -219,6 +219,7 @@ def main(argv: list[str], prog: str, mode: str) -> int:
             if args.resume:
                 check_resume_inputs(out, models)
             if args.overwrite:
+                check_inputs_exist(cfg)  # a missing input found after the old run was removed costs the run
                 clear_run(out, mode)
             before = begin_outputs(out, mode, declared=RUN_OUTPUTS, inputs=models, resume=args.resume)
             preemption.clear_marker(out)  # this start handles an earlier preemption
@@ -248,6 +249,15 @@ def model_inputs(cfg: TrainConfig) -> dict[str, dict]:
     values = {"backbone.pretrained": cfg.backbone.pretrained, "lora.init_from": cfg.lora.init_from,
               "critic.path": cfg.critic.path}
     return {k: model_identity(v) for k, v in values.items() if v and Path(v).exists()}
+
+
+def check_inputs_exist(cfg: TrainConfig) -> None:
+    """The local inputs a run reads exist (checked before ``--overwrite`` removes the earlier run)."""
+    needed = {"data.train": cfg.data.train, "lora.init_from": cfg.lora.init_from,
+              "critic.path": cfg.critic.path if cfg.uses_rollouts else None}
+    missing = [f"{k}={v}" for k, v in needed.items() if v and not Path(v).exists()]
+    if missing:
+        raise DataError(f"--overwrite: {', '.join(missing)}: not found; nothing was removed")
 
 
 def check_resume_inputs(out: Path, current: dict[str, dict]) -> None:
