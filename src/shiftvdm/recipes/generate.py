@@ -35,13 +35,12 @@ from shiftvdm.recipes.args import parse_command_line
 from shiftvdm.utils.atomic import sweep_stale
 from shiftvdm.utils.outputs import (
     check_output_dir,
+    continue_or_replace,
     model_identity,
     provenance_differences,
     read_stamp,
     removal_command,
-    replace_outputs,
     stamped_outputs,
-    write_stamp,
 )
 from shiftvdm.utils.outputs import entries as folder_entries
 from shiftvdm.utils.run_lock import run_lock
@@ -140,17 +139,8 @@ def prepare_generate_out(out: Path, provenance: dict, *, overwrite: bool) -> Non
     its clips and manifest go, other files stay), or refuse naming the inputs that differ; stamp a new one."""
     sweep_stale(out)
     sweep_stale(out / "clips")
-    stamp = read_stamp(out)
-    if stamp is not None and stamped_outputs(out):
-        diffs = provenance_differences(stamp.get("inputs", {}), provenance)
-        if not diffs:
-            logger.info("%s: continuing an earlier `generate` with the same inputs", out)
-            return
-        if not overwrite:
-            raise OutputError(f"--out {out}: holds clips generated from other inputs:\n  " + "\n  ".join(diffs)
-                              + "\npass --overwrite to replace them, or choose a new folder")
-        replace_outputs(out, "generate")
-    write_stamp(out, "generate", inputs=provenance, outputs=GENERATE_OUTPUTS)
+    if continue_or_replace(out, "generate", provenance, overwrite=overwrite, outputs=GENERATE_OUTPUTS) == "continue":
+        logger.info("%s: continuing an earlier `generate` with the same inputs", out)
 
 
 def generate(model: str | Path, data: str | Path, out: str | Path, per_clip: int, *, lora: str | Path | None = None,

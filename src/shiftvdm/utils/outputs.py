@@ -444,6 +444,30 @@ def stored_differences(folder: str | Path, current: dict) -> list[str] | None:
                                   {k: current[k] for k in current if k in stored})
 
 
+def continue_or_replace(folder: str | Path, command: str, provenance: dict, *, overwrite: bool,
+                        outputs: Iterable[str], what: str = "--out") -> str:
+    """For a derived output (generated clips, a prepared dataset, a cache) that a rerun continues: call it
+    holding the folder's lock, after checking its inputs. An earlier output of ``command`` made from the same
+    ``provenance`` is continued ("continue"); one made from other inputs is refused naming each differing field,
+    or with ``overwrite`` its stamped entries are removed ("replaced"); a new folder is stamped ("new"). A folder
+    with other files and no stamp, or another command's, is refused (``check_replaceable``)."""
+    folder = Path(folder)
+    stamp = read_stamp(folder)
+    if stamp is not None and stamped_outputs(folder):
+        check_replaceable(folder, command, what)
+        diffs = provenance_differences(stamp.get("inputs", {}), provenance)
+        if not diffs:
+            return "continue"
+        if not overwrite:
+            raise OutputError(f"{what} {folder}: holds outputs made from other inputs:\n  " + "\n  ".join(diffs)
+                              + "\npass --overwrite to replace them, or choose a new folder")
+        replace_outputs(folder, command, what)
+        write_stamp(folder, command, inputs=provenance, outputs=outputs)
+        return "replaced"
+    write_stamp(folder, command, inputs=provenance, outputs=outputs)
+    return "new"
+
+
 def _short(value: Any) -> str:
     if isinstance(value, dict) and "digest" in value:
         return f"digest {value['digest'][:12]}"
@@ -468,7 +492,7 @@ def new_output_dir(path: str | Path, keep: Iterable[str] = ("checkpoints",)) -> 
 
 
 __all__ = ["IDENTITY_METHOD", "KINDS", "RUN_MARKERS", "STAMP_FILE", "begin_outputs", "check_creatable",
-           "check_inputs_outside", "check_output_dir", "check_output_file", "check_replaceable", "check_run_dir",
+           "check_inputs_outside", "check_output_dir", "continue_or_replace", "check_output_file", "check_replaceable", "check_run_dir",
            "clear_run", "entries", "holds_run", "model_identity", "new_output_dir", "path_inputs",
            "provenance_differences", "read_stamp", "record_inputs", "record_outputs", "removal_command",
            "replace_outputs", "stamped_outputs", "stored_differences", "write_stamp"]
