@@ -313,6 +313,45 @@ def build_case(cid: str, w: dict[str, Path], tmp: Path) -> Case:
             (folder / "summary.json").write_text('{"steps": 1}\n')  # what an sft run holds
         return Case(cid, ["report", str(folder)], 1, [str(folder), "not a demo run folder"],
                     absent=[str(folder / "report.html")])
+    if cid.startswith("O-"):  # ownership of outputs (issue 26): --overwrite replaces only what shiftvdm stamped
+        return _ownership_case(cid, w, tmp)
+    raise KeyError(cid)
+
+
+def _ownership_case(cid: str, w: dict[str, Path], tmp: Path) -> Case:
+    from shiftvdm.utils.outputs import STAMP_FILE, write_stamp
+
+    ds, toy = str(w["ds"]), str(w["toy"])
+    mine = tmp / "project"  # a user's folder with the names a run writes
+    (mine / "model").mkdir(parents=True)
+    (mine / "model" / "weights.bin").write_bytes(b"mine")
+    (mine / "config.yaml").write_text("mine: 1\n")
+    (mine / "logs").mkdir()
+    if cid == "O-sft-overwrite-unstamped":
+        return Case(cid, ["sft", "--overwrite", *sft_args(w["ds"], mine)[1:]], 2,
+                    ["has no stamp", f"rm -r -- {mine}"], keep=[str(mine)])
+    if cid == "O-sft-base-inside-out":
+        run = tmp / "run"
+        write_stamp(run, "sft", outputs=["base"])
+        shutil.copytree(w["toy"], run / "base")
+        args = [a for a in sft_args(w["ds"], run)[1:] if not a.startswith("backbone.options")]
+        return Case(cid, ["sft", "--overwrite", f"backbone.pretrained={run / 'base'}", *args], 2,
+                    ["backbone.pretrained", "holds the input"], keep=[str(run)])
+    if cid == "O-synth-overwrite-unstamped":
+        copy = tmp / "dscopy"
+        shutil.copytree(w["ds"], copy)
+        (copy / STAMP_FILE).unlink(missing_ok=True)  # a dataset made before the stamp, or by hand
+        return Case(cid, ["data", "synth", "--out", str(copy), "--clips", "1", "--frames", "2", "--size", "16",
+                          "--sprite-size", "3,4", "--overwrite"], 2, ["has no stamp", "rm -r --"], keep=[str(copy)])
+    if cid == "O-export-overwrite-unstamped":
+        return Case(cid, ["export", "--model", toy, "--lora", str(w["toy_lora"]), "--out", str(mine), "--overwrite"],
+                    2, ["has no stamp", "rm -r --"], keep=[str(mine)])
+    if cid == "O-generate-other-seed":
+        out = tmp / "fakes"
+        gen = ["generate", "--model", toy, "--data", ds, "--per-clip", "1", "--no-progress", "--format", "npy",
+               "--out", str(out)]
+        assert cli(gen) == 0
+        return Case(cid, [*gen, "--seed", "1"], 2, ["seed: 0 -> 1", "pass --overwrite"], keep=[str(out / "clips")])
     raise KeyError(cid)
 
 
@@ -337,6 +376,9 @@ CASES = [
     "C-yaml-billion-laughs-field", "V-check-mp4_as_npy", "V-check-loop_a_mp4", "V-check-folder-lists-dirs",
     "M-check-csv-bom", "C-frames-zero", "C-height-neg", "C-fps-zero", "L-sample-image-dir",
     "L-report-not-demo", "L-report-empty-dir",
+    # 8. --overwrite owns only what shiftvdm stamped; derived outputs record their inputs (issue 26 classes 1-2)
+    "O-sft-overwrite-unstamped", "O-sft-base-inside-out", "O-synth-overwrite-unstamped",
+    "O-export-overwrite-unstamped", "O-generate-other-seed",
 ]
 
 

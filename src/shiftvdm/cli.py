@@ -7,6 +7,7 @@ stops the others. A recipe entry point has the signature ``main(argv: list[str],
 from __future__ import annotations
 
 import contextlib
+import errno
 import importlib
 import logging
 import sys
@@ -93,7 +94,12 @@ def _run(command: str, module_name: str, func_name: str, rest: list[str]) -> int
         # The file system refused something (permissions, a read-only or full disk, a file where a folder
         # is due): the user's environment, not a bug, so a message naming the path rather than a traceback.
         # Programming errors (TypeError, KeyError, ...) still get their traceback.
-        print(f"shiftvdm {command}: error: {_os_error_message(exc)}", file=sys.stderr)
+        from shiftvdm.utils.atomic import disk_error
+
+        # a full disk, a quota or a read-only file system (only writes meet these): the free space too
+        full = exc.filename is not None and exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EROFS)
+        disk = disk_error(exc.filename, exc) if full else None
+        print(f"shiftvdm {command}: error: {disk or _os_error_message(exc)}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print(f"shiftvdm {command}: interrupted", file=sys.stderr)

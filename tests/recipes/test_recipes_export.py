@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from shiftvdm.backbone.toy import ToyBackbone
-from shiftvdm.errors import ConfigError, DataError
+from shiftvdm.errors import ConfigError, DataError, OutputError
 from shiftvdm.recipes.export import main
 from support import fill_zero_init, small_toy
 
@@ -69,12 +69,17 @@ def test_existing_output_is_kept_unless_overwrite(model_and_lora, tmp_path):
     with pytest.raises(ConfigError, match="folder exists and is not empty"):
         main(args)
     assert [p.name for p in out.iterdir()] == ["keep.txt"]
-    assert main([*args, "--overwrite"]) == 0
-    assert not (out / "keep.txt").exists() and ToyBackbone.from_pretrained(out).video_shape == (4, 16, 16)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+    # --overwrite replaces only a folder an export made (its stamp): a user's folder is refused, untouched
+    with pytest.raises(OutputError, match=r"has no stamp and holds keep.txt.*rm -r -- "):
+        main([*args, "--overwrite"])
+    assert [p.name for p in out.iterdir()] == ["keep.txt"]
     empty = tmp_path / "empty"
     empty.mkdir()
     assert main(["--model", str(model), "--lora", str(lora), "--out", str(empty)]) == 0  # an empty folder is fine
+    (empty / "notes.txt").write_text("mine")  # a user's file in an export's folder survives its --overwrite
+    assert main(["--model", str(model), "--lora", str(lora), "--out", str(empty), "--overwrite"]) == 0
+    assert (empty / "notes.txt").read_text() == "mine" and ToyBackbone.from_pretrained(empty).video_shape == (4, 16, 16)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["empty", "out"]  # no staging folder left
 
 
 def test_bad_paths_are_refused_before_loading(model_and_lora, tmp_path):

@@ -28,8 +28,10 @@ import numpy as np
 from shiftvdm.data.manifest import write_manifest
 from shiftvdm.data.video_io import write_video
 from shiftvdm.errors import DataError
+from shiftvdm.utils.atomic import staged_dir, sweep_staging
 from shiftvdm.utils.checkpoint import atomic_write, clean_stale_temps, save_json
-from shiftvdm.utils.outputs import check_output_dir
+from shiftvdm.utils.outputs import STAMP_FILE, check_output_dir, check_replaceable, write_stamp
+from shiftvdm.utils.outputs import entries as folder_entries
 from shiftvdm.utils.run_lock import LOCK_FILE, run_lock
 from shiftvdm.utils.seeding import numpy_rng_for
 
@@ -393,7 +395,8 @@ def _dataset_state(out_dir: Path, header: dict, overwrite: bool) -> Literal["new
         return "new"
     manifest, info = out_dir / "manifest.jsonl", out_dir / "dataset.json"
     leftovers = [p for p in out_dir.iterdir()
-                 if not (p.name == LOCK_FILE or (p.name.startswith(".") and p.name.endswith(".tmp") and p.is_file())
+                 if not (p.name in (LOCK_FILE, STAMP_FILE)
+                         or (p.name.startswith(".") and p.name.endswith(".tmp") and p.is_file())
                          or (p.name == "clips" and p.is_dir() and not any(p.iterdir())))]
     if not leftovers:
         return "new"
@@ -415,6 +418,35 @@ def _dataset_state(out_dir: Path, header: dict, overwrite: bool) -> Literal["new
                         f"({'; '.join(differences)}); rerun with its settings to finish it, or pass --overwrite "
                         "to replace it")
     return "continue"
+
+
+SYNTH_OUTPUTS = ("clips", "dataset.json", "ground_truth.npz", "manifest.jsonl")
+
+
+def _write_dataset(out_dir: Path, clips: SpriteClips, header: dict, fps: float, format: str, *,
+                   resume: bool = False) -> None:
+    """The files of a synthetic dataset: the stamp and ``dataset.json`` first, the clips, the manifest (its
+    completion mark) last. A folder with ``dataset.json`` and no manifest is an unfinished dataset whose settings
+    are known; with ``resume`` the clips an interrupted run wrote (atomically: complete, the same bytes) are kept."""
+    if not (resume and (out_dir / STAMP_FILE).is_file()):
+        write_stamp(out_dir, "data synth", inputs={"settings": header["settings"]}, outputs=SYNTH_OUTPUTS)
+    if not (resume and (out_dir / "dataset.json").is_file()):
+        save_json(header, out_dir / "dataset.json")
+    (out_dir / "clips").mkdir(exist_ok=True)
+    if not (resume and (out_dir / "ground_truth.npz").is_file()):
+        save_npz(out_dir / "ground_truth.npz", clips.arrays())
+    records, skipped = [], 0
+    for i in range(len(clips)):
+        relpath = f"clips/clip_{i:05d}.{format}"
+        if resume and (out_dir / relpath).is_file():
+            skipped += 1
+        else:
+            write_video(out_dir / relpath, clips.videos[i], fps)  # atomic: a kill never leaves half a clip
+        records.append({"path": relpath, "fps": float(fps), "clip": i, "ground_truth": clips.clip_ground_truth(i)})
+    if resume:
+        logger.info("continued the unfinished dataset in %s: %d of %d clips were already written", out_dir,
+                    skipped, len(clips))
+    write_manifest(out_dir / "manifest.jsonl", records)
 
 
 def write_synthetic_dataset(
@@ -462,38 +494,23 @@ def write_synthetic_dataset(
               "settings": dict(clips.settings, fps=float(fps), format=format)}
 
     check_output_dir(out_dir, "--out")  # a file, a read-only folder, a folder under a file: refused before work
+    sweep_staging(out_dir)  # what a killed --overwrite left beside it (only writers no longer running)
     _dataset_state(out_dir, header, overwrite)  # refused before the lock: a refused command writes nothing
     with run_lock(out_dir, what="--out"):
         state = _dataset_state(out_dir, header, overwrite)  # again: another job may have written meanwhile
         for folder in (out_dir, out_dir / "clips"):  # what a killed writer left half-written
             for stale in clean_stale_temps(folder) if folder.is_dir() else []:
                 logger.info("removed %s (left by an interrupted write)", stale)
-        if state == "replace":
-            manifest_path.unlink(missing_ok=True)  # first: the folder is an unfinished dataset from here on
-            for old in sorted((out_dir / "clips").glob("clip_*")):
-                old.unlink()
-            # before the new dataset.json: a continued run trusts a ground truth found beside its settings
-            (out_dir / "ground_truth.npz").unlink(missing_ok=True)
-        # dataset.json first, then the clips, the manifest last: a folder with dataset.json and no manifest is an
-        # unfinished dataset whose settings are known, so a rerun with the same settings continues it
-        if state != "continue" or not (out_dir / "dataset.json").is_file():
-            save_json(header, out_dir / "dataset.json")
-        (out_dir / "clips").mkdir(exist_ok=True)
-        if state != "continue" or not (out_dir / "ground_truth.npz").is_file():
-            save_npz(out_dir / "ground_truth.npz", clips.arrays())
-        records, skipped = [], 0
-        for i in range(len(clips)):
-            relpath = f"clips/clip_{i:05d}.{format}"
-            if state == "continue" and (out_dir / relpath).is_file():
-                skipped += 1  # written atomically by the interrupted run: complete, and the same bytes
-            else:
-                write_video(out_dir / relpath, clips.videos[i], fps)  # atomic: a kill never leaves half a clip
-            records.append({"path": relpath, "fps": float(fps), "clip": i,
-                            "ground_truth": clips.clip_ground_truth(i)})
-        if state == "continue":
-            logger.info("continued the unfinished dataset in %s: %d of %d clips were already written", out_dir,
-                        skipped, len(clips))
-        write_manifest(manifest_path, records)
+        if state != "replace":
+            _write_dataset(out_dir, clips, header, fps, format, resume=state == "continue")
+        else:
+            listed = check_replaceable(out_dir, "data synth")  # a dataset this command did not make: refused
+            # the successor is built beside the old dataset and swapped in only when complete: a full disk or a
+            # kill keeps the old one; files the stamp does not list (a user's) move over to the new folder
+            carry = sorted(folder_entries(out_dir) - set(listed))
+            with staged_dir(out_dir, carry=carry) as staging:
+                _write_dataset(staging, clips, header, fps, format)
+            logger.info("--overwrite: replaced the dataset in %s (removed %s)", out_dir, ", ".join(listed))
         # a finished dataset holds only its own files (the same bytes from the same arguments). Removed while
         # held: a job that opened the old file before this is refused or, getting it after the release, finds
         # the manifest and is refused too (without --overwrite).

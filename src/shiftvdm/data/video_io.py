@@ -424,11 +424,8 @@ def write_video(path: str | Path, frames: np.ndarray | torch.Tensor, fps: float,
     else:
         def write(tmp: Path) -> None:
             _write_mp4(tmp, array, fps, crf, pix_fmt)
-    if not atomic:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        write(path)
-        return path
-    return atomic_write(path, write)
+    size = array.size * 4 + 128 if suffix == ".npy" else None  # float32 plus the .npy header
+    return atomic_write(path, write, atomic=atomic, size=size)
 
 
 def save_raw_frames(path: Path, frames: np.ndarray) -> Path:

@@ -569,15 +569,16 @@ def save_hub_folder(model: SEARAFT, folder: str | Path) -> Path:
     """Write ``config.json`` + ``model.safetensors`` like the hub copy (aliased keys dropped, fields as JSON)."""
     import json
 
-    from safetensors.torch import save_file
+    from shiftvdm.utils.atomic import write_text
+    from shiftvdm.utils.checkpoint import save_safetensors
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items() if _BN_ALIAS[1] not in k}
-    save_file(state, str(folder / "model.safetensors"))
+    save_safetensors(state, folder / "model.safetensors")
     config = {"variant": variant_name(model.config), **asdict(model.config)}
     config["block_dims"] = list(config["block_dims"])
-    (folder / "config.json").write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
+    write_text(folder / "config.json", json.dumps(config, indent=2) + "\n")
     return folder
 
 

@@ -18,14 +18,14 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
-import shutil
 from pathlib import Path
 
 from shiftvdm.backbone import detect_backbone, load_backbone_from_path
 from shiftvdm.errors import ConfigError, DataError
-from shiftvdm.utils.outputs import check_creatable, check_output_dir
 from shiftvdm.recipes.args import parse_command_line
+from shiftvdm.utils.atomic import staged_dir, staging_path, sweep_staging
+from shiftvdm.utils.outputs import check_creatable, check_output_dir, check_replaceable, model_identity, write_stamp
+from shiftvdm.utils.outputs import entries as folder_entries
 
 logger = logging.getLogger(__name__)
 
@@ -52,24 +52,21 @@ def main(argv: list[str], prog: str = "shiftvdm export") -> int:
         raise DataError(f"{args.lora}: missing (no such LoRA file)")
 
     check_output_dir(out, "--out", inputs=[("--model", args.model), ("--lora", args.lora)])
-    check_creatable(out.parent / f".{out.name}.export-{os.getpid()}", "--out")  # the staging folder beside OUT
+    replaced = check_replaceable(out, "export") if args.overwrite else []  # only a folder export made
+    check_creatable(staging_path(out), "--out")  # the staging folder beside OUT
 
     name = detect_backbone(args.model)
     backbone = load_backbone_from_path(args.model, dtype=args.dtype)  # the base in the written dtype
     backbone.load_lora(args.lora)  # float32, merged into that base by fuse_lora
     backbone.fuse_lora()
 
-    out.parent.mkdir(parents=True, exist_ok=True)
-    staging = out.parent / f".{out.name}.export-{os.getpid()}"
-    backup = out.parent / f".{out.name}.old-{os.getpid()}"
-    shutil.rmtree(staging, ignore_errors=True)
-    try:
+    # built beside OUT and swapped in when complete: a full disk or a kill keeps the previous OUT; files in it
+    # that an earlier export did not write (its stamp) move over to the new folder
+    sweep_staging(out)  # what a killed export left beside OUT
+    carry = sorted(folder_entries(out) - set(replaced)) if out.is_dir() else []
+    provenance = {"model": model_identity(args.model), "lora": model_identity(args.lora), "dtype": args.dtype}
+    with staged_dir(out, carry=carry) as staging:
         backbone.save_pretrained(staging)
-        if out.exists():
-            os.replace(out, backup)
-        os.replace(staging, out)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    shutil.rmtree(backup, ignore_errors=True)
+        write_stamp(staging, "export", inputs=provenance, outputs=folder_entries(staging))
     print(f"wrote {out} ({name} backbone, {args.dtype}) = {args.model} + LoRA {args.lora} (fused)")
     return 0

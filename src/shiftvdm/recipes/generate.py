@@ -18,20 +18,33 @@ discriminators see raw intensity gradients, and a codec difference is a shortcut
 from __future__ import annotations
 
 import argparse
+import hashlib
+import json
 import logging
 from pathlib import Path
 
 import torch
 
 from shiftvdm.backbone import detect_backbone, load_backbone_from_path
+from shiftvdm.data.check import check_entry
 from shiftvdm.data.dataset import VideoClipDataset, entry_fps_hint
 from shiftvdm.data.manifest import ClipEntry, load_manifest, write_manifest
 from shiftvdm.data.video_io import read_video, to_tensor, to_uint8, write_video
-from shiftvdm.data.check import check_entry
 from shiftvdm.errors import ConfigError, DataError, OutputError
-from shiftvdm.utils.outputs import check_output_dir
-from shiftvdm.utils.seeding import generator_for
 from shiftvdm.recipes.args import parse_command_line
+from shiftvdm.utils.atomic import sweep_stale
+from shiftvdm.utils.outputs import (
+    check_output_dir,
+    continue_or_replace,
+    model_identity,
+    provenance_differences,
+    read_stamp,
+    removal_command,
+    stamped_outputs,
+)
+from shiftvdm.utils.outputs import entries as folder_entries
+from shiftvdm.utils.run_lock import run_lock
+from shiftvdm.utils.seeding import generator_for
 
 logger = logging.getLogger(__name__)
 
@@ -74,12 +87,22 @@ def _clip_fps(entry: ClipEntry, fps: float | None) -> float:
         return DEFAULT_FPS
 
 
-def check_generate_out(out: Path, inputs: list) -> None:
-    """--out is new, empty, or an earlier `generate` output (clips/ and its manifest: a rerun resumes it)."""
+GENERATE_OUTPUTS = ("clips", "manifest.jsonl")
+
+
+def check_generate_out(out: Path, inputs: list, *, overwrite: bool = False) -> None:
+    """--out is new, empty, or an earlier `generate` output (stamped: a rerun with the same inputs continues it,
+    with other inputs it is refused unless ``overwrite``). Reads only."""
     check_output_dir(out, "--out", inputs=inputs)
-    if not out.is_dir():
+    if not out.is_dir() or not folder_entries(out):
         return
-    foreign = sorted(p.name for p in out.iterdir() if p.name not in ("clips", "manifest.jsonl"))
+    stamp = read_stamp(out)
+    if stamp is not None:
+        if stamp.get("command") != "generate":  # made by another command: refused, with or without --overwrite
+            raise OutputError(f"--out {out}: holds outputs of `shiftvdm {stamp.get('command')}`, not an earlier "
+                              "`shiftvdm generate` output; choose a new folder so that no dataset is overwritten")
+        return
+    foreign = sorted(p.name for p in out.iterdir() if p.name not in ("clips", "manifest.jsonl", ".lock"))
     manifest = out / "manifest.jsonl"
     if not foreign and manifest.is_file():
         try:  # generate's records name their real clip and sample index
@@ -91,12 +114,40 @@ def check_generate_out(out: Path, inputs: list) -> None:
     if foreign:
         raise OutputError(f"--out {out}: holds files that are not an earlier `shiftvdm generate` output "
                           f"({', '.join(foreign[:5])}); choose a new folder so that no dataset is overwritten")
+    raise OutputError(f"--out {out}: holds clips from an older shiftvdm that recorded no inputs (model, seed, steps, "
+                      f"size, format), so they cannot be continued or replaced safely; remove them by hand "
+                      f"(`{removal_command(out, [p for p in GENERATE_OUTPUTS if (out / p).exists()])}`) "
+                      "or choose a new folder")
+
+
+def generate_provenance(model: Path, lora: str | Path | None, entries_: list[ClipEntry], *, per_clip: int,
+                        steps: int | None, seed: int, frames: int | None, height: int | None, width: int | None,
+                        fps: float | None, fmt: str, deterministic: bool, clips_per_call: int) -> dict:
+    """What the fakes depend on (recorded in the folder's stamp): the model's and LoRA's identities, the real
+    clips (names and sizes), seed, steps, size, format and grouping. ``--max-clips`` is left out: it only says
+    how many of the real clips to do now."""
+    listing = hashlib.sha256(json.dumps([[e.relpath, e.path.stat().st_size if e.path.exists() else None]
+                                         for e in entries_]).encode()).hexdigest()
+    return {"model": model_identity(model), "lora": model_identity(lora) if lora is not None else None,
+            "real_clips": listing, "per_clip": per_clip, "steps": steps, "seed": seed,
+            "size": [frames, height, width], "fps": fps, "format": fmt, "deterministic": deterministic,
+            "clips_per_call": clips_per_call}
+
+
+def prepare_generate_out(out: Path, provenance: dict, *, overwrite: bool) -> None:
+    """Under the folder's lock: continue an earlier output made from the same inputs, replace it (``overwrite``:
+    its clips and manifest go, other files stay), or refuse naming the inputs that differ; stamp a new one."""
+    sweep_stale(out)
+    sweep_stale(out / "clips")
+    if continue_or_replace(out, "generate", provenance, overwrite=overwrite, outputs=GENERATE_OUTPUTS) == "continue":
+        logger.info("%s: continuing an earlier `generate` with the same inputs", out)
 
 
 def generate(model: str | Path, data: str | Path, out: str | Path, per_clip: int, *, lora: str | Path | None = None,
              steps: int | None = None, seed: int = 0, frames: int | None = None, height: int | None = None,
              width: int | None = None, fps: float | None = None, fmt: str = "mp4", deterministic: bool = False,
-             device: str | None = None, max_clips: int = 0, progress: bool = True, clips_per_call: int = 1) -> Path:
+             device: str | None = None, max_clips: int = 0, progress: bool = True, clips_per_call: int = 1,
+             overwrite: bool = False) -> Path:
     """Generate ``per_clip`` fakes for every real clip of ``data``; returns the manifest path."""
     if per_clip < 1:
         raise ConfigError(f"--per-clip must be >= 1, got {per_clip}")
@@ -110,17 +161,25 @@ def generate(model: str | Path, data: str | Path, out: str | Path, per_clip: int
         raise ConfigError(f"--max-clips must be >= 0 (0 = all), got {max_clips}")
     if fps is not None and not fps > 0:
         raise ConfigError(f"--fps must be positive, got {fps}")
-    check_generate_out(Path(out), [("--data", data), ("--model", model), ("--lora", lora)])
+    out = Path(out)
+    check_generate_out(out, [("--data", data), ("--model", model), ("--lora", lora)], overwrite=overwrite)
     model = Path(model)
+    all_entries = load_manifest(data).entries
+    provenance = generate_provenance(model, lora, all_entries, per_clip=per_clip, steps=steps, seed=seed,
+                                     frames=frames, height=height, width=width, fps=fps, fmt=fmt,
+                                     deterministic=deterministic, clips_per_call=clips_per_call)
+    if out.is_dir() and read_stamp(out) is not None and stamped_outputs(out) and not overwrite:
+        diffs = provenance_differences(read_stamp(out).get("inputs", {}), provenance)
+        if diffs:  # refused before the model is loaded (prepare_generate_out checks again under the lock)
+            raise OutputError(f"--out {out}: holds clips generated from other inputs:\n  " + "\n  ".join(diffs)
+                              + "\npass --overwrite to replace them, or choose a new folder")
     backbone = load_backbone_from_path(model, **_backbone_options(model, frames, height, width))
     if lora is not None:
         backbone.load_lora(lora)
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     backbone.to(device)
     num_frames, clip_h, clip_w = backbone.video_shape
-    entries = load_manifest(data).entries
-    if max_clips:
-        entries = entries[:max_clips]
+    entries = all_entries[:max_clips] if max_clips else all_entries
     bad = [(e, check_entry(e, num_frames)) for e in entries]  # decode all first: no clip is written for a bad set
     bad = [(e, reason) for e, reason in bad if reason is not None]
     if bad:
@@ -128,7 +187,15 @@ def generate(model: str | Path, data: str | Path, out: str | Path, per_clip: int
         raise DataError(f"{data}: {len(bad)} of {len(entries)} real clips cannot be used ({num_frames} frames "
                         f"needed); nothing was written:\n  {listed}")
     dataset = VideoClipDataset(entries, num_frames, clip_h, clip_w)
-    out = Path(out)
+    with run_lock(out, what="--out"):  # one job per folder; a killed one's temporary files swept under it
+        prepare_generate_out(out, provenance, overwrite=overwrite)
+        return _generate_into(out, backbone, dataset, entries, per_clip, seed, fmt, fps, device, steps,
+                              deterministic, clips_per_call, progress)
+
+
+def _generate_into(out: Path, backbone, dataset: VideoClipDataset, entries: list[ClipEntry], per_clip: int,
+                   seed: int, fmt: str, fps: float | None, device: str, steps: int | None, deterministic: bool,
+                   clips_per_call: int, progress: bool) -> Path:
     (out / "clips").mkdir(parents=True, exist_ok=True)
     records = []
     bar = None
@@ -164,7 +231,14 @@ def generate(model: str | Path, data: str | Path, out: str | Path, per_clip: int
         bar.close()
     if skipped:
         logger.info("%d real clips already had all %d fakes in %s (kept)", skipped, per_clip, out / "clips")
-    return write_manifest(out / "manifest.jsonl", records)
+    manifest = write_manifest(out / "manifest.jsonl", records)
+    listed = {Path(r["path"]).name for r in records}
+    stale = [p for p in (out / "clips").iterdir() if p.name not in listed and not p.name.startswith(".")]
+    for p in stale:  # clips/ is this command's (the stamp says so): files the manifest does not list go
+        p.unlink()
+    if stale:
+        logger.info("removed %d clips of %s that the new manifest does not list", len(stale), out / "clips")
+    return manifest
 
 
 def _sample_group(backbone, dataset: VideoClipDataset, all_entries: list[ClipEntry], indices: list[int], per_clip: int,
@@ -203,13 +277,17 @@ def main(argv: list[str], prog: str = "shiftvdm generate") -> int:
     parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
     parser.add_argument("--max-clips", type=int, default=0, help="only the first N real clips (0 = all)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace an earlier output made from other inputs (default: refuse; the same inputs "
+                             "continue it)")
     parser.add_argument("--clips-per-call", type=int, default=1,
                         help="real clips sampled together in one call (faster for small models; fakes depend on it)")
     args = parse_command_line(parser, argv)
     manifest = generate(args.model, args.data, args.out, args.per_clip, lora=args.lora, steps=args.steps,
                         seed=args.seed, frames=args.frames, height=args.height, width=args.width, fps=args.fps,
                         fmt=args.format, deterministic=args.deterministic, device=args.device,
-                        max_clips=args.max_clips, progress=not args.no_progress, clips_per_call=args.clips_per_call)
+                        max_clips=args.max_clips, progress=not args.no_progress, clips_per_call=args.clips_per_call,
+                        overwrite=args.overwrite)
     print(f"wrote {manifest} ({sum(1 for _ in open(manifest))} generated clips)")
     return 0
 

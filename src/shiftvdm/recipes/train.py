@@ -21,7 +21,7 @@ from torch import Tensor
 from shiftvdm.backbone import backbone_config, load_backbone
 from shiftvdm.backbone.base import Backbone, Condition
 from shiftvdm.config import config_from_dict, deep_merge, load_yaml_with_base, parse_overrides, resolve_config_path
-from shiftvdm.errors import CheckpointError, ConfigError, OutputError, TrainingError
+from shiftvdm.errors import CheckpointError, ConfigError, DataError, OutputError, TrainingError
 from shiftvdm.recipes.args import parse_command_line
 from shiftvdm.rewards.critic import MotionCritic
 from shiftvdm.rewards.critic_training import CriticTrainer
@@ -37,13 +37,29 @@ from shiftvdm.train.optim import WeightEMA, build_generator_optimizer
 from shiftvdm.train.shift import TrainResult, train
 from shiftvdm.train.state import TrainState
 from shiftvdm.utils import preemption
-from shiftvdm.utils.outputs import check_run_dir, clear_run, holds_run, new_output_dir
+from shiftvdm.utils.atomic import sweep_stale
+from shiftvdm.utils.outputs import (
+    begin_outputs,
+    check_run_dir,
+    clear_run,
+    entries,
+    holds_run,
+    model_identity,
+    new_output_dir,
+    path_inputs,
+    record_outputs,
+    stored_differences,
+)
 from shiftvdm.utils.run_lock import run_lock
 from shiftvdm.utils.step_checkpoints import checkpoint_dirs
 
 logger = logging.getLogger(__name__)
 
 STAGES = ("pretrain", "sft", "shift")
+# what a run writes at its top level (claimed in its stamp when absent at the start; what else appears during the
+# run is claimed at its end), so --overwrite removes these and nothing else
+RUN_OUTPUTS = ("config.yaml", "checkpoints", "logs", "samples", "summary.json", "lora.safetensors",
+               "lora.transformer_2.safetensors", "model", "critic", preemption.MARKER)
 
 
 def stage_defaults(mode: str) -> dict[str, Any]:
@@ -201,12 +217,12 @@ def main(argv: list[str], prog: str, mode: str) -> int:
 
     if args.resume and args.overwrite:
         raise ConfigError("--resume continues the run in run.out_dir and --overwrite replaces it; pass one")
-    inputs = [("data.train", cfg.data.train), ("lora.init_from", cfg.lora.init_from),
-              ("critic.path", cfg.critic.path), ("--config", args.config)]
+    inputs = [*path_inputs(cfg), ("--config", args.config)]  # every path-valued setting: none inside the run
     out = Path(cfg.run.out_dir)
     # decided on every rank before any rank changes the folder (rank 0 below empties logs/ but keeps it)
     restart = not args.overwrite and bool(stopped_before_first_checkpoint(out))
-    check_run_dir(out, resume=args.resume or restart, overwrite=args.overwrite, inputs=inputs)  # writes nothing
+    check_run_dir(out, resume=args.resume or restart, overwrite=args.overwrite, inputs=inputs,
+                  command=mode)  # writes nothing
     if restart and not args.resume:
         raise OutputError(f"run.out_dir {out}: holds a run that stopped before its first checkpoint "
                           f"({', '.join(stopped_before_first_checkpoint(out))}): there is nothing to continue; "
@@ -216,10 +232,17 @@ def main(argv: list[str], prog: str, mode: str) -> int:
     # a run refused before its first checkpoint leaves no folder; one job per folder (utils/run_lock.py);
     # SIGTERM / SIGUSR1 stop at a checkpoint (utils/preemption.py)
     with new_output_dir(out), run_lock(out, enabled=rank0), preemption.handling():
-        check_run_dir(out, resume=args.resume, overwrite=args.overwrite, inputs=inputs)  # again, now that it is ours
+        check_run_dir(out, resume=args.resume, overwrite=args.overwrite, inputs=inputs,
+                      command=mode)  # again, now that it is ours
+        before: set[str] = set()
         if rank0:
+            sweep_stale(out)  # what killed writers left, under the lock
+            models = model_inputs(cfg)
+            if args.resume and not restart:
+                check_resume_inputs(out, models)
             if args.overwrite:
-                clear_run(out)
+                check_inputs_exist(cfg)  # a missing input found after the old run was removed costs the run
+                clear_run(out, mode)
             elif restart:
                 if not stopped_before_first_checkpoint(out):  # a job that ended just before this one took the lock
                     raise OutputError(f"run.out_dir {out}: changed while this job started (it holds a checkpoint "
@@ -227,8 +250,13 @@ def main(argv: list[str], prog: str, mode: str) -> int:
                 logger.warning("--resume: %s holds no checkpoint yet (the earlier job stopped before its first "
                                "one): running it again from step 0; its logs are replaced", out)
                 clear_logs(out)
+            before = begin_outputs(out, mode, declared=RUN_OUTPUTS, inputs=models, resume=args.resume)
             preemption.clear_marker(out)  # this start handles an earlier preemption
-        result = run_training(cfg, resume=args.resume and not restart)
+        try:
+            result = run_training(cfg, resume=args.resume and not restart)
+        finally:
+            if rank0:
+                record_outputs(out, entries(out) - before)
         resume_cmd = resume_command(prog, argv)
         if result.stopped_by == "preempted" and rank0:  # after every rank's checkpoint (the save's barrier)
             preemption.write_marker(out, result.steps, result.checkpoint, resume_cmd, prog)
@@ -260,6 +288,36 @@ def clear_logs(out: Path) -> None:
     logs = out / "logs"
     for p in logs.iterdir() if logs.is_dir() else []:
         shutil.rmtree(p) if p.is_dir() and not p.is_symlink() else p.unlink()
+
+
+def model_inputs(cfg: TrainConfig) -> dict[str, dict]:
+    """The identity (``utils.outputs.model_identity``: sizes, headers, sampled bytes) of each local weights path
+    the run builds on; a hub id or an unset one is left out."""
+    values = {"backbone.pretrained": cfg.backbone.pretrained, "lora.init_from": cfg.lora.init_from,
+              "critic.path": cfg.critic.path}
+    return {k: model_identity(v) for k, v in values.items() if v and Path(v).exists()}
+
+
+def check_inputs_exist(cfg: TrainConfig) -> None:
+    """The local inputs a run reads exist (checked before ``--overwrite`` removes the earlier run)."""
+    needed = {"data.train": cfg.data.train, "lora.init_from": cfg.lora.init_from,
+              "critic.path": cfg.critic.path if cfg.uses_rollouts else None}
+    missing = [f"{k}={v}" for k, v in needed.items() if v and not Path(v).exists()]
+    if missing:
+        raise DataError(f"--overwrite: {', '.join(missing)}: not found; nothing was removed")
+
+
+def check_resume_inputs(out: Path, current: dict[str, dict]) -> None:
+    """--resume continues with the weights the run started from: refuse, naming the setting and the files,
+    when they changed (a folder made before the stamp has no record, and is resumed as before)."""
+    diffs = stored_differences(out, current)
+    if diffs is None:
+        logger.info("%s has no stamp (made by an older shiftvdm): the base model's identity is not checked", out)
+        return
+    if diffs:
+        raise CheckpointError(f"--resume {out}: the weights this run started from have changed:\n  "
+                              + "\n  ".join(diffs) + "\nresume with the original weights, or start a new run "
+                              "(another run.out_dir, or --overwrite)")
 
 
 def resume_command(prog: str, argv: list[str]) -> str:

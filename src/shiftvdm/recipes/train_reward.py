@@ -26,11 +26,17 @@ from shiftvdm.rewards.pretraining import (RESUMABLE_CHANGES, RewardDataConfig, T
                                           split_by_source)
 from shiftvdm.utils.checkpoint import clean_stale_temps
 from shiftvdm.utils import preemption
-from shiftvdm.utils.outputs import check_output_dir, holds_run, new_output_dir
+from shiftvdm.utils.atomic import sweep_stale
+from shiftvdm.utils.outputs import begin_outputs, check_output_dir, holds_run, new_output_dir, path_inputs, \
+    record_outputs
+from shiftvdm.utils.outputs import entries as folder_entries
 from shiftvdm.recipes.args import parse_command_line
 from shiftvdm.utils.run_lock import run_lock
 
 _checkpoints = run_checkpoints  # the name tests/test_bad_inputs.py reads
+# what `train-critic` writes in --out (its stamp claims these when absent at the start; --overwrite-free command:
+# the stamp tells later commands what is the critic run's)
+CRITIC_OUTPUTS = ("config.yaml", "checkpoints", "logs", "critic", "metrics.json", preemption.MARKER)
 
 
 def train_reward(cfg: TrainRewardConfig, real: str | Path, fake: str | Path, out: str | Path,
@@ -49,7 +55,7 @@ def train_reward(cfg: TrainRewardConfig, real: str | Path, fake: str | Path, out
 def check_out(cfg: TrainRewardConfig, real: str | Path, fake: str | Path, out: Path, resume: bool) -> None:
     """The output folder's rules (reads only): writable, not an input, a used folder only with ``--resume`` and
     the same config."""
-    check_output_dir(out, "--out", inputs=[("--real", real), ("--fake", fake)])
+    check_output_dir(out, "--out", inputs=[("--real", real), ("--fake", fake), *path_inputs(cfg)])
     if run_checkpoints(out) and not resume:
         raise ConfigError(f"{out} already holds checkpoints; pass --resume to continue or choose a new --out")
     if not resume and holds_run(out):
@@ -76,8 +82,13 @@ def main(argv: list[str], prog: str = "shiftvdm train-critic") -> int:
     check_out(cfg, args.real, args.fake, Path(args.out), args.resume)  # before the lock: a refusal writes nothing
     # refused before its first checkpoint: nothing left behind; one job per folder; SIGTERM/SIGUSR1 -> checkpoint
     with new_output_dir(args.out), run_lock(args.out, what="--out"), preemption.handling():
+        sweep_stale(args.out)  # what killed writers left, under the lock
+        before = begin_outputs(args.out, "train-critic", declared=CRITIC_OUTPUTS, resume=args.resume)
         preemption.clear_marker(args.out)
-        result = train_reward(cfg, args.real, args.fake, args.out, resume=args.resume)
+        try:
+            result = train_reward(cfg, args.real, args.fake, args.out, resume=args.resume)
+        finally:
+            record_outputs(args.out, folder_entries(args.out) - before)
         if result.get("preempted"):
             kept = [a for a in argv if a != "--resume"]
             resume_cmd = " ".join([prog, *(shlex.quote(a) for a in kept), "--resume"])

@@ -22,6 +22,7 @@ from shiftvdm.errors import CheckpointError, DamagedCheckpointError
 from shiftvdm.train.config import TrainConfig
 from shiftvdm.train.distributed import Distributed, full_state_dicts, full_tensor, gather_full
 from shiftvdm.train.state import TrainState, read_checkpoint
+from shiftvdm.utils.atomic import staged_dir
 from shiftvdm.utils.checkpoint import clean_stale_temps, file_sizes, read_newest_intact, save_json, truncate_logs
 from shiftvdm.utils.step_checkpoints import checkpoint_dirs, latest_checkpoint, write_checkpoint
 
@@ -177,7 +178,8 @@ def export_final(cfg: TrainConfig, run_dir: Path, backbone: Any, training: Train
         if cfg.lora.enabled:
             backbone.save_lora(run_dir / "lora.safetensors")
         else:
-            backbone.save_pretrained(run_dir / "model")
+            with staged_dir(run_dir / "model") as staging:  # the previous model/ stays until this one is whole
+                backbone.save_pretrained(staging)
     if training.critic_trainer is not None:  # refreshed: the critic the run ends with
         training.critic.save(run_dir / "critic")
     c = training.counters

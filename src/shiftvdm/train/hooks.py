@@ -35,6 +35,7 @@ from shiftvdm.train.engine import GradientEngine
 from shiftvdm.train.numerics import check_params_finite
 from shiftvdm.train.state import TrainState
 from shiftvdm.utils import preemption
+from shiftvdm.utils.atomic import append_text
 from shiftvdm.utils.checkpoint import save_json
 from shiftvdm.utils.metrics_log import MetricsLogger
 from shiftvdm.utils.seeding import generator_for
@@ -155,10 +156,8 @@ class RunHooks:
         self.note_time("rollout batch", (counters.timers.get("buffer", 0.0) - self._t_buffer) / max(1, batches))
         self._t_buffer = counters.timers.get("buffer", 0.0)
         path = self.run_dir / "logs" / f"buffers-rank{self.dist.rank}.jsonl"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with open(path, "a") as fh:
-            fh.write(json.dumps({"buffer": counters.chunks_done, "epoch": counters.epoch, "step": counters.step,
-                                 "clip_ids": buffer.clip_ids.tolist()}) + "\n")
+        append_text(path, json.dumps({"buffer": counters.chunks_done, "epoch": counters.epoch, "step": counters.step,
+                                      "clip_ids": buffer.clip_ids.tolist()}) + "\n")
         if self.dist.is_main and buffer.adv_fake is not None:
             self.metrics.histograms({"hist/adv_fake": buffer.adv_fake, "hist/reward_fake": buffer.rewards["r_fake"],
                                      "hist/reward_real": buffer.rewards["r_real"]}, counters.step)

@@ -1,7 +1,8 @@
 """Atomic checkpoint I/O. Weights are never unpickled: safetensors, or torch.load(weights_only=True).
 
 A write goes to a temporary file in the same folder, is fsynced, then renamed over the target, so a
-crash mid-write leaves the previous file intact.
+crash mid-write leaves the previous file intact. The writer itself is ``utils/atomic.py`` (the one write path,
+with its disk-full handling); ``atomic_write`` stays importable from here.
 """
 
 from __future__ import annotations
@@ -10,8 +11,6 @@ import json
 import logging
 import os
 import pickle
-import shutil
-import tempfile
 import zipfile
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -21,42 +20,18 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from shiftvdm.errors import CheckpointError, DamagedCheckpointError
+from shiftvdm.utils.atomic import atomic_write, sweep_stale, write_text
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
-
-
-def atomic_write(path: str | Path, write: Callable[[Path], None]) -> Path:
-    """Call ``write(tmp_path)`` then atomically move ``tmp_path`` to ``path``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    tmp_path = Path(tmp)
-    try:
-        write(tmp_path)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp_path, 0o666 & ~umask)  # mkstemp makes 0600 files; give the usual permissions
-        with open(tmp_path, "rb") as fh:
-            os.fsync(fh.fileno())
-        os.replace(tmp_path, path)
-        dir_fd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
-    except BaseException:
-        tmp_path.unlink(missing_ok=True)
-        raise
-    return path
 
 
 def save_safetensors(tensors: Mapping[str, torch.Tensor], path: str | Path,
                      metadata: Mapping[str, str] | None = None) -> Path:
     """Atomically write tensors (made contiguous, on CPU) to a .safetensors file."""
     flat = {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}
-    return atomic_write(path, lambda p: save_file(flat, str(p), metadata=dict(metadata or {})))
+    size = sum(v.numel() * v.element_size() for v in flat.values())
+    return atomic_write(path, lambda p: save_file(flat, str(p), metadata=dict(metadata or {})), size=size)
 
 
 def load_safetensors(path: str | Path) -> dict[str, torch.Tensor]:
@@ -72,7 +47,22 @@ def load_safetensors(path: str | Path) -> dict[str, torch.Tensor]:
 
 def save_torch(obj: Any, path: str | Path) -> Path:
     """Atomically torch.save a state made of tensors, numbers, strings, lists and dicts only."""
-    return atomic_write(path, lambda p: torch.save(obj, p))
+    def write(tmp: Path) -> None:
+        with open(tmp, "wb") as fh:  # a Python handle: a full disk then surfaces as ENOSPC, not only torch's text
+            torch.save(obj, fh)
+
+    return atomic_write(path, write, size=_tensor_bytes(obj))
+
+
+def _tensor_bytes(obj: Any) -> int:
+    """Bytes of the tensors in a nested state (what torch.save writes, give or take its headers)."""
+    if isinstance(obj, torch.Tensor):
+        return obj.numel() * obj.element_size()
+    if isinstance(obj, Mapping):
+        return sum(_tensor_bytes(v) for v in obj.values())
+    if isinstance(obj, (list, tuple)):
+        return sum(_tensor_bytes(v) for v in obj)
+    return 0
 
 
 def load_torch(path: str | Path) -> Any:
@@ -116,24 +106,8 @@ def read_newest_intact(folders: list[Path], read: Callable[[Path], T]) -> tuple[
 
 
 def clean_stale_temps(folder: str | Path) -> list[Path]:
-    """Remove what interrupted atomic writes left in ``folder`` (not recursive): ``.NAME.XXXX.tmp`` files of
-    ``atomic_write`` and ``.step-N.XXXX`` / ``step-N.tmp`` checkpoint folders. Returns what was removed."""
-    folder = Path(folder)
-    if not folder.is_dir():
-        return []
-    removed = []
-    for p in folder.iterdir():
-        stale_file = p.is_file() and p.name.startswith(".") and p.name.endswith(".tmp")
-        stale_dir = p.is_dir() and (p.name.startswith(".step-") or (p.name.startswith("step-") and p.name.endswith(".tmp")))
-        if stale_file:
-            p.unlink(missing_ok=True)
-        elif stale_dir:
-            shutil.rmtree(p, ignore_errors=True)
-        if stale_file or stale_dir:
-            removed.append(p)
-    if removed:
-        logger.info("removed %d leftover temporary files from %s", len(removed), folder)
-    return removed
+    """Remove what interrupted writes left in ``folder`` (not recursive): see ``utils.atomic.sweep_stale``."""
+    return sweep_stale(folder)
 
 
 def fix_dir_permissions(path: str | Path) -> None:
@@ -145,8 +119,7 @@ def fix_dir_permissions(path: str | Path) -> None:
 
 def save_json(obj: Any, path: str | Path) -> Path:
     """Atomically write JSON (indented, keys in insertion order)."""
-    text = json.dumps(obj, indent=2)
-    return atomic_write(path, lambda p: p.write_text(text + "\n"))
+    return write_text(path, json.dumps(obj, indent=2) + "\n")
 
 
 

@@ -15,6 +15,8 @@ from typing import Any
 
 from torch import Tensor
 
+from shiftvdm.utils.atomic import append_text
+
 logger = logging.getLogger(__name__)
 
 
@@ -52,9 +54,7 @@ class MetricsLogger:
             return
         record = {"step": step, **({"time": round(time, 4)} if time is not None else {}),
                   **{k: float(v) for k, v in metrics.items()}}
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.path, "a") as fh:
-            fh.write(json.dumps(record) + "\n")
+        append_text(self.path, json.dumps(record) + "\n")  # whole records only (utils/atomic.py)
         if self._writer is not None:
             for k, v in metrics.items():
                 if math.isfinite(float(v)):

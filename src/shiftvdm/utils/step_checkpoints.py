@@ -18,10 +18,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from shiftvdm.errors import DamagedCheckpointError
-from shiftvdm.utils.checkpoint import atomic_write, fix_dir_permissions, load_torch
+from shiftvdm.utils.atomic import DiskWriteError
+from shiftvdm.utils.checkpoint import atomic_write, fix_dir_permissions, load_torch, save_torch
 
 STATE_FILE = "trainer_state.pt"
 # SHA-256 of every file of a checkpoint, written last: a file whose bytes changed after the write (a flipped bit on
@@ -100,7 +99,7 @@ def write_checkpoint(root: str | Path, step: int, state: dict[str, Any],
     tmp = Path(tempfile.mkdtemp(prefix=f".step-{step:07d}.", dir=root))
     fix_dir_permissions(tmp)  # mkdtemp makes 0700 folders; the files inside get the usual permissions
     try:
-        atomic_write(tmp / STATE_FILE, lambda p: torch.save(state, p))
+        save_torch(state, tmp / STATE_FILE)
         for name, write in (extra_files or {}).items():
             write(tmp / name)
         digests = file_digests(tmp)
@@ -108,6 +107,9 @@ def write_checkpoint(root: str | Path, step: int, state: dict[str, Any],
         if final.exists():
             shutil.rmtree(final)
         os.replace(tmp, final)
+    except DiskWriteError as exc:  # name the checkpoint, not its temporary folder (removed here)
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise DiskWriteError(str(exc).replace(str(tmp), str(final))) from None
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

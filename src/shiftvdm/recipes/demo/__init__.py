@@ -30,7 +30,7 @@ from pathlib import Path
 import torch
 
 from shiftvdm.config import deep_merge
-from shiftvdm.errors import DataError
+from shiftvdm.errors import DataError, OutputError
 from shiftvdm.recipes.demo.budget import calibrate, estimate_line, estimate_stage_seconds
 from shiftvdm.recipes.demo.config import (
     DEFAULT_SCENARIO,
@@ -54,12 +54,32 @@ from shiftvdm.recipes.demo.training import (
 from shiftvdm.recipes.demo.stages import Stages
 from shiftvdm.recipes.demo.threads import choose_threads
 from shiftvdm.recipes.args import parse_command_line
+from shiftvdm.utils.outputs import begin_outputs, check_output_dir, read_stamp, record_outputs
+from shiftvdm.utils.outputs import entries as folder_entries
 
 logger = logging.getLogger(__name__)
+# what the demo writes in --out (its stamp claims these when absent at the start, and what else appears at the end)
+DEMO_OUTPUTS = ("stages.json", "data", "runs", "critic", "critic_data", "eval", "metrics.json", "report.html")
+
+
+def check_demo_out(out: Path) -> None:
+    """The demo writes (and, rerun, replaces) runs/, critic/, data/ ... inside --out: only a new or empty folder or
+    an earlier demo's (its stamp, or its stages.json from before the stamp) is used."""
+    check_output_dir(out, "--out")
+    if out.is_dir() and folder_entries(out) and read_stamp(out) is None and not (out / "stages.json").is_file():
+        found = sorted(folder_entries(out))
+        raise OutputError(f"--out {out}: holds files that are not an earlier `shiftvdm demo` output "
+                          f"({', '.join(found[:5])}); choose a new or empty folder")
+    stamp = read_stamp(out)
+    if stamp is not None and stamp.get("command") != "demo":
+        raise OutputError(f"--out {out}: holds outputs of `shiftvdm {stamp.get('command')}`, not of "
+                          "`shiftvdm demo`; choose a new or empty folder")
 
 
 def run_demo(cfg: DemoConfig, out: Path) -> Path:
+    check_demo_out(out)
     out.mkdir(parents=True, exist_ok=True)
+    before = begin_outputs(out, "demo", declared=DEMO_OUTPUTS, resume=read_stamp(out) is not None)
     stages = Stages(out, label="demo")
     t0 = stages.t0
     threads = lambda: choose_threads(cfg.threads)  # noqa: E731  re-decided per stage: the load changes
@@ -96,6 +116,7 @@ def run_demo(cfg: DemoConfig, out: Path) -> Path:
     print(f"[demo] finished in {time.perf_counter() - t0:.0f} s; report: {report}")
     for line in json.loads((out / "metrics.json").read_text())["summary"]:
         print("  " + line)
+    record_outputs(out, folder_entries(out) - before)
     return report
 
 

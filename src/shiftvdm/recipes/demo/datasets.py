@@ -15,6 +15,7 @@ from shiftvdm.data.video_io import write_video
 from shiftvdm.recipes.demo.config import DemoConfig
 from shiftvdm.recipes.demo.scenarios import queries_on_objects
 from shiftvdm.rewards.critic import CriticConfig, MotionCritic
+from shiftvdm.utils.atomic import atomic_write
 from shiftvdm.utils.seeding import generator_for
 
 
@@ -30,7 +31,13 @@ def make_data(cfg: DemoConfig, out: Path) -> dict[str, Any]:
     data_dir = out / "data"
     data_dir.mkdir(parents=True, exist_ok=True)
     sets = scenario_sets(cfg)
-    np.savez_compressed(data_dir / "sets.npz", **{k: v.videos for k, v in sets.items()})
+    videos = {k: v.videos for k, v in sets.items()}
+
+    def write(tmp: Path) -> None:
+        with open(tmp, "wb") as fh:  # a handle: np.savez would append ".npz" to the temporary name
+            np.savez_compressed(fh, **videos)
+
+    atomic_write(data_dir / "sets.npz", write)
     write_clip_folder(data_dir / "heldout", sets["heldout"].videos)  # the real reference `shiftvdm eval` reads
     # how many of the LC discriminator's query points land on the sprite (the reward sees the object through them)
     with torch.random.fork_rng(devices=[]):  # building the critic draws from torch's global RNG: leave it as it was

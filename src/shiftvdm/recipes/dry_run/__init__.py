@@ -32,6 +32,7 @@ from shiftvdm.backbone.full_size import (ARCHITECTURES, ARCHITECTURES_DIR, archi
                                          summarize_on_meta)
 from shiftvdm.config import config_from_dict, parse_overrides
 from shiftvdm.errors import ConfigError
+from shiftvdm.utils.atomic import write_text
 from shiftvdm.recipes.dry_run.plan import full_size_plan, static_memory_plan
 from shiftvdm.recipes.dry_run.squares import MovingSquares
 from shiftvdm.recipes.dry_run.step import (built_line, materialise, not_run_reason, peak_ratio_line, plan_lines,
@@ -147,7 +148,7 @@ def run_dry_run(mode: str, config: str | None, overrides: list[str], echo=print)
     cfg, dry = resolve_dry_run(mode, config, overrides)
     report = dry_run(cfg, dry, echo=echo)
     if dry.report_json:
-        Path(dry.report_json).write_text(json.dumps(report, indent=2, default=str) + "\n")
+        write_text(dry.report_json, json.dumps(report, indent=2, default=str) + "\n")
     return 0 if report.get("steps") or report.get("not_run") else 1
 
 
