@@ -208,12 +208,12 @@ import os, signal, sys
 from shiftvdm.data import video_io
 from shiftvdm.data.synthetic import write_synthetic_dataset
 real = video_io.atomic_write
-def atomic_write(path, write):
+def atomic_write(path, write, **options):
     def write_then_die(tmp):
         write(tmp)
         if path.name.startswith("clip_00005"):
             os.kill(os.getpid(), signal.SIGKILL)
-    return real(path, write_then_die)
+    return real(path, write_then_die, **options)
 video_io.atomic_write = atomic_write
 write_synthetic_dataset(sys.argv[1], 8, 4, 24, seed=3, format=sys.argv[2], num_sprites=(1, 2))
 """
@@ -250,18 +250,22 @@ def test_synth_into_a_folder_in_use_is_refused(tmp_path):
     assert [p.name for p in (tmp_path / "ds").iterdir()] == [".lock"]  # the refused job wrote nothing
 
 
-def test_an_overwrite_cut_before_its_ground_truth_is_continued_with_the_new_settings(tmp_path, monkeypatch):
+def test_an_overwrite_cut_midway_keeps_the_old_dataset_and_a_rerun_replaces_it(tmp_path, monkeypatch):
     import shiftvdm.data.synthetic as synth
 
     write_synthetic_dataset(tmp_path / "ds", 3, 3, 16, seed=0, format="npy")
+    before = file_digests(tmp_path / "ds")
 
-    def killed(*args, **kwargs):  # the process dies right after the new dataset.json
+    def killed(*args, **kwargs):  # the process dies after the new dataset.json, before its ground truth
         raise KeyboardInterrupt
 
     monkeypatch.setattr(synth, "save_npz", killed)
     with pytest.raises(KeyboardInterrupt):
         write_synthetic_dataset(tmp_path / "ds", 3, 3, 16, seed=1, format="npy", overwrite=True)
     monkeypatch.undo()
-    write_synthetic_dataset(tmp_path / "ds", 3, 3, 16, seed=1, format="npy")  # continued: seed 1 throughout
+    assert file_digests(tmp_path / "ds") == before  # the successor was built beside it: the old one is intact
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".ds.")] == []  # no staging left behind
+    write_synthetic_dataset(tmp_path / "ds", 3, 3, 16, seed=1, format="npy", overwrite=True)
     write_synthetic_dataset(tmp_path / "fresh", 3, 3, 16, seed=1, format="npy")
-    assert file_digests(tmp_path / "ds") == file_digests(tmp_path / "fresh")
+    ds, fresh = ({k: v for k, v in file_digests(tmp_path / n).items() if k != STAMP_FILE} for n in ("ds", "fresh"))
+    assert ds == fresh

@@ -497,24 +497,28 @@ def write_synthetic_dataset(
     sweep_staging(out_dir)  # what a killed --overwrite left beside it (only writers no longer running)
     _dataset_state(out_dir, header, overwrite)  # refused before the lock: a refused command writes nothing
     with run_lock(out_dir, what="--out"):
-        state = _dataset_state(out_dir, header, overwrite)  # again: another job may have written meanwhile
-        for folder in (out_dir, out_dir / "clips"):  # what a killed writer left half-written
-            for stale in clean_stale_temps(folder) if folder.is_dir() else []:
-                logger.info("removed %s (left by an interrupted write)", stale)
-        if state != "replace":
-            _write_dataset(out_dir, clips, header, fps, format, resume=state == "continue")
-        else:
-            listed = check_replaceable(out_dir, "data synth")  # a dataset this command did not make: refused
-            # the successor is built beside the old dataset and swapped in only when complete: a full disk or a
-            # kill keeps the old one; files the stamp does not list (a user's) move over to the new folder
-            carry = sorted(folder_entries(out_dir) - set(listed))
-            with staged_dir(out_dir, carry=carry) as staging:
-                _write_dataset(staging, clips, header, fps, format)
-            logger.info("--overwrite: replaced the dataset in %s (removed %s)", out_dir, ", ".join(listed))
-        # a finished dataset holds only its own files (the same bytes from the same arguments). Removed while
-        # held: a job that opened the old file before this is refused or, getting it after the release, finds
-        # the manifest and is refused too (without --overwrite).
-        (out_dir / LOCK_FILE).unlink(missing_ok=True)
+        try:
+            state = _dataset_state(out_dir, header, overwrite)  # again: another job may have written meanwhile
+            for folder in (out_dir, out_dir / "clips"):  # what a killed writer left half-written
+                for stale in clean_stale_temps(folder) if folder.is_dir() else []:
+                    logger.info("removed %s (left by an interrupted write)", stale)
+            if state != "replace":
+                _write_dataset(out_dir, clips, header, fps, format, resume=state == "continue")
+            else:
+                listed = check_replaceable(out_dir, "data synth")  # a dataset this command did not make: refused
+                # the successor is built beside the old dataset and swapped in only when complete: a full disk or a
+                # kill keeps the old one; files the stamp does not list (a user's) move over to the new folder
+                carry = sorted(folder_entries(out_dir) - set(listed))
+                with staged_dir(out_dir, carry=carry) as staging:
+                    _write_dataset(staging, clips, header, fps, format)
+                logger.info("--overwrite: replaced the dataset in %s (removed %s)", out_dir, ", ".join(listed))
+        finally:
+            # a complete dataset (finished now, or the old one a failed --overwrite kept) holds only its own files
+            # (the same bytes from the same arguments). Removed while held: a job that opened the old lock file
+            # before this is refused or, getting it after the release, finds the manifest and is refused too
+            # (without --overwrite).
+            if manifest_path.is_file():
+                (out_dir / LOCK_FILE).unlink(missing_ok=True)
     logger.info("wrote %d synthetic clips (%d frames of %dx%d, seed %d) to %s", len(clips), num_frames, size,
                 size, seed, out_dir)
     return manifest_path
