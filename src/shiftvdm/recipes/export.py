@@ -24,8 +24,9 @@ from pathlib import Path
 
 from shiftvdm.backbone import detect_backbone, load_backbone_from_path
 from shiftvdm.errors import ConfigError, DataError
-from shiftvdm.utils.outputs import check_creatable, check_output_dir
 from shiftvdm.recipes.args import parse_command_line
+from shiftvdm.utils.finite import check_output_finite
+from shiftvdm.utils.outputs import check_creatable, check_output_dir
 
 logger = logging.getLogger(__name__)
 
@@ -58,6 +59,7 @@ def main(argv: list[str], prog: str = "shiftvdm export") -> int:
     backbone = load_backbone_from_path(args.model, dtype=args.dtype)  # the base in the written dtype
     backbone.load_lora(args.lora)  # float32, merged into that base by fuse_lora
     backbone.fuse_lora()
+    check_output_finite(backbone, f"--model {args.model} + --lora {args.lora}", f"the fused model {out}")
 
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = out.parent / f".{out.name}.export-{os.getpid()}"

@@ -24,14 +24,15 @@ from pathlib import Path
 import torch
 
 from shiftvdm.backbone import detect_backbone, load_backbone_from_path
+from shiftvdm.data.check import check_entry
 from shiftvdm.data.dataset import VideoClipDataset, entry_fps_hint
 from shiftvdm.data.manifest import ClipEntry, load_manifest, write_manifest
 from shiftvdm.data.video_io import read_video, to_tensor, to_uint8, write_video
-from shiftvdm.data.check import check_entry
 from shiftvdm.errors import ConfigError, DataError, OutputError
+from shiftvdm.recipes.args import parse_command_line
+from shiftvdm.utils.finite import check_output_finite
 from shiftvdm.utils.outputs import check_output_dir
 from shiftvdm.utils.seeding import generator_for
-from shiftvdm.recipes.args import parse_command_line
 
 logger = logging.getLogger(__name__)
 
@@ -148,6 +149,8 @@ def generate(model: str | Path, data: str | Path, out: str | Path, per_clip: int
                    else generator_for(seed, "generate", "group", clips_per_call, first))
             fakes = _sample_group(backbone, dataset, entries, group, per_clip, gen, device, steps,
                                   deterministic)  # (N, K, F, 3, H, W)
+            check_output_finite(fakes, f"--model {model}" + (f" with --lora {lora}" if lora else ""),
+                                f"the fakes of {', '.join(entries[i].relpath for i in group)}")
             for n, i in enumerate(group):
                 for k, path in enumerate(paths[i]):
                     write_video(path, to_uint8(fakes[n, k]), clip_fps[i])

@@ -28,8 +28,9 @@ from shiftvdm.data.images import load_image
 from shiftvdm.data.manifest import is_dataset_file
 from shiftvdm.data.video_io import save_raw_frames, write_video
 from shiftvdm.errors import ConfigError, DataError
-from shiftvdm.utils.outputs import check_output_file
 from shiftvdm.recipes.args import parse_command_line
+from shiftvdm.utils.finite import check_output_finite
+from shiftvdm.utils.outputs import check_output_file
 
 logger = logging.getLogger(__name__)
 
@@ -152,6 +153,8 @@ def main(argv: list[str], prog: str = "shiftvdm sample") -> int:
     latents = backbone.sample(cond, 1, generator, stochastic=args.sampler == "euler-ancestral")
     with torch.no_grad():
         video = backbone.decode(latents[:, 0])[0]  # (F, 3, H, W) in [-1, 1]
+    model = f"--model {args.model}" + (f" with --lora {args.lora}" if args.lora else "")
+    check_output_finite(video, model, f"the clip {out}")  # clamp would hide NaN as black frames
     frames = (video * 0.5 + 0.5).clamp(0, 1).permute(0, 2, 3, 1).cpu().numpy()  # the pipeline's postprocess
     if out.suffix.lower() == ".npy":
         save_raw_frames(out, frames)

@@ -66,9 +66,8 @@ def merge_train_config(mode: str, config: str | None, overrides: list[str]) -> t
 def resolve_train_config(mode: str, config: str | None, overrides: list[str]) -> TrainConfig:
     cfg, source = merge_train_config(mode, config, overrides)
     backbone_config(cfg.backbone.name, dict(cfg.backbone.options), f"{source}: backbone.options")
-    if cfg.optim.warmup_steps >= cfg.run.max_steps:  # a warning: short debugging runs do this on purpose
-        logger.warning("%s: optim.warmup_steps=%d >= run.max_steps=%d: the learning rate never reaches optim.lr=%g",
-                       source, cfg.optim.warmup_steps, cfg.run.max_steps, cfg.optim.lr)
+    for warning in cfg.rule_warnings():  # train/config.py RULES: the run still trains, differently
+        logger.warning("%s: %s", source, warning)
     if mode == "shift" and cfg.uses_rollouts and not cfg.critic.path:
         raise ConfigError(f"{source}: critic.path is required for SHIFT (a folder written by "
                           "`shiftvdm train-critic`)")
@@ -137,11 +136,23 @@ def default_accelerator(cfg: TrainConfig) -> Any:
     return Accelerator(cpu=not torch.cuda.is_available(), kwargs_handlers=[ddp])
 
 
+def check_rules_with_data(cfg: TrainConfig, num_clips: int) -> None:
+    """The rules of train/config.py RULES that need the dataset's size: refused or logged as warnings."""
+    where = f"{cfg.data.train or 'the training clips'} ({num_clips} clips)"
+    errors = [e for e in cfg.rule_violations(num_clips) if e not in cfg.rule_violations()]
+    if errors:
+        raise ConfigError(f"{where}: invalid config:\n  " + "\n  ".join(errors))
+    for warning in cfg.rule_warnings(num_clips):
+        if warning not in cfg.rule_warnings():
+            logger.warning("%s: %s", where, warning)
+
+
 def run_training(cfg: TrainConfig, *, resume: bool = False, clips: Any = None,
                  evaluate: Evaluate | None = None, accelerator: Any = None) -> TrainResult:
     """Train (or resume) one run; returns the TrainResult. Used by the CLI, the demo and tests."""
     accelerator = accelerator if accelerator is not None else default_accelerator(cfg)
     clips = clips if clips is not None else open_training_clips(cfg.data)
+    check_rules_with_data(cfg, len(clips))
     backbone = build_backbone(cfg, accelerator)
     device = accelerator.device
     critic = MotionCritic.load(cfg.critic.path, device) if cfg.uses_rollouts else None
