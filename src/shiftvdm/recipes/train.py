@@ -19,7 +19,8 @@ from torch import Tensor
 
 from shiftvdm.backbone import backbone_config, load_backbone
 from shiftvdm.backbone.base import Backbone
-from shiftvdm.config import config_from_dict, deep_merge, load_yaml_with_base, parse_overrides, resolve_config_path
+from shiftvdm.config import (absolute_path_values, config_from_dict, deep_merge, load_yaml_with_base, parse_overrides,
+                             resolve_config_path)
 from shiftvdm.errors import CheckpointError, ConfigError, TrainingError
 from shiftvdm.rewards.critic import MotionCritic
 from shiftvdm.rewards.critic_training import CriticTrainer
@@ -59,6 +60,8 @@ def merge_train_config(mode: str, config: str | None, overrides: list[str]) -> t
         data = deep_merge(data, load_yaml_with_base(path, TrainConfig))
         source = str(path)
     data = deep_merge(data, parse_overrides(overrides, TrainConfig))
+    # recorded absolute (config.yaml, checkpoints): a resume from another working directory names the same files
+    data = absolute_path_values(TrainConfig, data)
     data["mode"] = mode
     return config_from_dict(TrainConfig, data, source), source
 
