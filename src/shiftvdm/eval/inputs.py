@@ -181,6 +181,9 @@ class PartnerSet:
     def __init__(self, value: ClipsInput | None, label: str) -> None:
         self.index: dict[str, EvalClip] | None = None
         self.aligned: list[EvalClip] | None = None
+        self.label = label
+        self.unmatched_clips: list[str] = []  # clips that found no partner here (``match``)
+        self._matched: set[int] = set()  # id() of the partners some clip found
         if value is None:
             return
         if isinstance(value, (str, Path)) and Path(value).is_dir() and not _has_videos(Path(value)):
@@ -197,8 +200,32 @@ class PartnerSet:
         else:
             self.index = _index_by_stem(sources)
 
+    @property
+    def given(self) -> bool:
+        return self.aligned is not None or self.index is not None
+
+    def partners(self) -> list[EvalClip]:
+        """Every clip or image of the set, once."""
+        if self.aligned is not None:
+            return list(self.aligned)
+        unique = {id(p): p for p in (self.index or {}).values()}
+        return list(unique.values())
+
+    def unmatched_partners(self) -> list[str]:
+        """Names of the set's entries no clip was matched with (so far)."""
+        return [p.name for p in self.partners() if id(p) not in self._matched]
+
     def match(self, source: EvalClip, position: int) -> EvalClip | None:
-        """The partner of ``source``: the same position for arrays, else by manifest source or file stem."""
+        """The partner of ``source``: the same position for arrays, else by manifest source or file stem (each
+        call counted: ``unmatched_clips`` and ``unmatched_partners`` say what found nothing)."""
+        partner = self._find(source, position)
+        if partner is None:
+            self.unmatched_clips.append(source.name)
+        else:
+            self._matched.add(id(partner))
+        return partner
+
+    def _find(self, source: EvalClip, position: int) -> EvalClip | None:
         if self.aligned is not None:
             return self.aligned[position] if position < len(self.aligned) else None
         if self.index is None:
