@@ -372,6 +372,13 @@ def evaluate_videos(videos: ClipsInput, *, reference: ClipsInput | ReferenceFeat
                      num_reference=num_reference)
 
     unmatched = _unmatched_inputs(cond_set, gt_set, notes)
+    rates: dict[float, list[str]] = {}
+    for row in per_video:
+        rates.setdefault(round(float(row["fps"]), 3), []).append(row["name"]) if row.get("fps") else None
+    if fps is None and len(rates) > 1:  # per-frame motion of clips at other rates is not the same time step
+        listed = "; ".join(f"{r:g} fps: {', '.join(n[:3])}{' ...' if len(n) > 3 else ''}" for r, n in sorted(rates.items()))
+        logger.warning("videos of %d frame rates: %s", len(rates), listed)
+        notes.append(f"videos of {len(rates)} frame rates, compared frame for frame (set --fps to use one): {listed}")
     if strict and gt_set is not None and per_video and len(missing_gt) == len(per_video):
         raise DataError(f"no ground-truth clip matched any of the {len(per_video)} videos (by manifest source or file "
                         "name; --strict): check the names, or leave out --ground-truth")
