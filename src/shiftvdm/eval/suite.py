@@ -374,7 +374,8 @@ def evaluate_videos(videos: ClipsInput, *, reference: ClipsInput | ReferenceFeat
     unmatched = _unmatched_inputs(cond_set, gt_set, notes)
     rates: dict[float, list[str]] = {}
     for row in per_video:
-        rates.setdefault(round(float(row["fps"]), 3), []).append(row["name"]) if row.get("fps") else None
+        if row.get("fps"):
+            rates.setdefault(round(float(row["fps"]), 3), []).append(row["name"])
     if fps is None and len(rates) > 1:  # per-frame motion of clips at other rates is not the same time step
         listed = "; ".join(f"{r:g} fps: {', '.join(n[:3])}{' ...' if len(n) > 3 else ''}" for r, n in sorted(rates.items()))
         logger.warning("videos of %d frame rates: %s", len(rates), listed)
