@@ -103,6 +103,20 @@ def _npy(path: Path, array: np.ndarray) -> Path:
     return path
 
 
+def _poison(path: Path) -> None:
+    """A few bytes of the first float tensor's data set to NaN, same file size (what a damaged disk or copy does)."""
+    from safetensors.torch import save_file
+
+    tensors = load_file(str(path))
+    name = next(k for k, t in tensors.items() if t.is_floating_point())
+    tensors[name].view(-1)[:4] = float("nan")
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as handle:
+        metadata = handle.metadata()
+    save_file(tensors, str(path), metadata=metadata)
+
+
 def build_case(cid: str, w: dict[str, Path], tmp: Path) -> Case:
     """The inputs of one case, built in ``tmp``; the corpus id it stands for is in the name."""
     ds, toy, svd, img = str(w["ds"]), str(w["toy"]), str(w["svd"]), str(w["img"])
@@ -306,6 +320,91 @@ def build_case(cid: str, w: dict[str, Path], tmp: Path) -> Case:
         out = str(w["afile"]) if cid == "L-trainreward-out-is-file" else str(copy)
         return Case(cid, ["train-critic", "--real", str(copy), "--fake", str(copy), "--out", out,
                           "max_steps=2", "progress=false"], 2, ["--out"], keep=[out])
+    if cid.startswith("I-"):  # issue 26 class 3: damaged (non-finite) weights are caught where they are loaded
+        nan_toy, nan_lora = tmp / "nan_toy", tmp / "nan_lora.safetensors"
+        shutil.copytree(w["toy"], nan_toy)
+        _poison(nan_toy / "diffusion_pytorch_model.safetensors")
+        shutil.copy(w["toy_lora"], nan_lora)
+        _poison(nan_lora)
+        gen = ["generate", "--data", ds, "--out", str(tmp / "gen"), "--per-clip", "1", "--no-progress", "--format",
+               "npy"]
+        if cid == "I-sample-nan-model":
+            return Case(cid, ["sample", "--model", str(nan_toy), "--image", img, "--out", str(tmp / "o.npy")], 1,
+                        [str(nan_toy / "diffusion_pytorch_model.safetensors"), "NaN or infinite", "tensor 'denoiser."],
+                        absent=[str(tmp / "o.npy")])
+        if cid == "I-generate-nan-model":
+            return Case(cid, [*gen, "--model", str(nan_toy)], 1, ["nan_toy", "NaN or infinite"],
+                        absent=[str(tmp / "gen")])
+        if cid == "I-generate-nan-lora":
+            return Case(cid, [*gen, "--model", toy, "--lora", str(nan_lora)], 1,
+                        [str(nan_lora), "the LoRA weights hold NaN or infinite values", "lora_"], absent=[str(tmp / "gen")])
+        if cid == "I-export-nan-lora":
+            return Case(cid, ["export", "--model", toy, "--lora", str(nan_lora), "--out", str(tmp / "fused")], 1,
+                        [str(nan_lora), "NaN or infinite"], absent=[str(tmp / "fused")])
+        if cid == "I-export-nan-model":
+            return Case(cid, ["export", "--model", str(nan_toy), "--lora", str(w["toy_lora"]), "--out",
+                              str(tmp / "fused")], 1, ["diffusion_pytorch_model.safetensors", "NaN or infinite"],
+                        absent=[str(tmp / "fused")])
+        if cid == "I-sft-nan-base":
+            return Case(cid, sft_args(w["ds"], tmp / "run", f"backbone.pretrained={nan_toy}"), 1,
+                        ["nan_toy", "NaN or infinite"], absent=[str(tmp / "run")])
+        if cid == "I-sft-nan-init-lora":
+            return Case(cid, sft_args(w["ds"], tmp / "run", f"backbone.pretrained={toy}", f"lora.init_from={nan_lora}"),
+                        1, [str(nan_lora), "NaN or infinite"], absent=[str(tmp / "run")])
+    if cid.startswith("R-"):  # issue 26 class 4: settings that make a run meaningless, refused naming keys and fix
+        rules = {"R-sft-both-weights-0": ("sft", "loss.lambda_sft=0", "loss.lambda_sft, loss.lambda_aw",
+                                           "set loss.lambda_sft > 0"),
+                 "R-sft-asks-rollouts": ("sft", "loss.lambda_aw=0.1", "mode, loss.lambda_aw", "use `shiftvdm shift`"),
+                 "R-shift-group-of-1": ("shift", "rollout.group_size=1", "rollout.group_size, advantage.center",
+                                        "set rollout.group_size >= 2"),
+                 "R-shift-negative-positive-weight": ("shift", "advantage.positive_weight=-1",
+                                                      "advantage.positive_weight", "inverts"),
+                 "R-shift-std-eps-0": ("shift", "advantage.std_eps=0", "advantage.std_eps", "set advantage.std_eps > 0"),
+                 "R-shift-sampler-steps-0": ("shift", "rollout.num_inference_steps=0", "rollout.num_inference_steps",
+                                             "0 does not mean the default"),
+                 "R-shift-sampler-steps-neg": ("shift", "rollout.num_inference_steps=-2", "rollout.num_inference_steps",
+                                               "at least one step"),
+                 "R-shift-refresh-0-steps": ("shift", "critic.d_to_g=0", "critic.refresh, critic.d_to_g",
+                                             "set critic.d_to_g > 0")}
+        mode, override, keys, fix = rules[cid]
+        argv = sft_args(w["ds"], tmp / "run", override, "critic.refresh=true")
+        return Case(cid, [mode, *argv[1:]], 2, [keys, fix], absent=[str(tmp / "run")])
+    if cid.startswith("P-"):  # issue 26 class 6: paths
+        if cid == "P-sft-missing-relative-data":
+            return Case(cid, sft_args(Path("no_such_clips"), tmp / "run"), 1,
+                        [os.path.abspath("no_such_clips"), "not found"], absent=[str(tmp / "run")])
+        if cid == "P-sft-missing-relative-base":
+            return Case(cid, sft_args(w["ds"], tmp / "run", "backbone.pretrained=no_such_model"), 1,
+                        [os.path.abspath("no_such_model"), "not a folder"], absent=[str(tmp / "run")])
+        linked = tmp / "linked"
+        (linked / "clips").mkdir(parents=True)
+        for g in good[:3]:
+            os.symlink(g, linked / "clips" / g.name)  # the targets live in another folder
+        if cid == "P-check-symlinked-clips":
+            return Case(cid, ["data", "check", str(linked / "clips")], 0, ["all 3 clips are good"])
+        if cid == "P-eval-symlinked-clips":
+            return Case(cid, ["eval", "--strict", str(linked / "clips"), "--metrics", "flicker"], 0, ["flicker"])
+        if cid == "P-check-dangling-symlink":
+            os.symlink(tmp / "gone.npy", linked / "clips" / "gone.npy")
+            return Case(cid, ["data", "check", str(linked / "clips")], 1, ["gone.npy", "does not exist"])
+    if cid.startswith("E-"):  # issue 26 class 7: eval edges
+        other = tmp / "other"
+        other.mkdir()
+        if cid == "E-strict-no-ground-truth-match":
+            shutil.copy(good[0], other / "unrelated_name.npy")
+            return Case(cid, ["eval", "--strict", ds, "--ground-truth", str(other), "--metrics", "appearance"], 1,
+                        ["no ground-truth clip matched any of the 4 videos", "--strict"])
+        if cid == "E-frechet-one-reference-window":
+            shutil.copy(good[0], other / "only.npy")
+            return Case(cid, ["eval", ds, "--reference", str(other), "--metrics", "frechet_motion"], 0,
+                        ["Fréchet motion distances not computed", "at least 2 samples in each set, got 4 and 1"])
+        if cid == "E-mixed-fps":
+            for g in good[:2]:
+                shutil.copy(g, other / g.name)
+            (other / "manifest.jsonl").write_text(json.dumps({"path": good[0].name, "fps": 8}) + "\n"
+                                                  + json.dumps({"path": good[1].name, "fps": 24}) + "\n")
+            return Case(cid, ["eval", str(other), "--metrics", "flicker"], 0,
+                        ["videos of 2 frame rates", "8 fps: " + good[0].name, "24 fps: " + good[1].name])
     if cid in ("L-report-not-demo", "L-report-empty-dir"):
         folder = tmp / "notdemo"
         folder.mkdir()
@@ -337,6 +436,17 @@ CASES = [
     "C-yaml-billion-laughs-field", "V-check-mp4_as_npy", "V-check-loop_a_mp4", "V-check-folder-lists-dirs",
     "M-check-csv-bom", "C-frames-zero", "C-height-neg", "C-fps-zero", "L-sample-image-dir",
     "L-report-not-demo", "L-report-empty-dir",
+    # issue 26, class 3: non-finite (damaged) weights named where they are loaded
+    "I-sample-nan-model", "I-generate-nan-model", "I-generate-nan-lora", "I-export-nan-lora", "I-export-nan-model",
+    "I-sft-nan-base", "I-sft-nan-init-lora",
+    # class 4: meaningless settings, refused naming keys, rule and fix
+    "R-sft-both-weights-0", "R-sft-asks-rollouts", "R-shift-group-of-1", "R-shift-negative-positive-weight",
+    "R-shift-std-eps-0", "R-shift-sampler-steps-0", "R-shift-sampler-steps-neg", "R-shift-refresh-0-steps",
+    # class 6: paths (resolved in errors, symlinked clips inside a dataset folder)
+    "P-sft-missing-relative-data", "P-sft-missing-relative-base", "P-check-symlinked-clips", "P-eval-symlinked-clips",
+    "P-check-dangling-symlink",
+    # class 7: eval edges
+    "E-strict-no-ground-truth-match", "E-frechet-one-reference-window", "E-mixed-fps",
 ]
 
 

@@ -87,14 +87,27 @@ def _entry_from_record(record: Any, root: Path, where: str) -> ClipEntry:
         path = (root / relpath).resolve()
     except (OSError, RuntimeError):  # a symlink loop: keep the name, the check reports the loop
         path = Path(os.path.abspath(root / relpath))
+    if not path.exists() and os.path.islink(root / relpath):  # a dangling link: the check names it and its target
+        path = Path(os.path.abspath(root / relpath))
     return ClipEntry(
         path=path,
         relpath=relpath,
         source=record.get("source") or None,
         prompt=record.get("prompt") or None,
         meta={k: v for k, v in record.items() if k not in ("path", "source", "prompt")},
-        outside_root=not path.is_relative_to(root),  # symlinks resolved: a link out of the root is outside
+        outside_root=_outside_root(root, relpath, path),
     )
+
+
+def _outside_root(root: Path, relpath: str, resolved: Path) -> bool:
+    """Whether a manifest path leaves its dataset folder. A path that walks down from the folder (no ``..``, not
+    absolute) stays inside even through symbolic links: a link placed in the dataset folder (a folder of
+    symlinked clips) is the dataset's own choice, and its target is checked readable like any clip. A path with
+    ``..`` or an absolute one must resolve inside the folder."""
+    parts = Path(relpath).parts
+    if not Path(relpath).is_absolute() and ".." not in parts:
+        return False
+    return not resolved.is_relative_to(root)
 
 
 def _read_text(path: Path) -> str:

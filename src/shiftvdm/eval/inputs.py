@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from shiftvdm.data.dataset import entry_fps_hint
 from shiftvdm.data.manifest import FOLDER_MANIFEST_NAMES, ClipEntry, load_manifest, require_inside_root
 from shiftvdm.data.video_io import DEFAULT_FPS, VIDEO_EXTENSIONS, read_video, stream_video
 from shiftvdm.errors import DataError
@@ -106,7 +107,8 @@ def open_clip(source: EvalClip, *, max_frames: int | None = None) -> OpenClip:
         clip = OpenClip(iter(array), num, float(source.fps or DEFAULT_FPS), height, width)
     else:
         require_inside_root(source.entry)  # the same rule as data check and training
-        info, frames = stream_video(source.path, max_frames=max_frames)
+        hint = entry_fps_hint(source.entry) if source.entry is not None else None  # a manifest's "fps" of a .npy
+        info, frames = stream_video(source.path, max_frames=max_frames, fps_hint=hint)
         clip = OpenClip(frames, info.num_frames, float(info.fps), info.height, info.width)
     if clip.height < 2 or clip.width < 2:
         raise DataError(f"{source.name}: frames of {clip.height}x{clip.width} pixels are too small")
