@@ -640,3 +640,165 @@ def test_cli_boundary_names_the_path_of_an_os_error_but_lets_a_bug_through(monke
     monkeypatch.setattr(config_cmd, "main", bug)
     with pytest.raises(KeyError):  # a programming error keeps its traceback
         cli(["config", "list"])
+
+
+# ----- issue 26: integrity, meaningless settings, paths, eval edges (cases that need more than one command) -----
+
+def test_a_nan_clip_or_model_is_never_written_and_names_the_model(world, tmp_path, capsys, monkeypatch):
+    """A finite model whose sampler produces NaN (here: decode patched) writes no clip; sample and generate fail
+    naming the model (class 3)."""
+    real_decode = ToyBackbone.decode
+    monkeypatch.setattr(ToyBackbone, "decode", lambda self, latents: real_decode(self, latents) * float("nan"))
+    out = tmp_path / "o.npy"
+    rc, text = run_cli(["sample", "--model", str(world["toy"]), "--image", str(world["img"]), "--out", str(out)],
+                       capsys)
+    assert rc == 2 and f"--model {world['toy']}" in text and "NaN or infinite" in text and "not written" in text
+    assert not out.exists()
+    rc, text = run_cli(["generate", "--model", str(world["toy"]), "--data", str(world["ds"]), "--out",
+                        str(tmp_path / "gen"), "--per-clip", "1", "--no-progress", "--format", "npy"], capsys)
+    assert rc == 2 and f"--model {world['toy']}" in text and "clip_00000" in text
+    assert not list((tmp_path / "gen").rglob("*.npy")) if (tmp_path / "gen").exists() else True
+    monkeypatch.setattr(ToyBackbone, "fuse_lora", lambda self: [p.data.fill_(float("inf"))
+                                                                 for p in self.denoiser.parameters()][:0] or None)
+    rc, text = run_cli(["export", "--model", str(world["toy"]), "--lora", str(world["toy_lora"]), "--out",
+                        str(tmp_path / "fused")], capsys)
+    assert rc == 2 and "the fused model" in text and "NaN or infinite" in text and not (tmp_path / "fused").exists()
+
+
+def test_a_run_whose_every_step_was_skipped_fails(world, tmp_path, capsys, monkeypatch):
+    real_loss = ToyBackbone.denoising_loss
+    monkeypatch.setattr(ToyBackbone, "denoising_loss",
+                        lambda self, *a, **k: real_loss(self, *a, **k) * float("nan"))
+    run = tmp_path / "run"
+    rc, text = run_cli(sft_args(world["ds"], run, "run.max_steps=2"), capsys)
+    assert rc == 1 and "all 2 steps were skipped" in text and "non-finite real loss" in text
+    assert "2 steps (" not in text and not (run / "lora.safetensors").exists()
+
+
+def test_a_critic_with_nan_weights_is_refused_naming_its_file(tmp_path):
+    from safetensors.torch import save_file
+
+    from shiftvdm.errors import CheckpointError
+    from shiftvdm.rewards.critic import MotionCritic
+    from tests.train.tiny_run import critic_config
+
+    folder = MotionCritic(critic_config()).save(tmp_path / "critic")
+    weights = load_file(str(folder / "critic.safetensors"))
+    name = sorted(k for k, t in weights.items() if t.is_floating_point())[0]
+    weights[name].view(-1)[0] = float("inf")
+    save_file(weights, str(folder / "critic.safetensors"))
+    with pytest.raises(CheckpointError, match=f"critic.safetensors: the critic weights hold NaN .*'{name}'"):
+        MotionCritic.load(folder)
+
+
+def test_warm_up_longer_than_the_run_and_a_batch_larger_than_the_dataset_are_warnings(world, tmp_path, capsys,
+                                                                                       caplog):
+    """Both still train (decided in train/config.py RULES): the run goes ahead and the warning names keys and fix."""
+    with caplog.at_level("WARNING"):
+        rc, text = run_cli(sft_args(world["ds"], tmp_path / "run", "optim.warmup_steps=3", "rollout.batch_size=6",
+                                    "rollout.buffer_size=6"), capsys)
+    said = text + caplog.text
+    assert rc == 0, said
+    assert "optim.warmup_steps, run.max_steps: the warm-up is as long as the run" in said
+    assert "(4 clips): rollout.batch_size, data.train: a step's batch is larger than the dataset" in said
+
+
+def test_paths_expand_home_and_a_config_file_reads_them_against_its_folder(world, tmp_path, capsys, monkeypatch):
+    """`~` in overrides and YAML; relative YAML paths against the file's folder, whatever the working directory."""
+    monkeypatch.setenv("HOME", str(tmp_path))
+    os.symlink(world["ds"], tmp_path / "ds")
+    rc, text = run_cli(sft_args(Path("~/ds"), Path("~/run")), capsys)
+    assert rc == 0, text
+    assert (tmp_path / "run" / "lora.safetensors").is_file()
+    saved = (tmp_path / "run" / "config.yaml").read_text()
+    assert f"train: {tmp_path / 'ds'}" in saved  # recorded absolute
+    conf = tmp_path / "project" / "configs"
+    conf.mkdir(parents=True)
+    (conf / "run.yaml").write_text("data:\n  train: ../../ds\nrun:\n  out_dir: ~/run2\n")
+    monkeypatch.chdir(world["root"])  # another working directory
+    argv = [a for a in sft_args(world["ds"], tmp_path) if not a.startswith(("data.train=", "run.out_dir="))]
+    rc, text = run_cli([*argv, "--config", str(conf / "run.yaml")], capsys)
+    assert rc == 0, text
+    assert (tmp_path / "run2" / "lora.safetensors").is_file()
+    rc, text = run_cli(["config", "show", str(conf / "run.yaml"), "--stage", "sft"], capsys)
+    assert rc == 0 and f"resolve against {conf / 'run.yaml'}'s folder {conf}" in text
+    assert f"train: {tmp_path / 'ds'}" in text  # ../../ds from the file's folder, not from the working directory
+
+
+def test_a_run_resumes_from_another_working_directory(world, tmp_path, capsys, monkeypatch):
+    args = ("run.checkpoint_every=1", "run.keep_checkpoints=3")
+    assert run_cli(sft_args(world["ds"], tmp_path / "ref", "run.max_steps=3", *args), capsys)[0] == 0
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b" / "deeper").mkdir(parents=True)
+    monkeypatch.chdir(tmp_path / "a")
+    os.symlink(world["ds"], tmp_path / "a" / "data")
+    assert run_cli(sft_args(Path("data"), Path("../run"), "run.max_steps=2", *args), capsys)[0] == 0
+    monkeypatch.chdir(tmp_path / "b" / "deeper")  # the same files, named from elsewhere (one through a link)
+    rc, text = run_cli(["sft", "--resume", *sft_args(Path("../../a/data"), Path("../../run"), "run.max_steps=3",
+                                                     *args)[1:]], capsys)
+    assert rc == 0, text
+    ref, run = _lora(tmp_path / "ref"), _lora(tmp_path / "run")
+    assert all(torch.equal(ref[k], run[k]) for k in ref)
+    rc, text = run_cli(["sft", "--resume", *sft_args(world["ds"] / "clips", Path("../../run"), "run.max_steps=4",
+                                                     *args)[1:]], capsys)
+    assert rc == 1 and "data.train" in text  # another dataset path is still a different run
+
+
+def test_a_non_utf8_clip_name_goes_through_generate_and_eval_json(world, tmp_path, capsys):
+    name = os.fsdecode(b"clip_\xff.npy")  # bytes that are not UTF-8, as the file system gives them
+    data = tmp_path / "real"
+    data.mkdir()
+    shutil.copy(sorted(world["ds"].glob("clips/*.npy"))[0], data / name)
+    shutil.copy(sorted(world["ds"].glob("clips/*.npy"))[1], data / "plain.npy")
+    gen = tmp_path / "gen"
+    rc, text = run_cli(["generate", "--model", str(world["toy"]), "--data", str(data), "--out", str(gen),
+                        "--per-clip", "1", "--no-progress", "--format", "npy"], capsys)
+    assert rc == 0, text
+    from shiftvdm.data.manifest import load_manifest
+
+    entries = load_manifest(gen / "manifest.jsonl").entries  # the manifest reads back: the name survives
+    assert sorted(e.source for e in entries) == sorted([name, "plain.npy"])
+    assert all(e.path.is_file() for e in entries)
+    assert os.fsencode(next(e.path.name for e in entries if e.source == name)).startswith(b"clip_\xff")
+    out = tmp_path / "m.json"
+    rc, text = run_cli(["eval", str(gen), "--metrics", "flicker", "--json", str(out), "--strict"], capsys)
+    assert rc == 0, text
+    names = [row["name"] for row in json.loads(out.read_text(encoding="utf-8"))["per_video"]]
+    assert any(b"clip_\xff" in os.fsencode(n) for n in names), names
+
+
+def test_every_unmatched_eval_input_is_counted_in_the_json_and_the_table(world, tmp_path, capsys):
+    clips = sorted(world["ds"].glob("clips/*.npy"))
+    gt, cond = tmp_path / "gt", tmp_path / "cond"
+    gt.mkdir()
+    cond.mkdir()
+    shutil.copy(clips[0], gt / clips[0].name)  # matches the first video
+    shutil.copy(clips[1], gt / "stray.npy")  # matches none
+    shutil.copy(world["img"], cond / f"{clips[1].stem}.png")
+    shutil.copy(world["img"], cond / "nobody.png")
+    out = tmp_path / "m.json"
+    rc, text = run_cli(["eval", str(world["ds"]), "--ground-truth", str(gt), "--conditioning", str(cond), "--metrics",
+                        "appearance", "--json", str(out)], capsys)
+    assert rc == 0, text
+    unmatched = json.loads(out.read_text())["settings"]["unmatched"]
+    assert unmatched == {"videos_without_conditioning": 3, "conditioning_matched_by_no_video": 1,
+                         "videos_without_ground_truth": 3, "ground_truth_matched_by_no_video": 1}
+    assert "ground truth: 1 input(s) matched by no video: stray.npy" in text
+    assert "conditioning: 1 input(s) matched by no video: nobody.png" in text
+
+
+def test_the_memory_plan_refuses_before_any_model_is_allocated(world, tmp_path, capsys, monkeypatch):
+    import functools
+
+    import shiftvdm.recipes.train as train_recipe
+    from shiftvdm.train.memory import memory_plan
+
+    monkeypatch.setattr(train_recipe, "memory_plan", functools.partial(memory_plan, host_capacity=1024))
+
+    def allocated(*args, **kwargs):
+        raise AssertionError("the model was built before the memory plan refused")
+
+    monkeypatch.setattr(train_recipe, "build_backbone", allocated)
+    rc, text = run_cli(sft_args(world["ds"], tmp_path / "run", f"backbone.pretrained={world['toy']}"), capsys)
+    assert rc == 2 and "the memory plan does not fit: host needs" in text
+    assert not (tmp_path / "run").exists()

@@ -24,6 +24,7 @@ from typing import Any
 from shiftvdm.data.video_io import CLIP_EXTENSIONS
 from shiftvdm.errors import DataError
 from shiftvdm.utils.checkpoint import atomic_write
+from shiftvdm.utils.jsontext import dumps_utf8
 
 logger = logging.getLogger(__name__)
 
@@ -255,6 +256,6 @@ def write_manifest(path: str | Path, entries: list[dict]) -> Path:
             if isinstance(value, Path):
                 resolved = value.resolve()
                 record[key] = resolved.relative_to(root).as_posix() if resolved.is_relative_to(root) else str(value)
-        lines.append(json.dumps(record, ensure_ascii=False, allow_nan=False))
+        lines.append(dumps_utf8(record, allow_nan=False))  # a non-UTF-8 file name as \udcXX escapes
     text = "\n".join(lines) + ("\n" if lines else "")
     return atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
