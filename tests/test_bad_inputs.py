@@ -802,3 +802,25 @@ def test_the_memory_plan_refuses_before_any_model_is_allocated(world, tmp_path, 
     rc, text = run_cli(sft_args(world["ds"], tmp_path / "run", f"backbone.pretrained={world['toy']}"), capsys)
     assert rc == 2 and "the memory plan does not fit: host needs" in text
     assert not (tmp_path / "run").exists()
+
+
+def test_training_clips_of_mixed_frame_rates_or_cropped_aspect_ratios_are_named(world, tmp_path, caplog):
+    from shiftvdm.train.clips import open_training_clips
+    from shiftvdm.train.config import DataConfig
+
+    clips = sorted(world["ds"].glob("clips/*.npy"))
+    for c in clips[:2]:
+        shutil.copy(c, tmp_path / c.name)
+    _npy(tmp_path / "wide.npy", np.zeros((12, 16, 24, 3), np.uint8))
+    (tmp_path / "manifest.jsonl").write_text("".join(json.dumps({"path": n, "fps": f}) + "\n" for n, f in
+                                                     ((clips[0].name, 8), (clips[1].name, 8), ("wide.npy", 24))))
+    with caplog.at_level("WARNING"):
+        open_training_clips(DataConfig(train=str(tmp_path / "manifest.jsonl"), num_frames=4, height=16, width=16))
+    assert "clips of 2 frame rates are read frame for frame" in caplog.text
+    assert f"8 fps: {clips[0].name}, {clips[1].name}; 24 fps: wide.npy" in caplog.text
+    assert "1 clip(s) have another aspect ratio than 16x16 and are centre-cropped to it: wide.npy (24x16)" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING"):  # data.fps resamples every clip to one rate: nothing to say about rates
+        open_training_clips(DataConfig(train=str(tmp_path / "manifest.jsonl"), num_frames=4, height=16, width=24,
+                                       fps=8.0))
+    assert "frame rates" not in caplog.text

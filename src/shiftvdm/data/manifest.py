@@ -215,7 +215,8 @@ def load_manifest(path: str | Path) -> Manifest:
     """
     path = Path(path)
     if not path.exists():
-        raise DataError(f"{path}: manifest or video folder not found")
+        shown = path if path.is_absolute() else f"{path} (resolved: {path.absolute()})"
+        raise DataError(f"{shown}: manifest or video folder not found")
     if path.is_dir():
         root = path.resolve()
         for name in FOLDER_MANIFEST_NAMES:

@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 
 from shiftvdm.backbone import detect_backbone, load_backbone_from_path
-from shiftvdm.data.check import check_entry
+from shiftvdm.data.check import CheckReport, check_entry, mixed_clip_warnings
 from shiftvdm.data.dataset import VideoClipDataset, entry_fps_hint
 from shiftvdm.data.manifest import ClipEntry, load_manifest, write_manifest
 from shiftvdm.data.video_io import read_video, to_tensor, to_uint8, write_video
@@ -122,12 +122,15 @@ def generate(model: str | Path, data: str | Path, out: str | Path, per_clip: int
     entries = load_manifest(data).entries
     if max_clips:
         entries = entries[:max_clips]
-    bad = [(e, check_entry(e, num_frames)) for e in entries]  # decode all first: no clip is written for a bad set
+    infos: dict = {}
+    bad = [(e, check_entry(e, num_frames, infos=infos)) for e in entries]  # decode all first: no clip is written for a bad set
     bad = [(e, reason) for e, reason in bad if reason is not None]
     if bad:
         listed = "\n  ".join(f"{e.relpath}: {reason}" for e, reason in bad[:20])
         raise DataError(f"{data}: {len(bad)} of {len(entries)} real clips cannot be used ({num_frames} frames "
                         f"needed); nothing was written:\n  {listed}")
+    for warning in mixed_clip_warnings(CheckReport(root=Path(data), infos=infos), clip_h, clip_w, fps=1.0):
+        logger.warning("%s (their first frames condition the model)", warning)  # fps: each fake keeps its clip's
     dataset = VideoClipDataset(entries, num_frames, clip_h, clip_w)
     out = Path(out)
     (out / "clips").mkdir(parents=True, exist_ok=True)
