@@ -793,6 +793,14 @@ def test_the_memory_plan_refuses_before_any_model_is_allocated(world, tmp_path, 
     import shiftvdm.recipes.train as train_recipe
     from shiftvdm.train.memory import memory_plan
 
+    from shiftvdm.backbone import load_backbone
+    from shiftvdm.utils.finite import module_tensors
+
+    cfg = train_recipe.resolve_train_config("sft", None, sft_args(world["ds"], tmp_path / "x",
+                                                                  f"backbone.pretrained={world['toy']}")[1:])
+    built = load_backbone(cfg.backbone)  # what the early plan reads from the safetensors headers, exactly
+    assert train_recipe.planned_model_sizes(cfg).frozen_bytes == sum(t.numel() * t.element_size()
+                                                                     for _, t in module_tensors(built))
     monkeypatch.setattr(train_recipe, "memory_plan", functools.partial(memory_plan, host_capacity=1024))
 
     def allocated(*args, **kwargs):

@@ -164,6 +164,11 @@ def planned_model_sizes(cfg: TrainConfig) -> ModelSizes | None:
         except Exception:  # a builder that needs real values: planned after the build only
             return None
     files = sorted(Path(pretrained).rglob("*.safetensors")) if Path(pretrained).is_dir() else []
+    # diffusers folders may hold a variant beside the plain weights (x.fp16.safetensors): the loader reads the plain
+    # ones (no variant is asked for), so a variant with a plain sibling is not counted twice
+    plain = {(f.parent, f.name) for f in files if len(f.name.split(".")) == 2}
+    files = [f for f in files if len(f.name.split(".")) == 2
+             or (f.parent, f"{f.name.split('.')[0]}.safetensors") not in plain]
     if not files:
         return None
     cast = {"bfloat16": 2, "float16": 2, "float32": 4}.get(str(cfg.backbone.options.get("dtype", "")))
