@@ -791,9 +791,8 @@ def test_the_memory_plan_refuses_before_any_model_is_allocated(world, tmp_path, 
     import functools
 
     import shiftvdm.recipes.train as train_recipe
-    from shiftvdm.train.memory import memory_plan
-
     from shiftvdm.backbone import load_backbone
+    from shiftvdm.train.memory import memory_plan
     from shiftvdm.utils.finite import module_tensors
 
     cfg = train_recipe.resolve_train_config("sft", None, sft_args(world["ds"], tmp_path / "x",
