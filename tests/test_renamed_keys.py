@@ -12,15 +12,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from shiftvdm.config import (
-    RENAMED_KEYS,
-    config_differences,
-    config_from_dict,
-    config_to_dict,
-    list_presets,
-    load_config,
-    resolve_config_path,
-)
+from shiftvdm.config import (RENAMED_KEYS, config_differences, config_from_dict, config_to_dict, list_presets,
+                             load_config, resolve_config_path)
 from shiftvdm.errors import ConfigError
 from shiftvdm.recipes.demo.config import DemoConfig
 from shiftvdm.recipes.train import resolve_train_config
