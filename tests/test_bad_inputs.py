@@ -103,6 +103,20 @@ def _npy(path: Path, array: np.ndarray) -> Path:
     return path
 
 
+def _poison(path: Path) -> None:
+    """A few bytes of the first float tensor's data set to NaN, same file size (what a damaged disk or copy does)."""
+    from safetensors.torch import save_file
+
+    tensors = load_file(str(path))
+    name = next(k for k, t in tensors.items() if t.is_floating_point())
+    tensors[name].view(-1)[:4] = float("nan")
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as handle:
+        metadata = handle.metadata()
+    save_file(tensors, str(path), metadata=metadata)
+
+
 def build_case(cid: str, w: dict[str, Path], tmp: Path) -> Case:
     """The inputs of one case, built in ``tmp``; the corpus id it stands for is in the name."""
     ds, toy, svd, img = str(w["ds"]), str(w["toy"]), str(w["svd"]), str(w["img"])
@@ -306,6 +320,91 @@ def build_case(cid: str, w: dict[str, Path], tmp: Path) -> Case:
         out = str(w["afile"]) if cid == "L-trainreward-out-is-file" else str(copy)
         return Case(cid, ["train-critic", "--real", str(copy), "--fake", str(copy), "--out", out,
                           "max_steps=2", "progress=false"], 2, ["--out"], keep=[out])
+    if cid.startswith("I-"):  # issue 26 class 3: damaged (non-finite) weights are caught where they are loaded
+        nan_toy, nan_lora = tmp / "nan_toy", tmp / "nan_lora.safetensors"
+        shutil.copytree(w["toy"], nan_toy)
+        _poison(nan_toy / "diffusion_pytorch_model.safetensors")
+        shutil.copy(w["toy_lora"], nan_lora)
+        _poison(nan_lora)
+        gen = ["generate", "--data", ds, "--out", str(tmp / "gen"), "--per-clip", "1", "--no-progress", "--format",
+               "npy"]
+        if cid == "I-sample-nan-model":
+            return Case(cid, ["sample", "--model", str(nan_toy), "--image", img, "--out", str(tmp / "o.npy")], 1,
+                        [str(nan_toy / "diffusion_pytorch_model.safetensors"), "NaN or infinite", "tensor 'denoiser."],
+                        absent=[str(tmp / "o.npy")])
+        if cid == "I-generate-nan-model":
+            return Case(cid, [*gen, "--model", str(nan_toy)], 1, ["nan_toy", "NaN or infinite"],
+                        absent=[str(tmp / "gen")])
+        if cid == "I-generate-nan-lora":
+            return Case(cid, [*gen, "--model", toy, "--lora", str(nan_lora)], 1,
+                        [str(nan_lora), "the LoRA weights hold NaN or infinite values", "lora_"], absent=[str(tmp / "gen")])
+        if cid == "I-export-nan-lora":
+            return Case(cid, ["export", "--model", toy, "--lora", str(nan_lora), "--out", str(tmp / "fused")], 1,
+                        [str(nan_lora), "NaN or infinite"], absent=[str(tmp / "fused")])
+        if cid == "I-export-nan-model":
+            return Case(cid, ["export", "--model", str(nan_toy), "--lora", str(w["toy_lora"]), "--out",
+                              str(tmp / "fused")], 1, ["diffusion_pytorch_model.safetensors", "NaN or infinite"],
+                        absent=[str(tmp / "fused")])
+        if cid == "I-sft-nan-base":
+            return Case(cid, sft_args(w["ds"], tmp / "run", f"backbone.pretrained={nan_toy}"), 1,
+                        ["nan_toy", "NaN or infinite"], absent=[str(tmp / "run")])
+        if cid == "I-sft-nan-init-lora":
+            return Case(cid, sft_args(w["ds"], tmp / "run", f"backbone.pretrained={toy}", f"lora.init_from={nan_lora}"),
+                        1, [str(nan_lora), "NaN or infinite"], absent=[str(tmp / "run")])
+    if cid.startswith("R-"):  # issue 26 class 4: settings that make a run meaningless, refused naming keys and fix
+        rules = {"R-sft-both-weights-0": ("sft", "loss.lambda_sft=0", "loss.lambda_sft, loss.lambda_aw",
+                                           "set loss.lambda_sft > 0"),
+                 "R-sft-asks-rollouts": ("sft", "loss.lambda_aw=0.1", "mode, loss.lambda_aw", "use `shiftvdm shift`"),
+                 "R-shift-group-of-1": ("shift", "rollout.group_size=1", "rollout.group_size, advantage.center",
+                                        "set rollout.group_size >= 2"),
+                 "R-shift-negative-positive-weight": ("shift", "advantage.positive_weight=-1",
+                                                      "advantage.positive_weight", "inverts"),
+                 "R-shift-std-eps-0": ("shift", "advantage.std_eps=0", "advantage.std_eps", "set advantage.std_eps > 0"),
+                 "R-shift-sampler-steps-0": ("shift", "rollout.num_inference_steps=0", "rollout.num_inference_steps",
+                                             "0 does not mean the default"),
+                 "R-shift-sampler-steps-neg": ("shift", "rollout.num_inference_steps=-2", "rollout.num_inference_steps",
+                                               "at least one step"),
+                 "R-shift-refresh-0-steps": ("shift", "critic.d_to_g=0", "critic.refresh, critic.d_to_g",
+                                             "set critic.d_to_g > 0")}
+        mode, override, keys, fix = rules[cid]
+        argv = sft_args(w["ds"], tmp / "run", override, "critic.refresh=true")
+        return Case(cid, [mode, *argv[1:]], 2, [keys, fix], absent=[str(tmp / "run")])
+    if cid.startswith("P-"):  # issue 26 class 6: paths
+        if cid == "P-sft-missing-relative-data":
+            return Case(cid, sft_args(Path("no_such_clips"), tmp / "run"), 1,
+                        [os.path.abspath("no_such_clips"), "not found"], absent=[str(tmp / "run")])
+        if cid == "P-sft-missing-relative-base":
+            return Case(cid, sft_args(w["ds"], tmp / "run", "backbone.pretrained=no_such_model"), 1,
+                        [os.path.abspath("no_such_model"), "not a folder"], absent=[str(tmp / "run")])
+        linked = tmp / "linked"
+        (linked / "clips").mkdir(parents=True)
+        for g in good[:3]:
+            os.symlink(g, linked / "clips" / g.name)  # the targets live in another folder
+        if cid == "P-check-symlinked-clips":
+            return Case(cid, ["data", "check", str(linked / "clips")], 0, ["all 3 clips are good"])
+        if cid == "P-eval-symlinked-clips":
+            return Case(cid, ["eval", "--strict", str(linked / "clips"), "--metrics", "flicker"], 0, ["flicker"])
+        if cid == "P-check-dangling-symlink":
+            os.symlink(tmp / "gone.npy", linked / "clips" / "gone.npy")
+            return Case(cid, ["data", "check", str(linked / "clips")], 1, ["gone.npy", "does not exist"])
+    if cid.startswith("E-"):  # issue 26 class 7: eval edges
+        other = tmp / "other"
+        other.mkdir()
+        if cid == "E-strict-no-ground-truth-match":
+            shutil.copy(good[0], other / "unrelated_name.npy")
+            return Case(cid, ["eval", "--strict", ds, "--ground-truth", str(other), "--metrics", "appearance"], 1,
+                        ["no ground-truth clip matched any of the 4 videos", "--strict"])
+        if cid == "E-frechet-one-reference-window":
+            shutil.copy(good[0], other / "only.npy")
+            return Case(cid, ["eval", ds, "--reference", str(other), "--metrics", "frechet_motion"], 0,
+                        ["Fréchet motion distances not computed", "at least 2 samples in each set, got 4 and 1"])
+        if cid == "E-mixed-fps":
+            for g in good[:2]:
+                shutil.copy(g, other / g.name)
+            (other / "manifest.jsonl").write_text(json.dumps({"path": good[0].name, "fps": 8}) + "\n"
+                                                  + json.dumps({"path": good[1].name, "fps": 24}) + "\n")
+            return Case(cid, ["eval", str(other), "--metrics", "flicker"], 0,
+                        ["videos of 2 frame rates", "8 fps: " + good[0].name, "24 fps: " + good[1].name])
     if cid in ("L-report-not-demo", "L-report-empty-dir"):
         folder = tmp / "notdemo"
         folder.mkdir()
@@ -379,6 +478,17 @@ CASES = [
     # 8. --overwrite owns only what shiftvdm stamped; derived outputs record their inputs (issue 26 classes 1-2)
     "O-sft-overwrite-unstamped", "O-sft-base-inside-out", "O-synth-overwrite-unstamped",
     "O-export-overwrite-unstamped", "O-generate-other-seed",
+    # issue 26, class 3: non-finite (damaged) weights named where they are loaded
+    "I-sample-nan-model", "I-generate-nan-model", "I-generate-nan-lora", "I-export-nan-lora", "I-export-nan-model",
+    "I-sft-nan-base", "I-sft-nan-init-lora",
+    # class 4: meaningless settings, refused naming keys, rule and fix
+    "R-sft-both-weights-0", "R-sft-asks-rollouts", "R-shift-group-of-1", "R-shift-negative-positive-weight",
+    "R-shift-std-eps-0", "R-shift-sampler-steps-0", "R-shift-sampler-steps-neg", "R-shift-refresh-0-steps",
+    # class 6: paths (resolved in errors, symlinked clips inside a dataset folder)
+    "P-sft-missing-relative-data", "P-sft-missing-relative-base", "P-check-symlinked-clips", "P-eval-symlinked-clips",
+    "P-check-dangling-symlink",
+    # class 7: eval edges
+    "E-strict-no-ground-truth-match", "E-frechet-one-reference-window", "E-mixed-fps",
 ]
 
 
@@ -572,3 +682,194 @@ def test_cli_boundary_names_the_path_of_an_os_error_but_lets_a_bug_through(monke
     monkeypatch.setattr(config_cmd, "main", bug)
     with pytest.raises(KeyError):  # a programming error keeps its traceback
         cli(["config", "list"])
+
+
+# ----- issue 26: integrity, meaningless settings, paths, eval edges (cases that need more than one command) -----
+
+def test_a_nan_clip_or_model_is_never_written_and_names_the_model(world, tmp_path, capsys, monkeypatch):
+    """A finite model whose sampler produces NaN (here: decode patched) writes no clip; sample and generate fail
+    naming the model (class 3)."""
+    real_decode = ToyBackbone.decode
+    monkeypatch.setattr(ToyBackbone, "decode", lambda self, latents: real_decode(self, latents) * float("nan"))
+    out = tmp_path / "o.npy"
+    rc, text = run_cli(["sample", "--model", str(world["toy"]), "--image", str(world["img"]), "--out", str(out)],
+                       capsys)
+    assert rc == 2 and f"--model {world['toy']}" in text and "NaN or infinite" in text and "not written" in text
+    assert not out.exists()
+    rc, text = run_cli(["generate", "--model", str(world["toy"]), "--data", str(world["ds"]), "--out",
+                        str(tmp_path / "gen"), "--per-clip", "1", "--no-progress", "--format", "npy"], capsys)
+    assert rc == 2 and f"--model {world['toy']}" in text and "clip_00000" in text
+    assert not list((tmp_path / "gen").rglob("*.npy")) if (tmp_path / "gen").exists() else True
+    monkeypatch.setattr(ToyBackbone, "fuse_lora", lambda self: [p.data.fill_(float("inf"))
+                                                                 for p in self.denoiser.parameters()][:0] or None)
+    rc, text = run_cli(["export", "--model", str(world["toy"]), "--lora", str(world["toy_lora"]), "--out",
+                        str(tmp_path / "fused")], capsys)
+    assert rc == 2 and "the fused model" in text and "NaN or infinite" in text and not (tmp_path / "fused").exists()
+
+
+def test_a_run_whose_every_step_was_skipped_fails(world, tmp_path, capsys, monkeypatch):
+    real_loss = ToyBackbone.denoising_loss
+    monkeypatch.setattr(ToyBackbone, "denoising_loss",
+                        lambda self, *a, **k: real_loss(self, *a, **k) * float("nan"))
+    run = tmp_path / "run"
+    rc, text = run_cli(sft_args(world["ds"], run, "run.max_steps=2"), capsys)
+    assert rc == 1 and "all 2 steps were skipped" in text and "non-finite real loss" in text
+    assert "2 steps (" not in text and not (run / "lora.safetensors").exists()
+
+
+def test_a_critic_with_nan_weights_is_refused_naming_its_file(tmp_path):
+    from safetensors.torch import save_file
+
+    from shiftvdm.errors import CheckpointError
+    from shiftvdm.rewards.critic import MotionCritic
+    from tests.train.tiny_run import critic_config
+
+    folder = MotionCritic(critic_config()).save(tmp_path / "critic")
+    weights = load_file(str(folder / "critic.safetensors"))
+    name = sorted(k for k, t in weights.items() if t.is_floating_point())[0]
+    weights[name].view(-1)[0] = float("inf")
+    save_file(weights, str(folder / "critic.safetensors"))
+    with pytest.raises(CheckpointError, match=f"critic.safetensors: the critic weights hold NaN .*'{name}'"):
+        MotionCritic.load(folder)
+
+
+def test_warm_up_longer_than_the_run_and_a_batch_larger_than_the_dataset_are_warnings(world, tmp_path, capsys,
+                                                                                       caplog):
+    """Both still train (decided in train/config.py RULES): the run goes ahead and the warning names keys and fix."""
+    with caplog.at_level("WARNING"):
+        rc, text = run_cli(sft_args(world["ds"], tmp_path / "run", "optim.warmup_steps=3", "rollout.batch_size=6",
+                                    "rollout.buffer_size=6"), capsys)
+    said = text + caplog.text
+    assert rc == 0, said
+    assert "optim.warmup_steps, run.max_steps: the warm-up is as long as the run" in said
+    assert "(4 clips): rollout.batch_size, data.train: a step's batch is larger than the dataset" in said
+
+
+def test_paths_expand_home_and_a_config_file_reads_them_against_its_folder(world, tmp_path, capsys, monkeypatch):
+    """`~` in overrides and YAML; relative YAML paths against the file's folder, whatever the working directory."""
+    monkeypatch.setenv("HOME", str(tmp_path))
+    os.symlink(world["ds"], tmp_path / "ds")
+    rc, text = run_cli(sft_args(Path("~/ds"), Path("~/run")), capsys)
+    assert rc == 0, text
+    assert (tmp_path / "run" / "lora.safetensors").is_file()
+    saved = (tmp_path / "run" / "config.yaml").read_text()
+    assert f"train: {tmp_path / 'ds'}" in saved  # recorded absolute
+    conf = tmp_path / "project" / "configs"
+    conf.mkdir(parents=True)
+    (conf / "run.yaml").write_text("data:\n  train: ../../ds\nrun:\n  out_dir: ~/run2\n")
+    monkeypatch.chdir(world["root"])  # another working directory
+    argv = [a for a in sft_args(world["ds"], tmp_path) if not a.startswith(("data.train=", "run.out_dir="))]
+    rc, text = run_cli([*argv, "--config", str(conf / "run.yaml")], capsys)
+    assert rc == 0, text
+    assert (tmp_path / "run2" / "lora.safetensors").is_file()
+    rc, text = run_cli(["config", "show", str(conf / "run.yaml"), "--stage", "sft"], capsys)
+    assert rc == 0 and f"resolve against {conf / 'run.yaml'}'s folder {conf}" in text
+    assert f"train: {tmp_path / 'ds'}" in text  # ../../ds from the file's folder, not from the working directory
+
+
+def test_a_run_resumes_from_another_working_directory(world, tmp_path, capsys, monkeypatch):
+    args = ("run.checkpoint_every=1", "run.keep_checkpoints=3")
+    assert run_cli(sft_args(world["ds"], tmp_path / "ref", "run.max_steps=3", *args), capsys)[0] == 0
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b" / "deeper").mkdir(parents=True)
+    monkeypatch.chdir(tmp_path / "a")
+    os.symlink(world["ds"], tmp_path / "a" / "data")
+    assert run_cli(sft_args(Path("data"), Path("../run"), "run.max_steps=2", *args), capsys)[0] == 0
+    monkeypatch.chdir(tmp_path / "b" / "deeper")  # the same files, named from elsewhere (one through a link)
+    rc, text = run_cli(["sft", "--resume", *sft_args(Path("../../a/data"), Path("../../run"), "run.max_steps=3",
+                                                     *args)[1:]], capsys)
+    assert rc == 0, text
+    ref, run = _lora(tmp_path / "ref"), _lora(tmp_path / "run")
+    assert all(torch.equal(ref[k], run[k]) for k in ref)
+    rc, text = run_cli(["sft", "--resume", *sft_args(world["ds"] / "clips", Path("../../run"), "run.max_steps=4",
+                                                     *args)[1:]], capsys)
+    assert rc == 1 and "data.train" in text  # another dataset path is still a different run
+
+
+def test_a_non_utf8_clip_name_goes_through_generate_and_eval_json(world, tmp_path, capsys):
+    name = os.fsdecode(b"clip_\xff.npy")  # bytes that are not UTF-8, as the file system gives them
+    data = tmp_path / "real"
+    data.mkdir()
+    shutil.copy(sorted(world["ds"].glob("clips/*.npy"))[0], data / name)
+    shutil.copy(sorted(world["ds"].glob("clips/*.npy"))[1], data / "plain.npy")
+    gen = tmp_path / "gen"
+    rc, text = run_cli(["generate", "--model", str(world["toy"]), "--data", str(data), "--out", str(gen),
+                        "--per-clip", "1", "--no-progress", "--format", "npy"], capsys)
+    assert rc == 0, text
+    from shiftvdm.data.manifest import load_manifest
+
+    entries = load_manifest(gen / "manifest.jsonl").entries  # the manifest reads back: the name survives
+    assert sorted(e.source for e in entries) == sorted([name, "plain.npy"])
+    assert all(e.path.is_file() for e in entries)
+    assert os.fsencode(next(e.path.name for e in entries if e.source == name)).startswith(b"clip_\xff")
+    out = tmp_path / "m.json"
+    rc, text = run_cli(["eval", str(gen), "--metrics", "flicker", "--json", str(out), "--strict"], capsys)
+    assert rc == 0, text
+    names = [row["name"] for row in json.loads(out.read_text(encoding="utf-8"))["per_video"]]
+    assert any(b"clip_\xff" in os.fsencode(n) for n in names), names
+
+
+def test_every_unmatched_eval_input_is_counted_in_the_json_and_the_table(world, tmp_path, capsys):
+    clips = sorted(world["ds"].glob("clips/*.npy"))
+    gt, cond = tmp_path / "gt", tmp_path / "cond"
+    gt.mkdir()
+    cond.mkdir()
+    shutil.copy(clips[0], gt / clips[0].name)  # matches the first video
+    shutil.copy(clips[1], gt / "stray.npy")  # matches none
+    shutil.copy(world["img"], cond / f"{clips[1].stem}.png")
+    shutil.copy(world["img"], cond / "nobody.png")
+    out = tmp_path / "m.json"
+    rc, text = run_cli(["eval", str(world["ds"]), "--ground-truth", str(gt), "--conditioning", str(cond), "--metrics",
+                        "appearance", "--json", str(out)], capsys)
+    assert rc == 0, text
+    unmatched = json.loads(out.read_text())["settings"]["unmatched"]
+    assert unmatched == {"videos_without_conditioning": 3, "conditioning_matched_by_no_video": 1,
+                         "videos_without_ground_truth": 3, "ground_truth_matched_by_no_video": 1}
+    assert "ground truth: 1 input(s) matched by no video: stray.npy" in text
+    assert "conditioning: 1 input(s) matched by no video: nobody.png" in text
+
+
+def test_the_memory_plan_refuses_before_any_model_is_allocated(world, tmp_path, capsys, monkeypatch):
+    import functools
+
+    import shiftvdm.recipes.train as train_recipe
+    from shiftvdm.backbone import load_backbone
+    from shiftvdm.train.memory import memory_plan
+    from shiftvdm.utils.finite import module_tensors
+
+    cfg = train_recipe.resolve_train_config("sft", None, sft_args(world["ds"], tmp_path / "x",
+                                                                  f"backbone.pretrained={world['toy']}")[1:])
+    built = load_backbone(cfg.backbone)  # what the early plan reads from the safetensors headers, exactly
+    assert train_recipe.planned_model_sizes(cfg).frozen_bytes == sum(t.numel() * t.element_size()
+                                                                     for _, t in module_tensors(built))
+    monkeypatch.setattr(train_recipe, "memory_plan", functools.partial(memory_plan, host_capacity=1024))
+
+    def allocated(*args, **kwargs):
+        raise AssertionError("the model was built before the memory plan refused")
+
+    monkeypatch.setattr(train_recipe, "build_backbone", allocated)
+    rc, text = run_cli(sft_args(world["ds"], tmp_path / "run", f"backbone.pretrained={world['toy']}"), capsys)
+    assert rc == 2 and "the memory plan does not fit: host needs" in text
+    assert not (tmp_path / "run").exists()
+
+
+def test_training_clips_of_mixed_frame_rates_or_cropped_aspect_ratios_are_named(world, tmp_path, caplog):
+    from shiftvdm.train.clips import open_training_clips
+    from shiftvdm.train.config import DataConfig
+
+    clips = sorted(world["ds"].glob("clips/*.npy"))
+    for c in clips[:2]:
+        shutil.copy(c, tmp_path / c.name)
+    _npy(tmp_path / "wide.npy", np.zeros((12, 16, 24, 3), np.uint8))
+    (tmp_path / "manifest.jsonl").write_text("".join(json.dumps({"path": n, "fps": f}) + "\n" for n, f in
+                                                     ((clips[0].name, 8), (clips[1].name, 8), ("wide.npy", 24))))
+    with caplog.at_level("WARNING"):
+        open_training_clips(DataConfig(train=str(tmp_path / "manifest.jsonl"), num_frames=4, height=16, width=16))
+    assert "clips of 2 frame rates are read frame for frame" in caplog.text
+    assert f"8 fps: {clips[0].name}, {clips[1].name}; 24 fps: wide.npy" in caplog.text
+    assert "1 clip(s) have another aspect ratio than 16x16 and are centre-cropped to it: wide.npy (24x16)" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING"):  # data.fps resamples every clip to one rate: nothing to say about rates
+        open_training_clips(DataConfig(train=str(tmp_path / "manifest.jsonl"), num_frames=4, height=16, width=24,
+                                       fps=8.0))
+    assert "frame rates" not in caplog.text

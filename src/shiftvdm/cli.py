@@ -73,6 +73,9 @@ def main(argv: list[str] | None = None) -> int:
         hint = f" (did you mean `{close[0]}`?)" if close else ""
         print(f"shiftvdm: unknown command `{command}`{hint}\n\n{_usage()}", file=sys.stderr)
         return 2
+    for stream in (sys.stdout, sys.stderr):  # a file name that is not UTF-8 is printed escaped, never a crash
+        if getattr(stream, "errors", None) == "strict" and hasattr(stream, "reconfigure"):
+            stream.reconfigure(errors="backslashreplace")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
                         datefmt="%H:%M:%S")
     module_name, func_name, _ = COMMANDS[command]

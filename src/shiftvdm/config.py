@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import logging
+import os
 import types
 import typing
 from importlib import resources
@@ -40,6 +41,53 @@ RENAMED_KEYS: dict[str, tuple[tuple[str, str], ...]] = {
     # the demo's critic pre-training stage (`shiftvdm train-critic` settings), no longer critic.critic.*
     "shiftvdm.recipes.demo.config.DemoConfig": (("critic", "critic_training"),),
 }
+
+
+# Path-valued settings, per schema (keyed as RENAMED_KEYS): ``~`` is expanded wherever they are given; a relative
+# path written in a YAML file is read against that file's folder, not the working directory, so a config means the
+# same files from anywhere (shipped presets excepted: their example paths, e.g. run.out_dir: runs/tiny-svd, mean the
+# working directory); a training run records them absolute (``absolute_path_values``), so ``--resume`` from another
+# folder compares the files, not the text. PATH_WORDS are values of a path key that name a built-in, not a file.
+PATH_KEYS: dict[str, tuple[str, ...]] = {
+    "shiftvdm.train.config.TrainConfig": ("backbone.pretrained", "data.train", "data.cache_dir", "lora.init_from",
+                                          "critic.path", "run.out_dir"),
+}
+PATH_WORDS: dict[str, tuple[str, ...]] = {"backbone.pretrained": ("tiny", "tiny-pixel")}  # backbone.TINY_PRESETS
+
+
+def _map_path_values(schema: type, data: dict[str, Any], fn: Any) -> dict[str, Any]:
+    """``data`` with ``fn(key, value)`` applied to each non-empty text value of a path key of ``schema``."""
+    for dotted in PATH_KEYS.get(f"{schema.__module__}.{schema.__qualname__}", ()):
+        keys = dotted.split(".")
+        found, value, _ = _pop_path(data, keys)
+        if not found or not isinstance(value, str) or not value.strip() or value in PATH_WORDS.get(dotted, ()):
+            continue
+        new = fn(dotted, value)
+        if new != value:
+            data = dict(data)
+            node = data
+            for key in keys[:-1]:
+                node[key] = dict(node[key])
+                node = node[key]
+            node[keys[-1]] = new
+    return data
+
+
+def resolve_path_values(schema: type, data: dict[str, Any], folder: str | Path | None = None) -> dict[str, Any]:
+    """Path settings of ``schema`` in ``data`` with ``~`` expanded and, when ``folder`` is given, a relative path
+    joined to it (the folder of the YAML file that wrote it)."""
+    def fix(_: str, value: str) -> str:
+        value = os.path.expanduser(value)
+        return os.path.normpath(os.path.join(folder, value)) if folder is not None else value
+
+    return _map_path_values(schema, data, fix)
+
+
+def absolute_path_values(schema: type, data: dict[str, Any], *, real: bool = False) -> dict[str, Any]:
+    """Path settings made absolute against the working directory (``real``: symbolic links resolved too, to
+    compare two configs by the files they name)."""
+    absolute = os.path.realpath if real else os.path.abspath
+    return _map_path_values(schema, data, lambda _, value: absolute(os.path.expanduser(value)))
 
 
 def preset_dir() -> Path:
@@ -154,15 +202,26 @@ def _read_yaml(path: Path) -> dict[str, Any]:
     return data
 
 
+def config_paths_folder(path: Path) -> Path | None:
+    """The folder relative paths of a config file are read against: its own, or None (the working directory)
+    for a shipped preset."""
+    try:
+        Path(path).resolve().relative_to(preset_dir().resolve())
+        return None
+    except ValueError:
+        return Path(path).absolute().parent
+
+
 def load_yaml_with_base(path: Path, schema: type | None = None) -> dict[str, Any]:
     """Read a YAML config; a ``base:`` key names one other file (path relative to this one, or a preset).
 
     With ``schema`` (the config's dataclass), each file's renamed keys are mapped to their new names as it
-    is read (``apply_renamed_keys``), so a file in new names overrides a base in old names and vice versa.
+    is read (``apply_renamed_keys``), so a file in new names overrides a base in old names and vice versa, and
+    its relative path settings (:data:`PATH_KEYS`) are joined to its folder (``resolve_path_values``).
     """
     data = _read_yaml(path)
     if schema is not None:
-        data = apply_renamed_keys(schema, data, str(path))
+        data = resolve_path_values(schema, apply_renamed_keys(schema, data, str(path)), config_paths_folder(path))
     base = data.pop("base", None)
     if base is None:
         return data
@@ -171,7 +230,8 @@ def load_yaml_with_base(path: Path, schema: type | None = None) -> dict[str, Any
     base_path = (path.parent / base) if (path.parent / str(base)).is_file() else resolve_config_path(base)
     base_data = _read_yaml(base_path)
     if schema is not None:
-        base_data = apply_renamed_keys(schema, base_data, str(base_path))
+        base_data = resolve_path_values(schema, apply_renamed_keys(schema, base_data, str(base_path)),
+                                        config_paths_folder(base_path))
     if "base" in base_data:
         raise ConfigError(f"{base_path}: a base config may not name another base (only one level is allowed)")
     return deep_merge(base_data, data)
@@ -246,7 +306,9 @@ def parse_overrides(overrides: list[str], schema: type | None = None) -> dict[st
             if not isinstance(node, dict):
                 raise ConfigError(f"override `{item}` conflicts with another override of `{key}`")
         node[keys[-1]] = value
-    return result if schema is None else apply_renamed_keys(schema, result, "overrides")
+    if schema is None:
+        return result
+    return resolve_path_values(schema, apply_renamed_keys(schema, result, "overrides"))  # `~` expanded
 
 
 def _type_name(tp: Any) -> str:
@@ -519,8 +581,8 @@ def config_differences(a: Any, b: Any, prefix: str = "") -> list[str]:
 
 
 __all__ = [
-    "RENAMED_KEYS", "RENAMED_UNTIL", "apply_renamed_keys", "config_differences", "config_from_dict", "config_to_dict", "deep_merge", "dump_config", "list_presets",
-    "load_config", "parse_overrides", "preset_dir", "resolve_config_path",
+    "PATH_KEYS", "RENAMED_KEYS", "RENAMED_UNTIL", "absolute_path_values", "apply_renamed_keys", "config_differences", "config_from_dict", "config_to_dict", "deep_merge", "dump_config", "list_presets",
+    "load_config", "parse_overrides", "preset_dir", "config_paths_folder", "resolve_config_path", "resolve_path_values",
 ]
 
 _ = typing  # typing imported for get_type_hints on string annotations in user modules

@@ -281,8 +281,9 @@ def test_evaluate_videos_appearance_against_conditioning_and_ground_truth(dis, l
     clips = [translating_clip(2.0, seed=s) for s in range(3)]
     conditioning = [c[0] for c in clips]
     noisy_gt = [np.clip(c.astype(np.int16) + 6, 0, 255).astype(np.uint8) for c in clips]
-    result = evaluate_videos(clips, reference=[translating_clip(5.0, seed=9)], ground_truth=noisy_gt,
-                             conditioning=conditioning, flow=dis, tracker=lk)
+    reference = [translating_clip(5.0, seed=9), translating_clip(5.0, seed=10)]  # a distance needs 2 windows a set
+    result = evaluate_videos(clips, reference=reference, ground_truth=noisy_gt, conditioning=conditioning, flow=dis,
+                             tracker=lk)
     agg = result.aggregate
     assert agg["first_frame_psnr"] == 100.0 and agg["first_frame_ssim"] == pytest.approx(1.0)
     assert 30 < agg["gt_psnr"] < 40 and agg["gt_ssim"] < 1.0

@@ -167,3 +167,20 @@ def test_a_checkpoint_whose_bytes_changed_falls_back_and_the_run_ends_as_a_clean
     after_damaged = train_one_step(backbone, damaged, cfg)
     after_clean = train_one_step(backbone, clean, cfg)
     assert after_damaged == after_clean
+
+
+def test_a_checkpoint_without_digests_holding_nan_weights_falls_back(tmp_path, caplog):
+    """A checkpoint written before digests existed (no digests.json) whose trained weights are NaN is damage too:
+    never resumed from, and never named as "holding finite weights"."""
+    cfg, backbone, parts, saved = run_with_checkpoints(tmp_path, steps=(1, 2))
+    newest = tmp_path / "checkpoints" / "step-0000002"
+    (newest / DIGESTS_FILE).unlink()
+    state = torch.load(newest / STATE_FILE, weights_only=True)
+    first = next(iter(state["params"]))
+    state["params"][first].view(-1)[0] = float("nan")
+    torch.save(state, newest / STATE_FILE)
+    _, _, again = make_parts(cfg, seed=5)
+    with caplog.at_level("WARNING"):
+        assert resume(again.checkpointer, again.state) is True
+    assert again.state.counters.step == 1 and str(newest / STATE_FILE) in caplog.text and "NaN" in caplog.text
+    assert all(torch.equal(a, b) for a, b in zip(saved[1], again.state.params))

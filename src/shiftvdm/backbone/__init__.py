@@ -18,6 +18,7 @@ from typing import Any, Literal
 from shiftvdm.backbone.base import Backbone, Condition, LatentLayout, NoiseDraw
 from shiftvdm.config import config_from_dict
 from shiftvdm.errors import CheckpointError, ConfigError
+from shiftvdm.utils.finite import check_loaded_finite
 
 # name -> (module, config dataclass name)
 BACKBONES: dict[str, tuple[str, str]] = {
@@ -91,11 +92,16 @@ def load_backbone(cfg: BackboneConfig) -> Backbone:
         # otherwise imports only for the family a config names (backbone_module)
         from shiftvdm.backbone.tiny import random_init
 
-        return random_init(cfg.name, config, cfg.pretrained)
+        backbone = random_init(cfg.name, config, cfg.pretrained)
+        check_loaded_finite(backbone, f"the {cfg.pretrained or 'random-init'} {cfg.name} backbone")
+        return backbone
     path = Path(cfg.pretrained)
     if not path.is_dir():
-        raise CheckpointError(f"backbone.pretrained: {path} is not a folder (expected a diffusers-format model folder)")
-    return backbone_module(cfg.name).from_pretrained(path, config, given=set(options))
+        raise CheckpointError(f"backbone.pretrained: {path.absolute()} is not a folder (expected a diffusers-format "
+                              "model folder)")
+    backbone = backbone_module(cfg.name).from_pretrained(path, config, given=set(options))
+    check_loaded_finite(backbone, path)  # a damaged file can parse and hold NaN (names the file and tensor)
+    return backbone
 
 
 def detect_backbone(path: str | Path) -> str:

@@ -29,6 +29,7 @@ from torch import Tensor, nn
 
 from shiftvdm.errors import CheckpointError, ConfigError
 from shiftvdm.utils.checkpoint import save_safetensors
+from shiftvdm.utils.finite import check_loaded_finite
 
 ADAPTER = "default"
 LORA_METADATA_KEY = "lora_adapter_metadata"  # diffusers.loaders.lora_base.LORA_ADAPTER_METADATA_KEY
@@ -160,6 +161,7 @@ def read_lora(path: str | Path, prefix: str,
     state = {k[len(head):]: v for k, v in tensors.items() if k.startswith(head) and "lora_" in k}
     if not state:
         raise CheckpointError(f"{path}: no LoRA weights (expected keys '{head}<module>.lora_A.weight')")
+    check_loaded_finite(state, path, "LoRA weights")
     spec = {k[len(head):]: v for k, v in (metadata or {}).items() if k.startswith(head)}
     if spec.get("r"):
         rank = int(spec["r"])  # a tensor of another shape is then refused by load_lora_state, naming the file

@@ -551,7 +551,9 @@ class SVDBackbone:
         ``config.sampler_eta``), with one fresh N(0, I) draw per step except the last.
         """
         cfg = self.config
-        steps = num_inference_steps or cfg.num_inference_steps
+        steps = cfg.num_inference_steps if num_inference_steps is None else int(num_inference_steps)
+        if steps < 1:  # 0 is no request for the default
+            raise ValueError(f"sample: num_inference_steps must be >= 1 (or None for the default), got {steps}")
         batch, P = cond.batch_size, int(num_videos)
         if P < 1:
             raise ValueError(f"sample: num_videos must be >= 1, got {num_videos}")

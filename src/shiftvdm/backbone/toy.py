@@ -420,7 +420,9 @@ class ToyBackbone:
         for the final step to σ = 0), so the result depends on B·P and the generator only.
         """
         cfg = self.config
-        steps = num_inference_steps or cfg.num_inference_steps
+        steps = cfg.num_inference_steps if num_inference_steps is None else int(num_inference_steps)
+        if steps < 1:  # 0 is no request for the default
+            raise ValueError(f"sample: num_inference_steps must be >= 1 (or None for the default), got {steps}")
         first = cond.first_frame.to(self.device, torch.float32).repeat_interleave(num_videos, 0)
         batch = first.shape[0]
         frames, size = cfg.num_frames, cfg.size

@@ -683,7 +683,9 @@ class WanBackbone:
         do not depend on ``sample_batch_size``.
         """
         cfg = self.config
-        steps = num_inference_steps or cfg.num_inference_steps
+        steps = cfg.num_inference_steps if num_inference_steps is None else int(num_inference_steps)
+        if steps < 1:  # 0 is no request for the default
+            raise ValueError(f"sample: num_inference_steps must be >= 1 (or None for the default), got {steps}")
         sampler = cfg.sampler if stochastic else cfg.deterministic_sampler
         total = cond.batch_size * num_videos
         noise = torch.randn((total, *self.latent_shape), generator=generator, device=generator.device,

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from shiftvdm.data.dataset import entry_fps_hint
 from shiftvdm.data.manifest import ClipEntry, Manifest, load_manifest
-from shiftvdm.data.video_io import num_resampled_frames, probe_video
+from shiftvdm.data.video_io import VideoInfo, num_resampled_frames, probe_video
 from shiftvdm.errors import DataError
 
 logger = logging.getLogger(__name__)
@@ -29,6 +29,7 @@ class CheckReport:
     bad: list[tuple[ClipEntry, str]] = field(default_factory=list)
     num_frames: int = 2
     fps: float | None = None
+    infos: dict[str, VideoInfo] = field(default_factory=dict)  # relpath -> what the decode of a good entry found
 
     @property
     def ok(self) -> bool:
@@ -43,8 +44,10 @@ class CheckReport:
         return f"{self.root}: {len(self.bad)} of {total} clips are bad, {len(self.good)} good (needing {need})"
 
 
-def check_entry(entry: ClipEntry, num_frames: int = 2, fps: float | None = None) -> str | None:
-    """Decode one entry fully; return the reason it is bad, or None when it is good."""
+def check_entry(entry: ClipEntry, num_frames: int = 2, fps: float | None = None,
+                infos: dict[str, VideoInfo] | None = None) -> str | None:
+    """Decode one entry fully; return the reason it is bad, or None when it is good (its VideoInfo then goes to
+    ``infos`` under its relpath, when given)."""
     if entry.outside_root:
         return "path outside the dataset root"
     try:
@@ -57,7 +60,35 @@ def check_entry(entry: ClipEntry, num_frames: int = 2, fps: float | None = None)
     if available < num_frames:
         at = f" at {fps:g} fps" if fps is not None else ""
         return f"too few frames: {available} < {num_frames}{at}"
+    if infos is not None:
+        infos[entry.relpath] = info
     return None
+
+
+def _names(names: list[str]) -> str:
+    return ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
+
+
+def mixed_clip_warnings(report: CheckReport, height: int, width: int, fps: float | None) -> list[str]:
+    """What a training set of these clips changes without a word: clips of different frame rates read frame for
+    frame (``fps`` None keeps each file's frames), and clips whose aspect ratio differs from ``height``×``width``
+    by more than 1 %, which the resize-to-cover and centre crop cut. Each warning names the clips."""
+    warnings: list[str] = []
+    if fps is None:
+        rates: dict[float, list[str]] = {}
+        for name, info in report.infos.items():
+            rates.setdefault(round(float(info.fps), 3), []).append(name)
+        if len(rates) > 1:
+            listed = "; ".join(f"{rate:g} fps: {_names(names)}" for rate, names in sorted(rates.items()))
+            warnings.append(f"{report.root}: clips of {len(rates)} frame rates are read frame for frame (a frame is "
+                            f"not the same time step in each; set data.fps to resample them): {listed}")
+    target = width / height
+    cropped = [f"{name} ({info.width}x{info.height})" for name, info in report.infos.items()
+               if abs(info.width / info.height - target) > 0.01 * target]
+    if cropped:
+        warnings.append(f"{report.root}: {len(cropped)} clip(s) have another aspect ratio than {width}x{height} and "
+                        f"are centre-cropped to it: {_names(cropped)}")
+    return warnings
 
 
 def check_dataset(manifest_or_dir: Manifest | str | Path, num_frames: int = 2,
@@ -85,7 +116,7 @@ def check_dataset(manifest_or_dir: Manifest | str | Path, num_frames: int = 2,
     bar = tqdm(total=len(manifest.entries), desc="check", unit="clip", disable=not progress or None)
     with concurrent.futures.ThreadPoolExecutor(max(1, workers)) as pool:
         reasons = []
-        for reason in pool.map(lambda e: check_entry(e, num_frames, fps), manifest.entries):
+        for reason in pool.map(lambda e: check_entry(e, num_frames, fps, report.infos), manifest.entries):
             reasons.append(reason)
             bar.update(1)
     bar.close()

@@ -27,6 +27,7 @@ import numpy as np
 from shiftvdm.data.video_io import CLIP_EXTENSIONS
 from shiftvdm.errors import DataError
 from shiftvdm.utils.checkpoint import atomic_write
+from shiftvdm.utils.jsontext import dumps_utf8
 
 logger = logging.getLogger(__name__)
 
@@ -90,14 +91,27 @@ def _entry_from_record(record: Any, root: Path, where: str) -> ClipEntry:
         path = (root / relpath).resolve()
     except (OSError, RuntimeError):  # a symlink loop: keep the name, the check reports the loop
         path = Path(os.path.abspath(root / relpath))
+    if not path.exists() and os.path.islink(root / relpath):  # a dangling link: the check names it and its target
+        path = Path(os.path.abspath(root / relpath))
     return ClipEntry(
         path=path,
         relpath=relpath,
         source=record.get("source") or None,
         prompt=record.get("prompt") or None,
         meta={k: v for k, v in record.items() if k not in ("path", "source", "prompt")},
-        outside_root=not path.is_relative_to(root),  # symlinks resolved: a link out of the root is outside
+        outside_root=_outside_root(root, relpath, path),
     )
+
+
+def _outside_root(root: Path, relpath: str, resolved: Path) -> bool:
+    """Whether a manifest path leaves its dataset folder. A path that walks down from the folder (no ``..``, not
+    absolute) stays inside even through symbolic links: a link placed in the dataset folder (a folder of
+    symlinked clips) is the dataset's own choice, and its target is checked readable like any clip. A path with
+    ``..`` or an absolute one must resolve inside the folder."""
+    parts = Path(relpath).parts
+    if not Path(relpath).is_absolute() and ".." not in parts:
+        return False
+    return not resolved.is_relative_to(root)
 
 
 def _read_text(path: Path) -> str:
@@ -204,7 +218,8 @@ def load_manifest(path: str | Path) -> Manifest:
     """
     path = Path(path)
     if not path.exists():
-        raise DataError(f"{path}: manifest or video folder not found")
+        shown = path if path.is_absolute() else f"{path} (resolved: {path.absolute()})"
+        raise DataError(f"{shown}: manifest or video folder not found")
     if path.is_dir():
         root = path.resolve()
         for name in FOLDER_MANIFEST_NAMES:
@@ -245,7 +260,7 @@ def write_manifest(path: str | Path, entries: list[dict]) -> Path:
             if isinstance(value, Path):
                 resolved = value.resolve()
                 record[key] = resolved.relative_to(root).as_posix() if resolved.is_relative_to(root) else str(value)
-        lines.append(json.dumps(record, ensure_ascii=False, allow_nan=False))
+        lines.append(dumps_utf8(record, allow_nan=False))  # a non-UTF-8 file name as \udcXX escapes
     text = "\n".join(lines) + ("\n" if lines else "")
     return atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
 

@@ -86,6 +86,8 @@ def _check_file(path: Path) -> None:
         raise DataError(f"{path}: missing (no such file)") from exc
     if stat.S_ISDIR(info.st_mode):
         raise DataError(f"{path}: unreadable or truncated: is a folder, expected a video file")
+    if not os.access(path, os.R_OK):  # a symlinked clip's target included
+        raise DataError(f"{path}: unreadable or truncated: permission denied")
     if info.st_size == 0:
         raise DataError(f"{path}: empty (0 bytes)")
 

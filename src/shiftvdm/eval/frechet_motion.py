@@ -142,8 +142,28 @@ def frechet_distance(fit_a: GaussianFit, fit_b: GaussianFit, eps: float = COVARI
 
 
 def frechet_distance_between(features_a: np.ndarray, features_b: np.ndarray) -> float:
-    """Squared Fréchet distance between the Gaussian fits of two (n, D) feature sets."""
+    """Squared Fréchet distance between the Gaussian fits of two (n, D) feature sets.
+
+    Refused (DataError) below 2 samples in a set: one sample has no covariance, and the "distance" would compare
+    one point with a distribution. Fewer samples than D are allowed (routine for FVD and FVMD): the caller marks
+    the value with n (``sample_note``)."""
+    n_a, n_b = len(features_a), len(features_b)
+    if min(n_a, n_b) < MIN_SAMPLES:
+        raise DataError(f"a Fréchet distance needs at least {MIN_SAMPLES} samples in each set, got {n_a} and {n_b}; "
+                        "give more clips (or longer ones)")
     return frechet_distance(fit_gaussian(features_a), fit_gaussian(features_b))
+
+
+MIN_SAMPLES = 2  # per set, for a Fréchet distance
+
+
+def sample_note(name: str, n_a: int, n_b: int, dim: int, unit: str) -> str | None:
+    """A note for a Fréchet value fitted from fewer samples than its feature dimension (rank-deficient covariances,
+    regularised): the value is computed, and read with its n."""
+    if min(n_a, n_b) >= dim:
+        return None
+    return (f"{name}: fitted from {n_a} vs {n_b} {unit}, fewer than its {dim} feature dimensions; the covariances "
+            "are rank-deficient (regularised with eps·I), so compare it only with values of the same n")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -341,8 +361,9 @@ def frechet_motion_from_chunks(chunks_a: list[list[np.ndarray]], chunks_b: list[
         notes.append(f"motion windows of {window} frames (shortest clip) instead of FVMD's {FVMD_WINDOW}")
     dim = vel_a.shape[1]
     if min(len(vel_a), len(vel_b)) <= 2 * dim:
-        notes.append(f"Fréchet motion: {len(vel_a)} vs {len(vel_b)} windows for {2 * dim}-d combined features; "
-                     "covariances are rank-deficient and regularised (eps·I), so read the distances as rough")
+        notes.append(f"Fréchet motion: fitted from {len(vel_a)} vs {len(vel_b)} windows, fewer than its {2 * dim} "
+                     "combined feature dimensions; the covariances are rank-deficient (regularised with eps·I), so "
+                     "compare it only with values of the same n")
     result = FrechetMotionResult(
         velocity=frechet_distance_between(vel_a, vel_b),
         acceleration=frechet_distance_between(acc_a, acc_b),

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from shiftvdm.data.dataset import entry_fps_hint
 from shiftvdm.data.manifest import FOLDER_MANIFEST_NAMES, ClipEntry, load_manifest, require_inside_root
 from shiftvdm.data.video_io import DEFAULT_FPS, VIDEO_EXTENSIONS, read_video, stream_video
 from shiftvdm.errors import DataError
@@ -106,7 +107,8 @@ def open_clip(source: EvalClip, *, max_frames: int | None = None) -> OpenClip:
         clip = OpenClip(iter(array), num, float(source.fps or DEFAULT_FPS), height, width)
     else:
         require_inside_root(source.entry)  # the same rule as data check and training
-        info, frames = stream_video(source.path, max_frames=max_frames)
+        hint = entry_fps_hint(source.entry) if source.entry is not None else None  # a manifest's "fps" of a .npy
+        info, frames = stream_video(source.path, max_frames=max_frames, fps_hint=hint)
         clip = OpenClip(frames, info.num_frames, float(info.fps), info.height, info.width)
     if clip.height < 2 or clip.width < 2:
         raise DataError(f"{source.name}: frames of {clip.height}x{clip.width} pixels are too small")
@@ -181,6 +183,9 @@ class PartnerSet:
     def __init__(self, value: ClipsInput | None, label: str) -> None:
         self.index: dict[str, EvalClip] | None = None
         self.aligned: list[EvalClip] | None = None
+        self.label = label
+        self.unmatched_clips: list[str] = []  # clips that found no partner here (``match``)
+        self._matched: set[int] = set()  # id() of the partners some clip found
         if value is None:
             return
         if isinstance(value, (str, Path)) and Path(value).is_dir() and not _has_videos(Path(value)):
@@ -197,8 +202,32 @@ class PartnerSet:
         else:
             self.index = _index_by_stem(sources)
 
+    @property
+    def given(self) -> bool:
+        return self.aligned is not None or self.index is not None
+
+    def partners(self) -> list[EvalClip]:
+        """Every clip or image of the set, once."""
+        if self.aligned is not None:
+            return list(self.aligned)
+        unique = {id(p): p for p in (self.index or {}).values()}
+        return list(unique.values())
+
+    def unmatched_partners(self) -> list[str]:
+        """Names of the set's entries no clip was matched with (so far)."""
+        return [p.name for p in self.partners() if id(p) not in self._matched]
+
     def match(self, source: EvalClip, position: int) -> EvalClip | None:
-        """The partner of ``source``: the same position for arrays, else by manifest source or file stem."""
+        """The partner of ``source``: the same position for arrays, else by manifest source or file stem (each
+        call counted: ``unmatched_clips`` and ``unmatched_partners`` say what found nothing)."""
+        partner = self._find(source, position)
+        if partner is None:
+            self.unmatched_clips.append(source.name)
+        else:
+            self._matched.add(id(partner))
+        return partner
+
+    def _find(self, source: EvalClip, position: int) -> EvalClip | None:
         if self.aligned is not None:
             return self.aligned[position] if position < len(self.aligned) else None
         if self.index is None:

@@ -6,7 +6,6 @@ Non-finite values become JSON ``null``; the table names each metric, its set-lev
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from shiftvdm.utils.checkpoint import atomic_write
+from shiftvdm.utils.jsontext import dumps_utf8
 
 # Display rows: aggregate key -> (label, description). Order is the table's order.
 METRIC_ROWS: dict[str, tuple[str, str]] = {
@@ -99,7 +99,7 @@ class EvalResult:
                             "notes": self.notes, "counts": self.counts, "settings": self.settings})
 
     def to_json(self, indent: int = 2) -> str:
-        return json.dumps(self.to_dict(), indent=indent, allow_nan=False, ensure_ascii=False)
+        return dumps_utf8(self.to_dict(), indent=indent, allow_nan=False)  # non-UTF-8 file names escaped
 
     def save_json(self, path: str | Path) -> Path:
         """Write ``to_json()`` atomically to ``path``."""

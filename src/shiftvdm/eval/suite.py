@@ -36,7 +36,8 @@ from shiftvdm.eval.appearance import (
 )
 from shiftvdm.eval.dynamic_degree import DynamicDegreeStream, dynamic_degree, sampling_interval, vbench_status
 from shiftvdm.eval.flicker import FlickerStream
-from shiftvdm.eval.frechet_motion import FrechetMotionResult, TrackChunkStream, frechet_motion_from_chunks
+from shiftvdm.eval.frechet_motion import (FrechetMotionResult, TrackChunkStream, frechet_motion_from_chunks,
+                                         sample_note)
 from shiftvdm.eval.inputs import (
     MIN_FRAMES,
     ClipsInput,
@@ -370,6 +371,19 @@ def evaluate_videos(videos: ClipsInput, *, reference: ClipsInput | ReferenceFeat
     _refuse_unusable(skipped, strict=strict, scored=len(per_video), given=len(sources), reference=ref,
                      num_reference=num_reference)
 
+    unmatched = _unmatched_inputs(cond_set, gt_set, notes)
+    rates: dict[float, list[str]] = {}
+    for row in per_video:
+        if row.get("fps"):
+            rates.setdefault(round(float(row["fps"]), 3), []).append(row["name"])
+    if fps is None and len(rates) > 1:  # per-frame motion of clips at other rates is not the same time step
+        listed = "; ".join(f"{r:g} fps: {', '.join(n[:3])}{' ...' if len(n) > 3 else ''}" for r, n in sorted(rates.items()))
+        logger.warning("videos of %d frame rates: %s", len(rates), listed)
+        notes.append(f"videos of {len(rates)} frame rates, compared frame for frame (set --fps to use one): {listed}")
+    if strict and gt_set is not None and per_video and len(missing_gt) == len(per_video):
+        raise DataError(f"no ground-truth clip matched any of the {len(per_video)} videos (by manifest source or file "
+                        "name; --strict): check the names, or leave out --ground-truth")
+
     aggregate: dict[str, float] = {}
     counts: dict[str, str] = {}
     vbench_exact = _aggregate_clip_metrics(per_video, chosen, estimator, aggregate, counts, notes)
@@ -387,7 +401,8 @@ def evaluate_videos(videos: ClipsInput, *, reference: ClipsInput | ReferenceFeat
     settings = {"flow": estimator.name, "dynamic_vbench_exact": "dynamic_degree" in chosen and vbench_exact,
                 "tracker": point_tracker.name, "fps": fps, "max_frames": max_frames,
                 "min_frames": min_frames, "metrics": sorted(chosen), "num_videos": len(sources),
-                "num_reference": num_reference, "seconds": round(time.perf_counter() - started, 2)}
+                "num_reference": num_reference, "unmatched": unmatched,
+                "seconds": round(time.perf_counter() - started, 2)}
     return EvalResult(aggregate=aggregate, per_video=[json_value(r) for r in per_video], skipped=skipped,
                       notes=notes, counts=counts, settings=settings)
 
@@ -395,6 +410,28 @@ def evaluate_videos(videos: ClipsInput, *, reference: ClipsInput | ReferenceFeat
 # ---------------------------------------------------------------------------------------------
 # set-level values
 # ---------------------------------------------------------------------------------------------
+
+def _unmatched_inputs(conditioning: PartnerSet | None, ground_truth: PartnerSet | None,
+                      notes: list[str]) -> dict[str, int]:
+    """Counts of the inputs that found no partner, for the JSON (settings.unmatched) and the table (a note each):
+    videos without a conditioning image or ground truth, and conditioning images or ground-truth clips that no
+    video was matched with."""
+    counts: dict[str, int] = {}
+    for partners, key in ((conditioning, "conditioning"), (ground_truth, "ground_truth")):
+        if partners is None or not partners.given:
+            continue
+        label = partners.label
+        for what, names in ((f"videos_without_{key}", partners.unmatched_clips),
+                            (f"{key}_matched_by_no_video", partners.unmatched_partners())):
+            counts[what] = len(names)
+            if names and what.startswith(key):  # (videos without ground truth have their own note already)
+                notes.append(f"{label}: {len(names)} input(s) matched by no video: " + ", ".join(names[:5])
+                             + (" ..." if len(names) > 5 else ""))
+            elif names and key == "conditioning":
+                notes.append(f"conditioning: no image matched {len(names)} video(s): " + ", ".join(names[:5])
+                             + (" ..." if len(names) > 5 else ""))
+    return counts
+
 
 def _reference_features(reference: ClipsInput | ReferenceFeatures | None, chosen: set[str], *, need_tracks: bool,
                         need_stats: bool, tracker: PointTracker, max_frames: int | None, min_frames: int,
@@ -454,7 +491,12 @@ def _aggregate_against_reference(ours: _SetFeatures, ref: _SetFeatures, tracker:
                                  notes: list[str]) -> None:
     """The Fréchet motion and image-statistics distances between the set and its reference."""
     if need_tracks:
-        result: FrechetMotionResult = frechet_motion_from_chunks(ours.chunks, ref.chunks, ours.lengths, ref.lengths)
+        try:
+            result: FrechetMotionResult = frechet_motion_from_chunks(ours.chunks, ref.chunks, ours.lengths, ref.lengths)
+        except DataError as exc:  # fewer than 2 windows in a set
+            notes.append(f"Fréchet motion distances not computed: {exc}")
+            need_tracks = False
+    if need_tracks:
         aggregate.update(frechet_motion_velocity=result.velocity, frechet_motion_acceleration=result.acceleration,
                          frechet_motion_combined=result.combined)
         for key in ("frechet_motion_velocity", "frechet_motion_acceleration", "frechet_motion_combined"):
@@ -465,8 +507,14 @@ def _aggregate_against_reference(ours: _SetFeatures, ref: _SetFeatures, tracker:
         notes.extend(result.notes)
     if need_stats:
         stats_a, stats_b = np.concatenate(ours.image_stats), np.concatenate(ref.image_stats)
-        aggregate["image_stats_frechet"] = image_statistics_frechet(stats_a, stats_b)
         counts["image_stats_frechet"] = f"{len(stats_a)}/{len(stats_b)} frames"
+        try:
+            aggregate["image_stats_frechet"] = image_statistics_frechet(stats_a, stats_b)
+        except DataError as exc:  # fewer than 2 frames in a set: refused, not printed from one sample
+            notes.append(f"image-statistics Fréchet distance not computed: {exc}")
+            return
+        note = sample_note("image-statistics Fréchet distance", len(stats_a), len(stats_b), stats_a.shape[1], "frames")
+        notes.extend([note] if note else [])
 
 
 def _aggregate_sprites(ours: _SetFeatures, ref: _SetFeatures, per_video: list[dict[str, Any]], threshold: float,

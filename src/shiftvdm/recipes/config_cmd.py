@@ -6,9 +6,18 @@ import argparse
 
 import yaml
 
-from shiftvdm.config import config_to_dict, list_presets, load_yaml_with_base, resolve_config_path
-from shiftvdm.recipes.train import resolve_train_config
+from shiftvdm.config import (
+    PATH_KEYS,
+    config_paths_folder,
+    config_to_dict,
+    list_presets,
+    load_yaml_with_base,
+    resolve_config_path,
+)
 from shiftvdm.recipes.args import parse_command_line
+from shiftvdm.recipes.train import resolve_train_config
+
+_TRAIN = "shiftvdm.train.config.TrainConfig"
 
 
 def main(argv: list[str], prog: str = "shiftvdm config") -> int:
@@ -29,5 +38,11 @@ def main(argv: list[str], prog: str = "shiftvdm config") -> int:
 
     stage = args.stage or load_yaml_with_base(resolve_config_path(args.config)).get("mode", "shift")
     cfg = resolve_train_config(stage, args.config, args.overrides)
+    path = resolve_config_path(args.config)
+    folder = config_paths_folder(path)
+    where = f"{path}'s folder {folder}" if folder is not None else "the working directory (a shipped preset)"
+    print(f"# paths ({', '.join(PATH_KEYS[_TRAIN])}) are shown absolute:\n"
+          f"# relative ones in the config file resolve against {where};\n"
+          "# those given on the command line against the working directory; `~` is expanded")
     print(yaml.safe_dump(config_to_dict(cfg), sort_keys=False), end="")
     return 0

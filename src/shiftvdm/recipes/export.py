@@ -26,6 +26,7 @@ from shiftvdm.recipes.args import parse_command_line
 from shiftvdm.utils.atomic import staged_dir, staging_path, sweep_staging
 from shiftvdm.utils.outputs import check_creatable, check_output_dir, check_replaceable, model_identity, write_stamp
 from shiftvdm.utils.outputs import entries as folder_entries
+from shiftvdm.utils.finite import check_output_finite
 
 logger = logging.getLogger(__name__)
 
@@ -59,6 +60,7 @@ def main(argv: list[str], prog: str = "shiftvdm export") -> int:
     backbone = load_backbone_from_path(args.model, dtype=args.dtype)  # the base in the written dtype
     backbone.load_lora(args.lora)  # float32, merged into that base by fuse_lora
     backbone.fuse_lora()
+    check_output_finite(backbone, f"--model {args.model} + --lora {args.lora}", f"the fused model {out}")
 
     # built beside OUT and swapped in when complete: a full disk or a kill keeps the previous OUT; files in it
     # that an earlier export did not write (its stamp) move over to the new folder

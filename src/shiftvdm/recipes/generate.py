@@ -26,13 +26,14 @@ from pathlib import Path
 import torch
 
 from shiftvdm.backbone import detect_backbone, load_backbone_from_path
-from shiftvdm.data.check import check_entry
+from shiftvdm.data.check import CheckReport, check_entry, mixed_clip_warnings
 from shiftvdm.data.dataset import VideoClipDataset, entry_fps_hint
 from shiftvdm.data.manifest import ClipEntry, load_manifest, write_manifest
 from shiftvdm.data.video_io import read_video, to_tensor, to_uint8, write_video
 from shiftvdm.errors import ConfigError, DataError, OutputError
 from shiftvdm.recipes.args import parse_command_line
 from shiftvdm.utils.atomic import sweep_stale
+from shiftvdm.utils.finite import check_output_finite
 from shiftvdm.utils.outputs import (
     check_output_dir,
     continue_or_replace,
@@ -180,22 +181,26 @@ def generate(model: str | Path, data: str | Path, out: str | Path, per_clip: int
     backbone.to(device)
     num_frames, clip_h, clip_w = backbone.video_shape
     entries = all_entries[:max_clips] if max_clips else all_entries
-    bad = [(e, check_entry(e, num_frames)) for e in entries]  # decode all first: no clip is written for a bad set
+    infos: dict = {}
+    bad = [(e, check_entry(e, num_frames, infos=infos)) for e in entries]  # decode all first: no clip is written for a bad set
     bad = [(e, reason) for e, reason in bad if reason is not None]
     if bad:
         listed = "\n  ".join(f"{e.relpath}: {reason}" for e, reason in bad[:20])
         raise DataError(f"{data}: {len(bad)} of {len(entries)} real clips cannot be used ({num_frames} frames "
                         f"needed); nothing was written:\n  {listed}")
+    for warning in mixed_clip_warnings(CheckReport(root=Path(data), infos=infos), clip_h, clip_w, fps=1.0):
+        logger.warning("%s (their first frames condition the model)", warning)  # fps: each fake keeps its clip's
     dataset = VideoClipDataset(entries, num_frames, clip_h, clip_w)
     with run_lock(out, what="--out"):  # one job per folder; a killed one's temporary files swept under it
         prepare_generate_out(out, provenance, overwrite=overwrite)
+        made_by = f"--model {model}" + (f" with --lora {lora}" if lora else "")
         return _generate_into(out, backbone, dataset, entries, per_clip, seed, fmt, fps, device, steps,
-                              deterministic, clips_per_call, progress)
+                              deterministic, clips_per_call, progress, made_by)
 
 
 def _generate_into(out: Path, backbone, dataset: VideoClipDataset, entries: list[ClipEntry], per_clip: int,
                    seed: int, fmt: str, fps: float | None, device: str, steps: int | None, deterministic: bool,
-                   clips_per_call: int, progress: bool) -> Path:
+                   clips_per_call: int, progress: bool, made_by: str) -> Path:
     (out / "clips").mkdir(parents=True, exist_ok=True)
     records = []
     bar = None
@@ -215,6 +220,7 @@ def _generate_into(out: Path, backbone, dataset: VideoClipDataset, entries: list
                    else generator_for(seed, "generate", "group", clips_per_call, first))
             fakes = _sample_group(backbone, dataset, entries, group, per_clip, gen, device, steps,
                                   deterministic)  # (N, K, F, 3, H, W)
+            check_output_finite(fakes, made_by, f"the fakes of {', '.join(entries[i].relpath for i in group)}")
             for n, i in enumerate(group):
                 for k, path in enumerate(paths[i]):
                     write_video(path, to_uint8(fakes[n, k]), clip_fps[i])

@@ -39,6 +39,7 @@ from shiftvdm.errors import ConfigError, DataError, OutputError
 from shiftvdm.eval.inputs import IMAGE_EXTENSIONS
 from shiftvdm.recipes.args import parse_command_line
 from shiftvdm.utils.checkpoint import atomic_write
+from shiftvdm.utils.finite import check_output_finite
 from shiftvdm.utils.outputs import check_output_dir, check_output_file
 
 logger = logging.getLogger(__name__)
@@ -168,6 +169,8 @@ def _sample(backbone, args: argparse.Namespace, image_path: str | Path, prompt: 
     latents = backbone.sample(cond, 1, generator, stochastic=args.sampler == "euler-ancestral")
     with torch.no_grad():
         video = backbone.decode(latents[:, 0])[0]  # (F, 3, H, W) in [-1, 1]
+    model = f"--model {args.model}" + (f" with --lora {args.lora}" if args.lora else "")
+    check_output_finite(video, model, f"the clip of seed {seed}")  # clamp would hide NaN as black frames
     return (video * 0.5 + 0.5).clamp(0, 1).permute(0, 2, 3, 1).cpu().numpy()  # the pipeline's postprocess
 
 

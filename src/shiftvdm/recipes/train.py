@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 import shlex
 import shutil
 import sys
@@ -18,9 +19,16 @@ import torch
 from accelerate import Accelerator, DistributedDataParallelKwargs
 from torch import Tensor
 
-from shiftvdm.backbone import backbone_config, load_backbone
+from shiftvdm.backbone import TINY_PRESETS, backbone_config, load_backbone
 from shiftvdm.backbone.base import Backbone, Condition
-from shiftvdm.config import config_from_dict, deep_merge, load_yaml_with_base, parse_overrides, resolve_config_path
+from shiftvdm.config import (
+    absolute_path_values,
+    config_from_dict,
+    deep_merge,
+    load_yaml_with_base,
+    parse_overrides,
+    resolve_config_path,
+)
 from shiftvdm.errors import CheckpointError, ConfigError, DataError, OutputError, TrainingError
 from shiftvdm.recipes.args import parse_command_line
 from shiftvdm.rewards.critic import MotionCritic
@@ -32,7 +40,7 @@ from shiftvdm.train.config import TrainConfig
 from shiftvdm.train.distributed import Distributed, shutdown_process_group
 from shiftvdm.train.engine import GradientEngine, make_engine
 from shiftvdm.train.hooks import Evaluate, RunHooks
-from shiftvdm.train.memory import memory_plan
+from shiftvdm.train.memory import ModelSizes, latent_numel, memory_plan, model_sizes
 from shiftvdm.train.optim import WeightEMA, build_generator_optimizer
 from shiftvdm.train.shift import TrainResult, train
 from shiftvdm.train.state import TrainState
@@ -77,6 +85,8 @@ def merge_train_config(mode: str, config: str | None, overrides: list[str]) -> t
         data = deep_merge(data, load_yaml_with_base(path, TrainConfig))
         source = str(path)
     data = deep_merge(data, parse_overrides(overrides, TrainConfig))
+    # recorded absolute (config.yaml, checkpoints): a resume from another working directory names the same files
+    data = absolute_path_values(TrainConfig, data)
     data["mode"] = mode
     return config_from_dict(TrainConfig, data, source), source
 
@@ -84,9 +94,8 @@ def merge_train_config(mode: str, config: str | None, overrides: list[str]) -> t
 def resolve_train_config(mode: str, config: str | None, overrides: list[str]) -> TrainConfig:
     cfg, source = merge_train_config(mode, config, overrides)
     backbone_config(cfg.backbone.name, dict(cfg.backbone.options), f"{source}: backbone.options")
-    if cfg.optim.warmup_steps >= cfg.run.max_steps:  # a warning: short debugging runs do this on purpose
-        logger.warning("%s: optim.warmup_steps=%d >= run.max_steps=%d: the learning rate never reaches optim.lr=%g",
-                       source, cfg.optim.warmup_steps, cfg.run.max_steps, cfg.optim.lr)
+    for warning in cfg.rule_warnings():  # train/config.py RULES: the run still trains, differently
+        logger.warning("%s: %s", source, warning)
     if mode == "shift" and cfg.uses_rollouts and not cfg.critic.path:
         raise ConfigError(f"{source}: critic.path is required for SHIFT (a folder written by "
                           "`shiftvdm train-critic`)")
@@ -162,11 +171,73 @@ def default_accelerator(cfg: TrainConfig) -> Any:
     return Accelerator(cpu=not torch.cuda.is_available(), kwargs_handlers=[ddp])
 
 
+_DTYPE_BYTES = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I16": 2, "I8": 1, "U8": 1, "BOOL": 1,
+                "F8_E4M3": 1, "F8_E5M2": 1}
+
+
+def planned_model_sizes(cfg: TrainConfig) -> ModelSizes | None:
+    """What the memory plan needs of the backbone, known before any weight is allocated: the tensors listed in the
+    safetensors headers of a model folder (floating ones in ``backbone.options.dtype``), or a meta-device build of
+    a random-init preset. The LoRA is not built yet, so its weights count 0: this plan is a lower bound, and the
+    full plan follows the build. None when it cannot be read this way (e.g. a folder of .bin files)."""
+    from safetensors import safe_open
+
+    latents = latent_numel(cfg.backbone.name, dict(cfg.backbone.options), cfg.data.num_frames, cfg.data.height,
+                           cfg.data.width)
+    pretrained = cfg.backbone.pretrained
+    if pretrained is None or pretrained in TINY_PRESETS:
+        try:
+            with torch.random.fork_rng(devices=[]), torch.device("meta"):
+                sizes = model_sizes(load_backbone(cfg.backbone), cfg)
+            if not cfg.lora.enabled:  # full training: these weights are the trainable ones
+                return ModelSizes(sizes.frozen_bytes, sizes.trainable_params, latents)
+            return ModelSizes(sizes.frozen_bytes + 4 * sizes.trainable_params, 0, latents)
+        except Exception:  # a builder that needs real values: planned after the build only
+            return None
+    files = sorted(Path(pretrained).rglob("*.safetensors")) if Path(pretrained).is_dir() else []
+    # diffusers folders may hold a variant beside the plain weights (x.fp16.safetensors): the loader reads the plain
+    # ones (no variant is asked for), so a variant with a plain sibling is not counted twice
+    plain = {(f.parent, f.name) for f in files if len(f.name.split(".")) == 2}
+    files = [f for f in files if len(f.name.split(".")) == 2
+             or (f.parent, f"{f.name.split('.')[0]}.safetensors") not in plain]
+    if not files:
+        return None
+    cast = {"bfloat16": 2, "float16": 2, "float32": 4}.get(str(cfg.backbone.options.get("dtype", "")))
+    frozen = 0
+    for file in files:
+        try:
+            with safe_open(str(file), framework="pt") as handle:
+                for key in handle.keys():
+                    piece = handle.get_slice(key)
+                    numel = math.prod(piece.get_shape())
+                    dtype = piece.get_dtype()
+                    size = cast if cast is not None and dtype.startswith(("F", "BF")) else _DTYPE_BYTES.get(dtype, 4)
+                    frozen += numel * size
+        except Exception:  # not a weights file this build reads: left to the full plan
+            continue
+    return ModelSizes(frozen, 0, latents)
+
+
+def check_rules_with_data(cfg: TrainConfig, num_clips: int) -> None:
+    """The rules of train/config.py RULES that need the dataset's size: refused or logged as warnings."""
+    where = f"{cfg.data.train or 'the training clips'} ({num_clips} clips)"
+    errors = [e for e in cfg.rule_violations(num_clips) if e not in cfg.rule_violations()]
+    if errors:
+        raise ConfigError(f"{where}: invalid config:\n  " + "\n  ".join(errors))
+    for warning in cfg.rule_warnings(num_clips):
+        if warning not in cfg.rule_warnings():
+            logger.warning("%s: %s", where, warning)
+
+
 def run_training(cfg: TrainConfig, *, resume: bool = False, clips: Any = None,
                  evaluate: Evaluate | None = None, accelerator: Any = None) -> TrainResult:
     """Train (or resume) one run; returns the TrainResult. Used by the CLI, the demo and tests."""
     accelerator = accelerator if accelerator is not None else default_accelerator(cfg)
+    sizes = planned_model_sizes(cfg)
+    if sizes is not None:  # refuse a model that cannot fit before any of it is allocated (and before the data check)
+        memory_plan(cfg, sizes, accelerator.num_processes).check()
     clips = clips if clips is not None else open_training_clips(cfg.data, cfg.backbone)
+    check_rules_with_data(cfg, len(clips))
     load_encoded = getattr(clips, "load_encoded", None)
     # every clip's conditioning is in data.cache (open_training_clips refuses a gap): no text encoder to load
     backbone = build_backbone(cfg, accelerator, text_encoder=load_encoded is None)

@@ -56,6 +56,7 @@ from shiftvdm.rewards.lc import LCConfig, build_lc_discriminator
 from shiftvdm.rewards.protocol import GroupScores
 from shiftvdm.utils.checkpoint import load_safetensors, save_json, save_safetensors
 from shiftvdm.utils.ema import ema_update_
+from shiftvdm.utils.finite import check_loaded_finite
 from shiftvdm.utils.seeding import derive_seed, generator_for
 
 logger = logging.getLogger(__name__)
@@ -613,7 +614,9 @@ class MotionCritic(nn.Module):
             raise CheckpointError(f"{config_file}: invalid JSON ({exc})") from exc
         config = config_from_dict(CriticConfig, data.get("config", {}), str(config_file))
         critic = cls(config)
-        critic.load_state_dict(load_safetensors(folder / WEIGHTS_NAME))
+        weights = load_safetensors(folder / WEIGHTS_NAME)
+        check_loaded_finite(weights, folder / WEIGHTS_NAME, "critic weights")
+        critic.load_state_dict(weights)
         return critic.to(device).prepare()
 
 

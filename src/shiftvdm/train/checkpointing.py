@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 
-from shiftvdm.config import config_differences, config_from_dict, config_to_dict
+from shiftvdm.config import absolute_path_values, config_differences, config_from_dict, config_to_dict
 from shiftvdm.errors import CheckpointError, DamagedCheckpointError
 from shiftvdm.train.config import TrainConfig
 from shiftvdm.train.distributed import Distributed, full_state_dicts, full_tensor, gather_full
@@ -124,7 +124,11 @@ class Checkpointer:
                                   f"would reshape the schedule mid-run. Resume with run.max_steps={saved_max}, or "
                                   "start a new run (a constant schedule may be extended)")
         saved_cfg = config_from_dict(TrainConfig, state["config"], str(path))
-        diffs = [d for d in config_differences(saved_cfg, self.cfg) if not d.startswith(RESUMABLE_CHANGES)]
+        # paths compared by the files they name: a run started elsewhere (or before paths were recorded absolute)
+        # resumes from another working directory
+        diffs = [d for d in config_differences(absolute_path_values(TrainConfig, config_to_dict(saved_cfg), real=True),
+                                               absolute_path_values(TrainConfig, config_to_dict(self.cfg), real=True))
+                 if not d.startswith(RESUMABLE_CHANGES)]
         if diffs:
             raise CheckpointError(f"{path}: cannot resume, the config differs from the checkpoint's in fields that "
                                   "change the run:\n  " + "\n  ".join(diffs))

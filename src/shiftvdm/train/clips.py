@@ -7,7 +7,7 @@ import logging
 import torch
 from torch import Tensor
 
-from shiftvdm.data.check import check_dataset, format_report
+from shiftvdm.data.check import check_dataset, format_report, mixed_clip_warnings
 from shiftvdm.data.dataset import VideoClipDataset
 from shiftvdm.data.manifest import stream_manifest
 from shiftvdm.errors import DataError
@@ -70,6 +70,8 @@ def open_training_clips(data_cfg, backbone_cfg=None) -> DatasetClips | CachedCli
         logger.warning("dropping %d bad entries of %s (data.skip_bad)", len(report.bad), data_cfg.train)
     if not report.good:
         raise DataError(f"{data_cfg.train}: no usable clip")
+    for warning in mixed_clip_warnings(report, data_cfg.height, data_cfg.width, data_cfg.fps):
+        logger.warning("%s", warning)
     dataset = VideoClipDataset(report.good, num_frames=data_cfg.num_frames, height=data_cfg.height,
                                width=data_cfg.width, fps=data_cfg.fps, cache_dir=data_cfg.cache_dir)
     return DatasetClips(dataset, data_cfg.prompt)

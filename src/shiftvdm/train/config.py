@@ -177,9 +177,14 @@ class TrainConfig:
     critic: CriticSettings = field(default_factory=CriticSettings)
     run: RunConfig = field(default_factory=RunConfig)
 
-    def rule_violations(self) -> list[str]:
-        """What :data:`RULES` finds wrong with this combination of settings (checked when a config is read)."""
-        return [rule.message() for rule in RULES if rule.broken(self)]
+    def rule_violations(self, num_clips: int | None = None) -> list[str]:
+        """What :data:`RULES` refuses in this combination of settings (checked when a config is read; the rules
+        that need the dataset's size are checked again with ``num_clips`` when it is opened)."""
+        return [rule.message() for rule in RULES if not rule.warning and rule.broken(self, num_clips)]
+
+    def rule_warnings(self, num_clips: int | None = None) -> list[str]:
+        """What :data:`RULES` only warns about (the run still trains, differently from what its settings say)."""
+        return [rule.message() for rule in RULES if rule.warning and rule.broken(self, num_clips)]
 
     @property
     def uses_rollouts(self) -> bool:
@@ -190,46 +195,62 @@ class TrainConfig:
 
 @dataclass(frozen=True)
 class Rule:
-    """A combination of settings that makes a run meaningless or inverted: the keys it reads, why, and the fix."""
+    """A combination of settings that makes a run meaningless or inverted: the keys it reads, why, and the fix.
+    ``broken(config, num_clips)`` gets the dataset's size when it is known (None when the config is read)."""
 
     keys: tuple[str, ...]
-    broken: Callable[[TrainConfig], bool]
+    broken: Callable[[TrainConfig, int | None], bool]
     why: str
     fix: str
+    warning: bool = False  # the run still trains something, so a warning (logged) rather than a refusal
 
     def message(self) -> str:
         return f"{', '.join(self.keys)}: {self.why}; {self.fix}"
 
 
 # One rule per combination; each config read from a file, an override or a checkpoint passes through them
-# (config_from_dict). Refusals, not warnings: each of these makes the run train nothing, or the opposite of what
-# its name says. Not here: a batch larger than the dataset (the dataset's size is known only when it is opened).
+# (config_from_dict), and the run checks them again once the dataset is open (recipes/train.py). Refusals when a
+# setting makes the run train nothing, or the opposite of what its name says; warnings (warning=True) when the run
+# still trains, differently from what the settings say:
+# - warm-up >= run: the learning rate never reaches optim.lr, but every step still trains (short debugging runs
+#   and smoke tests do this on purpose);
+# - a batch larger than the dataset: each step holds some clips twice (with their own noise draws); a tiny
+#   dataset still trains, as more epochs would.
 RULES: tuple[Rule, ...] = (
     Rule(("mode", "loss.lambda_aw", "loss.asymmetric"),
-         lambda c: c.mode in ("pretrain", "sft") and c.uses_rollouts,
+         lambda c, n: c.mode in ("pretrain", "sft") and c.uses_rollouts,
          "pre-training and SFT train without rollouts, but these settings ask for them",
          "use `shiftvdm shift` (mode shift) instead, or set loss.lambda_aw=0 and loss.asymmetric=false"),
     Rule(("loss.lambda_sft", "loss.lambda_aw", "loss.asymmetric"),
-         lambda c: c.loss.lambda_sft == 0 and not c.uses_rollouts,
+         lambda c, n: c.loss.lambda_sft == 0 and not c.uses_rollouts,
          "both loss weights are 0, so no step would change the weights",
          "set loss.lambda_sft > 0 (SFT) and/or loss.lambda_aw > 0 (SHIFT)"),
     Rule(("rollout.group_size", "advantage.center", "loss.lambda_aw"),
-         lambda c: c.loss.lambda_aw > 0 and c.rollout.group_size == 1 and c.advantage.center == "group",
+         lambda c, n: c.loss.lambda_aw > 0 and c.rollout.group_size == 1 and c.advantage.center == "group",
          "one rollout per group has the advantage r̃ − r̄ = 0, so the advantage-weighted term is 0 at every step "
          "(SFT that pays for rollouts)",
          "set rollout.group_size >= 2 (8 in the paper), or advantage.center=none for raw rewards"),
     Rule(("advantage.positive_weight",),
-         lambda c: not (math.isfinite(c.advantage.positive_weight) and c.advantage.positive_weight >= 0),
+         lambda c, n: not (math.isfinite(c.advantage.positive_weight) and c.advantage.positive_weight >= 0),
          "a negative or non-finite weight of positive advantages inverts or breaks them",
          "set advantage.positive_weight >= 0 (1 = off)"),
     Rule(("advantage.std_eps",),
-         lambda c: not (math.isfinite(c.advantage.std_eps) and c.advantage.std_eps > 0),
+         lambda c, n: not (math.isfinite(c.advantage.std_eps) and c.advantage.std_eps > 0),
          "the epsilon added to the group std must be > 0, or a group of equal rewards divides by zero",
          "set advantage.std_eps > 0 (1e-8, the reference's)"),
     Rule(("rollout.num_inference_steps",),
-         lambda c: c.rollout.num_inference_steps is not None and c.rollout.num_inference_steps < 1,
-         "a sampler needs at least one step", "set rollout.num_inference_steps >= 1, or null for the backbone's default"),
+         lambda c, n: c.rollout.num_inference_steps is not None and c.rollout.num_inference_steps < 1,
+         "a sampler needs at least one step (0 does not mean the default)",
+         "set rollout.num_inference_steps >= 1, or null for the backbone's default"),
     Rule(("critic.refresh", "critic.d_to_g"),
-         lambda c: c.uses_rollouts and c.critic.refresh and c.critic.d_to_g == 0,
+         lambda c, n: c.uses_rollouts and c.critic.refresh and c.critic.d_to_g == 0,
          "the refresh is on but takes 0 critic steps per buffer", "set critic.d_to_g > 0, or critic.refresh=false"),
+    Rule(("optim.warmup_steps", "run.max_steps"),
+         lambda c, n: c.optim.warmup_steps >= c.run.max_steps,
+         "the warm-up is as long as the run or longer, so the learning rate never reaches optim.lr",
+         "set optim.warmup_steps < run.max_steps (20 in the authors' configs)", warning=True),
+    Rule(("rollout.batch_size", "data.train"),
+         lambda c, n: n is not None and c.rollout.batch_size > n,
+         "a step's batch is larger than the dataset, so every step holds some clips more than once",
+         "set rollout.batch_size <= the number of clips, or add clips", warning=True),
 )

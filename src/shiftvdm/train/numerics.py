@@ -30,12 +30,26 @@ def skip_step(state: TrainState, engine: GradientEngine, reason: str, values: di
     counters = state.counters
     engine.discard_gradients(state.optimizer)
     counters.nonfinite_steps += 1
+    state.last_skip_reason = reason
     logger.warning("step %d skipped: %s (%d so far)", counters.step + 1, reason, counters.nonfinite_steps)
     if counters.nonfinite_steps > max_nonfinite_steps:
         raise TrainingError(
             f"{counters.nonfinite_steps} steps had a non-finite loss or gradient (limit "
             f"run.max_nonfinite_steps={max_nonfinite_steps}); last cause: {reason}; lower optim.lr or loss.lambda_aw.")
     return {**values, "skipped": 1.0}
+
+
+def check_some_step_trained(state: TrainState, stopped_by: str) -> None:
+    """TrainingError when every step of a finished run was skipped: its weights are the ones it started from,
+    and reporting "N steps" would pass an untrained model on as a result (a NaN base model, a loss that is
+    NaN from the start). A preempted run stops without judging: it has not finished."""
+    counters = state.counters
+    if stopped_by == "preempted" or counters.step == 0 or counters.nonfinite_steps < counters.step:
+        return
+    why = f" (the last one: {state.last_skip_reason})" if state.last_skip_reason else ""
+    raise TrainingError(f"all {counters.step} steps were skipped: every one had a non-finite loss or gradient"
+                        f"{why}, so nothing was trained and no final weights are written. Check the base model and "
+                        "the data (`shiftvdm data check`), or lower optim.lr.")
 
 
 def check_params_finite(state: TrainState, dist: Distributed, when: str) -> None:
@@ -67,4 +81,4 @@ def grad_split_norms(params: list[nn.Parameter], g_sft: list[Tensor], dist: Dist
     return {"grad_norm/sft": sft, "grad_norm/aw": aw, "grad_norm/aw_over_sft": aw / max(sft, 1e-12)}
 
 
-__all__ = ["check_params_finite", "grad_snapshot", "grad_split_norms", "skip_step"]
+__all__ = ["check_params_finite", "check_some_step_trained", "grad_snapshot", "grad_split_norms", "skip_step"]

@@ -42,6 +42,7 @@ from shiftvdm.train.hooks import RunHooks
 from shiftvdm.train.losses import aw_weight, real_weight
 from shiftvdm.train.numerics import (
     check_params_finite,
+    check_some_step_trained,
     grad_snapshot,
     grad_split_norms,
     skip_step,
@@ -319,6 +320,7 @@ def train(cfg: TrainConfig, backbone: Backbone, clips: ClipSource, state: TrainS
             if counters.chunk >= num_chunks(len(clips), rollout):
                 counters.chunk, counters.epoch = 0, counters.epoch + 1
     stopped_by = stop or "max_steps"
+    check_some_step_trained(state, stopped_by)
     checkpoint = hooks.finish(metrics, stopped_by)  # preempted: the checkpoint only, no final weights
     return TrainResult(counters.step, dict(counters.timers), metrics, stopped_by, checkpoint)
 

@@ -84,6 +84,7 @@ class TrainState:
         # rebuilds the buffer's reward features on load
         self.features_from_state = critic.features_from_state if critic is not None else None
         self.engine = engine  # GradientEngine: DeepSpeed keeps part of the optimizer state itself
+        self.last_skip_reason: str | None = None  # why the last skipped step was skipped (not checkpointed)
 
     def generator(self, stream: str, *counters: int) -> torch.Generator:
         """The generator for one named stream at given counters, distinct per process."""

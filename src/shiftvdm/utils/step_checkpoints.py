@@ -21,6 +21,7 @@ from typing import Any
 from shiftvdm.errors import DamagedCheckpointError
 from shiftvdm.utils.atomic import DiskWriteError
 from shiftvdm.utils.checkpoint import atomic_write, fix_dir_permissions, load_torch, save_torch
+from shiftvdm.utils.finite import nonfinite_names
 
 STATE_FILE = "trainer_state.pt"
 # SHA-256 of every file of a checkpoint, written last: a file whose bytes changed after the write (a flipped bit on
@@ -64,9 +65,16 @@ def verify_digests(folder: str | Path) -> None:
 
 
 def read_step_state(folder: str | Path) -> Any:
-    """``trainer_state.pt`` of a checkpoint folder, after checking the folder's digests (weights_only load)."""
+    """``trainer_state.pt`` of a checkpoint folder, after checking the folder's digests (weights_only load); trained
+    weights that are not finite make it damaged too (the resume then falls back to an older checkpoint)."""
     verify_digests(folder)
-    return load_torch(Path(folder) / STATE_FILE)
+    state = load_torch(Path(folder) / STATE_FILE)
+    params = state.get("params") if isinstance(state, dict) else None
+    bad = nonfinite_names(params.items()) if isinstance(params, dict) else []
+    if bad:  # written before digests existed, or damaged in memory before the write: never resumed from
+        raise DamagedCheckpointError(f"{Path(folder) / STATE_FILE}: the trained weights hold NaN or infinite values "
+                                     f"(tensor {bad[0]!r})")
+    return state
 
 
 def checkpoint_dirs(root: str | Path) -> list[Path]:
