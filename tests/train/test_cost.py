@@ -8,6 +8,8 @@ import json
 
 import pytest
 import torch
+from support import pretrained_toy
+from tiny_run import critic_config, make_cfg, make_parts, tiny_clips
 
 from shiftvdm.backbone.svd import SVDBackbone, SVDConfig
 from shiftvdm.backbone.tiny import tiny_svd_components
@@ -16,9 +18,6 @@ from shiftvdm.recipes.train import assemble, resolve_train_config, startup_cost
 from shiftvdm.rewards.critic import MotionCritic
 from shiftvdm.train.cost import BACKWARD_FORWARDS, cfg_factor, cost_model
 from shiftvdm.train.shift import collect_buffer, refresh_critic, shift_step, train
-from tiny_run import critic_config, make_cfg, make_parts, tiny_clips
-
-from support import pretrained_toy
 
 
 def tiny_svd() -> SVDBackbone:
