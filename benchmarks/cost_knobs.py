@@ -6,8 +6,9 @@ Each variant trains ``--steps`` generator steps from the same start (the tiny to
 sprite clips 4×16×16, a fresh tiny critic refreshed online), with one knob changed from the base setting:
 rollout sampler steps (SHIFT is sampler-agnostic), passes_per_buffer, group size P, the rollout sub-group size
 (rollout.rollout_batch_size) and the refresh's feature source (stored / recompute); an SFT run (λ_aw = 0) gives
-the unit. Printed side by side: wall seconds per step, the SHIFT / SFT ratio, the split (rollouts, rewards,
-training, refresh) and the motion gain per step: the decrease of |motion score(samples) − motion score(real)|
+the unit. Printed side by side: seconds per step, the SHIFT / SFT ratio, the split (rollouts, rewards,
+training, refresh; process CPU seconds on one thread, since wall seconds move with a shared machine's load)
+and the motion gain per step: the decrease of |motion score(samples) − motion score(real)|
 (mean DIS flow in px/frame, eval/motion_score.py) per generator step, on fixed conditionings and seeds with a
 fixed 4-step deterministic sampler. Decode chunking is timed apart on the tiny latent SVD (the toy has no
 VAE), with its output's max |Δ| against one chunk: the temporal decoder mixes frames within a chunk.
@@ -96,11 +97,16 @@ def run_variant(name: str, seed: int, steps: int, out: Path, clips: TensorClips,
     backbone.add_lora(2, 2)
     before = motion_gap(backbone, held_out, estimator)
     parts = assemble(cfg, backbone, critic() if cfg.uses_rollouts else None)
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     result = train(cfg, backbone, clips, parts.state, parts.engine, parts.dist, parts.hooks)
-    seconds = time.perf_counter() - t0
+    wall, cpu = time.perf_counter() - t0, time.process_time() - c0
     after = motion_gap(backbone, held_out, estimator)
-    return {"seconds_per_step": seconds / result.steps, "split": time_split(result.timers),
+    # the phases' wall seconds move with the machine's load; their shares scaled to the process's CPU seconds
+    # (one thread) do not
+    parts_wall = time_split(result.timers)
+    total = sum(v for k, v in parts_wall.items()) or 1.0
+    return {"seconds_per_step": cpu / result.steps, "wall_seconds_per_step": wall / result.steps,
+            "split": {k: cpu * v / total / result.steps for k, v in parts_wall.items()},
             "motion_gap_before": before, "motion_gap_after": after,
             "motion_gain_per_step": (before - after) / result.steps}
 
@@ -143,12 +149,14 @@ def main() -> None:
         for index, name in enumerate(VARIANTS):
             runs = [run_variant(name, s, args.steps, Path(tmp) / f"{index}-{s}", clips, held_out, estimator)
                     for s in seeds]
-            merged = {k: statistics.mean(r[k] for r in runs) for k in ("seconds_per_step", "motion_gain_per_step",
-                                                                        "motion_gap_before", "motion_gap_after")}
+            merged = {k: statistics.mean(r[k] for r in runs) for k in ("seconds_per_step", "wall_seconds_per_step",
+                                                                        "motion_gain_per_step", "motion_gap_before",
+                                                                        "motion_gap_after")}
             merged["split"] = {k: statistics.mean(r["split"][k] for r in runs) for k in runs[0]["split"]}
             merged["motion_gain_per_step_each_seed"] = [r["motion_gain_per_step"] for r in runs]
             results["variants"][name] = merged
     unit = results["variants"]["SFT (unit)"]["seconds_per_step"]
+    print("CPU seconds per generator step (one thread; the split: the phases' wall shares of it), and the motion gain")
     print(f"{'variant':<38} {'s/step':>8} {'×SFT':>7} {'rollouts':>9} {'rewards':>8} {'training':>9} {'refresh':>8} "
           f"{'motion gain/step (px/frame)':>28}")
     for name, v in results["variants"].items():
