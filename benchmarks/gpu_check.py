@@ -18,7 +18,8 @@ own functions (train/shift.py):
   refresh_step    one discriminator step on stored features; refresh_recompute the same with the fakes decoded
                   and featurised again (critic.refresh_features=recompute)
 
-Every item: a warm-up, then the median of up to ``--repeats`` timings (fewer when the warm-up is slow), its own
+Every item: a warm-up, then the median of up to ``--repeats`` timings (fewer when the warm-up is slow; the
+warm-up alone, marked ``warmup_only``, when it took over 40 % of the cap), its own
 time cap (``--item-timeout``; SIGALRM), its error recorded instead of stopping the script, the peak device
 memory (``torch.cuda.max_memory_allocated``; on CPU the peak RSS) beside the memory plan's device total
 (train/memory.py) and the measured activation margin (peak − memory resident before the item), which the plan
@@ -33,8 +34,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
-import json
-import math
 import os
 import signal
 import statistics
@@ -151,12 +150,8 @@ class Check:
                     spent = time.perf_counter() - t_item
                     if i >= 1 and spent + times[-1] > 0.8 * cap:  # another timing would not fit in the cap
                         break
-                    if i == 0 and spent > 0.4 * cap:  # a slow warm-up: one timed call only
-                        sync(self.device)
-                        t = time.perf_counter()
-                        out = fn()
-                        sync(self.device)
-                        times.append(time.perf_counter() - t)
+                    if i == 0 and spent > 0.4 * cap:  # a slow warm-up (a full-size decode): it is the figure
+                        entry["warmup_only"] = True
                         break
             entry["status"] = "ok"
         except Exception as exc:  # recorded, never fatal: the next item runs
@@ -199,9 +194,20 @@ def train_config(key: str, args: argparse.Namespace, out_dir: Path, frames: int 
                  f"backbone.options.width={shape[2]}", f"data.num_frames={shape[0]}", f"data.height={shape[1]}",
                  f"data.width={shape[2]}", "backbone.pretrained=" + ("tiny" if key == "svd" else "null"),
                  "rollout.group_size=2", "rollout.batch_size=2", "rollout.rollout_batch_size=1"]
-    elif frames is not None:
-        over += [f"backbone.options.num_frames={frames}", f"data.num_frames={frames}"]
-    if args.device == "cpu":  # bf16 autocast and bf16 convolutions are slow or missing on CPU
+    else:
+        if args.clip:  # a smoke run of the full architecture at a small clip size
+            frames_, height, width = (int(v) for v in args.clip.split(","))
+            frames = frames_ if key == "svd" else 4 * ((frames_ - 1) // 4) + 1
+            over += [f"backbone.options.height={height}", f"backbone.options.width={width}",
+                     f"data.height={height}", f"data.width={width}", f"critic.ic_size=[{height},{width}]",
+                     f"critic.ic.image_size=[{height},{width}]"]
+        if frames is not None:
+            over += [f"backbone.options.num_frames={frames}", f"data.num_frames={frames}"]
+    if args.group_size:
+        over += [f"rollout.group_size={args.group_size}"]
+    if args.batch_size:
+        over += [f"rollout.batch_size={args.batch_size}", f"rollout.rollout_batch_size={args.batch_size}"]
+    if args.device == "cpu" and args.tiny:  # bf16 autocast and bf16 convolutions are slow on CPU
         over += ["backbone.options.dtype=float32", 'run.mixed_precision="no"']
         if key == "wan":
             over += ["backbone.options.vae_dtype=float32"]
@@ -211,7 +217,7 @@ def train_config(key: str, args: argparse.Namespace, out_dir: Path, frames: int 
 def critic_for(key: str, args: argparse.Namespace, folder: Path, device: torch.device) -> MotionCritic:
     """The critic preset's architecture with random-init SEA-RAFT-M and CoTracker3 weights in the official format."""
     from shiftvdm.motion.cotracker3 import CoTracker3
-    from shiftvdm.motion.sea_raft import SEARAFT, VARIANTS, SEARAFTConfig, seeded_state_dict
+    from shiftvdm.motion.sea_raft import VARIANTS, SEARAFTConfig, seeded_state_dict
 
     flow_path, tracker_path = folder / f"sea_raft_{key}.pth", folder / f"cotracker3_{key}.pth"
     if args.tiny:
@@ -261,7 +267,7 @@ def check_model(key: str, check: Check, args: argparse.Namespace, tmp: Path) -> 
     model: dict[str, Any] = {"preset": MODELS[key][0], "items": {}}
     check.report["models"][key] = model
     accelerator = accelerate.Accelerator(cpu=device.type == "cpu")
-    frames_list = [None] if args.tiny or key == "svd" else [int(f) for f in args.wan_frames.split(",")]
+    frames_list = [None] if args.tiny or args.clip or key == "svd" else [int(f) for f in args.wan_frames.split(",")]
     for frames in frames_list:  # Wan: the largest frame count whose SFT step fits in the cap
         cfg = train_config(key, args, tmp / f"run-{key}", frames)
         d, r = cfg.data, cfg.rollout
@@ -290,8 +296,8 @@ def check_model(key: str, check: Check, args: argparse.Namespace, tmp: Path) -> 
         B = r.batch_size
         real = RolloutBatch(x[:B], cond.index(torch.arange(B)), None, None, None, torch.arange(B))
         sft = check.item(model, "sft_step", lambda: shift_step(backbone, real, cfg, state, engine, dist))
-        if sft is None and frames is not frames_list[-1]:
-            del backbone, critic, parts, state, engine
+        if sft is None and frames != frames_list[-1]:
+            backbone = critic = parts = state = engine = None  # freed before the smaller build
             model["items"] = {}
             if device.type == "cuda":
                 torch.cuda.empty_cache()
@@ -354,7 +360,7 @@ def check_model(key: str, check: Check, args: argparse.Namespace, tmp: Path) -> 
     model["ratios"] = ratios(key, cfg, backbone, model)
     check.write()
     print_summary(key, model)
-    del backbone, critic, parts, state, engine
+    backbone = critic = parts = state = engine = trainer = None  # freed before the next model  # noqa: F841
     if device.type == "cuda":
         torch.cuda.empty_cache()
 
@@ -437,6 +443,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--build-timeout", type=float, default=120.0, help="seconds cap of building a model")
     parser.add_argument("--budget", type=float, default=290.0, help="seconds for the whole script; later items skip")
     parser.add_argument("--wan-frames", default="49,33,17", help="Wan frame counts to try, largest first")
+    parser.add_argument("--clip", help="F,H,W: the full architectures at this clip size (a smoke run, e.g. on CPU)")
+    parser.add_argument("--group-size", type=int, help="P instead of the preset's (a smoke run)")
+    parser.add_argument("--batch-size", type=int, help="B (and conditionings per rollout call) instead of the preset's")
     args = parser.parse_args(argv)
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
