@@ -199,8 +199,7 @@ def train_config(key: str, args: argparse.Namespace, out_dir: Path, frames: int 
             frames_, height, width = (int(v) for v in args.clip.split(","))
             frames = frames_ if key == "svd" else 4 * ((frames_ - 1) // 4) + 1
             over += [f"backbone.options.height={height}", f"backbone.options.width={width}",
-                     f"data.height={height}", f"data.width={width}", f"critic.ic_size=[{height},{width}]",
-                     f"critic.ic.image_size=[{height},{width}]"]
+                     f"data.height={height}", f"data.width={width}"]
         if frames is not None:
             over += [f"backbone.options.num_frames={frames}", f"data.num_frames={frames}"]
     if args.group_size:
@@ -235,6 +234,9 @@ def critic_for(key: str, args: argparse.Namespace, folder: Path, device: torch.d
         over += ["critic.ic_size=[16,16]", "critic.num_queries=8", "critic.ic.dim=16", "critic.ic.depth=1",
                  "critic.ic.heads=2", "critic.ic.image_size=[16,16]", "critic.lc.dim=16", "critic.lc.depth=1",
                  "critic.lc.heads=2", "critic.lc.num_virtual_tracks=4", f"critic.lc_token_dim={tracker.input_dim}"]
+    if args.clip and not args.tiny:  # the IC maps and their ViT at the smoke run's clip size
+        _, height, width = (int(v) for v in args.clip.split(","))
+        over += [f"critic.ic_size=[{height},{width}]", f"critic.ic.image_size=[{height},{width}]"]
     data = deep_merge(load_yaml_with_base(resolve_config_path(MODELS[key][1])), parse_overrides(over))
     config = config_from_dict(TrainRewardConfig, data).critic
     if args.tiny:

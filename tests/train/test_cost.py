@@ -20,6 +20,15 @@ from shiftvdm.train.cost import BACKWARD_FORWARDS, cfg_factor, cost_model
 from shiftvdm.train.shift import collect_buffer, refresh_critic, shift_step, train
 
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Toy-sized kernels: one thread is faster than several fighting over shared cores (as the golden losses)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def tiny_svd() -> SVDBackbone:
     """The tiny pixel-space SVD of the golden losses (CFG on: its guidance ramp goes 1 → 3)."""
     torch.manual_seed(0)
@@ -129,3 +138,18 @@ def test_refresh_with_recomputed_fake_features_makes_the_same_update(name, tmp_p
         torch.testing.assert_close(w_recomputed[key], value, rtol=1e-5, atol=1e-6)
     fresh = MotionCritic(critic_config()).state_dict()
     assert any(not torch.equal(w_stored[k], v) for k, v in fresh.items())  # the refresh did move the weights
+
+
+def test_memory_plan_keeps_only_the_real_clips_features_when_the_refresh_recomputes(tmp_path):
+    from shiftvdm.train.memory import ModelSizes, memory_plan
+
+    sizes = ModelSizes(frozen_bytes=1000, trainable_params=10, latent_numel=4 * 4 * 16 * 16)
+    plans = {mode: memory_plan(make_cfg(tmp_path, critic={"refresh_features": mode}), sizes, 1, critic_config(),
+                               device_capacity=None, host_capacity=None, local_ranks=1)
+             for mode in ("stored", "recompute")}
+    feature_rows = {mode: sum(r.bytes for r in p.rows if r.where == "host" and "refresh" in r.name)
+                    for mode, p in plans.items()}
+    # 4 conditionings, P = 2: stored keeps 4 · (1 + 2) clips' features, recompute the 4 real clips'
+    assert feature_rows["stored"] == 3 * feature_rows["recompute"] > 0
+    assert any(r.where == "device" and r.name.startswith("refresh: fakes") for r in plans["recompute"].rows)
+    assert not any(r.name.startswith("refresh: fakes") for r in plans["stored"].rows)
