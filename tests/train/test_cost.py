@@ -64,7 +64,7 @@ class Counter:
 
 @pytest.mark.parametrize("name", ["svd", "toy"])
 def test_cost_model_counts_equal_counted_denoiser_calls(name, tmp_path):
-    cfg = make_cfg(tmp_path, rollout={"rollout_batch_size": 1}, critic={"refresh": False})
+    cfg = make_cfg(tmp_path, rollout={"rollout_batch_size": 1, "buffer_size": 2}, critic={"refresh": False})
     backbone = tiny_svd() if name == "svd" else toy()
     critic = MotionCritic(critic_config())
     parts = assemble(cfg, backbone, critic)
@@ -76,13 +76,13 @@ def test_cost_model_counts_equal_counted_denoiser_calls(name, tmp_path):
     backbone.decode = lambda lat: decodes.append(len(lat)) or decode(lat)
     indices = list(range(model.buffer_share))
     buffer = collect_buffer(backbone, critic, tiny_clips(), indices, cfg, parts.state, parts.dist.device)
-    assert counter.take() == model.rollout_forwards_per_buffer == 4 * 2 * 2 * model.cfg_factor  # n · P · S · CFG
+    assert counter.take() == model.rollout_forwards_per_buffer == 2 * 2 * 2 * model.cfg_factor  # n · P · S · CFG
     assert sum(decodes) == model.decodes_per_buffer
     shift_step(backbone, buffer.batch(torch.arange(cfg.rollout.batch_size)), cfg, parts.state, parts.engine,
                parts.dist)
     assert counter.take() == model.training_forwards_per_step == (1 + 2) * 2
-    assert model.steps_per_buffer == 2 * 2  # passes × ⌈n / B⌉
-    assert model.fe_per_step == pytest.approx(6 * (1 + BACKWARD_FORWARDS) + model.rollout_forwards_per_buffer / 4)
+    assert model.steps_per_buffer == 2 * 1  # passes × ⌈n / B⌉
+    assert model.fe_per_step == pytest.approx(6 * (1 + BACKWARD_FORWARDS) + model.rollout_forwards_per_buffer / 2)
     counter.handle.remove()
 
 
@@ -123,7 +123,7 @@ def test_refresh_with_recomputed_fake_features_makes_the_same_update(name, tmp_p
     results = []
     for cfg, critic in zip((stored_cfg, recompute_cfg), critics):
         parts = assemble(cfg, backbone, critic)
-        buffer = collect_buffer(backbone, critic, tiny_clips(), [0, 1, 2, 3], cfg, parts.state, parts.dist.device)
+        buffer = collect_buffer(backbone, critic, tiny_clips(), [0, 2], cfg, parts.state, parts.dist.device)
         metrics = refresh_critic(parts.state.critic_trainer, buffer, 3, cfg, parts.state, parts.dist, backbone)
         results.append((buffer, metrics, copy.deepcopy(critic.state_dict())))
     (stored, m_stored, w_stored), (recomputed, m_recomputed, w_recomputed) = results
