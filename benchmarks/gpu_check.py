@@ -7,6 +7,7 @@ Per model (the shipped presets svd_shift_davis and wan22_ti2v5b_shift_wisa, rand
 diffusers configs, no download; Wan's UMT5 replaced by random embeddings of its width), through the trainer's
 own functions (train/shift.py):
 
+  encode          the real clips' latents and conditionings (VAE, image / text encoders), once
   sft_step        one SFT generator step (the real term: B clips forward/backward)
   rollout         a group of P rollouts for each of rollout.rollout_batch_size conditionings (sub-groups as
                   backbone.options.sample_batch_size says), timed at 2 and 3 sampler steps and extrapolated to
@@ -292,13 +293,19 @@ def check_model(key: str, check: Check, args: argparse.Namespace, tmp: Path) -> 
         state, engine, dist = parts.state, parts.engine, parts.dist
         clips = MovingSquares(max(r.batch_size, r.rollout_batch_size), (d.num_frames, d.height, d.width))
         video, prompts = clips.load(list(range(len(clips))))
-        with torch.no_grad():
-            x = backbone.encode_video(video.to(device)).cpu()
-            cond = backbone.encode_condition(video[:, 0].to(device), prompts).to("cpu")
-        B = r.batch_size
-        real = RolloutBatch(x[:B], cond.index(torch.arange(B)), None, None, None, torch.arange(B))
-        sft = check.item(model, "sft_step", lambda: shift_step(backbone, real, cfg, state, engine, dist))
+
+        def encode():
+            with torch.no_grad():
+                return (backbone.encode_video(video.to(device)).cpu(),
+                        backbone.encode_condition(video[:, 0].to(device), prompts).to("cpu"))
+        encoded = check.item(model, "encode", encode, repeats=0)  # VAE + image/text encoders, capped as well
+        sft, B = None, r.batch_size
+        if encoded is not None:
+            x, cond = encoded
+            real = RolloutBatch(x[:B], cond.index(torch.arange(B)), None, None, None, torch.arange(B))
+            sft = check.item(model, "sft_step", lambda: shift_step(backbone, real, cfg, state, engine, dist))
         if sft is None and frames != frames_list[-1]:
+            model.setdefault("tried", []).append({"clip": model["clip"], "items": model["items"]})  # why not
             backbone = critic = parts = state = engine = None  # freed before the smaller build
             model["items"] = {}
             if device.type == "cuda":

@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-ITEMS = ("build", "critic_build", "sft_step", "rollout_2_steps", "rollout_3_steps", "rollout", "decode", "rewards",
+ITEMS = ("build", "critic_build", "encode", "sft_step", "rollout_2_steps", "rollout_3_steps", "rollout", "decode", "rewards",
          "shift_step", "refresh_step", "refresh_recompute")
 
 
