@@ -187,10 +187,10 @@ def test_generator_and_discriminator_never_update_each_other(tmp_path, clips, mo
     real_refresh = shift_mod.refresh_critic
     seen = {}
 
-    def watched_refresh(trainer, buffer, n, cfg_, state_, dist_):
+    def watched_refresh(trainer, buffer, n, cfg_, state_, dist_, *rest):  # rest: the backbone (recompute mode)
         seen["d_after_g"] = [p.detach().clone() for p in trainer.critic.parameters()]
         g = weights(rt)
-        out = real_refresh(trainer, buffer, n, cfg_, state_, dist_)
+        out = real_refresh(trainer, buffer, n, cfg_, state_, dist_, *rest)
         seen["g_changed_by_d"] = any(not torch.equal(a, b) for a, b in zip(g, weights(rt)))
         return out
 

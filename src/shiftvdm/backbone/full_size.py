@@ -126,19 +126,21 @@ def component_bytes(module: nn.Module, dtype: torch.dtype) -> int:
 
 
 @torch.no_grad()
-def materialize_(module: nn.Module, dtype: torch.dtype, seed: int) -> nn.Module:
-    """Replace every meta parameter by a seeded random one allocated directly in ``dtype``.
+def materialize_(module: nn.Module, dtype: torch.dtype, seed: int, device: torch.device | str | None = None) -> nn.Module:
+    """Replace every meta parameter by a seeded random one allocated directly in ``dtype`` (on ``device``: a GPU
+    draws a 5 B model in a second where the CPU takes a minute; the values then differ from the CPU draw's).
 
     Weights ~ N(0, 1/fan_in) (fan_in = numel / out dim), biases 0, norm scales 1: activations stay O(1) through
     the normalised blocks, so the step's numerics are finite without pretrained values.
     """
-    gen = torch.Generator().manual_seed(seed)
+    device = torch.device(device or "cpu")
+    gen = torch.Generator(device=device).manual_seed(seed)
     keep = _fp32_modules(module, dtype)
     for name, param in list(module.named_parameters()):
         owner_name, _, leaf = name.rpartition(".")
         owner = module.get_submodule(owner_name) if owner_name else module
         target = torch.float32 if _keeps_fp32(keep, name) else dtype
-        value = torch.empty(param.shape, dtype=target)
+        value = torch.empty(param.shape, dtype=target, device=device)
         if leaf == "bias":
             value.zero_()
         elif leaf == "gamma" or "norm" in name.rsplit(".", 2)[-2:][0] or (param.ndim == 1 and leaf == "weight"):
@@ -244,9 +246,10 @@ class RandomTextEncoder(nn.Module):
 
 
 def build_backbone(arch: str, options: dict[str, Any], video_shape: tuple[int, int, int], seed: int,
-                   root: Path | None = None) -> Any:
+                   root: Path | None = None, device: torch.device | str | None = None) -> Any:
     """The real-size backbone with random weights, dtypes as ``options`` say, at ``video_shape``
-    (an SVDBackbone or WanBackbone; ``root`` = the folder of architecture configs)."""
+    (an SVDBackbone or WanBackbone; ``root`` = the folder of architecture configs; weights drawn on ``device``,
+    default the CPU; the caller moves the backbone there)."""
     frames, height, width = video_shape
     meta = build_on_meta(arch, root)
     if arch == "svd_xt":
@@ -255,7 +258,7 @@ def build_backbone(arch: str, options: dict[str, Any], video_shape: tuple[int, i
         cfg = backbone_config("svd", {**options, "num_frames": frames, "height": height, "width": width})
         dtype = DTYPES[cfg.dtype]
         for i, module in enumerate(meta.values()):
-            materialize_(module, dtype, seed + i)
+            materialize_(module, dtype, seed + i, device)
         try:
             from transformers import CLIPImageProcessorPil as ImageProcessor
         except ImportError:  # pragma: no cover - other transformers versions
@@ -273,8 +276,8 @@ def build_backbone(arch: str, options: dict[str, Any], video_shape: tuple[int, i
     dtype, vae_dtype = DTYPES[cfg.dtype], DTYPES[cfg.vae_dtype]
     for i, key in enumerate(("transformer", "transformer_2")):
         if key in meta:
-            materialize_(meta[key], dtype, seed + i)
-    materialize_(meta["vae"], vae_dtype, seed + 2)
+            materialize_(meta[key], dtype, seed + i, device)
+    materialize_(meta["vae"], vae_dtype, seed + 2, device)
     d_model = int(meta.pop("text_encoder").config.d_model)
     tokenizer = build_tiny_tokenizer(model_max_length=cfg.max_sequence_length)
     index = architecture_config(arch, "model_index", root)

@@ -37,6 +37,7 @@ from shiftvdm.train.checkpointing import Checkpointer
 from shiftvdm.train.checkpointing import resume as resume_run
 from shiftvdm.train.clips import open_training_clips
 from shiftvdm.train.config import TrainConfig
+from shiftvdm.train.cost import cost_model
 from shiftvdm.train.distributed import Distributed, shutdown_process_group
 from shiftvdm.train.engine import GradientEngine, make_engine
 from shiftvdm.train.hooks import Evaluate, RunHooks
@@ -249,6 +250,7 @@ def run_training(cfg: TrainConfig, *, resume: bool = False, clips: Any = None,
     plan = memory_plan(cfg, backbone, accelerator.num_processes, critic.config if critic is not None else None)
     if accelerator.is_main_process:
         logger.info("%s", plan.table())
+        logger.info("%s", startup_cost(cfg, backbone, accelerator.num_processes).table())
     plan.check()  # refuse a plan that does not fit, naming the setting to change
     parts = assemble(cfg, backbone, critic, accelerator=accelerator, evaluate=evaluate, sample_frames=first[0][:, 0],
                      sample_prompts=first[1], sample_cond=sample_cond)
@@ -259,6 +261,14 @@ def run_training(cfg: TrainConfig, *, resume: bool = False, clips: Any = None,
     except TrainingError as exc:  # a stopped run says where it can resume from
         note = parts.hooks.last_checkpoint_note()
         raise TrainingError(f"{exc} {note[:1].upper()}{note[1:]}.") from exc
+
+
+def startup_cost(cfg: TrainConfig, backbone: Backbone, world_size: int) -> Any:
+    """The run's cost model in SFT units (train/cost.py), printed beside the memory plan."""
+    family = getattr(backbone, "config", None)
+    if family is None:
+        family = backbone_config(cfg.backbone.name, dict(cfg.backbone.options))
+    return cost_model(cfg, family, world_size)
 
 
 def command_overrides(args: argparse.Namespace) -> list[str]:

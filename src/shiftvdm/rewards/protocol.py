@@ -119,6 +119,11 @@ class Critic(Protocol):
         """real (N, F, 3, H, W) and fakes (N, P, F, 3, H, W) in [-1, 1], queries (N, Q, 2) -> GroupScores."""
         ...
 
+    def features(self, videos: Tensor, queries: np.ndarray | None = None) -> Features:
+        """Features of N clips (N, F, 3, H, W) in the form ``score_groups`` keeps them (CPU, the storage dtype);
+        the refresh recomputes the fakes' features with it (``critic.refresh_features=recompute``)."""
+        ...
+
     def features_from_state(self, state: dict[str, Any]) -> Features:
         """Features saved with ``Features.state_dict`` (buffer and replay checkpoints)."""
         ...

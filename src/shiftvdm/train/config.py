@@ -119,6 +119,10 @@ class CriticSettings:
     refresh: bool = True  # adversarial refresh after every buffer (on in the Wan config, off in SVD's)
     d_to_g: float = 1.0  # critic training steps per generator step of the buffer (reward_model_d_to_g 1)
     batch_size: int = 0  # real clips (and as many fakes) per critic training step (0 = rollout.batch_size)
+    refresh_features: Literal["stored", "recompute"] = "stored"  # where the refresh gets the fakes' features:
+    #   stored = kept in the buffer from scoring (host memory: n·P clips of features, train/memory.py);
+    #   recompute = decoded from the buffer's rollout latents and featurised again on the device at each refresh
+    #   step (only the n real clips' features are kept; the same update, more decode + feature time)
     train: CriticTrainConfig = field(default_factory=CriticTrainConfig)  # optimizer, EMA, regularisers
 
     def __post_init__(self) -> None:

@@ -45,6 +45,17 @@ logger = logging.getLogger(__name__)
 Evaluate = Callable[[Backbone, int], dict[str, float]]
 
 
+# The measured split of a run's time (seconds so far, checkpointed timers of train/state.py), logged with every
+# step so that train/cost.py's prediction can be checked: phase -> the timers it sums.
+TIME_SPLIT = {"time/rollouts": ("rollout", "decode"), "time/rewards": ("reward",), "time/training": ("generator",),
+              "time/refresh": ("discriminator",), "time/data": ("data", "encode")}
+
+
+def time_split(timers: dict[str, float]) -> dict[str, float]:
+    """Seconds so far per phase of the cost model (rollouts, rewards, training, refresh, data)."""
+    return {name: sum(timers.get(t, 0.0) for t in parts) for name, parts in TIME_SPLIT.items()}
+
+
 def now(clock: str) -> float:
     """``clock`` "cpu": this process's CPU time over all its threads, which other processes' load does not
     inflate; "wall": seconds."""
@@ -174,7 +185,7 @@ class RunHooks:
         counters.timers["cpu"] = self.elapsed("cpu")
         self.last_metrics = metrics
         if s % max(1, run.log_every) == 0:
-            self.log({**metrics, "nonfinite_steps": counters.nonfinite_steps}, step=s)
+            self.log({**metrics, "nonfinite_steps": counters.nonfinite_steps, **time_split(counters.timers)}, step=s)
         postfix = {"loss": f"{metrics['loss/real']:.4f}"} if "loss/real" in metrics else {}
         if run.time_limit_s > 0:
             shown = min(counters.timers[run.time_limit_clock], run.time_limit_s)
@@ -248,4 +259,4 @@ class RunHooks:
         return path
 
 
-__all__ = ["Evaluate", "RunHooks", "now"]
+__all__ = ["Evaluate", "RunHooks", "TIME_SPLIT", "now", "time_split"]

@@ -13,7 +13,9 @@ checkpointing; measure them with ``shiftvdm shift --dry-run``.
 Host rows (the rollout buffer lives in CPU memory): this rank's share of the buffer — real and
 rollout latents (float32), conditionings, rewards — and the reward features kept for the refresh
 (only when ``critic.refresh`` is on: the IC maps at ``critic.ic_size`` and the LC features
-in ``critic.feature_dtype``). ``run.checkpoint_buffer`` decides whether the buffer is written into
+in ``critic.feature_dtype``; of every clip, or with ``critic.refresh_features=recompute`` of the real clips only,
+the fakes' being decoded and featurised again at the refresh: a device row), and the critic's replay store
+(``critic.train.replay_size`` fakes, 0 in the paper). ``run.checkpoint_buffer`` decides whether the buffer is written into
 every checkpoint as well (disk row).
 """
 
@@ -136,6 +138,12 @@ def _critic_sizes(critic_config: Any) -> tuple[int, int, int, int]:
     return trainable, total, critic.ic_channels, critic.lc_dim
 
 
+def replay_clips(cfg: Any) -> int:
+    """Fake clips the refresh's replay store keeps (``critic.train.replay_size``; 0 in the paper)."""
+    train = getattr(cfg.critic, "train", None)
+    return int(getattr(train, "replay_size", 0) or 0)
+
+
 def buffer_share(cfg: Any, world_size: int) -> int:
     """Conditionings in this rank's buffer share (train/shift.py chunk_indices: padded to world × batch)."""
     quantum = world_size * cfg.rollout.batch_size
@@ -183,12 +191,25 @@ def memory_plan(cfg: Any, backbone: Any, world_size: int, critic_config: Any = N
                               4 * chunk * (ic_per_clip + lc_per_clip), "rollout.rollout_batch_size=1"))
         if cfg.critic.refresh:
             dtype_hint = "" if c.feature_dtype == "float16" else "critic.feature_dtype=float16, "
-            rows.append(MemoryRow("host", f"buffer: IC maps for the refresh ({clips} clips at {ic_h}×{ic_w})",
-                                  feat_bytes * clips * ic_per_clip,
-                                  f"set {dtype_hint}a smaller critic.ic_size, rollout.buffer_size or more ranks"))
-            rows.append(MemoryRow("host", f"buffer: LC features for the refresh ({clips} clips)",
-                                  feat_bytes * clips * lc_per_clip,
-                                  f"set {dtype_hint}fewer critic.num_queries, rollout.buffer_size or more ranks"))
+            recompute = getattr(cfg.critic, "refresh_features", "stored") == "recompute"
+            kept = n if recompute else clips  # recompute: only the real clips' features stay in the buffer
+            what = f"{n} real clips" if recompute else f"{clips} clips"
+            hint = "" if recompute else "critic.refresh_features=recompute, "
+            rows.append(MemoryRow("host", f"buffer: IC maps for the refresh ({what} at {ic_h}×{ic_w})",
+                                  feat_bytes * kept * ic_per_clip,
+                                  f"set {hint}{dtype_hint}a smaller critic.ic_size, rollout.buffer_size or more ranks"))
+            rows.append(MemoryRow("host", f"buffer: LC features for the refresh ({what})",
+                                  feat_bytes * kept * lc_per_clip,
+                                  f"set {hint}{dtype_hint}fewer critic.num_queries, rollout.buffer_size or more ranks"))
+            disc_batch = min(n, cfg.critic.batch_size or r.batch_size)
+            if recompute:
+                rows.append(MemoryRow("device", f"refresh: fakes decoded + featurised ({disc_batch}, fp32)",
+                                      4 * disc_batch * (d.num_frames * 3 * d.height * d.width + ic_per_clip
+                                                        + lc_per_clip), "critic.batch_size=..."))
+            replay = replay_clips(cfg)
+            if replay:
+                rows.append(MemoryRow("host", f"critic replay store ({replay} fake clips)",
+                                      feat_bytes * replay * (ic_per_clip + lc_per_clip), "critic.train.replay_size=0"))
         else:
             notes.append("refresh off: no reward features are kept in the buffer")
     host = sum(x.bytes for x in rows if x.where == "host")

@@ -130,8 +130,11 @@ def collect_buffer(backbone: Backbone, critic: Critic | None, clips: ClipSource,
         # one query set per conditioning, shared by its real clip and its P fakes; the chunk scored in one call
         queries = np.stack([critic.sample_queries(video.shape[-2], video.shape[-1],
                                                   state.generator("queries", counters.chunks_done, i)) for i in ids])
-        scores.append(state.timed("reward", lambda: critic.score_groups(
-            video[ids], videos.unflatten(0, (len(ids), P)), queries, keep_features=critic_cfg.refresh)))
+        scored = state.timed("reward", lambda: critic.score_groups(
+            video[ids], videos.unflatten(0, (len(ids), P)), queries, keep_features=critic_cfg.refresh))
+        if critic_cfg.refresh_features == "recompute":  # the refresh decodes and featurises the fakes again
+            scored.features_fake = None
+        scores.append(scored)
     buffer.x_fake = torch.cat(x_fake)  # (N, P, ...)
     scored = GroupScores.cat(scores)
     buffer.rewards = scored.rewards
@@ -212,11 +215,14 @@ def shift_step(backbone: Backbone, batch: RolloutBatch, cfg: TrainConfig, state:
 
 
 def refresh_critic(trainer: CriticTrainer, buffer: RolloutBuffer, n_steps: int, cfg: TrainConfig, state: TrainState,
-                   dist: Distributed) -> dict[str, float]:
+                   dist: Distributed, backbone: Backbone | None = None) -> dict[str, float]:
     """Alg. 1, adversarial refresh: Eq. 7 on this buffer's fakes (negatives) vs its real clips, EMA update.
 
-    Uses the motion features stored at scoring time. The generator's parameters are not touched: the
-    discriminators have their own optimizer (the trainer's), and fakes are detached data.
+    Uses the motion features stored at scoring time; with ``critic.refresh_features=recompute`` the buffer keeps
+    only the real clips' and each step decodes its fakes from the buffer's rollout latents and featurises them
+    again on the device (``backbone`` needed; same queries, same stored dtype: the same update).
+    The generator's parameters are not touched: the discriminators have their own optimizer (the trainer's),
+    and fakes are detached data.
     """
     counters, critic_cfg, rollout, run = state.counters, cfg.critic, cfg.rollout, cfg.run
     features_real, features_fake = buffer.features_real, buffer.features_fake
@@ -228,14 +234,35 @@ def refresh_critic(trainer: CriticTrainer, buffer: RolloutBuffer, n_steps: int, 
         idx = torch.randperm(n, generator=gen)[:bsz]
         p = (counters.d_steps + s) % P  # cycle through the rollouts, as the reference does
         fake_idx = idx * P + p
+        if features_fake is None:  # recompute mode: before the reseed below, so the step's draws do not change
+            fake = recompute_fake_features(backbone, state.critic, buffer, idx, p, state)
+        else:
+            fake = features_fake.index(fake_idx)
         torch.manual_seed(derive_seed(run.seed, "disc-global", dist.rank, counters.d_steps + s))
-        real, fake = features_real.index(idx), features_fake.index(fake_idx)
+        real = features_real.index(idx)
         dist.raise_if_any(unusable_features(real, fake), DataError)  # agreed before the step's all-reduce
         m = trainer.step(real, fake, gen, sync_grads=dist.mean_gradients)
         for k, v in m.items():
             metrics[k] = metrics.get(k, 0.0) + v / n_steps
     counters.d_steps += n_steps
     return metrics
+
+
+@torch.no_grad()
+def recompute_fake_features(backbone: Backbone | None, critic: Critic | None, buffer: RolloutBuffer, idx: Tensor,
+                            p: int, state: TrainState) -> Any:
+    """The features of rollout ``p`` of conditionings ``idx`` as scoring made them: decoded from the buffer's
+    latents on the device, with the query set of their conditioning (the same named stream as collect_buffer)."""
+    if backbone is None or critic is None or buffer.x_fake is None:
+        raise DataError("critic.refresh_features=recompute: the refresh needs the backbone, the critic and the "
+                        "buffer's rollout latents to featurise the fakes again")
+    counters = state.counters
+    lat = buffer.x_fake[idx, p].to(backbone.device)
+    videos = state.timed("refresh_decode", lambda: backbone.decode(lat))  # (b, F, 3, H, W)
+    height, width = videos.shape[-2:]
+    queries = np.stack([critic.sample_queries(height, width, state.generator("queries", counters.chunks_done, int(i)))
+                        for i in idx])
+    return state.timed("refresh_features", lambda: critic.features(videos, queries))
 
 
 def unusable_features(real: Any, fake: Any) -> str | None:
@@ -311,7 +338,8 @@ def train(cfg: TrainConfig, backbone: Backbone, clips: ClipSource, state: TrainS
             if critic_trainer is not None and buffer.group_size:  # a trainer exists when critic.refresh is on
                 t0 = time.perf_counter()
                 n_steps = round(critic_cfg.d_to_g * steps_in_buffer)
-                hooks.log(refresh_critic(critic_trainer, buffer, n_steps, cfg, state, dist), step=counters.step)
+                hooks.log(refresh_critic(critic_trainer, buffer, n_steps, cfg, state, dist, backbone),
+                          step=counters.step)
                 counters.add_time("discriminator", time.perf_counter() - t0)
             buffer = state.buffer = None
             counters.pass_index = 0
@@ -325,5 +353,5 @@ def train(cfg: TrainConfig, backbone: Backbone, clips: ClipSource, state: TrainS
     return TrainResult(counters.step, dict(counters.timers), metrics, stopped_by, checkpoint)
 
 
-__all__ = ["ClipSource", "TrainResult", "chunk_indices", "collect_buffer", "refresh_critic", "shift_step",
-           "train"]
+__all__ = ["ClipSource", "TrainResult", "chunk_indices", "collect_buffer", "recompute_fake_features", "refresh_critic",
+           "shift_step", "train"]
