@@ -100,7 +100,10 @@ def test_a_run_folder_written_at_e17d547_reads_to_the_same_config(caplog):
     compares on resume) both use discriminator.*; both map to today's config, with no difference left."""
     now = resolve_train_config("shift", "wan22_ti2v5b_shift_wisa", ["critic.path=/runs/critic-wisa/critic",
                                                                       "critic.train.replay_size=8",
-                                                                      "run.out_dir=/runs/shift-wisa"])
+                                                                      "run.out_dir=/runs/shift-wisa",
+                                                                      # the preset's value since 2026-12-07; that
+                                                                      # run used the then default
+                                                                      "critic.refresh_features=stored"])
     with caplog.at_level(logging.WARNING, logger="shiftvdm.config"):
         from_yaml = load_config(TrainConfig, OLD_RUN)
         from_checkpoint = config_from_dict(TrainConfig, yaml.safe_load(OLD_RUN.read_text()), "step-0000010")
