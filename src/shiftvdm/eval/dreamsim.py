@@ -220,11 +220,14 @@ def read_lora_config(folder: Path) -> tuple[int, float]:
     return rank, alpha
 
 
-def read_lora_weights(folder: Path) -> dict[str, Tensor]:
+def lora_files(lora: Path) -> tuple[Path, Path]:
+    """(folder, weights file) of dreamsim's ``ensemble_lora`` given the folder or its ``adapter_model.bin``."""
+    if lora.is_file():
+        return lora.parent, lora
     for name in ("adapter_model.bin", "adapter_model.safetensors"):
-        if (folder / name).is_file():
-            return read_state_dict(folder / name, "dreamsim LoRA adapter")
-    raise CheckpointError(f"{folder}: no adapter_model.bin (dreamsim's ensemble_lora folder from "
+        if (lora / name).is_file():
+            return lora, lora / name
+    raise CheckpointError(f"{lora}: no adapter_model.bin (dreamsim's ensemble_lora folder from "
                           "dreamsim_ensemble_checkpoint.zip)")
 
 
@@ -281,18 +284,23 @@ def _read_branch(path: Path, network: str) -> dict[str, Tensor]:
 
 
 def load_dreamsim(dino_path: str | Path, clip_path: str | Path, open_clip_path: str | Path,
-                  lora_dir: str | Path, expect: VitShape | None = CLIP_VITB16) -> DreamSim:
+                  lora: str | Path, expect: VitShape | None = CLIP_VITB16) -> DreamSim:
     """The DreamSim ensemble from its released files, each loaded strictly.
 
     Args:
         dino_path: ``dino_vitbase16_pretrain.pth`` (DINO's released backbone).
         clip_path: dreamsim's ``clip_vitb16_pretrain.pth.tar``; open_clip_path: ``open_clip_vitb16_pretrain.pth.tar``.
-        lora_dir: dreamsim's ``ensemble_lora`` folder (``adapter_config.json``, ``adapter_model.bin``).
+        lora: dreamsim's ``ensemble_lora`` folder (``adapter_config.json``, ``adapter_model.bin``), or the
+            ``adapter_model.bin`` in it.
         expect: the ViT-B/16 shape every branch must hold (None accepts other sizes, for tests).
     """
     from shiftvdm.eval.vbench_networks import convert_dino_state
 
-    dino_path, clip_path, open_clip_path, lora_dir = map(Path, (dino_path, clip_path, open_clip_path, lora_dir))
+    dino_path, clip_path, open_clip_path = map(Path, (dino_path, clip_path, open_clip_path))
+    if not Path(lora).exists():
+        raise CheckpointError(f"{lora}: dreamsim ensemble LoRA adapter not found (a local file is required; "
+                              "nothing is downloaded)")
+    lora_dir, lora_file = lora_files(Path(lora))
     dino_state = _read_branch(dino_path, "DINO ViT-B/16 backbone")
     dino_shape = dino_shape_of(dino_state, str(dino_path))
     _check_keys(dino_state, dino_official_keys(dino_shape), str(dino_path), "DINO ViT")
@@ -317,12 +325,11 @@ def load_dreamsim(dino_path: str | Path, clip_path: str | Path, open_clip_path: 
     load_strict(model.clip, convert_dreamsim_clip(states[0]), str(clip_path), "dreamsim CLIP branch")
     load_strict(model.open_clip, convert_dreamsim_clip(states[1]), str(open_clip_path), "dreamsim OpenCLIP branch")
     rank, alpha = read_lora_config(lora_dir)
-    lora = read_lora_weights(lora_dir)
+    adapter = read_state_dict(lora_file, "dreamsim LoRA adapter")
     widths = (dino_shape.width, shapes[0].width, shapes[1].width)
     layers = (dino_shape.layers, shapes[0].layers, shapes[1].layers)
-    _check_keys(lora, dreamsim_lora_keys(rank, widths, layers), str(lora_dir / "adapter_model.bin"),
-                "dreamsim ensemble LoRA adapter")
-    return apply_lora(model, lora, rank, alpha, str(lora_dir)).eval().requires_grad_(False)
+    _check_keys(adapter, dreamsim_lora_keys(rank, widths, layers), str(lora_file), "dreamsim ensemble LoRA adapter")
+    return apply_lora(model, adapter, rank, alpha, str(lora_file)).eval().requires_grad_(False)
 
 
 # ----- weights drawn from a seed (test oracles) ----------------------------------------------------------
@@ -353,4 +360,4 @@ def seeded_lora_state(rank: int, widths: tuple[int, int, int], layers: tuple[int
 
 __all__ = ["BRANCHES", "CLIP_VITB16", "ClipBranch", "DinoBranch", "DreamSim", "apply_lora", "convert_dreamsim_clip",
            "convert_lora", "dreamsim_clip_keys", "dreamsim_clip_shape_of", "dreamsim_lora_keys", "load_dreamsim",
-           "read_lora_config", "seeded_dreamsim_clip_state", "seeded_lora_state"]
+           "lora_files", "read_lora_config", "seeded_dreamsim_clip_state", "seeded_lora_state"]
