@@ -17,7 +17,8 @@ The ensemble embeds a 224x224 image in [0, 1] with three ViT-B/16 branches, each
   folded into the patch position embeddings (conv(x) + b + pos == conv(x) + (pos + b)).
 * LoRA on every block's fused ``qkv`` (``ensemble_lora/``: ``adapter_config.json`` + ``adapter_model.bin``,
   dreamsim >= 0.2.0's checkpoint): applied with peft on our separate q / k / v projections (the fused
-  update B·A split by rows: each of q, k, v gets the shared A and its third of B), then merged.
+  update B·A split by rows: each of q, k, v gets the shared A and its third of B), then merged. dreamsim
+  0.1.x's per-branch adapters (peft 0.1.0 ``MergedLinear``: LoRA on q and v only) are not read.
 
 The embedding is the concatenation (768 + 512 + 512), centred and scaled to unit length (``normalize_embeds``;
 dreamsim 0.1.x divides by the norm before centring, 0.2.1 after: the two differ by a positive factor per
