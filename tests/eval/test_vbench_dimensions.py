@@ -296,7 +296,7 @@ def test_dimension_specs_name_their_released_files(files, tmp_path):
     assert names["background_consistency"] == ["ViT-B-32.pt"]
     assert names["aesthetic_quality"] == ["ViT-L-14.pt", "sa_0_4_vit_l_14_linear.pth"]
     assert names["imaging_quality"] == ["musiq_spaq_ckpt-358bb6af.pth"]
-    assert [d for d, spec in VBENCH_DIMENSIONS.items() if spec.needs_image] == ["i2v_subject"]
+    assert [d for d, spec in VBENCH_DIMENSIONS.items() if spec.needs_image] == ["i2v_subject", "i2v_background"]
     assert all(spec.name == d and all(w.source for w in spec.weights) for d, spec in VBENCH_DIMENSIONS.items())
     # built from a file of the wrong size, the dimension refuses it by name
     with pytest.raises(CheckpointError, match="dino.pth: not a DINO ViT-B/16"):

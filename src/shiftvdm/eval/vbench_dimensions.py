@@ -16,6 +16,13 @@ Each rule follows the VBench code (Vchitect/VBench@45e79ec1; facts carried over,
   (shorter side 256 bicubic with antialias, centre crop 224) of the frames, and of the conditioning image
   through the same steps on a PIL image; 0.4·max_i max(0, cos(image, f_i)) + 0.3·mean and 0.3·min over
   i >= 1 of max(0, cos(f_i-1, f_i)).
+* i2v_background (vbench2_beta_i2v/i2v_background.py ``i2v_background``, VBench++): the same rule on DreamSim
+  ensemble embeddings (``dreamsim.embed``, see eval/dreamsim.py), after ``dreamsim_transform(224)`` on the frames
+  (a square 224x224 bicubic resize, antialiased, /255; no normalisation: DreamSim normalises per branch) and
+  ``dreamsim_transform_Image(224)`` on the conditioning image (PIL bicubic to 224x224, ``ToTensor``). Written
+  in 2024-03/07 against dreamsim 0.1.3 (the only release then; VBench pins none); the weights read here are
+  dreamsim >= 0.2.0's ``ensemble_lora`` checkpoint (``pip install dreamsim`` today), whose embedding gives the
+  same cosines (eval/dreamsim.py).
 
 VBench loads frames as float tensors in 0..255 and resizes those (no rounding to uint8 in between); the
 frames here take the same path. Networks run in fp32 and batched over the clip's frames (VBench runs DINO
@@ -35,6 +42,7 @@ from torch import Tensor, nn
 
 from shiftvdm.errors import DataError
 from shiftvdm.eval.dimensions import DimensionSpec, WeightFile
+from shiftvdm.eval.dreamsim import load_dreamsim
 from shiftvdm.eval.musiq import Musiq, load_musiq, musiq_frame_scores
 from shiftvdm.eval.vbench_networks import (
     CLIP_VITB32,
@@ -65,6 +73,13 @@ AESTHETIC_FILE = WeightFile(
     "sa_0_4_vit_l_14_linear.pth",
     "https://github.com/LAION-AI/aesthetic-predictor/raw/main/sa_0_4_vit_l_14_linear.pth (LAION aesthetic "
     "predictor; VBench keeps it in ~/.cache/vbench/aesthetic_model/emb_reader/)")
+_DREAMSIM_ZIP = ("https://github.com/ssundaram21/dreamsim/releases/download/v0.2.0-checkpoints/"
+                 "dreamsim_ensemble_checkpoint.zip (DreamSim's ensemble checkpoint, unzipped; `pip install dreamsim` "
+                 "puts it in ./models/)")
+DREAMSIM_CLIP_FILE = WeightFile("clip_vitb16_pretrain.pth.tar", _DREAMSIM_ZIP)
+DREAMSIM_OPEN_CLIP_FILE = WeightFile("open_clip_vitb16_pretrain.pth.tar", _DREAMSIM_ZIP)
+DREAMSIM_LORA_FILE = WeightFile("ensemble_lora/adapter_model.bin", _DREAMSIM_ZIP + "; its adapter_config.json "
+                                "beside it")
 MUSIQ_FILE = WeightFile(
     "musiq_spaq_ckpt-358bb6af.pth",
     "https://github.com/chaofengc/IQA-PyTorch/releases/download/v0.1-weights/musiq_spaq_ckpt-358bb6af.pth "
@@ -132,15 +147,35 @@ def dino_internet_frames(frames: np.ndarray) -> Tensor:
 def dino_internet_image(image: np.ndarray) -> Tensor:
     """VBench++ ``dino_transform_Image_internet()`` on the conditioning image, read as a PIL image: PIL's
     bicubic resize of the shorter side to 256, centre crop 224, ``ToTensor`` (/255), ImageNet mean/std."""
-    if not isinstance(image, np.ndarray) or image.dtype != np.uint8 or image.ndim != 3 or image.shape[-1] != 3:
-        raise DataError(f"conditioning image: expected uint8 (H, W, 3), got "
-                        f"{getattr(image, 'dtype', type(image).__name__)} {getattr(image, 'shape', '')}")
+    _check_image(image)
     height, width = shorter_side_size(image.shape[0], image.shape[1], 256)
     pil = Image.fromarray(image)
     if (height, width) != image.shape[:2]:
         pil = pil.resize((width, height), Image.BICUBIC)
     x = torch.from_numpy(np.asarray(pil).copy()).permute(2, 0, 1)[None].float()
     return normalize(center_crop(x, 224) / 255.0, IMAGENET_MEAN, IMAGENET_STD)
+
+
+def dreamsim_frames(frames: np.ndarray) -> Tensor:
+    """VBench++ ``dreamsim_transform(224)``: the frames resized to 224x224 (bicubic; torchvision >= 0.17
+    antialiases tensors by default), /255, in [0, 1] (DreamSim normalises per branch)."""
+    return resize(frames_to_tensor(frames), (224, 224), "bicubic", antialias=True) / 255.0
+
+
+def dreamsim_image(image: np.ndarray) -> Tensor:
+    """VBench++ ``dreamsim_transform_Image(224)`` on the conditioning image read as a PIL image: PIL's bicubic
+    resize to 224x224, ``ToTensor`` (/255)."""
+    _check_image(image)
+    pil = Image.fromarray(image)
+    if image.shape[:2] != (224, 224):
+        pil = pil.resize((224, 224), Image.BICUBIC)
+    return torch.from_numpy(np.asarray(pil).copy()).permute(2, 0, 1)[None].float() / 255.0
+
+
+def _check_image(image: np.ndarray) -> None:
+    if not isinstance(image, np.ndarray) or image.dtype != np.uint8 or image.ndim != 3 or image.shape[-1] != 3:
+        raise DataError(f"conditioning image: expected uint8 (H, W, 3), got "
+                        f"{getattr(image, 'dtype', type(image).__name__)} {getattr(image, 'shape', '')}")
 
 
 # ----- VBench's rules on features ------------------------------------------------------------------------
@@ -206,6 +241,18 @@ class I2VSubjectScorer:
         return i2v_score(self.embed(dino_internet_image(image))[0], self.embed(dino_internet_frames(frames)))
 
 
+class I2VBackgroundScorer:
+    """i2v_background: DreamSim embeddings of the frames against the conditioning image's (VBench++)."""
+
+    def __init__(self, embed: Callable[[Tensor], Tensor]) -> None:
+        self.embed = embed
+
+    def score(self, frames: np.ndarray, image: np.ndarray | None) -> float:
+        if image is None:
+            raise DataError("i2v_background needs the clip's conditioning image (--images)")
+        return i2v_score(self.embed(dreamsim_image(image))[0], self.embed(dreamsim_frames(frames)))
+
+
 class AestheticScorer:
     """aesthetic_quality: LAION's head on L2-normalised CLIP ViT-L/14 embeddings, / 10, mean over frames."""
 
@@ -246,6 +293,12 @@ def _build_i2v_subject(paths: Mapping[str, Path], device: torch.device) -> I2VSu
     return I2VSubjectScorer(_dino(paths, device))
 
 
+def _build_i2v_background(paths: Mapping[str, Path], device: torch.device) -> I2VBackgroundScorer:
+    model = load_dreamsim(paths[DINO_FILE.name], paths[DREAMSIM_CLIP_FILE.name],
+                          paths[DREAMSIM_OPEN_CLIP_FILE.name], paths[DREAMSIM_LORA_FILE.name])
+    return I2VBackgroundScorer(_Embedder(model, device))
+
+
 def _build_aesthetic(paths: Mapping[str, Path], device: torch.device) -> AestheticScorer:
     tower = load_clip_image_tower(paths[CLIP_L14_FILE.name], CLIP_VITL14, "CLIP ViT-L/14")
     return AestheticScorer(_Embedder(tower, device), aesthetic_head(paths[AESTHETIC_FILE.name]))
@@ -261,7 +314,10 @@ VBENCH_DIMENSIONS: dict[str, DimensionSpec] = {
     "aesthetic_quality": DimensionSpec("aesthetic_quality", (CLIP_L14_FILE, AESTHETIC_FILE), False, _build_aesthetic),
     "imaging_quality": DimensionSpec("imaging_quality", (MUSIQ_FILE,), False, _build_imaging),
     "i2v_subject": DimensionSpec("i2v_subject", (DINO_FILE,), True, _build_i2v_subject),
+    "i2v_background": DimensionSpec("i2v_background", (DINO_FILE, DREAMSIM_CLIP_FILE, DREAMSIM_OPEN_CLIP_FILE,
+                                                        DREAMSIM_LORA_FILE), True, _build_i2v_background),
 }
 
-__all__ = ["AestheticScorer", "ConsistencyScorer", "I2VSubjectScorer", "ImagingQualityScorer", "VBENCH_DIMENSIONS", "clip_frames",
-           "consistency_score", "dino_frames", "dino_internet_frames", "dino_internet_image", "i2v_score"]
+__all__ = ["AestheticScorer", "ConsistencyScorer", "I2VBackgroundScorer", "I2VSubjectScorer", "ImagingQualityScorer",
+           "VBENCH_DIMENSIONS", "clip_frames", "consistency_score", "dino_frames", "dino_internet_frames",
+           "dino_internet_image", "dreamsim_frames", "dreamsim_image", "i2v_score"]
