@@ -10,10 +10,16 @@ Three parts, each printed side by side (every measurement in its own child proce
 3. ``manifest``: ``load_manifest`` + the dataset + rank 0's shard of the first chunk (8 ranks) for 1 k and 100 k
    entries: time and peak Python allocation (tracemalloc).
 
+4. ``startup``: a one-step toy ``sft`` (no ``data.cache``) on a manifest of 1 k vs 100 k entries (hard links to two
+   tiny .npy clips, so 100 k entries cost no disk): wall time of the run (start-up + the step), the part spent
+   opening the clips, and peak RSS of the process (``resource.getrusage``). ``--src DIR`` runs the children on
+   another source tree (e.g. the code before a change, from ``git archive``) for before/after figures.
+
 ``--full-size-flops`` also counts the FLOPs of SVD-XT's VAE encoder (24 frames) and one UNet forward + backward at
 24×320×576 with ``torch.utils.flop_counter`` on meta tensors (nothing is computed), for the VAE's share of a step.
 
-    HF_HUB_OFFLINE=1 python benchmarks/bench_data.py [--steps 4] [--parts cache,text-encoder,manifest] [--full-size-flops]
+    HF_HUB_OFFLINE=1 python benchmarks/bench_data.py [--steps 4] [--parts cache,text-encoder,manifest,startup]
+        [--full-size-flops] [--src DIR]
 
 Wall-clock figures depend on whatever else the machine runs: compare numbers from the same run only.
 """
@@ -31,11 +37,14 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+SRC = [ROOT / "src"]  # the source tree the children import (--src)
+TOY = {"num_frames": 4, "size": 16, "block_out_channels": [16, 16], "layers_per_block": 1, "num_mid_blocks": 1,
+       "num_inference_steps": 2, "mid_attention": False}
 
 
 def _child(args: list[str]) -> dict:
     out = subprocess.run([sys.executable, __file__, "--child", *args], capture_output=True, text=True,
-                         env={"PYTHONPATH": str(ROOT / "src"), "HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin",
+                         env={"PYTHONPATH": str(SRC[0]), "HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin",
                               "OMP_NUM_THREADS": "1"})
     if out.returncode != 0:
         raise SystemExit(f"child {args} failed:\n{out.stderr[-3000:]}")
@@ -117,6 +126,57 @@ def child_manifest(entries: int, how: str) -> dict:
     return {"seconds": seconds, "peak_mb": peak / 2**20, "shard": len(shard)}
 
 
+def write_startup_data(root: Path, entries: list[int]) -> dict[int, Path]:
+    """``train-N.jsonl`` for each N in ``entries``: N hard links to two tiny sprite clips (4 × 16 × 16, .npy)."""
+    import os
+
+    from shiftvdm.data.synthetic import write_synthetic_dataset
+
+    write_synthetic_dataset(root / "src", 2, 4, 16, seed=1, format="npy", num_sprites=1, sprite_size=(3.0, 4.0),
+                            speed=(1.5, 2.5), background="flat", overwrite=True)
+    sources = sorted((root / "src" / "clips").glob("*.npy"))
+    (root / "c").mkdir()
+    for i in range(max(entries)):
+        os.link(sources[i % 2], root / "c" / f"c{i:06d}.npy")
+    out = {}
+    for n in entries:
+        out[n] = root / f"train-{n}.jsonl"
+        out[n].write_text("".join(json.dumps({"path": f"c/c{i:06d}.npy", "fps": 8}) + "\n" for i in range(n)))
+    return out
+
+
+def child_startup(manifest: str) -> dict:
+    """One toy SFT step on ``manifest``: wall time of ``run_training``, of opening the clips, and peak RSS."""
+    import torch
+
+    import shiftvdm.recipes.train as train_recipe
+
+    torch.set_num_threads(1)
+    opened: list[float] = []
+    open_clips = train_recipe.open_training_clips
+
+    def timed_open(*args):
+        t0 = time.perf_counter()
+        clips = open_clips(*args)
+        opened.append(time.perf_counter() - t0)
+        return clips
+
+    train_recipe.open_training_clips = timed_open
+    with tempfile.TemporaryDirectory(prefix="bench_data_startup_") as tmp:
+        overrides = ["backbone.name=toy", *[f"backbone.options.{k}={v}" for k, v in TOY.items()],
+                     f"data.train={manifest}", "data.num_frames=4", "data.height=16", "data.width=16", "lora.rank=2",
+                     "rollout.buffer_size=2", "rollout.batch_size=2", "rollout.passes_per_buffer=1",
+                     "run.num_samples=2", "run.max_steps=1", "run.checkpoint_every=0", "run.progress=false",
+                     "optim.warmup_steps=0", f"run.out_dir={Path(tmp) / 'run'}"]
+        cfg, _ = train_recipe.merge_train_config("sft", None, overrides)
+        t0 = time.perf_counter()
+        result = train_recipe.run_training(cfg)
+        wall = time.perf_counter() - t0
+    assert result.steps == 1
+    return {"wall_s": wall, "open_s": opened[0], "step_s": result.timers.get("generator", 0.0),
+            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+
+
 def child_text_encoder_bytes() -> dict:
     from shiftvdm.backbone.full_size import build_on_meta, parameter_count
 
@@ -152,17 +212,22 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=4, help="SFT steps per run (default 4)")
     parser.add_argument("--repeats", type=int, default=3, help="alternated runs per setting, medians (default 3)")
-    parser.add_argument("--parts", default="cache,text-encoder,manifest", help="comma-separated parts to run")
+    parser.add_argument("--parts", default="cache,text-encoder,manifest,startup", help="comma-separated parts to run")
+    parser.add_argument("--src", default=None, help="source tree the children import (default: this checkout's src)")
     parser.add_argument("--full-size-flops", action="store_true", help="also count SVD-XT's FLOPs at 24x320x576")
     parser.add_argument("--json", default=None, help="also write the figures to this JSON file")
     parser.add_argument("--child", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.src:
+        SRC[0] = Path(args.src).resolve()
     if args.child:
         kind, *rest = args.child
         if kind == "sft":
             result = child_sft(rest[0], rest[1] == "1", int(rest[2]), rest[3] == "1")
         elif kind == "manifest":
             result = child_manifest(int(rest[0]), rest[1])
+        elif kind == "startup":
+            result = child_startup(rest[0])
         elif kind == "text-encoder-bytes":
             result = child_text_encoder_bytes()
         else:
@@ -205,6 +270,27 @@ def main() -> None:
                 print(f"{n:>8}{how:>8}{m['seconds']:>10.3f}{m['peak_mb']:>10.1f}")
             a, b = figures[f"manifest/{how}/1000"], figures[f"manifest/{how}/100000"]
             print(f"{how}: 100k / 1k time x{b['seconds'] / a['seconds']:.1f}, peak memory x{b['peak_mb'] / a['peak_mb']:.1f}")
+    if "startup" in parts:
+        print(f"one-step toy sft without data.cache, manifest of 1 k vs 100 k entries ({SRC[0]}; median of "
+              f"{args.repeats}, alternated)")
+        print(f"{'entries':>8}{'process s':>11}{'run s':>9}{'open clips s':>14}{'step s':>9}{'peak RSS MB':>13}")
+        with tempfile.TemporaryDirectory(prefix="bench_data_startup_") as tmp:
+            manifests = write_startup_data(Path(tmp), [1000, 100000])
+            runs: dict[int, list[dict]] = {n: [] for n in manifests}
+            for _ in range(args.repeats):
+                for n, manifest in manifests.items():
+                    t0 = time.perf_counter()
+                    runs[n].append(_child(["startup", str(manifest)]))
+                    runs[n][-1]["process_s"] = time.perf_counter() - t0  # with Python's start and the imports
+        med = {n: {k: statistics.median(r[k] for r in runs[n]) for k in runs[n][0]} for n in runs}
+        figures["startup"] = {"median": {str(n): m for n, m in med.items()}, "runs": {str(n): r for n, r in runs.items()},
+                              "src": str(SRC[0])}
+        for n, m in med.items():
+            print(f"{n:>8}{m['process_s']:>11.2f}{m['wall_s']:>9.2f}{m['open_s']:>14.3f}{m['step_s']:>9.2f}{m['peak_rss_mb']:>13.0f}")
+        a, b = med[1000], med[100000]
+        print(f"100k / 1k: run time x{b['wall_s'] / a['wall_s']:.2f}, process x{b['process_s'] / a['process_s']:.2f} "
+              f"(target <= 3), peak RSS "
+              f"x{b['peak_rss_mb'] / a['peak_rss_mb']:.2f} (target <= 1.5)")
     if args.full_size_flops:
         flops = _child(["flops"])
         figures["flops"] = flops

@@ -863,13 +863,14 @@ def test_training_clips_of_mixed_frame_rates_or_cropped_aspect_ratios_are_named(
     _npy(tmp_path / "wide.npy", np.zeros((12, 16, 24, 3), np.uint8))
     (tmp_path / "manifest.jsonl").write_text("".join(json.dumps({"path": n, "fps": f}) + "\n" for n, f in
                                                      ((clips[0].name, 8), (clips[1].name, 8), ("wide.npy", 24))))
-    with caplog.at_level("WARNING"):
-        open_training_clips(DataConfig(train=str(tmp_path / "manifest.jsonl"), num_frames=4, height=16, width=16))
+    with caplog.at_level("WARNING"):  # clips are checked as training reads them: named when first met
+        open_training_clips(DataConfig(train=str(tmp_path / "manifest.jsonl"), num_frames=4, height=16,
+                                       width=16)).load([0, 1, 2])
     assert "clips of 2 frame rates are read frame for frame" in caplog.text
     assert f"8 fps: {clips[0].name}, {clips[1].name}; 24 fps: wide.npy" in caplog.text
     assert "1 clip(s) have another aspect ratio than 16x16 and are centre-cropped to it: wide.npy (24x16)" in caplog.text
     caplog.clear()
     with caplog.at_level("WARNING"):  # data.fps resamples every clip to one rate: nothing to say about rates
         open_training_clips(DataConfig(train=str(tmp_path / "manifest.jsonl"), num_frames=4, height=16, width=24,
-                                       fps=8.0))
+                                       fps=8.0)).load([0, 1, 2])
     assert "frame rates" not in caplog.text

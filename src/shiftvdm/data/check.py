@@ -1,8 +1,8 @@
 """Dataset check: decode every entry of a manifest and list each bad one with its reason.
 
 Reasons: "missing", "empty", "unreadable or truncated: ...", "too few frames: N < M" and "path outside the
-dataset root". ``shiftvdm data check`` prints the report; training runs the same check before its first step
-(and with ``--skip-bad`` keeps ``report.good``).
+dataset root". ``shiftvdm data check`` prints the report; training runs ``check_entry`` on each clip the first
+time it reads it (train/clips.py), and with ``--skip-bad`` replaces a bad one by the next good clip.
 """
 
 from __future__ import annotations

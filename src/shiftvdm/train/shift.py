@@ -82,13 +82,13 @@ def chunk_indices(num_clips: int, cfg: TrainConfig, epoch: int, chunk: int, rank
     so no conditioning is rolled out twice within a chunk.
     """
     rollout, run = cfg.rollout, cfg.run
-    perm = torch.randperm(num_clips, generator=generator_for(run.seed, "order", epoch)).tolist()
+    perm = torch.randperm(num_clips, generator=generator_for(run.seed, "order", epoch))
     size = min(rollout.buffer_size, num_clips)
     quantum = world * rollout.batch_size
     size = max(quantum, math.ceil(size / quantum) * quantum)
     start = chunk * rollout.buffer_size
-    picked = [perm[(start + i) % num_clips] for i in range(size)]
-    return picked[rank::world]
+    picked = perm[(start + torch.arange(size)) % num_clips]  # only the chunk becomes Python ints, not the permutation
+    return picked[rank::world].tolist()
 
 
 def num_chunks(num_clips: int, rollout: RolloutConfig) -> int:
