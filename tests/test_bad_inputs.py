@@ -874,3 +874,21 @@ def test_training_clips_of_mixed_frame_rates_or_cropped_aspect_ratios_are_named(
         open_training_clips(DataConfig(train=str(tmp_path / "manifest.jsonl"), num_frames=4, height=16, width=24,
                                        fps=8.0)).load([0, 1, 2])
     assert "frame rates" not in caplog.text
+
+
+def test_the_early_plan_leaves_out_a_text_encoder_that_cached_conditioning_never_loads(tmp_path):
+    from dataclasses import replace
+
+    from safetensors.torch import save_file
+
+    import shiftvdm.recipes.train as train_recipe
+
+    model = tmp_path / "wan"  # a Wan-layout folder: only the headers are read
+    for part, numel in (("transformer", 1000), ("vae", 100), ("text_encoder", 5000)):
+        (model / part).mkdir(parents=True)
+        save_file({"w": torch.zeros(numel)}, str(model / part / "diffusion_pytorch_model.safetensors"))
+    cfg = train_recipe.resolve_train_config("sft", None, sft_args(tmp_path / "ds", tmp_path / "run",
+                                                                  f"backbone.pretrained={model}")[1:])
+    assert train_recipe.planned_model_sizes(cfg).frozen_bytes == 4 * 6100
+    cached = replace(cfg, data=replace(cfg.data, cache=str(tmp_path / "cache")))
+    assert train_recipe.planned_model_sizes(cached).frozen_bytes == 4 * 1100

@@ -141,6 +141,7 @@ def test_eval_suite_fvd_cli_compares_models_against_one_reference(seeded_weights
     assert code == 0
     assert out.splitlines()[0] == "| dimension | real | noise25 | noise60 |"
     assert "variant i3d-videogpt (i3d_pretrained_400.pt" in out
+    assert "fvd: from 2 generated and 2 reference clips, fewer than the 400 I3D features" in out  # marked, not refused
     models = json.loads(out_json.read_text())["models"]
     fvds = [models[name]["aggregate"]["fvd"] for name in folders]
     assert fvds[0] == pytest.approx(0.0, abs=1e-6)  # the set against itself

@@ -325,6 +325,11 @@ def evaluate_paper(videos: ClipsInput, suite: PaperSuite, *, reference_features:
             raise ConfigError("dimension fvd compares with real clips: give them with --reference")
         aggregate["fvd"] = fvd(features, reference_features)
         counts["fvd"] = f"{len(features)}/{len(reference_features)} clips"
+        fewest, dim = min(len(features), len(reference_features)), features.shape[1]
+        if fewest < dim:  # routine (I3D has 400 logits): computed, but only comparable at the same n
+            notes.append(f"fvd: from {len(features)} generated and {len(reference_features)} reference clips, fewer "
+                         f"than the {dim} I3D features: the covariances are rank-deficient and FVD depends on n; "
+                         "compare it only with values from the same numbers of clips")
         notes.append(f"fvd: variant {VIDEOGPT_VARIANT} ({suite.fvd_file}; pytorch-i3d InceptionI3d, VideoGPT "
                      "preprocessing: shorter side to 224 bilinear, centre crop 224, [-1, 1], logits averaged over "
                      "time); values from other I3D ports or clip lengths are not comparable")

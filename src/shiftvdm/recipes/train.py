@@ -201,6 +201,11 @@ def planned_model_sizes(cfg: TrainConfig) -> ModelSizes | None:
     plain = {(f.parent, f.name) for f in files if len(f.name.split(".")) == 2}
     files = [f for f in files if len(f.name.split(".")) == 2
              or (f.parent, f"{f.name.split('.')[0]}.safetensors") not in plain]
+    if cfg.data.cache or cfg.backbone.options.get("load_text_encoder") is False:
+        # with cached conditioning the text encoder is never loaded (Wan's UMT5-XXL: 13.5 GB): a lower bound
+        # that counted it would refuse runs that fit
+        root = Path(pretrained)
+        files = [f for f in files if "text_encoder" not in f.relative_to(root).parts[:-1]]
     if not files:
         return None
     cast = {"bfloat16": 2, "float16": 2, "float32": 4}.get(str(cfg.backbone.options.get("dtype", "")))
