@@ -38,7 +38,7 @@ from transformers import (
 from transformers.models.vit.modeling_vit import ViTEmbeddings
 
 from shiftvdm.errors import CheckpointError
-from shiftvdm.motion.weights import load_strict, read_folder_config, read_state_dict
+from shiftvdm.motion.weights import key_differences, load_strict, read_folder_config, read_state_dict
 
 try:  # skip the random init of a network whose every weight is loaded next (6.5 s -> 0.3 s for CLIP B/32)
     from transformers.initialization import no_init_weights as _no_init
@@ -194,17 +194,7 @@ def load_dino(path: str | Path, expect: VitShape | None = DINO_VITB16) -> DinoVi
 def _check_keys(state: Mapping[str, Tensor], expected: Mapping[str, tuple[int, ...]], source: str,
                 network: str) -> None:
     """The released key list, strictly, before any renaming (so errors name the file's own keys)."""
-    missing = [k for k in expected if k not in state]
-    unexpected = [k for k in state if k not in expected]
-    wrong = [k for k in expected if k in state and tuple(state[k].shape) != expected[k]]
-    parts = []
-    if missing:
-        parts.append(f"missing {len(missing)} keys (first: {', '.join(missing[:3])})")
-    if unexpected:
-        parts.append(f"unexpected {len(unexpected)} keys (first: {', '.join(unexpected[:3])})")
-    if wrong:
-        parts.append("wrong shapes: " + ", ".join(f"{k} {tuple(state[k].shape)} (expected {expected[k]})"
-                                                  for k in wrong[:3]))
+    parts = key_differences(state, expected)
     if parts:
         raise _shape_error(source, network, "; ".join(parts))
 

@@ -136,6 +136,24 @@ def read_state_dict(path: str | Path, what: str = "checkpoint") -> dict[str, Ten
     return _unwrap(state, source)
 
 
+def key_differences(state: Mapping[str, Tensor], expected: Mapping[str, tuple[int, ...]],
+                    shown: int = _SHOWN_KEYS) -> list[str]:
+    """How ``state`` differs from the ``expected`` key list and shapes, as phrases for an error (the first
+    ``shown`` missing / unexpected / wrong-shape keys); [] when it matches exactly."""
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    wrong = sorted(k for k in set(expected) & set(state) if tuple(state[k].shape) != tuple(expected[k]))
+    parts = []
+    if missing:
+        parts.append(f"missing {len(missing)} keys (first: {', '.join(missing[:shown])})")
+    if unexpected:
+        parts.append(f"unexpected {len(unexpected)} keys (first: {', '.join(unexpected[:shown])})")
+    if wrong:
+        parts.append("wrong shapes: " + ", ".join(
+            f"{k} {tuple(state[k].shape)} (expected {tuple(expected[k])})" for k in wrong[:shown]))
+    return parts
+
+
 def load_strict(module: nn.Module, state: Mapping[str, Tensor], source: str, network: str) -> None:
     """Load ``state`` into ``module`` exactly: every key present, none extra, every shape equal.
 
@@ -150,18 +168,8 @@ def load_strict(module: nn.Module, state: Mapping[str, Tensor], source: str, net
             keys, and which known network the file looks like when it is another one.
     """
     expected = {k: tuple(v.shape) for k, v in module.state_dict().items()}
-    missing = sorted(set(expected) - set(state))
-    unexpected = sorted(set(state) - set(expected))
-    wrong = sorted(k for k in set(expected) & set(state) if tuple(state[k].shape) != expected[k])
-    if missing or unexpected or wrong:
-        parts = []
-        if missing:
-            parts.append(f"missing {len(missing)} keys (first: {', '.join(missing[:_SHOWN_KEYS])})")
-        if unexpected:
-            parts.append(f"unexpected {len(unexpected)} keys (first: {', '.join(unexpected[:_SHOWN_KEYS])})")
-        if wrong:
-            parts.append("wrong shapes: " + ", ".join(
-                f"{k} {tuple(state[k].shape)} (expected {expected[k]})" for k in wrong[:_SHOWN_KEYS]))
+    parts = key_differences(state, expected)
+    if parts:
         looks_like = identify_network(set(state))
         # a same-family file (e.g. SEA-RAFT-S loaded as SEA-RAFT-M) is a variant mismatch, not another network
         hint = (f"; the file looks like a {looks_like} checkpoint"
