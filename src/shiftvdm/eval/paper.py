@@ -58,7 +58,12 @@ from shiftvdm.eval.inputs import (
 from shiftvdm.eval.paper_dimensions import PAPER_DIMENSIONS
 from shiftvdm.eval.results import EvalResult, json_value
 from shiftvdm.eval.suite import evaluate_videos
-from shiftvdm.eval.vbench_score import GROUP_LABELS, VBENCH_I2V_GROUPS, vbench_i2v_note, vbench_i2v_scores
+from shiftvdm.eval.vbench_score import (
+    GROUP_LABELS,
+    VBENCH_I2V_GROUPS,
+    vbench_i2v_note,
+    vbench_i2v_scores,
+)
 from shiftvdm.motion.base import get_flow_estimator
 
 logger = logging.getLogger(__name__)
