@@ -17,6 +17,8 @@ of dynamic clips), reported in percent in the table. The paper does not define i
 Overall columns; we use Appearance = mean of ``APPEARANCE_DIMENSIONS`` (VBench-I2V's appearance-side
 dimensions), Motion = mean of ``MOTION_DIMENSIONS``, and Overall = (2·Appearance + Motion)/3, which reproduces
 the paper's three SVD rows to ±0.01 (``overall_score``). A composite is only given when all its dimensions are.
+VBench-I2V's own Quality / I2V / Total Score follow its normalisation and weights (``eval/vbench_score.py``);
+each is blank (null in the JSON) unless all its dimensions have values, and a note names the lacking ones.
 """
 
 from __future__ import annotations
@@ -56,6 +58,12 @@ from shiftvdm.eval.inputs import (
 from shiftvdm.eval.paper_dimensions import PAPER_DIMENSIONS
 from shiftvdm.eval.results import EvalResult, json_value
 from shiftvdm.eval.suite import evaluate_videos
+from shiftvdm.eval.vbench_score import (
+    GROUP_LABELS,
+    VBENCH_I2V_GROUPS,
+    vbench_i2v_note,
+    vbench_i2v_scores,
+)
 from shiftvdm.motion.base import get_flow_estimator
 
 logger = logging.getLogger(__name__)
@@ -81,9 +89,10 @@ LABELS: dict[str, str] = {
     "aesthetic_quality": "aesthetic quality", "imaging_quality": "imaging quality", "i2v_subject": "i2v subject",
     "i2v_background": "i2v background", "motion_smoothness": "motion smoothness", "dynamic_degree": "dynamic degree",
     "appearance": "Appearance", "motion": "Motion", "overall": "Overall",
-    "motion_score": "Motion Score [px/frame]", "fvd": "FVD ↓",
+    "motion_score": "Motion Score [px/frame]", "fvd": "FVD ↓", **GROUP_LABELS,
 }
-PERCENT = set(APPEARANCE_DIMENSIONS + MOTION_DIMENSIONS) | {"appearance", "motion", "overall"}
+PERCENT = (set(APPEARANCE_DIMENSIONS + MOTION_DIMENSIONS) | {"appearance", "motion", "overall"}
+           | set(VBENCH_I2V_GROUPS))
 COMPOSITION_NOTE = ("Appearance = mean(" + ", ".join(APPEARANCE_DIMENSIONS) + "); Motion = mean("
                     + ", ".join(MOTION_DIMENSIONS) + "); Overall = (2·Appearance + Motion)/3 (the paper does not "
                     "define them; this fits its three SVD rows to ±0.01)")
@@ -289,7 +298,7 @@ def evaluate_paper(videos: ClipsInput, suite: PaperSuite, *, reference_features:
     chosen = suite.chosen
     skipped: list[dict[str, str]] = []
     notes: list[str] = []
-    aggregate: dict[str, float] = {}
+    aggregate: dict[str, float | None] = {}
     counts: dict[str, str] = {}
     rows: dict[str, dict[str, Any]] = {}
     flow_groups = [g for g in ("dynamic_degree", "motion_score") if g in chosen]
@@ -335,6 +344,9 @@ def evaluate_paper(videos: ClipsInput, suite: PaperSuite, *, reference_features:
                      "time); values from other I3D ports or clip lengths are not comparable")
     aggregate.update(composite_scores(aggregate))
     notes.append(COMPOSITION_NOTE)
+    groups, group_lacking = vbench_i2v_scores(aggregate)
+    aggregate.update(groups)  # blank ones as None: null in the JSON, "—" in the table
+    notes.append(vbench_i2v_note(group_lacking))
     if "motion_score" in chosen:
         notes.append("Motion Score: mean RAFT flow magnitude in px/frame at native size (the paper does not "
                      "define its Motion Score; unconfirmed that it is this)")
@@ -364,7 +376,8 @@ def paper_table(results: Mapping[str, EvalResult]) -> str:
     missing = list(first.settings.get("missing_dimensions", []))
     ordered = [k for k in PAPER_SUITE if k in chosen or k in missing] + [k for k in chosen if k not in PAPER_SUITE]
     dims = [k for k in ordered if k not in ("motion_score", "fvd")]
-    keys = dims + ["appearance", "motion", "overall"] + [k for k in ("motion_score", "fvd") if k in ordered]
+    keys = (dims + ["appearance", "motion", "overall"] + list(VBENCH_I2V_GROUPS)
+            + [k for k in ("motion_score", "fvd") if k in ordered])
     names = list(results)
     lines = ["| dimension | " + " | ".join(names) + " |", "|---|" + "---:|" * len(names)]
     for key in keys:
