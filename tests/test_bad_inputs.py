@@ -44,6 +44,22 @@ def sft_args(data: Path, out: Path, *extra: str) -> list[str]:
             f"run.out_dir={out}", *extra]
 
 
+def toy_world(root: Path, clips: int = 2, *, lora: bool = False) -> dict[str, Path]:
+    """A dataset of ``clips`` one-sprite clips and a saved toy model (and, with ``lora``, its LoRA file)."""
+    ds = root / "ds"
+    write_synthetic_dataset(ds, clips, 4, 16, seed=1, format="npy", num_sprites=1, sprite_size=(3.0, 4.0),
+                            speed=(1.5, 2.5), background="flat", overwrite=True)
+    torch.manual_seed(0)
+    toy = ToyBackbone(ToyConfig(**TOY))
+    toy.save_pretrained(root / "toy")
+    world = {"root": root, "ds": ds, "toy": root / "toy"}
+    if lora:
+        toy.add_lora(2, 2.0)
+        toy.save_lora(root / "lora.safetensors")
+        world["lora"] = root / "lora.safetensors"
+    return world
+
+
 def make_world(root: Path) -> dict[str, Path]:
     """A small dataset, a toy model and its LoRA, a tiny SVD folder, an image, a read-only folder."""
     ds = root / "ds"

@@ -13,11 +13,8 @@ import subprocess
 from pathlib import Path
 
 import pytest
-import torch
-from test_bad_inputs import TOY, run_cli, sft_args, tree_digest
+from test_bad_inputs import run_cli, sft_args, toy_world, tree_digest
 
-from shiftvdm.backbone.toy import ToyBackbone, ToyConfig
-from shiftvdm.data.synthetic import write_synthetic_dataset
 from shiftvdm.utils import atomic
 from shiftvdm.utils.atomic import DiskWriteError, staged_dir, staging_path, sweep_stale
 from shiftvdm.utils.metrics_log import MetricsLogger
@@ -26,16 +23,7 @@ from shiftvdm.utils.step_checkpoints import read_step_state
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory) -> dict[str, Path]:
-    root = tmp_path_factory.mktemp("full")
-    ds = root / "ds"
-    write_synthetic_dataset(ds, 2, 4, 16, seed=1, format="npy", num_sprites=1, sprite_size=(3.0, 4.0),
-                            speed=(1.5, 2.5), background="flat")
-    torch.manual_seed(0)
-    toy = ToyBackbone(ToyConfig(**TOY))
-    toy.save_pretrained(root / "toy")
-    toy.add_lora(2, 2.0)
-    toy.save_lora(root / "lora.safetensors")
-    return {"root": root, "ds": ds, "toy": root / "toy", "lora": root / "lora.safetensors"}
+    return toy_world(tmp_path_factory.mktemp("full"), lora=True)
 
 
 def full_disk(monkeypatch, when: str) -> list[str]:

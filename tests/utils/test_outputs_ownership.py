@@ -13,11 +13,9 @@ import shutil
 from pathlib import Path
 
 import pytest
-import torch
-from test_bad_inputs import TOY, run_cli, sft_args, tree_digest
+from test_bad_inputs import run_cli, sft_args, toy_world, tree_digest
 
-from shiftvdm.backbone.toy import ToyBackbone, ToyConfig
-from shiftvdm.data.synthetic import write_synthetic_dataset
+from shiftvdm.backbone.toy import ToyBackbone
 from shiftvdm.utils.outputs import (
     STAMP_FILE,
     model_identity,
@@ -30,14 +28,7 @@ from shiftvdm.utils.outputs import (
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory) -> dict[str, Path]:
-    root = tmp_path_factory.mktemp("own")
-    ds = root / "ds"
-    write_synthetic_dataset(ds, 2, 4, 16, seed=1, format="npy", num_sprites=1, sprite_size=(3.0, 4.0),
-                            speed=(1.5, 2.5), background="flat")
-    torch.manual_seed(0)
-    toy = ToyBackbone(ToyConfig(**TOY))
-    toy.save_pretrained(root / "toy")
-    return {"root": root, "ds": ds, "toy": root / "toy"}
+    return toy_world(tmp_path_factory.mktemp("own"))
 
 
 def _base_args(data: Path, base: Path, out: Path, *extra: str) -> list[str]:

@@ -154,14 +154,18 @@ def _read_jsonl(path: Path, root: Path) -> list[ClipEntry]:
     for number, line in enumerate(_read_text(path).splitlines(), start=1):
         if not line.strip():
             continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise DataError(f"{path} line {number}: invalid JSON ({exc.msg} at column {exc.colno})") from exc
-        except RecursionError as exc:
-            raise DataError(f"{path} line {number}: JSON nested too deeply; a line is one flat object") from exc
-        entries.append(_entry_from_record(record, root, f"{path} line {number}"))
+        entries.append(_entry_from_record(_json_line(line, path, number), root, f"{path} line {number}"))
     return entries
+
+
+def _json_line(text: str, path: Path, number: int) -> Any:
+    """One JSONL line parsed, or a DataError naming the file and line."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise DataError(f"{path} line {number}: invalid JSON ({exc.msg} at column {exc.colno})") from exc
+    except RecursionError as exc:
+        raise DataError(f"{path} line {number}: JSON nested too deeply; a line is one flat object") from exc
 
 
 def _read_json(path: Path, root: Path) -> list[ClipEntry]:
@@ -336,13 +340,7 @@ def stream_manifest(path: str | Path) -> Manifest:
                                     "manifest as UTF-8") from exc
                 if not text.strip():
                     continue
-                try:
-                    record = json.loads(text)
-                except json.JSONDecodeError as exc:
-                    raise DataError(f"{path} line {number}: invalid JSON ({exc.msg} at column {exc.colno})") from exc
-                except RecursionError as exc:
-                    raise DataError(f"{path} line {number}: JSON nested too deeply; a line is one flat object") \
-                        from exc
+                record = _json_line(text, path, number)
                 if not isinstance(record, dict) or not isinstance(record.get("path"), str) \
                         or not record["path"].strip():
                     _entry_from_record(record, root, f"{path} line {number}")  # raises the exact message
