@@ -10,6 +10,8 @@ process without any hook in the production code:
 - ``clock=RANK:SECONDS``: that rank's training clock reads SECONDS late (it alone is over a time limit);
 - ``sigterm=RANK:STEP`` / ``sigusr1=RANK:STEP``: that rank sends itself the signal right after generator step STEP
   (the scheduler's preemption, seen by one rank only; tests/train/test_preemption.py);
+- ``rollterm=RANK:BATCH``: that rank sends itself SIGTERM just before its rollout batch BATCH (counted from 1) of
+  a buffer, where collect_buffer asks whether to stop (a signal during the rollout phase, seen by one rank only);
 - ``slowsave=RANK:SECONDS``: once a preemption signal arrived, that rank's checkpoint writes sleep SECONDS inside
   the write (a window for a second signal).
 """
@@ -66,6 +68,25 @@ def signal_after_step(rank: int, at_step: int, sig: signal.Signals) -> None:
     hooks.RunHooks.after_step = after_step
 
 
+def signal_in_rollouts(rank: int, at_batch: int, sig: signal.Signals) -> None:
+    real_collect = shift.collect_buffer
+
+    def collect(*args, **kwargs):
+        real_stop = args[7] if len(args) > 7 else kwargs.pop("stop_requested", shift.preemption.requested)
+        asked = 0
+
+        def stop() -> bool:
+            nonlocal asked
+            asked += 1
+            if asked == at_batch and int(os.environ.get("RANK", "0")) == rank:
+                os.kill(os.getpid(), sig)
+            return real_stop()
+
+        return real_collect(*args[:7], stop, **kwargs)
+
+    shift.collect_buffer = collect
+
+
 def slow_saves(rank: int, seconds: float) -> None:
     from shiftvdm.utils import preemption, step_checkpoints
 
@@ -88,5 +109,6 @@ if __name__ == "__main__":
         {"nan": lambda: inject_nan(int(r), int(v)), "clock": lambda: clock_ahead(int(r), float(v)),
          "sigterm": lambda: signal_after_step(int(r), int(v), signal.SIGTERM),
          "sigusr1": lambda: signal_after_step(int(r), int(v), signal.SIGUSR1),
+         "rollterm": lambda: signal_in_rollouts(int(r), int(v), signal.SIGTERM),
          "slowsave": lambda: slow_saves(int(r), float(v))}[name]()
     sys.exit(main(args))

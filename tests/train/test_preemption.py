@@ -273,6 +273,25 @@ def test_two_ranks_stop_at_the_same_step_when_one_is_signalled(setup):
     assert "preempted at step 2" in proc.stderr
 
 
+@pytest.mark.slow
+def test_fsdp2_ranks_agree_on_a_signal_that_one_of_them_gets_between_rollout_batches(setup):
+    """Under FSDP2 every rollout forward all-gathers: rank 1 alone gets SIGTERM before its second rollout batch,
+    and both ranks drop the buffer there (no rank waits in a collective the other left), checkpoint step 0 and
+    stop with the marker."""
+    from test_distributed import launch, needs
+
+    needs("fsdp2")
+    run = setup["root"] / "fsdp2_rollouts"
+    cfg = write_config(setup, "shift", run, distributed="fsdp2")
+    text = yaml.safe_load(cfg.read_text())
+    text["rollout"]["rollout_batch_size"] = 1  # 2 rollout batches per rank and buffer
+    cfg.write_text(yaml.safe_dump(text))
+    proc = launch(cfg, faults={"rollterm": "1:2"})
+    assert proc.returncode == 1, proc.stderr[-3000:]  # a worker exited 75: the launcher's own code
+    assert [checkpoint_step(run, r)["step"] for r in range(2)] == [0, 0]
+    assert preemption.read_marker(run)["step"] == 0 and "preempted at step 0" in proc.stderr
+
+
 def test_train_critic_stops_at_a_checkpoint_and_resumes_exactly(tmp_path, monkeypatch, capsys):
     from safetensors.torch import load_file
 

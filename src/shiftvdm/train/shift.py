@@ -21,6 +21,7 @@ from __future__ import annotations
 import logging
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -97,10 +98,11 @@ def num_chunks(num_clips: int, rollout: RolloutConfig) -> int:
 
 @torch.no_grad()
 def collect_buffer(backbone: Backbone, critic: Critic | None, clips: ClipSource, indices: list[int], cfg: TrainConfig,
-                   state: TrainState, device: torch.device) -> RolloutBuffer | None:
+                   state: TrainState, device: torch.device,
+                   stop_requested: Callable[[], bool] = preemption.requested) -> RolloutBuffer | None:
     """Alg. 1, rollout phase: encode real clips, sample P rollouts each, score them, compute advantages.
 
-    None when a preemption signal arrived: checked before each rollout batch (a safe point), the half buffer is
+    None when ``stop_requested()`` (a preemption signal) before a rollout batch (a safe point): the half buffer is
     dropped and train() checkpoints the state from before it, so a resume rolls the whole buffer out again."""
     rollout, critic_cfg, counters = cfg.rollout, cfg.critic, state.counters
     load_encoded = getattr(clips, "load_encoded", None)
@@ -118,7 +120,7 @@ def collect_buffer(backbone: Backbone, critic: Critic | None, clips: ClipSource,
     P, n = rollout.group_size, len(indices)
     x_fake, scores = [], []
     for start in range(0, n, rollout.rollout_batch_size):
-        if preemption.requested():  # local flag only (no collective in here): train() reduces it across ranks
+        if stop_requested():  # train() reduces the stop across ranks after the buffer (or here, under FSDP2)
             return None
         ids = list(range(start, min(n, start + rollout.rollout_batch_size)))
         gen = state.generator("rollout", counters.chunks_done, start)  # (seed, rank, buffer, slot): never repeats
@@ -300,6 +302,10 @@ def train(cfg: TrainConfig, backbone: Backbone, clips: ClipSource, state: TrainS
     stop: str | None = None  # the agreed stop at a safe point: "time_limit" or "preempted" (hooks.stop_reason)
     metrics: dict[str, float] = {}
     buffer = state.buffer  # a resumed run continues inside its buffer
+    # FSDP2 samples through its wrapper, whose every forward all-gathers: a rank that dropped its buffer alone would
+    # leave the others waiting there, so under FSDP2 the ranks agree before each rollout batch (each rank runs the
+    # same number of batches: chunk_indices pads every rank's share)
+    stop_requested = (lambda: dist.any(preemption.requested())) if engine.kind == "fsdp2" else preemption.requested
     hooks.begin()
     while counters.step < run.max_steps:
         if buffer is None:  # Alg. 1: new chunk -> rollouts, rewards, advantages
@@ -307,7 +313,8 @@ def train(cfg: TrainConfig, backbone: Backbone, clips: ClipSource, state: TrainS
             t0 = time.perf_counter()
             # again: resumed without the buffer in the checkpoint, so rolled out once more from its origin
             with state.rollout_origin(keep=not run.checkpoint_buffer, with_weights=cfg.uses_rollouts) as again:
-                buffer = dist.together(lambda: collect_buffer(backbone, critic, clips, indices, cfg, state, dist.device),
+                buffer = dist.together(lambda: collect_buffer(backbone, critic, clips, indices, cfg, state, dist.device,
+                                                              stop_requested),
                                        "collecting the rollout buffer")  # an error on one rank stops all
             counters.add_time("buffer", time.perf_counter() - t0)
             if hooks.stop_reason(buffer_abandoned=buffer is None) == "preempted":  # agreed: every rank drops it
