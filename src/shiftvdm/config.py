@@ -558,10 +558,10 @@ def config_to_dict(cfg: Any) -> Any:
 
 def dump_config(cfg: Any, path: str | Path) -> Path:
     """Write the resolved config as YAML (atomically)."""
-    from shiftvdm.utils.checkpoint import atomic_write
+    from shiftvdm.utils.atomic import write_text
 
     text = yaml.safe_dump(config_to_dict(cfg), sort_keys=False)
-    return atomic_write(path, lambda p: p.write_text(text))
+    return write_text(path, text)
 
 
 def config_differences(a: Any, b: Any, prefix: str = "") -> list[str]:

@@ -51,7 +51,7 @@ from shiftvdm.backbone.edm import (
     lognormal_sigma,
 )
 from shiftvdm.errors import CheckpointError, ConfigError
-from shiftvdm.utils.checkpoint import atomic_write
+from shiftvdm.utils.checkpoint import write_text
 from shiftvdm.utils.seeding import generator_for
 
 logger = logging.getLogger(__name__)
@@ -500,7 +500,7 @@ class ToyBackbone:
         path.mkdir(parents=True, exist_ok=True)
         self.denoiser.save_pretrained(str(path), safe_serialization=True)
         text = json.dumps(asdict(self.config), indent=2)
-        atomic_write(path / BACKBONE_CONFIG_NAME, lambda p: p.write_text(text + "\n"))
+        write_text(path / BACKBONE_CONFIG_NAME, text + "\n")
 
     @classmethod
     def from_pretrained(cls, path: str | Path, config: ToyConfig | None = None,

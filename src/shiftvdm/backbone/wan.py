@@ -41,7 +41,7 @@ from torch import Tensor, nn
 from shiftvdm.backbone import lora
 from shiftvdm.backbone.base import DTYPES, Condition, LatentLayout, NoiseDraw
 from shiftvdm.errors import CheckpointError, ConfigError, DataError
-from shiftvdm.utils.checkpoint import atomic_write
+from shiftvdm.utils.checkpoint import write_text
 from shiftvdm.utils.seeding import generator_for
 
 logger = logging.getLogger(__name__)
@@ -820,7 +820,7 @@ class WanBackbone:
 def write_video_shape(path: str | Path, video_shape: tuple[int, int, int]) -> None:
     """Record (num_frames, height, width) next to a saved pipeline, used when the config leaves them None."""
     text = json.dumps(dict(zip(("num_frames", "height", "width"), map(int, video_shape))), indent=2)
-    atomic_write(Path(path) / VIDEO_SHAPE_FILE, lambda p: p.write_text(text + "\n"))
+    write_text(Path(path) / VIDEO_SHAPE_FILE, text + "\n")
 
 
 def _with_video_shape(config: WanConfig, path: Path | None) -> WanConfig:

@@ -26,7 +26,7 @@ import numpy as np
 
 from shiftvdm.data.video_io import CLIP_EXTENSIONS
 from shiftvdm.errors import DataError
-from shiftvdm.utils.checkpoint import atomic_write
+from shiftvdm.utils.checkpoint import write_text
 from shiftvdm.utils.jsontext import dumps_utf8
 
 logger = logging.getLogger(__name__)
@@ -266,7 +266,7 @@ def write_manifest(path: str | Path, entries: list[dict]) -> Path:
                 record[key] = resolved.relative_to(root).as_posix() if resolved.is_relative_to(root) else str(value)
         lines.append(dumps_utf8(record, allow_nan=False))  # a non-UTF-8 file name as \udcXX escapes
     text = "\n".join(lines) + ("\n" if lines else "")
-    return atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+    return write_text(path, text)
 
 
 class LazyEntries(Sequence):

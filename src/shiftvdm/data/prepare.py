@@ -37,7 +37,7 @@ from shiftvdm.data.video_io import (
     write_video,
 )
 from shiftvdm.errors import DataError
-from shiftvdm.utils.checkpoint import atomic_write, clean_stale_temps
+from shiftvdm.utils.checkpoint import clean_stale_temps, write_text
 
 logger = logging.getLogger(__name__)
 
@@ -403,7 +403,7 @@ def _check_settings(out: Path, settings: PrepareSettings) -> None:
         raise DataError(f"{out}: exists and is not a `shiftvdm data prepare` output (no {SETTINGS_FILE}); "
                         "give a new or empty --out folder")
     out.mkdir(parents=True, exist_ok=True)
-    atomic_write(path, lambda tmp: tmp.write_text(json.dumps(mine, indent=1) + "\n", encoding="utf-8"))
+    write_text(path, json.dumps(mine, indent=1) + "\n")
 
 
 def split_sources(names: list[str], val_fraction: float, seed: int) -> set[str]:
@@ -484,7 +484,7 @@ def prepare_dataset(settings: PrepareSettings, out: str | Path, *, workers: int 
     def run(source: Source) -> SourceRecord:
         record = prepare_source(source, settings, out)
         text = json.dumps(asdict(record))
-        atomic_write(_record_path(out, source.name), lambda tmp: tmp.write_text(text, encoding="utf-8"))
+        write_text(_record_path(out, source.name), text)
         return record
 
     from tqdm.auto import tqdm

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from shiftvdm.utils.checkpoint import atomic_write
+from shiftvdm.utils.checkpoint import write_text
 from shiftvdm.utils.jsontext import dumps_utf8
 
 # Display rows: aggregate key -> (label, description). Order is the table's order.
@@ -104,7 +104,7 @@ class EvalResult:
     def save_json(self, path: str | Path) -> Path:
         """Write ``to_json()`` atomically to ``path``."""
         text = self.to_json() + "\n"
-        return atomic_write(Path(path), lambda tmp: tmp.write_text(text, encoding="utf-8"))
+        return write_text(Path(path), text)
 
     def format_table(self) -> str:
         """A readable aligned table: one row per metric with its set-level value, then skipped files and notes."""

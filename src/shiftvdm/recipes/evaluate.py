@@ -40,7 +40,7 @@ from shiftvdm.motion.base import (
     get_tracker,
 )
 from shiftvdm.recipes.args import parse_command_line
-from shiftvdm.utils.checkpoint import atomic_write
+from shiftvdm.utils.checkpoint import write_text
 from shiftvdm.utils.outputs import check_output_file
 
 logger = logging.getLogger(__name__)
@@ -199,11 +199,11 @@ def run_suite(args: argparse.Namespace, progress: bool) -> int:
         data = (next(iter(results.values())).to_dict() if len(results) == 1
                 else {"models": {name: r.to_dict() for name, r in results.items()}})
         text = json.dumps(data, indent=2, allow_nan=False, ensure_ascii=False) + "\n"
-        path = atomic_write(Path(args.json_path), lambda tmp: tmp.write_text(text, encoding="utf-8"))
+        path = write_text(Path(args.json_path), text)
         print(f"\nper-video values: {path}")
     if args.markdown_path:
         table = paper_table(results) + "\n"
-        path = atomic_write(Path(args.markdown_path), lambda tmp: tmp.write_text(table, encoding="utf-8"))
+        path = write_text(Path(args.markdown_path), table)
         print(f"table: {path}")
     return 0
 

@@ -35,13 +35,12 @@ from shiftvdm.recipes.args import parse_command_line
 from shiftvdm.utils.atomic import sweep_stale
 from shiftvdm.utils.finite import check_output_finite
 from shiftvdm.utils.outputs import (
+    check_continuable,
     check_output_dir,
     continue_or_replace,
     model_identity,
-    provenance_differences,
     read_stamp,
     removal_command,
-    stamped_outputs,
 )
 from shiftvdm.utils.outputs import entries as folder_entries
 from shiftvdm.utils.run_lock import run_lock
@@ -91,9 +90,9 @@ def _clip_fps(entry: ClipEntry, fps: float | None) -> float:
 GENERATE_OUTPUTS = ("clips", "manifest.jsonl")
 
 
-def check_generate_out(out: Path, inputs: list, *, overwrite: bool = False) -> None:
-    """--out is new, empty, or an earlier `generate` output (stamped: a rerun with the same inputs continues it,
-    with other inputs it is refused unless ``overwrite``). Reads only."""
+def check_generate_out(out: Path, inputs: list) -> None:
+    """--out is new, empty, or an earlier `generate` output (stamped; whether its inputs allow a rerun is
+    ``check_continuable``'s). Reads only."""
     check_output_dir(out, "--out", inputs=inputs)
     if not out.is_dir() or not folder_entries(out):
         return
@@ -163,17 +162,14 @@ def generate(model: str | Path, data: str | Path, out: str | Path, per_clip: int
     if fps is not None and not fps > 0:
         raise ConfigError(f"--fps must be positive, got {fps}")
     out = Path(out)
-    check_generate_out(out, [("--data", data), ("--model", model), ("--lora", lora)], overwrite=overwrite)
+    check_generate_out(out, [("--data", data), ("--model", model), ("--lora", lora)])
     model = Path(model)
     all_entries = load_manifest(data).entries
     provenance = generate_provenance(model, lora, all_entries, per_clip=per_clip, steps=steps, seed=seed,
                                      frames=frames, height=height, width=width, fps=fps, fmt=fmt,
                                      deterministic=deterministic, clips_per_call=clips_per_call)
-    if out.is_dir() and read_stamp(out) is not None and stamped_outputs(out) and not overwrite:
-        diffs = provenance_differences(read_stamp(out).get("inputs", {}), provenance)
-        if diffs:  # refused before the model is loaded (prepare_generate_out checks again under the lock)
-            raise OutputError(f"--out {out}: holds clips generated from other inputs:\n  " + "\n  ".join(diffs)
-                              + "\npass --overwrite to replace them, or choose a new folder")
+    # refused before the model is loaded (prepare_generate_out checks again under the lock)
+    check_continuable(out, provenance, overwrite=overwrite, holds="clips generated")
     backbone = load_backbone_from_path(model, **_backbone_options(model, frames, height, width))
     if lora is not None:
         backbone.load_lora(lora)

@@ -38,7 +38,7 @@ from shiftvdm.data.video_io import save_raw_frames, write_video
 from shiftvdm.errors import ConfigError, DataError, OutputError
 from shiftvdm.eval.inputs import IMAGE_EXTENSIONS
 from shiftvdm.recipes.args import parse_command_line
-from shiftvdm.utils.checkpoint import atomic_write
+from shiftvdm.utils.checkpoint import write_text
 from shiftvdm.utils.finite import check_output_finite
 from shiftvdm.utils.outputs import check_output_dir, check_output_file
 
@@ -215,7 +215,7 @@ def sample_vbench_set(args: argparse.Namespace) -> int:
         logger.info("wrote %s", out / clip_name)
     text = json.dumps({"model": str(args.model), "lora": args.lora, "sampler": args.sampler,
                        "steps": backbone.config.num_inference_steps, "videos": record}, indent=2) + "\n"
-    atomic_write(out / VBENCH_RECORD, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+    write_text(out / VBENCH_RECORD, text)
     num_frames, height, width = backbone.video_shape
     print(f"wrote {len(record)} clips ({args.per_image} per image, seeds {args.seed}..{args.seed + args.per_image - 1}) "
           f"to {out} in the VBench-I2V layout: {name} backbone, {num_frames} frames of {height}x{width}; "

@@ -47,7 +47,7 @@ from shiftvdm.data.dataset import VideoClipDataset
 from shiftvdm.data.manifest import ClipEntry, LazyEntries, require_inside_root
 from shiftvdm.data.video_io import to_tensor
 from shiftvdm.errors import DataError
-from shiftvdm.utils.checkpoint import atomic_write
+from shiftvdm.utils.checkpoint import atomic_write, write_text
 
 logger = logging.getLogger(__name__)
 
@@ -271,7 +271,7 @@ def encode_clips(backbone: Backbone, dataset: VideoClipDataset, root: Path, cach
         if cache.exists() and any(not p.name.startswith(".") for p in cache.iterdir()):
             raise DataError(f"{cache}: exists and is not a latent cache (no {KEY_FILE}); give a new or empty folder")
         text = json.dumps(key, indent=1, default=str) + "\n"
-        atomic_write(cache / KEY_FILE, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+        write_text(cache / KEY_FILE, text)
     clips = CachedClips(cache, dataset, root, default_prompt)
     mine = list(range(rank, len(dataset), world))
     counts = {"encoded": 0, "cached": 0}

@@ -444,6 +444,21 @@ def stored_differences(folder: str | Path, current: dict) -> list[str] | None:
                                   {k: current[k] for k in current if k in stored})
 
 
+def check_continuable(folder: str | Path, provenance: dict, *, overwrite: bool, what: str = "--out",
+                      holds: str = "outputs made") -> list[str]:
+    """The fields in which ``folder``'s stamped outputs were made from other inputs than ``provenance`` ([] when it
+    holds none, or the same); an OutputError naming them unless ``overwrite``. Reads only."""
+    folder = Path(folder)
+    stamp = read_stamp(folder)
+    if stamp is None or not stamped_outputs(folder):
+        return []
+    diffs = provenance_differences(stamp.get("inputs", {}), provenance)
+    if diffs and not overwrite:
+        raise OutputError(f"{what} {folder}: holds {holds} from other inputs:\n  " + "\n  ".join(diffs)
+                          + "\npass --overwrite to replace them, or choose a new folder")
+    return diffs
+
+
 def continue_or_replace(folder: str | Path, command: str, provenance: dict, *, overwrite: bool,
                         outputs: Iterable[str], what: str = "--out") -> str:
     """For a derived output (generated clips, a prepared dataset, a cache) that a rerun continues: call it
@@ -452,15 +467,10 @@ def continue_or_replace(folder: str | Path, command: str, provenance: dict, *, o
     or with ``overwrite`` its stamped entries are removed ("replaced"); a new folder is stamped ("new"). A folder
     with other files and no stamp, or another command's, is refused (``check_replaceable``)."""
     folder = Path(folder)
-    stamp = read_stamp(folder)
-    if stamp is not None and stamped_outputs(folder):
+    if read_stamp(folder) is not None and stamped_outputs(folder):
         check_replaceable(folder, command, what)
-        diffs = provenance_differences(stamp.get("inputs", {}), provenance)
-        if not diffs:
+        if not check_continuable(folder, provenance, overwrite=overwrite, what=what):
             return "continue"
-        if not overwrite:
-            raise OutputError(f"{what} {folder}: holds outputs made from other inputs:\n  " + "\n  ".join(diffs)
-                              + "\npass --overwrite to replace them, or choose a new folder")
         replace_outputs(folder, command, what)
         write_stamp(folder, command, inputs=provenance, outputs=outputs)
         return "replaced"

@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from shiftvdm.utils.checkpoint import atomic_write
+from shiftvdm.utils.checkpoint import write_text
 
 logger = logging.getLogger(__name__)
 
@@ -346,7 +346,7 @@ def build_report(run_dir: str | Path, *, grid_clips: int = 8) -> Path:
             f"</title><style>{CSS}</style></head><body>{''.join(parts)}<script>{LOAD_CHECK}</script></body></html>")
 
     out = run_dir / "report.html"
-    atomic_write(out, lambda p: p.write_text(page))
+    write_text(out, page)
     return out
 
 
