@@ -64,7 +64,7 @@ from shiftvdm.eval.vbench_score import (
     vbench_i2v_note,
     vbench_i2v_scores,
 )
-from shiftvdm.motion.base import get_flow_estimator
+from shiftvdm.motion.base import FlowEstimator, get_flow_estimator
 
 logger = logging.getLogger(__name__)
 
@@ -126,6 +126,7 @@ class PaperSuite:
     device: torch.device
     i3d: InceptionI3d | None = None
     fvd_file: str | None = None
+    raft: FlowEstimator | None = None  # dynamic degree and motion score (built once for every compared model)
     scorers: dict[str, ClipScorer] = field(default_factory=dict)
 
 
@@ -211,6 +212,8 @@ def prepare_suite(text: str, weights: str | Path | None, *, device: str | torch.
     if "fvd" in chosen:
         suite.fvd_file = next(n for n in I3D_FILES if n in files)
         suite.i3d = load_i3d(files[suite.fvd_file], device)
+    if "dynamic_degree" in chosen or "motion_score" in chosen:
+        suite.raft = get_flow_estimator("raft", checkpoint=files[RAFT_FILE.name], iters=RAFT_ITERS, device=str(device))
     for name in chosen:
         if name in registry and name not in BUILTIN_WEIGHTS:
             spec = registry[name]
@@ -303,9 +306,7 @@ def evaluate_paper(videos: ClipsInput, suite: PaperSuite, *, reference_features:
     rows: dict[str, dict[str, Any]] = {}
     flow_groups = [g for g in ("dynamic_degree", "motion_score") if g in chosen]
     if flow_groups:
-        raft = get_flow_estimator("raft", checkpoint=suite.files[RAFT_FILE.name], iters=RAFT_ITERS,
-                                  device=str(suite.device))
-        flow = evaluate_videos(videos, flow=raft, metrics=flow_groups, fps=fps, max_frames=max_frames,
+        flow = evaluate_videos(videos, flow=suite.raft, metrics=flow_groups, fps=fps, max_frames=max_frames,
                                min_frames=min_frames, strict=strict, progress=progress)
         for key in flow_groups:
             aggregate[key] = flow.aggregate[key]

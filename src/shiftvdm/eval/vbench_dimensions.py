@@ -31,6 +31,7 @@ one frame at a time, and OpenAI CLIP in fp16 when on a GPU; both give the same v
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
@@ -276,8 +277,17 @@ class ImagingQualityScorer:
         return float(np.mean(scores) / 100.0)
 
 
+# subject consistency and i2v_subject read the same DINO file: one network (343 MB) serves both while a suite
+# holds them, and goes with the suite
+_DINO_LOADED: weakref.WeakValueDictionary[tuple[str, str], _Embedder] = weakref.WeakValueDictionary()
+
+
 def _dino(paths: Mapping[str, Path], device: torch.device) -> _Embedder:
-    return _Embedder(load_dino(paths[DINO_FILE.name]), device)
+    key = (str(Path(paths[DINO_FILE.name]).resolve()), str(device))
+    embedder = _DINO_LOADED.get(key)
+    if embedder is None:
+        embedder = _DINO_LOADED[key] = _Embedder(load_dino(paths[DINO_FILE.name]), device)
+    return embedder
 
 
 def _build_subject(paths: Mapping[str, Path], device: torch.device) -> ConsistencyScorer:
